@@ -1,0 +1,76 @@
+"""The Celery app factory: ARCHITECTURE.md's delivery guarantees in one place.
+
+At-least-once with idempotent output: late acks, reject on worker lost,
+prefetch 1, one shared visibility timeout, JSON only. Tasks are routed to
+queues by name (``labelq.<queue>.*``), so the producer publishes by task
+name and never imports worker code.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import Celery
+from kombu import Queue
+
+from labelq.redis_server import resolve_redis_url
+from labelq.settings import QUEUES, Settings
+
+TEACHER_TASK = "labelq.teacher.label_chunk"
+STUDENT_TASK = "labelq.student.label_chunk"
+TRAINER_TASK = "labelq.trainer.train_bucket"
+TASK_FOR_QUEUE: dict[str, str] = {
+    "teacher": TEACHER_TASK,
+    "student": STUDENT_TASK,
+    "trainer": TRAINER_TASK,
+}
+# Worker modules that register tasks; imported by workers only, never by the producer.
+WORKER_MODULES: dict[str, str] = {
+    "teacher": "workers.teacher.tasks",
+    "student": "workers.student.tasks",
+    "trainer": "trainer.tasks",
+}
+
+
+def celery_config(settings: Settings, broker_url: str) -> dict[str, Any]:
+    transport = {
+        "visibility_timeout": settings.visibility_timeout_s,
+        "global_keyprefix": settings.redis_key_prefix,
+    }
+    return {
+        "broker_url": broker_url,
+        "broker_transport_options": transport,
+        "broker_connection_retry_on_startup": True,
+        "broker_connection_max_retries": None,  # reconnect forever after a Redis restart
+        "result_backend": None,
+        "task_ignore_result": True,
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "task_acks_on_failure_or_timeout": True,
+        "worker_prefetch_multiplier": 1,
+        "worker_cancel_long_running_tasks_on_connection_loss": True,
+        "task_serializer": "json",
+        "accept_content": ["json"],
+        "event_serializer": "json",
+        "task_queues": [Queue(name) for name in QUEUES],
+        "task_default_queue": "teacher",
+        "task_routes": {f"labelq.{name}.*": {"queue": name} for name in QUEUES},
+        "task_create_missing_queues": False,
+        "worker_hijack_root_logger": False,
+        "worker_send_task_events": True,
+        "task_send_sent_event": False,
+        "enable_utc": True,
+    }
+
+
+def create_app(settings: Settings, *, broker_url: str | None = None, name: str = "labelq") -> Celery:
+    """A configured Celery app (no worker modules imported)."""
+    app = Celery(name, set_as_current=False)
+    app.conf.update(celery_config(settings, broker_url or resolve_redis_url(settings)))
+    app.conf.labelq_settings = settings
+    return app
+
+
+def queue_redis_key(settings: Settings, queue: str) -> str:
+    """The Redis list that holds a queue's messages (kombu's key, our prefix)."""
+    return settings.redis_key_prefix + queue

@@ -1,0 +1,84 @@
+"""``labelq ingest``: stream sessions into the queues."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from labelq.celery_app import create_app
+from labelq.cli.common import err_console, friendly_errors, print_json_line, progress_bar, settings_of
+from labelq.deadletter import DeadLetterSink
+from labelq.redis_server import connect, resolve_redis_url
+from labelq.settings import QUEUES
+from labelq.store import open_store
+from producer.ingest import IngestSummary, Ingestor
+from producer.publisher import ChunkPublisher
+from producer.routing import FixedRouter, default_router
+from producer.sources import iter_source, source_sizes
+
+
+@friendly_errors
+def ingest(
+    ctx: typer.Context,
+    sources: Annotated[list[str], typer.Argument(
+        help="JSONL or JSON-array files (optionally .gz), '-' for stdin, or s3://bucket/prefix.")],
+    task: Annotated[str | None, typer.Option(help="Task spec the sessions are for.")] = None,
+    queue: Annotated[str | None, typer.Option(
+        help=f"Force every session to one queue ({', '.join(q for q in QUEUES if q != 'trainer')}).")] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Print one JSON summary as the last line.")] = False,
+) -> None:
+    """Validate, dedupe, route and chunk sessions into the queues, with backpressure.
+
+    Bad sessions go to the dead-letter store with their reason; the exit status
+    is non-zero only when Redis or the store cannot be reached.
+    """
+    settings = settings_of(ctx)
+    task = task or settings.default_task
+    router = FixedRouter(queue) if queue else default_router()
+    client = connect(settings)
+    store = open_store(settings)
+    app = create_app(settings, broker_url=resolve_redis_url(settings))
+    total = source_sizes(sources)
+    with progress_bar(bytes_total=total) as progress:
+        bar = progress.add_task(f"ingest {task}", total=total, info="")
+        paused = {"queue": ""}
+
+        def on_pause(q: str, depth: int) -> None:
+            paused["queue"] = q
+            progress.update(bar, info=f"[yellow]paused: {q} holds {depth} chunks")
+
+        def on_record(summary: IngestSummary) -> None:
+            if summary.read % 1000 == 0:
+                progress.update(bar, info=f"{summary.read:,} read, {summary.enqueued:,} enqueued")
+
+        def on_bytes(n: int) -> None:
+            progress.advance(bar, n if total else 0)
+
+        dlq = DeadLetterSink(settings, store, client, stage="ingest")
+        with ChunkPublisher(settings, app, client, on_pause=on_pause) as publisher:
+            ingestor = Ingestor(settings, publisher, dlq, router, task=task, on_record=on_record)
+
+            def records():  # type: ignore[no-untyped-def]
+                for spec in sources:
+                    yield from iter_source(
+                        spec, max_bytes=settings.max_session_bytes, on_bytes=on_bytes,
+                        open_store=lambda url: open_store(settings, url),
+                    )
+
+            summary = ingestor.run(records())
+    _print_summary(summary)
+    if json_out:
+        print_json_line(summary.to_dict())
+
+
+def _print_summary(summary: IngestSummary) -> None:
+    data = summary.to_dict()
+    table = Table(title="ingest summary", show_header=False)
+    for name in ("read", "enqueued", "duplicates", "rejected_total", "chunks", "elapsed_s",
+                 "sessions_per_s", "backpressure_paused_s"):
+        table.add_row(name, f"{data[name]}")
+    for reason, count in data["rejected"].items():
+        table.add_row(f"  rejected: {reason}", str(count))
+    err_console.print(table)

@@ -1,0 +1,58 @@
+"""Entry point: parse global options, load settings once, configure logging, dispatch."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from labelq import __version__
+from labelq.cli import ops_cmd
+from labelq.cli.common import friendly_errors
+from labelq.cli.ingest_cmd import ingest
+from labelq.logging import configure
+from labelq.settings import load_settings
+
+app = typer.Typer(
+    name="labelq",
+    help="labelq: label user sessions with a GPT-4-class teacher and a LoRA-tuned student.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"labelq {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+@friendly_errors
+def main_callback(
+    ctx: typer.Context,
+    config: Annotated[Path | None, typer.Option(
+        "--config", envvar="LABELQ_CONFIG_FILE", help="TOML settings file (\\[section] keys flatten to section_key).",
+        exists=True, dir_okay=False)] = None,
+    log_level: Annotated[str | None, typer.Option(help="Override LABELQ_LOG_LEVEL.")] = None,
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                          help="Print the version and exit.")] = False,
+) -> None:
+    overrides = {"log_level": log_level} if log_level else {}
+    settings = load_settings(config, **overrides)
+    configure(settings.log_level, settings.log_format)
+    ctx.obj = {"settings": settings}
+
+
+app.command(no_args_is_help=True)(ingest)
+ops_cmd.register(app)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,88 @@
+"""One error root for labelq, split into retryable and permanent.
+
+    LabelqError
+    ├── RetryableError            back off and try again (the cause may go away)
+    │   ├── ServiceUnavailable    Redis, the object store or an API cannot be reached
+    │   └── RateLimited           a limiter or the provider said "not now" (retry_after_s)
+    └── PermanentError            retrying cannot help: dead-letter with the reason
+        ├── ConfigError           a setting or a spec is wrong (operator must act)
+        ├── InvalidKey            an object-store key would escape its prefix
+        ├── ObjectNotFound        the object store has no such key
+        ├── DecodeError           a message or record does not match its schema
+        └── RejectedInput         a session failed validation (reason is a short code)
+
+Workers retry ``RetryableError`` and dead-letter ``PermanentError`` with
+``reason``; the producer never raises ``RejectedInput`` to the user, it
+dead-letters the line and carries on.
+"""
+
+from __future__ import annotations
+
+
+class LabelqError(Exception):
+    """Root of every error labelq raises on purpose."""
+
+    reason: str = "error"
+
+    def __init__(self, message: str, *, reason: str | None = None) -> None:
+        super().__init__(message)
+        if reason is not None:
+            self.reason = reason
+
+
+class RetryableError(LabelqError):
+    """The operation may succeed later."""
+
+    reason = "retryable"
+
+
+class ServiceUnavailable(RetryableError):
+    """A backing service (Redis, object store, API) cannot be reached."""
+
+    reason = "service_unavailable"
+
+
+class RateLimited(RetryableError):
+    """A limiter or provider asked us to wait ``retry_after_s`` seconds."""
+
+    reason = "rate_limited"
+
+    def __init__(self, message: str, *, retry_after_s: float = 1.0) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+class PermanentError(LabelqError):
+    """Retrying cannot help; the item goes to the dead-letter store."""
+
+    reason = "permanent"
+
+
+class ConfigError(PermanentError):
+    """A setting, a URL or a task spec is invalid."""
+
+    reason = "config_error"
+
+
+class InvalidKey(PermanentError):
+    """An object-store key is malformed or would escape the store's prefix."""
+
+    reason = "invalid_key"
+
+
+class ObjectNotFound(PermanentError):
+    """The object store holds no object under the key."""
+
+    reason = "not_found"
+
+
+class DecodeError(PermanentError):
+    """A message or record does not match its versioned schema."""
+
+    reason = "decode_error"
+
+
+class RejectedInput(PermanentError):
+    """A session failed validation; ``reason`` is a short machine-readable code."""
+
+    reason = "rejected"

@@ -1,0 +1,29 @@
+"""Content hashes and deterministic ids."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+from typing import Any
+
+import orjson
+
+HASH_BYTES = 16
+
+
+def canonical_json(obj: Any) -> bytes:
+    """Key-sorted compact JSON: the same object always gives the same bytes."""
+    return orjson.dumps(obj, option=orjson.OPT_SORT_KEYS)
+
+
+def content_hash(obj: Any) -> str:
+    """128-bit BLAKE2b of the canonical JSON of ``obj``, as hex."""
+    return hashlib.blake2b(canonical_json(obj), digest_size=HASH_BYTES).hexdigest()
+
+
+def chunk_id(task: str, content_hashes: Iterable[str]) -> str:
+    """Deterministic chunk id: a redelivered or re-built chunk gets the same id."""
+    h = hashlib.blake2b(task.encode(), digest_size=HASH_BYTES)
+    for ch in content_hashes:
+        h.update(ch.encode())
+    return h.hexdigest()

@@ -1,0 +1,147 @@
+"""Versioned wire and store schemas. Decoding failures raise DecodeError.
+
+* ``ChunkMessage``  a queue message: one chunk of sessions for one task.
+* ``LabelRecord``   one label in ``labels/<source>/...`` (JSONL).
+* ``DeadLetter``    one thing that could not be labelled, with its reason.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from labelq.errors import DecodeError
+from labelq.hashing import chunk_id
+
+CHUNK_SCHEMA_VERSION = 1
+LABEL_SCHEMA_VERSION = 1
+DEAD_LETTER_SCHEMA_VERSION = 1
+
+
+def utc_now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
+
+
+class SessionItem(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    session_id: str = Field(min_length=1)
+    content_hash: str = Field(min_length=8)
+    payload: dict[str, Any]
+
+
+class ChunkMessage(BaseModel):
+    """``{v, chunk_id, task, sessions: [{session_id, content_hash, payload}]}``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    v: Literal[1] = CHUNK_SCHEMA_VERSION
+    chunk_id: str = Field(min_length=8)
+    task: str = Field(min_length=1)
+    sessions: list[SessionItem] = Field(min_length=1)
+    # Where the chunk came from: "seed", "sample", "steady", "escalation", "forced".
+    route: str = "steady"
+
+    @classmethod
+    def decode(cls, raw: Any) -> ChunkMessage:
+        """Parse a message body (dict, str or bytes); DecodeError when it does not fit."""
+        try:
+            if isinstance(raw, (bytes, str)):
+                raw = orjson.loads(raw)
+            return cls.model_validate(raw)
+        except (ValidationError, orjson.JSONDecodeError) as exc:
+            raise DecodeError(f"not a v{CHUNK_SCHEMA_VERSION} chunk message: {exc}") from exc
+
+    def wire(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+
+def chunk_wire(
+    task: str, route: str, sessions: list[tuple[str, str, dict[str, Any]]]
+) -> dict[str, Any]:
+    """A chunk message as its wire dict, built without re-validating trusted parts.
+
+    The producer has validated every session already; workers decode with
+    :meth:`ChunkMessage.decode`.
+    """
+    return {
+        "v": CHUNK_SCHEMA_VERSION,
+        "chunk_id": chunk_id(task, (h for _, h, _ in sessions)),
+        "task": task,
+        "route": route,
+        "sessions": [
+            {"session_id": sid, "content_hash": h, "payload": payload} for sid, h, payload in sessions
+        ],
+    }
+
+
+Source = Literal["teacher", "student", "human"]
+
+
+class LabelRecord(BaseModel):
+    """One label; the fields of ARCHITECTURE.md's label record contract."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    v: Literal[1] = LABEL_SCHEMA_VERSION
+    session_id: str
+    content_hash: str
+    task: str
+    label: str
+    source: Source
+    model: str
+    adapter_version: int | None = None
+    prompt_version: str
+    confidence: float | None = None
+    words: int
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost_usd: float = 0.0
+    latency_ms: float = 0.0
+    chunk_id: str
+    created_at: str = Field(default_factory=utc_now_iso)
+    flags: list[str] = Field(default_factory=list)
+
+    @classmethod
+    def decode(cls, raw: bytes | str | dict[str, Any]) -> LabelRecord:
+        try:
+            if isinstance(raw, (bytes, str)):
+                raw = orjson.loads(raw)
+            return cls.model_validate(raw)
+        except (ValidationError, orjson.JSONDecodeError) as exc:
+            raise DecodeError(f"not a v{LABEL_SCHEMA_VERSION} label record: {exc}") from exc
+
+
+class DeadLetter(BaseModel):
+    """Something that could not be labelled. ``raw`` is truncated input, for humans."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    v: Literal[1] = DEAD_LETTER_SCHEMA_VERSION
+    reason: str
+    detail: str = ""
+    stage: str  # "ingest", "teacher", "student", "trainer"
+    task: str | None = None
+    session_id: str | None = None
+    content_hash: str | None = None
+    chunk_id: str | None = None
+    source: str | None = None
+    line: int | None = None
+    raw: str | None = None
+    raw_truncated: bool = False
+    created_at: str = Field(default_factory=utc_now_iso)
+
+
+def encode_jsonl(records: list[BaseModel]) -> bytes:
+    """Records as JSON lines, one per record."""
+    return b"".join(orjson.dumps(r.model_dump(mode="json")) + b"\n" for r in records)
+
+
+def decode_jsonl(data: bytes) -> list[dict[str, Any]]:
+    try:
+        return [orjson.loads(line) for line in data.splitlines() if line.strip()]
+    except orjson.JSONDecodeError as exc:
+        raise DecodeError(f"corrupt JSONL object: {exc}") from exc

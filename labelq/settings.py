@@ -1,0 +1,232 @@
+"""The one typed settings object, read once at the edge and passed down.
+
+Sources, highest priority first: constructor arguments, ``LABELQ_*``
+environment variables, the TOML file named by ``LABELQ_CONFIG_FILE`` (or
+``--config``), then the defaults below. TOML tables are flattened with ``_``,
+so ``[teacher] rpm = 500`` sets ``teacher_rpm`` like ``LABELQ_TEACHER_RPM``.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic.fields import FieldInfo
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+from labelq.errors import ConfigError
+
+QUEUES: tuple[str, ...] = ("teacher", "student", "trainer")
+
+
+def default_state_dir() -> Path:
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "labelq"
+
+
+class Settings(BaseSettings):
+    """Every knob labelq has. Units are in the names; descriptions show in `labelq config show`."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="LABELQ_", extra="forbid", validate_default=True, populate_by_name=True
+    )
+
+    # --- where state lives -------------------------------------------------
+    state_dir: Path = Field(
+        default_factory=default_state_dir,
+        description="Directory for local state: embedded Redis data, local store, model cache.",
+    )
+    redis_url: SecretStr | None = Field(
+        default=None,
+        description="Redis URL (broker and state). Unset: an embedded redis-server under state_dir.",
+    )
+    redis_key_prefix: str = Field(
+        default="labelq:",
+        description="Prefix of every Redis key labelq and its queues use (isolates deployments).",
+    )
+    store_url: str | None = Field(
+        default=None,
+        description="Object store: file:///dir or s3://bucket/prefix. Unset: file://<state_dir>/store.",
+    )
+    s3_endpoint_url: str | None = Field(
+        default=None, description="S3 endpoint for MinIO or another S3-protocol server."
+    )
+    s3_region: str = Field(default="us-east-1", description="S3 region name.")
+
+    # --- sessions and ingestion ---------------------------------------------
+    session_id_field: str = Field(
+        default="session_id", description="Dotted path of the session id inside a session object."
+    )
+    reference_field: str = Field(
+        default="_reference",
+        description="Top-level field holding ground truth (label, journey); never shown to a model.",
+    )
+    max_session_bytes: int = Field(
+        default=1_000_000, gt=0, description="Largest accepted session, in bytes of JSON."
+    )
+    max_session_depth: int = Field(
+        default=64, gt=0, description="Deepest accepted nesting of objects and arrays."
+    )
+    max_session_id_chars: int = Field(default=256, gt=0, description="Longest accepted session id.")
+    chunk_size: int = Field(default=64, gt=0, description="Sessions per queue message (chunk).")
+    queue_high_water_chunks: int = Field(
+        default=2_000, gt=0, description="Producer pauses while a queue holds more chunks than this."
+    )
+    queue_low_water_chunks: int = Field(
+        default=1_000, ge=0, description="A paused producer resumes below this many chunks."
+    )
+    backpressure_poll_s: float = Field(
+        default=0.5, gt=0, description="How often a paused producer re-reads queue depth."
+    )
+    dead_letter_raw_max_bytes: int = Field(
+        default=4_096, gt=0, description="Raw input kept with a dead-letter record, truncated."
+    )
+    dead_letter_flush_records: int = Field(
+        default=500, gt=0, description="Dead-letter records buffered before one store write."
+    )
+    default_task: str = Field(default="session-label", description="Task spec used when none is named.")
+
+    # --- delivery -----------------------------------------------------------
+    visibility_timeout_s: int = Field(
+        default=3_600,
+        gt=0,
+        description="Seconds before an unacked message is redelivered; above the longest chunk.",
+    )
+    max_attempts: int = Field(
+        default=5, gt=0, description="Deliveries of one chunk before it is dead-lettered."
+    )
+
+    # --- logs -----------------------------------------------------------------
+    log_level: str = Field(default="INFO", description="Log level: DEBUG, INFO, WARNING, ERROR.")
+    log_format: str = Field(
+        default="auto", description="auto (console on a TTY, JSON lines otherwise), json or console."
+    )
+
+    @field_validator("log_format")
+    @classmethod
+    def _check_log_format(cls, value: str) -> str:
+        if value not in {"auto", "json", "console"}:
+            raise ValueError("log_format must be auto, json or console")
+        return value
+
+    @field_validator("store_url")
+    @classmethod
+    def _check_store_url(cls, value: str | None) -> str | None:
+        if value is not None and urlsplit(value).scheme not in {"file", "s3"}:
+            raise ValueError("store_url must start with file:// or s3://")
+        return value
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, FlatTomlSource(settings_cls))
+
+    # --- derived values -------------------------------------------------------
+    @property
+    def effective_store_url(self) -> str:
+        return self.store_url or f"file://{(self.state_dir / 'store').resolve()}"
+
+    def redis_key(self, *parts: str) -> str:
+        """A Redis key under this deployment's prefix."""
+        return self.redis_key_prefix + ":".join(parts)
+
+
+class FlatTomlSource(PydanticBaseSettingsSource):
+    """Reads ``LABELQ_CONFIG_FILE`` (TOML), flattening tables into ``table_key`` names."""
+
+    def __init__(self, settings_cls: type[BaseSettings]) -> None:
+        super().__init__(settings_cls)
+        path = os.environ.get("LABELQ_CONFIG_FILE")
+        self._values: dict[str, Any] = load_toml_flat(Path(path)) if path else {}
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return self._values.get(field_name), field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return dict(self._values)
+
+
+def load_toml_flat(path: Path) -> dict[str, Any]:
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise ConfigError(f"config file {path} does not exist") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from exc
+    flat: dict[str, Any] = {}
+
+    def walk(prefix: str, table: dict[str, Any]) -> None:
+        for key, value in table.items():
+            name = f"{prefix}_{key}" if prefix else key
+            if isinstance(value, dict):
+                walk(name, value)
+            else:
+                flat[name.replace("-", "_")] = value
+
+    walk("", data)
+    known = set(Settings.model_fields)
+    unknown = sorted(set(flat) - known)
+    if unknown:
+        raise ConfigError(f"config file {path}: unknown settings {', '.join(unknown)}")
+    return flat
+
+
+def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
+    """Build the settings once, at an entry point; raise ConfigError with a readable message."""
+    if config_file is not None:
+        os.environ["LABELQ_CONFIG_FILE"] = str(config_file)
+    try:
+        return Settings(**overrides)
+    except ConfigError:
+        raise
+    except ValueError as exc:  # pydantic.ValidationError is a ValueError
+        raise ConfigError(f"invalid configuration: {exc}") from exc
+
+
+SECRET_MARKERS = ("key", "secret", "password", "token")
+
+
+def mask_url(url: str) -> str:
+    """Hide the password (and key-like query values) of a URL."""
+    parts = urlsplit(url)
+    if parts.password:
+        host = parts.hostname or ""
+        if parts.port:
+            host = f"{host}:{parts.port}"
+        user = parts.username or ""
+        netloc = f"{user}:***@{host}" if user else f":***@{host}"
+        parts = parts._replace(netloc=netloc)
+    return urlunsplit(parts)
+
+
+def masked_dump(settings: Settings) -> dict[str, Any]:
+    """The effective configuration with every secret masked, for display."""
+    out: dict[str, Any] = {}
+    for name in Settings.model_fields:
+        value = getattr(settings, name)
+        if isinstance(value, SecretStr):
+            secret = value.get_secret_value()
+            out[name] = mask_url(secret) if "://" in secret else "***"
+        elif value is not None and any(m in name for m in SECRET_MARKERS):
+            out[name] = "***"
+        elif isinstance(value, Path):
+            out[name] = str(value)
+        elif isinstance(value, str) and "://" in value:
+            out[name] = mask_url(value)
+        else:
+            out[name] = value
+    return out

@@ -1,0 +1,40 @@
+"""The object-store interface: bytes under keys, atomic writes, listing by prefix."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+
+@runtime_checkable
+class ObjectStore(Protocol):
+    """A flat namespace of immutable-looking objects under one root or prefix.
+
+    Every write is atomic: a reader sees the whole old object, the whole new one,
+    or none. Keys are checked by :func:`labelq.store.keys.check_key`.
+    """
+
+    url: str
+
+    def put_bytes(self, key: str, data: bytes) -> None: ...
+
+    def get_bytes(self, key: str) -> bytes: ...
+
+    def exists(self, key: str) -> bool: ...
+
+    def list(self, prefix: str = "") -> Iterator[str]:
+        """Keys under ``prefix`` (a key prefix, not only a folder), sorted."""
+        ...
+
+    def delete(self, key: str) -> None: ...
+
+    def put_file(self, key: str, path: Path) -> None: ...
+
+    def get_file(self, key: str, path: Path) -> None:
+        """Download to ``path`` atomically (temp file, then rename)."""
+        ...
+
+    def open_read(self, key: str) -> Iterator[bytes]:
+        """Stream an object's bytes in blocks, for large inputs."""
+        ...

@@ -1,0 +1,133 @@
+"""``labelq ingest``: sources -> validate -> dedupe -> route -> chunk -> publish.
+
+Every record read is counted exactly once as enqueued, duplicate or rejected
+(``read = enqueued + duplicates + sum(rejected)``); rejected records go to the
+dead-letter store with source, line, reason and the truncated raw bytes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from labelq.deadletter import DeadLetterSink, truncate_raw
+from labelq.schemas import DeadLetter, chunk_wire
+from labelq.settings import Settings
+from producer.publisher import ChunkPublisher
+from producer.routing import Router
+from producer.sources import RawRecord
+from producer.validate import Accepted, Limits, Rejected, validate
+
+
+@dataclass
+class IngestSummary:
+    read: int = 0
+    enqueued: int = 0
+    duplicates: int = 0
+    rejected: Counter[str] = field(default_factory=Counter)
+    chunks: int = 0
+    queues: Counter[str] = field(default_factory=Counter)
+    elapsed_s: float = 0.0
+    backpressure_paused_s: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "read": self.read,
+            "enqueued": self.enqueued,
+            "duplicates": self.duplicates,
+            "rejected": dict(sorted(self.rejected.items())),
+            "rejected_total": sum(self.rejected.values()),
+            "chunks": self.chunks,
+            "queues": dict(self.queues),
+            "elapsed_s": round(self.elapsed_s, 3),
+            "sessions_per_s": round(self.read / self.elapsed_s, 1) if self.elapsed_s else None,
+            "backpressure_paused_s": round(self.backpressure_paused_s, 3),
+        }
+
+
+class Ingestor:
+    """Streams records into chunks for one task. Use as a context manager per run."""
+
+    def __init__(
+        self, settings: Settings, publisher: ChunkPublisher, dead_letters: DeadLetterSink,
+        router: Router, *, task: str, on_record: Callable[[IngestSummary], None] | None = None,
+    ) -> None:
+        self._settings = settings
+        self._publisher = publisher
+        self._dlq = dead_letters
+        self._router = router
+        self._task = task
+        self._limits = Limits.from_settings(settings)
+        self._buffers: dict[tuple[str, str], dict[str, Accepted]] = {}
+        self._on_record = on_record
+        self.summary = IngestSummary()
+
+    def run(self, records: Iterable[RawRecord]) -> IngestSummary:
+        started = time.monotonic()
+        try:
+            for record in records:
+                self.add(record)
+            self.flush_all()
+        finally:
+            self._dlq.flush()
+            self.summary.elapsed_s = time.monotonic() - started
+            self.summary.backpressure_paused_s = self._publisher.paused_s
+        return self.summary
+
+    def add(self, record: RawRecord) -> None:
+        self.summary.read += 1
+        result = validate(record, self._limits)
+        if isinstance(result, Rejected):
+            self._reject(record, result)
+        else:
+            queue, route = self._router.route(self._task, result)
+            buffer = self._buffers.setdefault((queue, route), {})
+            if result.content_hash in buffer:
+                self.summary.duplicates += 1
+            else:
+                buffer[result.content_hash] = result
+                if len(buffer) >= self._settings.chunk_size:
+                    self._flush(queue, route)
+        if self._on_record is not None:
+            self._on_record(self.summary)
+
+    def _reject(self, record: RawRecord, result: Rejected) -> None:
+        self.summary.rejected[result.reason] += 1
+        raw, truncated = truncate_raw(record.data, self._settings.dead_letter_raw_max_bytes)
+        self._dlq.add(DeadLetter(
+            reason=result.reason, detail=result.detail, stage="ingest", task=self._task,
+            source=record.source, line=record.line, raw=raw,
+            raw_truncated=truncated or record.oversize,
+        ))
+
+    def flush_all(self) -> None:
+        for queue, route in list(self._buffers):
+            self._flush(queue, route)
+
+    def _flush(self, queue: str, route: str) -> None:
+        buffer = self._buffers.pop((queue, route), {})
+        if not buffer:
+            return
+        hashes = list(buffer)
+        claimed = self._publisher.claim(self._task, hashes)
+        fresh = [buffer[h] for h, new in zip(hashes, claimed, strict=True) if new]
+        dupes = len(hashes) - len(fresh)
+        if fresh:
+            message = chunk_wire(
+                self._task, route, [(s.session_id, s.content_hash, s.payload) for s in fresh]
+            )
+            try:
+                self._publisher.publish(queue, message)
+            except BaseException:
+                with contextlib.suppress(Exception):  # Redis may be the thing that failed
+                    self._publisher.release(self._task, [s.content_hash for s in fresh])
+                raise
+            self.summary.chunks += 1
+            self.summary.queues[queue] += len(fresh)
+        self._publisher.count(self._task, ingested=len(fresh), duplicates=dupes)
+        self.summary.enqueued += len(fresh)
+        self.summary.duplicates += dupes
