@@ -10,8 +10,11 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
 from celery import Celery
 from kombu import Queue
+from kombu.serialization import registry
+from kombu.utils import json as kombu_json
 
 from labelq.redis_server import resolve_redis_url
 from labelq.settings import QUEUES, Settings
@@ -30,6 +33,22 @@ WORKER_MODULES: dict[str, str] = {
     "student": "workers.student.tasks",
     "trainer": "trainer.tasks",
 }
+
+
+def _orjson_dumps(obj: Any) -> str:
+    try:
+        return orjson.dumps(obj).decode()
+    except TypeError:  # a type orjson does not know (never in labelq's own messages)
+        return kombu_json.dumps(obj)
+
+
+def use_orjson_for_json() -> None:
+    """Serve kombu's ``json`` serializer with orjson: same wire format, ~10x faster.
+
+    Messages stay ``application/json`` (JSON only, readable by any consumer).
+    """
+    registry.register("json", _orjson_dumps, orjson.loads, content_type="application/json",
+                      content_encoding="utf-8")
 
 
 def celery_config(settings: Settings, broker_url: str) -> dict[str, Any]:
@@ -65,6 +84,7 @@ def celery_config(settings: Settings, broker_url: str) -> dict[str, Any]:
 
 def create_app(settings: Settings, *, broker_url: str | None = None, name: str = "labelq") -> Celery:
     """A configured Celery app (no worker modules imported)."""
+    use_orjson_for_json()
     app = Celery(name, set_as_current=False)
     app.conf.update(celery_config(settings, broker_url or resolve_redis_url(settings)))
     app.conf.labelq_settings = settings

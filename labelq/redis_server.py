@@ -10,6 +10,7 @@ lock makes the start race-free. ``labelq redis stop`` shuts it down cleanly
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import secrets
@@ -157,10 +158,9 @@ class EmbeddedRedis:
             url = self.url_if_running()
             if url is None:
                 return False
-            try:
+            # The server closes the connection as it exits.
+            with contextlib.suppress(redis.ConnectionError):
                 redis.Redis.from_url(url).shutdown(nosave=False)
-            except redis.ConnectionError:
-                pass  # the server closes the connection as it exits
             self._info_file.unlink(missing_ok=True)
             return True
 

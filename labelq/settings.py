@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import tomllib
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -25,6 +26,8 @@ from pydantic_settings import (
 from labelq.errors import ConfigError
 
 QUEUES: tuple[str, ...] = ("teacher", "student", "trainer")
+# A config file named by the caller of load_settings (beats LABELQ_CONFIG_FILE).
+_CONFIG_FILE: ContextVar[str | None] = ContextVar("labelq_config_file", default=None)
 
 
 def default_state_dir() -> Path:
@@ -77,6 +80,9 @@ class Settings(BaseSettings):
     )
     max_session_id_chars: int = Field(default=256, gt=0, description="Longest accepted session id.")
     chunk_size: int = Field(default=64, gt=0, description="Sessions per queue message (chunk).")
+    publish_batch_chunks: int = Field(
+        default=16, gt=0, description="Chunks deduplicated and published per Redis round trip."
+    )
     queue_high_water_chunks: int = Field(
         default=2_000, gt=0, description="Producer pauses while a queue holds more chunks than this."
     )
@@ -150,7 +156,7 @@ class FlatTomlSource(PydanticBaseSettingsSource):
 
     def __init__(self, settings_cls: type[BaseSettings]) -> None:
         super().__init__(settings_cls)
-        path = os.environ.get("LABELQ_CONFIG_FILE")
+        path = _CONFIG_FILE.get() or os.environ.get("LABELQ_CONFIG_FILE")
         self._values: dict[str, Any] = load_toml_flat(Path(path)) if path else {}
 
     def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
@@ -187,14 +193,15 @@ def load_toml_flat(path: Path) -> dict[str, Any]:
 
 def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
     """Build the settings once, at an entry point; raise ConfigError with a readable message."""
-    if config_file is not None:
-        os.environ["LABELQ_CONFIG_FILE"] = str(config_file)
+    token = _CONFIG_FILE.set(str(config_file) if config_file is not None else None)
     try:
         return Settings(**overrides)
     except ConfigError:
         raise
     except ValueError as exc:  # pydantic.ValidationError is a ValueError
         raise ConfigError(f"invalid configuration: {exc}") from exc
+    finally:
+        _CONFIG_FILE.reset(token)
 
 
 SECRET_MARKERS = ("key", "secret", "password", "token")

@@ -63,6 +63,13 @@ class Ingestor:
         self._task = task
         self._limits = Limits.from_settings(settings)
         self._buffers: dict[tuple[str, str], dict[str, Accepted]] = {}
+        # A batch always fits between the low- and high-water marks of backpressure.
+        self._batch_chunks = max(1, min(
+            settings.publish_batch_chunks,
+            settings.queue_high_water_chunks - settings.queue_low_water_chunks,
+        ))
+        # Full chunks waiting to be claimed and published together.
+        self._ready: list[tuple[str, str, list[Accepted]]] = []
         self._on_record = on_record
         self.summary = IngestSummary()
 
@@ -91,7 +98,9 @@ class Ingestor:
             else:
                 buffer[result.content_hash] = result
                 if len(buffer) >= self._settings.chunk_size:
-                    self._flush(queue, route)
+                    self._ready.append((queue, route, list(self._buffers.pop((queue, route)).values())))
+                    if len(self._ready) >= self._batch_chunks:
+                        self._publish_ready()
         if self._on_record is not None:
             self._on_record(self.summary)
 
@@ -105,29 +114,36 @@ class Ingestor:
         ))
 
     def flush_all(self) -> None:
-        for queue, route in list(self._buffers):
-            self._flush(queue, route)
+        for (queue, route), buffer in self._buffers.items():
+            self._ready.append((queue, route, list(buffer.values())))
+        self._buffers.clear()
+        self._publish_ready()
 
-    def _flush(self, queue: str, route: str) -> None:
-        buffer = self._buffers.pop((queue, route), {})
-        if not buffer:
-            return
-        hashes = list(buffer)
-        claimed = self._publisher.claim(self._task, hashes)
-        fresh = [buffer[h] for h, new in zip(hashes, claimed, strict=True) if new]
-        dupes = len(hashes) - len(fresh)
-        if fresh:
-            message = chunk_wire(
-                self._task, route, [(s.session_id, s.content_hash, s.payload) for s in fresh]
-            )
+    def _publish_ready(self) -> None:
+        """Claim every ready chunk's sessions at once, publish the fresh ones, count."""
+        ready, self._ready = self._ready, []
+        hashes = [s.content_hash for _, _, sessions in ready for s in sessions]
+        flags = iter(self._publisher.claim(self._task, hashes))
+        messages: list[tuple[str, dict[str, Any]]] = []
+        claimed: list[str] = []
+        for queue, route, sessions in ready:
+            fresh = [s for s in sessions if next(flags)]
+            if fresh:
+                claimed.extend(s.content_hash for s in fresh)
+                messages.append((queue, chunk_wire(
+                    self._task, route, [(s.session_id, s.content_hash, s.payload) for s in fresh])))
+        dupes = len(hashes) - len(claimed)
+        if messages:
             try:
-                self._publisher.publish(queue, message)
+                self._publisher.publish_many(messages)
             except BaseException:
                 with contextlib.suppress(Exception):  # Redis may be the thing that failed
-                    self._publisher.release(self._task, [s.content_hash for s in fresh])
+                    self._publisher.release(self._task, claimed)
                 raise
-            self.summary.chunks += 1
-            self.summary.queues[queue] += len(fresh)
-        self._publisher.count(self._task, ingested=len(fresh), duplicates=dupes)
-        self.summary.enqueued += len(fresh)
+            self.summary.chunks += len(messages)
+            for queue, message in messages:
+                self.summary.queues[queue] += len(message["sessions"])
+        if hashes:
+            self._publisher.count(self._task, ingested=len(claimed), duplicates=dupes)
+        self.summary.enqueued += len(claimed)
         self.summary.duplicates += dupes

@@ -1,9 +1,10 @@
-"""Publishing chunks: atomic dedupe claim, backpressure, then one Celery message.
+"""Publishing chunks: atomic dedupe claim, backpressure, then Celery messages.
 
-Order matters for "nothing lost": the content hashes of a chunk are claimed
-atomically in Redis (so two producers never enqueue the same session twice),
-then the chunk is published; if publishing fails the claim is released
-before the error propagates, so a re-run enqueues those sessions again.
+Order matters for "nothing lost": the content hashes of a batch of chunks are
+claimed atomically in Redis (so two producers never enqueue the same session
+twice), then the chunks are published in one pipelined batch; if publishing
+fails the claims are released before the error propagates, so a re-run
+enqueues those sessions again.
 """
 
 from __future__ import annotations
@@ -22,14 +23,24 @@ from labelq.settings import Settings
 
 log = get_logger(__name__)
 
-# SADD each hash and report which ones were new, in one atomic step.
+# SADD each hash; reply with one character per hash: '1' new, '0' seen before.
 _CLAIM_LUA = """
 local out = {}
 for i, h in ipairs(ARGV) do
   out[i] = redis.call('SADD', KEYS[1], h)
 end
-return out
+return table.concat(out)
 """
+_COUNT_LUA = """
+redis.call('HINCRBY', KEYS[1], 'ingested', ARGV[1])
+redis.call('HINCRBY', KEYS[1], 'duplicates', ARGV[2])
+return 1
+"""
+_RETRY = {"max_retries": 3, "interval_start": 0.2, "interval_step": 0.5, "interval_max": 2}
+
+
+def _redis_failure(action: str, exc: Exception) -> ServiceUnavailable:
+    return ServiceUnavailable(f"Redis unreachable while {action}: {type(exc).__name__}")
 
 
 class ChunkPublisher:
@@ -43,6 +54,7 @@ class ChunkPublisher:
         self._app = app
         self._redis = client
         self._claim = client.register_script(_CLAIM_LUA)
+        self._count = client.register_script(_COUNT_LUA)
         self._on_pause = on_pause or (lambda queue, depth: None)
         self._producer_ctx: Any = None
         self._producer: Any = None
@@ -63,11 +75,13 @@ class ChunkPublisher:
 
     def claim(self, task: str, hashes: Sequence[str]) -> list[bool]:
         """True for each hash this call claimed first (a session never enqueued before)."""
+        if not hashes:
+            return []
         try:
             flags = self._claim(keys=[self.seen_key(task)], args=[bytes.fromhex(h) for h in hashes])
         except redis.RedisError as exc:
-            raise ServiceUnavailable(f"Redis unreachable while deduplicating: {type(exc).__name__}") from exc
-        return [bool(f) for f in flags]
+            raise _redis_failure("deduplicating", exc) from exc
+        return [c == 49 for c in flags]  # ord("1")
 
     def release(self, task: str, hashes: Sequence[str]) -> None:
         """Undo a claim whose chunk could not be published."""
@@ -75,43 +89,54 @@ class ChunkPublisher:
             self._redis.srem(self.seen_key(task), *[bytes.fromhex(h) for h in hashes])
 
     def queue_depth(self, queue: str) -> int:
-        return int(self._redis.llen(queue_redis_key(self._settings, queue)))
+        try:
+            return int(self._redis.llen(queue_redis_key(self._settings, queue)))
+        except redis.RedisError as exc:
+            raise _redis_failure("reading queue depth", exc) from exc
 
-    def wait_for_room(self, queue: str) -> None:
+    def wait_for_room(self, queue: str, incoming: int = 1) -> None:
         """Backpressure: while ``queue`` is above the high-water mark, wait for the low one."""
+        high = self._settings.queue_high_water_chunks
         depth = self.queue_depth(queue)
-        if depth <= self._settings.queue_high_water_chunks:
+        if depth + incoming <= high:
             return
-        log.info("backpressure_pause", queue=queue, depth=depth,
-                 high_water=self._settings.queue_high_water_chunks)
+        log.info("backpressure_pause", queue=queue, depth=depth, high_water=high)
         started = time.monotonic()
-        while depth > self._settings.queue_low_water_chunks:
+        while depth > min(self._settings.queue_low_water_chunks, max(0, high - incoming)):
             self._on_pause(queue, depth)
             time.sleep(self._settings.backpressure_poll_s)
             depth = self.queue_depth(queue)
         self.paused_s += time.monotonic() - started
         log.info("backpressure_resume", queue=queue, depth=depth)
 
-    def publish(self, queue: str, message: dict[str, Any]) -> None:
+    def publish_many(self, messages: Sequence[tuple[str, dict[str, Any]]]) -> None:
+        """Publish ``(queue, chunk)`` pairs in one pipelined batch, after backpressure."""
+        per_queue: dict[str, int] = {}
+        for queue, _ in messages:
+            per_queue[queue] = per_queue.get(queue, 0) + 1
         try:
-            self.wait_for_room(queue)
-            self._app.send_task(
-                TASK_FOR_QUEUE[queue], args=[message], queue=queue, producer=self._producer,
-                retry=True, retry_policy={"max_retries": 3, "interval_start": 0.2,
-                                          "interval_step": 0.5, "interval_max": 2},
-            )
+            for queue, n in per_queue.items():
+                self.wait_for_room(queue, n)
+            with self._producer.batch(max_size=len(messages) + 1):
+                for queue, message in messages:
+                    self._app.send_task(
+                        TASK_FOR_QUEUE[queue], args=[message], queue=queue, producer=self._producer,
+                        # The header repr carries ids only: no session content in Flower or logs.
+                        argsrepr=f"<chunk {message['chunk_id']} task={message['task']} "
+                                 f"sessions={len(message['sessions'])}>",
+                        kwargsrepr="{}", retry=True, retry_policy=_RETRY,
+                    )
+        except ServiceUnavailable:
+            raise
         except (redis.RedisError, OSError) as exc:
-            raise ServiceUnavailable(f"could not publish to queue {queue!r}: {type(exc).__name__}") from exc
-        except Exception as exc:  # kombu wraps transport errors in its own types
+            raise ServiceUnavailable(f"could not publish: {type(exc).__name__}") from exc
+        except Exception as exc:  # kombu and celery wrap transport errors in their own types
             if type(exc).__module__.startswith(("kombu", "celery", "redis")):
-                raise ServiceUnavailable(
-                    f"could not publish to queue {queue!r}: {type(exc).__name__}"
-                ) from exc
+                raise ServiceUnavailable(f"could not publish: {type(exc).__name__}") from exc
             raise
 
     def count(self, task: str, *, ingested: int, duplicates: int) -> None:
-        pipe = self._redis.pipeline(transaction=False)
-        stats = self._settings.redis_key("stats", task)
-        pipe.hincrby(stats, "ingested", ingested)
-        pipe.hincrby(stats, "duplicates", duplicates)
-        pipe.execute()
+        try:
+            self._count(keys=[self._settings.redis_key("stats", task)], args=[ingested, duplicates])
+        except redis.RedisError as exc:
+            raise _redis_failure("counting", exc) from exc

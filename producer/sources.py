@@ -35,10 +35,15 @@ class RawRecord:
 
 
 class _CountingReader(io.RawIOBase):
-    """Counts the bytes pulled through it (for progress on compressed input too)."""
+    """Counts the bytes pulled through it (for progress on compressed input too).
+
+    ``inner`` is a binary file (read through ``readinto``) or an iterator of
+    byte blocks (an object-store stream).
+    """
 
     def __init__(self, inner: IO[bytes] | Iterator[bytes], on_bytes: Callable[[int], None]) -> None:
-        self._inner = inner
+        self._file = inner if hasattr(inner, "readinto") else None
+        self._blocks = None if self._file is not None else inner
         self._on_bytes = on_bytes
         self._pending = b""
 
@@ -46,16 +51,14 @@ class _CountingReader(io.RawIOBase):
         return True
 
     def readinto(self, buffer: Any) -> int:
-        if isinstance(self._inner, Iterator):
+        if self._file is not None:
+            n = self._file.readinto(buffer) or 0  # type: ignore[attr-defined]
+        else:
             if not self._pending:
-                self._pending = next(self._inner, b"")
+                self._pending = next(self._blocks, b"")  # type: ignore[call-overload]
             n = min(len(buffer), len(self._pending))
             buffer[:n] = self._pending[:n]
             self._pending = self._pending[n:]
-        else:
-            data = self._inner.read(len(buffer))
-            n = len(data)
-            buffer[:n] = data
         self._on_bytes(n)
         return n
 

@@ -81,7 +81,7 @@ def validate(record: RawRecord, limits: Limits) -> Accepted | Rejected:
         obj = orjson.loads(record.data)
     except orjson.JSONDecodeError as exc:
         msg = str(exc)
-        if "recursion" in msg.lower():
+        if "recursion" in msg.lower() or "depth limit" in msg.lower():
             return Rejected("too_deep", f"nesting exceeds the parser's limit: {msg[:120]}")
         try:
             record.data.decode("utf-8")
@@ -90,7 +90,9 @@ def validate(record: RawRecord, limits: Limits) -> Accepted | Rejected:
         return Rejected("invalid_json", msg[:200])
     if not isinstance(obj, dict):
         return Rejected("not_an_object", f"a session must be a JSON object, got {type(obj).__name__}")
-    if nesting_depth(obj) > limits.max_depth:
+    # Cheap bound first: depth can never exceed the number of opening brackets.
+    openers = record.data.count(b"{") + record.data.count(b"[")
+    if openers > limits.max_depth and nesting_depth(obj) > limits.max_depth:
         return Rejected("too_deep", f"nesting exceeds {limits.max_depth} levels")
     raw_id = extract_id(obj, limits.id_path)
     if raw_id is None or raw_id == "":

@@ -7,16 +7,17 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from labelq.celery_app import create_app
-from labelq.cli.common import err_console, friendly_errors, print_json_line, progress_bar, settings_of
-from labelq.deadletter import DeadLetterSink
-from labelq.redis_server import connect, resolve_redis_url
+from labelq.cli.common import (
+    err_console,
+    friendly_errors,
+    print_json_line,
+    progress_bar,
+    settings_of,
+)
 from labelq.settings import QUEUES
-from labelq.store import open_store
-from producer.ingest import IngestSummary, Ingestor
-from producer.publisher import ChunkPublisher
-from producer.routing import FixedRouter, default_router
-from producer.sources import iter_source, source_sizes
+from producer.ingest import IngestSummary
+from producer.run import run_ingest
+from producer.sources import source_sizes
 
 
 @friendly_errors
@@ -36,17 +37,11 @@ def ingest(
     """
     settings = settings_of(ctx)
     task = task or settings.default_task
-    router = FixedRouter(queue) if queue else default_router()
-    client = connect(settings)
-    store = open_store(settings)
-    app = create_app(settings, broker_url=resolve_redis_url(settings))
     total = source_sizes(sources)
     with progress_bar(bytes_total=total) as progress:
         bar = progress.add_task(f"ingest {task}", total=total, info="")
-        paused = {"queue": ""}
 
         def on_pause(q: str, depth: int) -> None:
-            paused["queue"] = q
             progress.update(bar, info=f"[yellow]paused: {q} holds {depth} chunks")
 
         def on_record(summary: IngestSummary) -> None:
@@ -56,18 +51,8 @@ def ingest(
         def on_bytes(n: int) -> None:
             progress.advance(bar, n if total else 0)
 
-        dlq = DeadLetterSink(settings, store, client, stage="ingest")
-        with ChunkPublisher(settings, app, client, on_pause=on_pause) as publisher:
-            ingestor = Ingestor(settings, publisher, dlq, router, task=task, on_record=on_record)
-
-            def records():  # type: ignore[no-untyped-def]
-                for spec in sources:
-                    yield from iter_source(
-                        spec, max_bytes=settings.max_session_bytes, on_bytes=on_bytes,
-                        open_store=lambda url: open_store(settings, url),
-                    )
-
-            summary = ingestor.run(records())
+        summary = run_ingest(settings, sources, task=task, queue=queue, on_record=on_record,
+                             on_bytes=on_bytes, on_pause=on_pause)
     _print_summary(summary)
     if json_out:
         print_json_line(summary.to_dict())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -42,6 +43,8 @@ def main_callback(
 ) -> None:
     overrides = {"log_level": log_level} if log_level else {}
     settings = load_settings(config, **overrides)
+    if config is not None:  # workers and other child processes read the same file
+        os.environ["LABELQ_CONFIG_FILE"] = str(config.resolve())
     configure(settings.log_level, settings.log_format)
     ctx.obj = {"settings": settings}
 

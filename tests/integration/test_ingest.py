@@ -1,0 +1,201 @@
+"""The producer against a real redis-server and the local / S3 stores."""
+
+from __future__ import annotations
+
+import gzip
+import threading
+import time
+from pathlib import Path
+
+import boto3
+import orjson
+import pytest
+import redis
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
+
+from labelq.celery_app import queue_redis_key
+from labelq.errors import ServiceUnavailable
+from labelq.hashing import chunk_id
+from labelq.settings import Settings
+from labelq.synth import generate
+from producer.publisher import ChunkPublisher
+from producer.run import run_ingest
+from tests.integration.helpers import dead_letters, queued_chunks, write_jsonl
+
+pytestmark = pytest.mark.integration
+
+BAD_LINES = [
+    b"{broken",
+    b"[1,2,3]",
+    b'{"no_id": true}',
+    b'{"session_id": {"nested": 1}}',
+    b"\xff\xfe\xfd",
+    b'{"session_id": "deep", "x": ' + b"[" * 100 + b"]" * 100 + b"}",
+]
+
+
+def test_counts_dead_letters_and_messages(settings: Settings, redis_client: redis.Redis, tmp_path: Path) -> None:
+    sessions = list(generate(150, seed=1))
+    path = write_jsonl(tmp_path / "in.jsonl", sessions + sessions[:10], BAD_LINES)
+    summary = run_ingest(settings, [str(path)], client=redis_client)
+
+    assert summary.read == 166
+    assert summary.enqueued == 150 and summary.duplicates == 10
+    assert dict(summary.rejected) == {"invalid_json": 1, "not_an_object": 1, "missing_id": 1,
+                                      "invalid_id": 1, "invalid_utf8": 1, "too_deep": 1}
+    chunks = queued_chunks(settings, redis_client, "teacher")
+    assert sum(len(c.sessions) for c in chunks) == 150
+    assert {s.session_id for c in chunks for s in c.sessions} == {s["session_id"] for s in sessions}
+    for c in chunks:  # chunk ids are a pure function of content
+        assert c.chunk_id == chunk_id("session-label", (s.content_hash for s in c.sessions))
+        assert len(c.sessions) <= settings.chunk_size
+    letters = dead_letters(settings)
+    assert len(letters) == 6
+    by_reason = {d["reason"]: d for d in letters}
+    assert by_reason["invalid_json"]["line"] == 161
+    assert by_reason["invalid_json"]["raw"] == "{broken"
+    assert by_reason["invalid_json"]["source"] == str(path)
+    assert by_reason["invalid_utf8"]["raw"] == "\\xff\\xfe\\xfd"
+    assert all(d["detail"] and d["stage"] == "ingest" for d in letters)
+    counts = redis_client.hgetall(settings.redis_key("dlq", "reasons"))
+    assert sum(int(v) for v in counts.values()) == 6
+
+
+def test_dedupe_across_runs_and_forced_queue(settings: Settings, redis_client: redis.Redis, tmp_path: Path) -> None:
+    path = write_jsonl(tmp_path / "in.jsonl", list(generate(70, seed=2)))
+    first = run_ingest(settings, [str(path)], client=redis_client, queue="student")
+    second = run_ingest(settings, [str(path)], client=redis_client, queue="student")
+    assert (first.enqueued, first.duplicates) == (70, 0)
+    assert (second.enqueued, second.duplicates) == (0, 70)
+    assert redis_client.llen(queue_redis_key(settings, "teacher")) == 0
+    assert sum(len(c.sessions) for c in queued_chunks(settings, redis_client, "student")) == 70
+    # Another task labels the same sessions separately.
+    other = run_ingest(settings, [str(path)], client=redis_client, task="other-task")
+    assert other.enqueued == 70
+
+
+def test_backpressure_holds_the_queue_below_high_water(
+    settings: Settings, redis_client: redis.Redis, tmp_path: Path
+) -> None:
+    settings = settings.model_copy(update={"chunk_size": 5, "queue_high_water_chunks": 4,
+                                           "queue_low_water_chunks": 1})
+    path = write_jsonl(tmp_path / "in.jsonl", list(generate(120, seed=3)))
+    key = queue_redis_key(settings, "teacher")
+    stop = threading.Event()
+    drained: list[bytes] = []
+    max_depth = [0]
+
+    def slow_consumer() -> None:
+        while not stop.is_set() or redis_client.llen(key):
+            max_depth[0] = max(max_depth[0], redis_client.llen(key))
+            item = redis_client.rpop(key)
+            if item:
+                drained.append(item)
+            time.sleep(0.02)
+
+    consumer = threading.Thread(target=slow_consumer)
+    consumer.start()
+    try:
+        summary = run_ingest(settings, [str(path)], client=redis_client)
+    finally:
+        stop.set()
+        consumer.join(timeout=30)
+    assert summary.enqueued == 120
+    assert summary.backpressure_paused_s > 0
+    assert max_depth[0] <= settings.queue_high_water_chunks + 1
+    assert len(drained) == summary.chunks == 24
+
+
+def test_failed_publish_releases_claims_so_nothing_is_lost(
+    settings: Settings, redis_client: redis.Redis, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = settings.model_copy(update={"publish_batch_chunks": 1})
+    path = write_jsonl(tmp_path / "in.jsonl", list(generate(200, seed=4)))
+    real_publish = ChunkPublisher.publish_many
+    calls = {"n": 0}
+
+    def flaky(self: ChunkPublisher, messages: list) -> None:  # type: ignore[type-arg]
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise ServiceUnavailable("broker went away")
+        real_publish(self, messages)
+
+    monkeypatch.setattr(ChunkPublisher, "publish_many", flaky)
+    with pytest.raises(ServiceUnavailable):
+        run_ingest(settings, [str(path)], client=redis_client)
+    monkeypatch.setattr(ChunkPublisher, "publish_many", real_publish)
+    rerun = run_ingest(settings, [str(path)], client=redis_client)
+    queued = {s.session_id for c in queued_chunks(settings, redis_client, "teacher") for s in c.sessions}
+    assert len(queued) == 200  # every session is queued once the operator re-runs
+    assert rerun.enqueued == 200 - settings.chunk_size
+
+
+@hsettings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(lines=st.lists(
+    st.one_of(
+        st.binary(max_size=80),
+        st.sampled_from(BAD_LINES),
+        st.builds(lambda i, x: orjson.dumps({"session_id": f"s{i}", "x": x}),
+                  st.integers(0, 20), st.text(max_size=10)),
+    ),
+    max_size=40,
+))
+def test_every_record_is_accounted_for(settings: Settings, redis_client: redis.Redis, tmp_path: Path,
+                                       lines: list[bytes]) -> None:
+    import uuid
+
+    run = uuid.uuid4().hex[:8]  # one example, one prefix and one store
+    settings = settings.model_copy(update={"redis_key_prefix": f"h{run}:", "chunk_size": 3,
+                                           "store_url": f"file://{tmp_path / run}"})
+    path = tmp_path / f"{run}.jsonl"
+    path.write_bytes(b"\n".join(lines))
+    summary = run_ingest(settings, [str(path)], client=redis_client)
+    assert summary.read == summary.enqueued + summary.duplicates + sum(summary.rejected.values())
+    assert len(dead_letters(settings)) == sum(summary.rejected.values())
+    queued = sum(len(c.sessions) for c in queued_chunks(settings, redis_client, "teacher"))
+    assert queued == summary.enqueued
+
+
+def test_s3_prefix_source_with_gzip_and_arrays(
+    settings: Settings, redis_client: redis.Redis, s3_endpoint: str, s3_bucket: str
+) -> None:
+    sessions = list(generate(30, seed=5))
+    s3 = boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1")
+    s3.put_object(Bucket=s3_bucket, Key="in/day1/a.jsonl",
+                  Body=b"".join(orjson.dumps(s) + b"\n" for s in sessions[:10]))
+    s3.put_object(Bucket=s3_bucket, Key="in/day1/b.jsonl.gz",
+                  Body=gzip.compress(b"".join(orjson.dumps(s) + b"\n" for s in sessions[10:20])))
+    s3.put_object(Bucket=s3_bucket, Key="in/day2/c.json", Body=orjson.dumps(sessions[20:]))
+    s3.put_object(Bucket=s3_bucket, Key="other/x.jsonl", Body=b'{"session_id": "nope"}\n')
+    settings = settings.model_copy(update={"s3_endpoint_url": s3_endpoint})
+    summary = run_ingest(settings, [f"s3://{s3_bucket}/in/"], client=redis_client)
+    assert summary.read == 30 and summary.enqueued == 30
+
+
+def test_stdin_and_array_files_via_celery_worker(settings: Settings, redis_client: redis.Redis, tmp_path: Path) -> None:
+    """A real Celery worker consumes what the producer published, by task name."""
+    from celery.contrib.testing.worker import start_worker
+
+    from labelq.celery_app import TEACHER_TASK, create_app
+    from labelq.schemas import ChunkMessage
+
+    path = tmp_path / "arr.json"
+    path.write_bytes(orjson.dumps(list(generate(40, seed=6))))
+    app = create_app(settings)
+    received: list[ChunkMessage] = []
+
+    @app.task(name=TEACHER_TASK, bind=True)
+    def label_chunk(self, message: dict) -> None:  # type: ignore[no-untyped-def, type-arg]
+        assert self.request.delivery_info["routing_key"] == "teacher"
+        received.append(ChunkMessage.decode(message))
+
+    summary = run_ingest(settings, [str(path)], client=redis_client, app=app)
+    with start_worker(app, pool="solo", perform_ping_check=False, queues=["teacher"], shutdown_timeout=10):
+        deadline = time.monotonic() + 30
+        while sum(len(c.sessions) for c in received) < 40 and time.monotonic() < deadline:
+            time.sleep(0.05)
+    assert summary.enqueued == 40
+    assert sum(len(c.sessions) for c in received) == 40
+    assert redis_client.llen(queue_redis_key(settings, "teacher")) == 0
