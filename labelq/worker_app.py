@@ -1,16 +1,22 @@
 """The Celery app a worker runs: ``celery -A labelq.worker_app worker -Q teacher``.
 
 Settings come from the environment (``LABELQ_*``) because Celery imports this
-module itself. Worker modules that are installed register their tasks; a
-producer never imports this module.
+module itself. The broker URL (and with it the embedded Redis) is resolved
+only when Celery first reads its configuration, so ``--help`` starts nothing.
+Worker modules that are installed register their tasks; a producer never
+imports this module.
 """
 
 from __future__ import annotations
 
 import importlib.util
+from typing import Any
 
-from labelq.celery_app import WORKER_MODULES, create_app
+from celery import Celery
+
+from labelq.celery_app import WORKER_MODULES, celery_config, use_orjson_for_json
 from labelq.logging import configure
+from labelq.redis_server import resolve_redis_url
 from labelq.settings import load_settings
 
 settings = load_settings()
@@ -24,5 +30,29 @@ def _installed(module: str) -> bool:
         return False
 
 
-app = create_app(settings)
-app.conf.include = [m for m in WORKER_MODULES.values() if _installed(m)]
+class _LazyConfig:
+    """Celery reads this object on first access to ``app.conf``."""
+
+    def __init__(self) -> None:
+        self._values: dict[str, Any] | None = None
+
+    def _load(self) -> dict[str, Any]:
+        if self._values is None:
+            self._values = celery_config(settings, resolve_redis_url(settings))
+            self._values["include"] = [m for m in WORKER_MODULES.values() if _installed(m)]
+        return self._values
+
+    def __dir__(self) -> list[str]:
+        return list(self._load())
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self._load()[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+
+use_orjson_for_json()
+app = Celery("labelq", set_as_current=False)
+app.config_from_object(_LazyConfig())
+app.conf.labelq_settings = settings

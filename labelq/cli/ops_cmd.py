@@ -59,6 +59,8 @@ def synth(
     from labelq.synth import generate
 
     to_stdout = str(out) == "-"
+    if not to_stdout:
+        out.parent.mkdir(parents=True, exist_ok=True)
     fh = sys.stdout.buffer if to_stdout else out.open("wb")
     try:
         with progress_bar(total_items=n) as progress:

