@@ -78,6 +78,22 @@ def chunk_wire(
     }
 
 
+def chunk_json(task: str, route: str, sessions: list[tuple[str, str, bytes]]) -> bytes:
+    """The same chunk as :func:`chunk_wire`, as JSON bytes spliced from validated raw payloads.
+
+    The producer never re-parses or re-serializes a payload: ``payload`` bytes
+    were accepted by a strict JSON parser, so they embed as they are.
+    """
+    parts = [
+        b'{"session_id":' + orjson.dumps(sid) + b',"content_hash":"' + h.encode() + b'","payload":' + raw + b"}"
+        for sid, h, raw in sessions
+    ]
+    head = orjson.dumps({"v": CHUNK_SCHEMA_VERSION,
+                         "chunk_id": chunk_id(task, (h for _, h, _ in sessions)),
+                         "task": task, "route": route})
+    return head[:-1] + b',"sessions":[' + b",".join(parts) + b"]}"
+
+
 Source = Literal["teacher", "student", "human"]
 
 

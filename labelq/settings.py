@@ -80,6 +80,11 @@ class Settings(BaseSettings):
     )
     max_session_id_chars: int = Field(default=256, gt=0, description="Longest accepted session id.")
     chunk_size: int = Field(default=64, gt=0, description="Sessions per queue message (chunk).")
+    ingest_processes: int = Field(
+        default_factory=lambda: min(4, os.cpu_count() or 1),
+        ge=1,
+        description="Processes that parse and hash large inputs (1: all in the producer process).",
+    )
     publish_batch_chunks: int = Field(
         default=16, gt=0, description="Chunks deduplicated and published per Redis round trip."
     )

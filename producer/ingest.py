@@ -15,9 +15,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from labelq.deadletter import DeadLetterSink, truncate_raw
-from labelq.schemas import DeadLetter, chunk_wire
+from labelq.hashing import chunk_id
+from labelq.schemas import DeadLetter, chunk_json
 from labelq.settings import Settings
-from producer.publisher import ChunkPublisher
+from producer.publisher import ChunkPublisher, OutgoingChunk
 from producer.routing import Router
 from producer.sources import RawRecord
 from producer.validate import Accepted, Limits, Rejected, validate
@@ -124,25 +125,29 @@ class Ingestor:
         ready, self._ready = self._ready, []
         hashes = [s.content_hash for _, _, sessions in ready for s in sessions]
         flags = iter(self._publisher.claim(self._task, hashes))
-        messages: list[tuple[str, dict[str, Any]]] = []
+        outgoing: list[tuple[str, OutgoingChunk]] = []
         claimed: list[str] = []
         for queue, route, sessions in ready:
             fresh = [s for s in sessions if next(flags)]
             if fresh:
                 claimed.extend(s.content_hash for s in fresh)
-                messages.append((queue, chunk_wire(
-                    self._task, route, [(s.session_id, s.content_hash, s.payload) for s in fresh])))
+                triples = [(s.session_id, s.content_hash, s.raw) for s in fresh]
+                outgoing.append((queue, OutgoingChunk(
+                    chunk_id=chunk_id(self._task, (s.content_hash for s in fresh)),
+                    task=self._task, sessions=len(fresh),
+                    body=chunk_json(self._task, route, triples),
+                )))
         dupes = len(hashes) - len(claimed)
-        if messages:
+        if outgoing:
             try:
-                self._publisher.publish_many(messages)
+                self._publisher.publish_many(outgoing)
             except BaseException:
                 with contextlib.suppress(Exception):  # Redis may be the thing that failed
                     self._publisher.release(self._task, claimed)
                 raise
-            self.summary.chunks += len(messages)
-            for queue, message in messages:
-                self.summary.queues[queue] += len(message["sessions"])
+            self.summary.chunks += len(outgoing)
+            for queue, chunk in outgoing:
+                self.summary.queues[queue] += chunk.sessions
         if hashes:
             self._publisher.count(self._task, ingested=len(claimed), duplicates=dupes)
         self.summary.enqueued += len(claimed)

@@ -36,9 +36,11 @@ class Limits:
 
 @dataclass(frozen=True, slots=True)
 class Accepted:
+    """A valid session. ``raw`` is its JSON exactly as read (validated, so safe to embed)."""
+
     session_id: str
     content_hash: str
-    payload: dict[str, Any]
+    raw: bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,4 +106,4 @@ def validate(record: RawRecord, limits: Limits) -> Accepted | Rejected:
         return Rejected("invalid_id", f"id longer than {limits.max_id_chars} characters")
     if "\x00" in session_id:
         return Rejected("invalid_id", "id contains a NUL character")
-    return Accepted(session_id, content_hash(obj), obj)
+    return Accepted(session_id, content_hash(obj), record.data)
