@@ -18,7 +18,7 @@ $(BIN)/.installed-$(subst $(comma),-,$(EXTRAS)): pyproject.toml
 
 install: $(BIN)/.installed-$(subst $(comma),-,$(EXTRAS))
 
-test: install
+test: install lint
 	$(BIN)/python -m pytest -q
 
 test-fast: install

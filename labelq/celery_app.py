@@ -12,8 +12,9 @@ from typing import Any
 
 import orjson
 from celery import Celery
-from kombu import Queue
+from kombu.entity import Queue
 from kombu.serialization import registry
+from kombu.transport import redis as kombu_redis
 from kombu.utils import json as kombu_json
 
 from labelq.redis_server import resolve_redis_url
@@ -39,16 +40,20 @@ def _orjson_dumps(obj: Any) -> str:
     try:
         return orjson.dumps(obj).decode()
     except TypeError:  # a type orjson does not know (never in labelq's own messages)
-        return kombu_json.dumps(obj)
+        return str(kombu_json.dumps(obj))
 
 
 def use_orjson_for_json() -> None:
-    """Serve kombu's ``json`` serializer with orjson: same wire format, ~10x faster.
+    """Serve kombu's JSON with orjson: the same bytes on the wire, ~10x faster.
 
-    Messages stay ``application/json`` (JSON only, readable by any consumer).
+    Two places: the ``json`` message serializer, and the Redis transport's
+    envelope encoder (it JSON-encodes every message, base64 body included, with
+    the stdlib; that was a third of the producer's time). Messages stay
+    ``application/json``, readable by any Celery consumer.
     """
     registry.register("json", _orjson_dumps, orjson.loads, content_type="application/json",
                       content_encoding="utf-8")
+    kombu_redis.dumps = _orjson_dumps  # type: ignore[attr-defined,assignment]
 
 
 def celery_config(settings: Settings, broker_url: str) -> dict[str, Any]:

@@ -8,7 +8,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -16,9 +16,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from labelq.errors import DecodeError
 from labelq.hashing import chunk_id
 
-CHUNK_SCHEMA_VERSION = 1
-LABEL_SCHEMA_VERSION = 1
-DEAD_LETTER_SCHEMA_VERSION = 1
+CHUNK_SCHEMA_VERSION: Final = 1
+LABEL_SCHEMA_VERSION: Final = 1
+DEAD_LETTER_SCHEMA_VERSION: Final = 1
 
 
 def utc_now_iso() -> str:
@@ -78,7 +78,9 @@ def chunk_wire(
     }
 
 
-def chunk_json(task: str, route: str, sessions: list[tuple[str, str, bytes]]) -> bytes:
+def chunk_json(
+    task: str, route: str, sessions: list[tuple[str, str, bytes]], chunk_id_hex: str | None = None
+) -> bytes:
     """The same chunk as :func:`chunk_wire`, as JSON bytes spliced from validated raw payloads.
 
     The producer never re-parses or re-serializes a payload: ``payload`` bytes
@@ -88,8 +90,9 @@ def chunk_json(task: str, route: str, sessions: list[tuple[str, str, bytes]]) ->
         b'{"session_id":' + orjson.dumps(sid) + b',"content_hash":"' + h.encode() + b'","payload":' + raw + b"}"
         for sid, h, raw in sessions
     ]
-    head = orjson.dumps({"v": CHUNK_SCHEMA_VERSION,
-                         "chunk_id": chunk_id(task, (h for _, h, _ in sessions)),
+    if chunk_id_hex is None:
+        chunk_id_hex = chunk_id(task, (h for _, h, _ in sessions))
+    head = orjson.dumps({"v": CHUNK_SCHEMA_VERSION, "chunk_id": chunk_id_hex,
                          "task": task, "route": route})
     return head[:-1] + b',"sessions":[' + b",".join(parts) + b"]}"
 

@@ -81,9 +81,13 @@ class Settings(BaseSettings):
     max_session_id_chars: int = Field(default=256, gt=0, description="Longest accepted session id.")
     chunk_size: int = Field(default=64, gt=0, description="Sessions per queue message (chunk).")
     ingest_processes: int = Field(
-        default_factory=lambda: min(4, os.cpu_count() or 1),
+        # Twice the cores: while one process waits on Redis, another parses.
+        default_factory=lambda: min(8, 2 * (os.cpu_count() or 1)),
         ge=1,
-        description="Processes that parse and hash large inputs (1: all in the producer process).",
+        description="Processes that ingest one large local JSONL file, by byte range (1: no split).",
+    )
+    ingest_split_min_bytes: int = Field(
+        default=32 << 20, gt=0, description="Local files at least this large are split across processes."
     )
     publish_batch_chunks: int = Field(
         default=16, gt=0, description="Chunks deduplicated and published per Redis round trip."

@@ -35,6 +35,23 @@ class IngestSummary:
     elapsed_s: float = 0.0
     backpressure_paused_s: float = 0.0
 
+    def add(self, other: IngestSummary) -> None:
+        """Fold another run's counts into this one (several sources, several processes)."""
+        self.add_counts({
+            "read": other.read, "enqueued": other.enqueued, "duplicates": other.duplicates,
+            "rejected": other.rejected, "chunks": other.chunks, "queues": other.queues,
+            "paused": other.backpressure_paused_s,
+        })
+
+    def add_counts(self, part: dict[str, Any]) -> None:
+        self.read += part["read"]
+        self.enqueued += part["enqueued"]
+        self.duplicates += part["duplicates"]
+        self.rejected.update(part["rejected"])
+        self.chunks += part["chunks"]
+        self.queues.update(part["queues"])
+        self.backpressure_paused_s += part["paused"]
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "read": self.read,
@@ -132,10 +149,10 @@ class Ingestor:
             if fresh:
                 claimed.extend(s.content_hash for s in fresh)
                 triples = [(s.session_id, s.content_hash, s.raw) for s in fresh]
+                cid = chunk_id(self._task, (s.content_hash for s in fresh))
                 outgoing.append((queue, OutgoingChunk(
-                    chunk_id=chunk_id(self._task, (s.content_hash for s in fresh)),
-                    task=self._task, sessions=len(fresh),
-                    body=chunk_json(self._task, route, triples),
+                    chunk_id=cid, task=self._task, sessions=len(fresh),
+                    body=chunk_json(self._task, route, triples, cid),
                 )))
         dupes = len(hashes) - len(claimed)
         if outgoing:

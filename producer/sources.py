@@ -52,10 +52,11 @@ class _CountingReader(io.RawIOBase):
 
     def readinto(self, buffer: Any) -> int:
         if self._file is not None:
-            n = self._file.readinto(buffer) or 0  # type: ignore[attr-defined]
+            n = self._file.readinto(buffer) or 0
         else:
             if not self._pending:
-                self._pending = next(self._blocks, b"")  # type: ignore[call-overload]
+                assert self._blocks is not None
+                self._pending = next(self._blocks, b"")
             n = min(len(buffer), len(self._pending))
             buffer[:n] = self._pending[:n]
             self._pending = self._pending[n:]
@@ -63,22 +64,21 @@ class _CountingReader(io.RawIOBase):
         return n
 
 
-def _binary_stream(raw: io.RawIOBase) -> io.BufferedReader:
+def _binary_stream(raw: io.RawIOBase) -> IO[bytes]:
     stream = io.BufferedReader(raw, buffer_size=_BLOCK_BYTES)
     if stream.peek(2)[:2] == GZIP_MAGIC:
         import gzip
 
-        return io.BufferedReader(gzip.GzipFile(fileobj=stream, mode="rb"), buffer_size=_BLOCK_BYTES)  # type: ignore[arg-type]
+        return io.BufferedReader(gzip.GzipFile(fileobj=stream, mode="rb"), buffer_size=_BLOCK_BYTES)
     return stream
 
 
-def _first_significant_byte(stream: io.BufferedReader) -> bytes:
-    head = stream.peek(4096)
-    stripped = head.lstrip(b"\xef\xbb\xbf \t\r\n")
-    return stripped[:1]
+def _first_significant_byte(stream: IO[bytes]) -> bytes:
+    head: bytes = stream.peek(4096)  # type: ignore[attr-defined]
+    return head.lstrip(b"\xef\xbb\xbf \t\r\n")[:1]
 
 
-def iter_stream(stream: io.BufferedReader, source: str, max_bytes: int) -> Iterator[RawRecord]:
+def iter_stream(stream: IO[bytes], source: str, max_bytes: int) -> Iterator[RawRecord]:
     """Records from one decompressed stream: a JSON array or JSON lines."""
     if _first_significant_byte(stream) == b"[":
         yield from iter_json_array(stream, source, max_bytes)
@@ -86,8 +86,10 @@ def iter_stream(stream: io.BufferedReader, source: str, max_bytes: int) -> Itera
         yield from iter_jsonl(stream, source, max_bytes)
 
 
-def iter_jsonl(stream: IO[bytes], source: str, max_bytes: int) -> Iterator[RawRecord]:
-    line_no = 0
+def iter_jsonl(
+    stream: IO[bytes], source: str, max_bytes: int, first_line: int = 1
+) -> Iterator[RawRecord]:
+    line_no = first_line - 1
     while True:
         data = stream.readline(max_bytes + 1)
         if not data:
