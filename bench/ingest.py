@@ -5,7 +5,7 @@
           LPUSH them with a redis-py pipeline (no validation, no dedupe, no Celery): the floor
 * naive:  one Celery task per session via ``send_task`` (what a user writes by hand),
           timed on the first ``--naive-n`` sessions, rate extrapolated
-* rss:    peak RSS of ``labelq ingest`` (summed over its process tree) on a
+* memory: peak memory of ``labelq ingest`` (PSS summed over its process tree) on a
           1,000,000-session file
 
     python bench/ingest.py --json            # all of it (about 5 minutes on 2 cores)
@@ -95,7 +95,11 @@ def million_file(base: Path, n: int) -> Path:
 
 
 def bench_rss(url: str, path: Path, tmp: Path) -> tuple[float, dict]:  # type: ignore[type-arg]
-    """Peak of the summed RSS of ``labelq ingest`` and all its children, sampled every 20 ms."""
+    """Peak memory of ``labelq ingest`` and its range processes, sampled every 20 ms.
+
+    Summed PSS (proportional set size): forked children share their parent's
+    pages copy-on-write, and summing RSS would count those pages once per process.
+    """
     import psutil
 
     env = {**os.environ, "LABELQ_REDIS_URL": url, "LABELQ_STATE_DIR": str(tmp),
@@ -108,7 +112,7 @@ def bench_rss(url: str, path: Path, tmp: Path) -> tuple[float, dict]:  # type: i
     while proc.poll() is None:
         try:
             tree = [root, *root.children(recursive=True)]
-            peak = max(peak, sum(p.memory_info().rss for p in tree if p.is_running()))
+            peak = max(peak, sum(p.memory_full_info().pss for p in tree if p.is_running()))
         except psutil.Error:
             pass
         time.sleep(0.02)
@@ -123,7 +127,7 @@ def main() -> None:
     parser.add_argument("-n", type=int, default=100_000, help="sessions for the throughput runs")
     parser.add_argument("--naive-n", type=int, default=10_000, help="sessions for the naive per-session run")
     parser.add_argument("--rss-n", type=int, default=1_000_000, help="sessions for the RSS run (0: skip)")
-    parser.add_argument("--repeat", type=int, default=3, help="alternating ours/raw pairs (median reported)")
+    parser.add_argument("--repeat", type=int, default=5, help="alternating ours/raw pairs (median reported)")
     parser.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     args = parser.parse_args()
 
@@ -155,6 +159,7 @@ def main() -> None:
         if args.rss_n:
             rss_mb, summary = bench_rss(url, million_file(path, args.rss_n), Path(tmp))
             result.update({"rss_sessions": args.rss_n, "peak_rss_mb": round(rss_mb, 1),
+                           "peak_rss_measure": "PSS summed over the ingest process tree",
                            "rss_run_sessions_per_s": summary["sessions_per_s"]})
     emit(result, args.json)
 

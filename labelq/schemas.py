@@ -86,15 +86,17 @@ def chunk_json(
     The producer never re-parses or re-serializes a payload: ``payload`` bytes
     were accepted by a strict JSON parser, so they embed as they are.
     """
-    parts = [
-        b'{"session_id":' + orjson.dumps(sid) + b',"content_hash":"' + h.encode() + b'","payload":' + raw + b"}"
-        for sid, h, raw in sessions
-    ]
     if chunk_id_hex is None:
         chunk_id_hex = chunk_id(task, (h for _, h, _ in sessions))
     head = orjson.dumps({"v": CHUNK_SCHEMA_VERSION, "chunk_id": chunk_id_hex,
                          "task": task, "route": route})
-    return head[:-1] + b',"sessions":[' + b",".join(parts) + b"]}"
+    parts = [head[:-1], b',"sessions":[']
+    for sid, h, raw in sessions:  # one join at the end: each payload is copied once
+        parts += (b'{"session_id":', orjson.dumps(sid), b',"content_hash":"', h.encode(),
+                  b'","payload":', raw, b"},")
+    parts[-1] = b"}"  # the last session's closing brace, without the comma
+    parts.append(b"]}")
+    return b"".join(parts)
 
 
 Source = Literal["teacher", "student", "human"]

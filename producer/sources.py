@@ -12,9 +12,8 @@ import io
 import re
 import sys
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, NamedTuple
 from urllib.parse import urlsplit
 
 from labelq.errors import ConfigError
@@ -23,9 +22,11 @@ GZIP_MAGIC = b"\x1f\x8b"
 _BLOCK_BYTES = 1 << 20
 
 
-@dataclass(frozen=True, slots=True)
-class RawRecord:
-    """One candidate session as bytes. ``oversize``: ``data`` is only its head."""
+class RawRecord(NamedTuple):
+    """One candidate session as bytes. ``oversize``: ``data`` is only its head.
+
+    A NamedTuple, not a dataclass: one is built per input line, so construction cost counts.
+    """
 
     source: str
     line: int

@@ -9,7 +9,7 @@ Reasons (stable codes, counted in status and the ingest summary):
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -34,8 +34,7 @@ class Limits:
         )
 
 
-@dataclass(frozen=True, slots=True)
-class Accepted:
+class Accepted(NamedTuple):
     """A valid session. ``raw`` is its JSON exactly as read (validated, so safe to embed)."""
 
     session_id: str
@@ -43,8 +42,7 @@ class Accepted:
     raw: bytes
 
 
-@dataclass(frozen=True, slots=True)
-class Rejected:
+class Rejected(NamedTuple):
     reason: str
     detail: str
 
