@@ -138,7 +138,10 @@ class EmbeddedRedis:
             ]
             conf.write_text("\n".join(lines) + "\n")
             conf.chmod(0o600)
-            subprocess.run([find_redis_server(), str(conf)], check=True, capture_output=True)
+            started = subprocess.run([find_redis_server(), str(conf)], capture_output=True, text=True)
+            if started.returncode != 0:
+                why = (started.stdout + started.stderr).strip().splitlines()[-3:]
+                raise ServiceUnavailable(f"embedded redis-server failed to start: {' | '.join(why)}")
             url = self._url(port, password)
             deadline = time.monotonic() + START_TIMEOUT_S
             while not self._alive(url):

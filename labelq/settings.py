@@ -125,6 +125,12 @@ class Settings(BaseSettings):
         default="auto", description="auto (console on a TTY, JSON lines otherwise), json or console."
     )
 
+    @field_validator("state_dir")
+    @classmethod
+    def _absolute_state_dir(cls, value: Path) -> Path:
+        # Child processes (redis-server, workers) may run from another directory.
+        return value.expanduser().resolve()
+
     @field_validator("log_format")
     @classmethod
     def _check_log_format(cls, value: str) -> str:

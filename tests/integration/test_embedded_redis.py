@@ -55,3 +55,20 @@ def test_concurrent_starts_give_one_server(tmp_path: Path) -> None:
         assert len(urls) == 1
     finally:
         EmbeddedRedis(state).stop()
+
+
+def test_relative_state_dir_and_clear_start_failure(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from labelq.errors import ServiceUnavailable
+
+    monkeypatch.chdir(tmp_path)
+    settings = Settings(state_dir=Path("relative/state"))
+    assert settings.state_dir.is_absolute()
+    embedded = EmbeddedRedis(settings.state_dir)
+    try:
+        assert redis.Redis.from_url(resolve_redis_url(settings)).ping()
+    finally:
+        embedded.stop()
+    monkeypatch.setattr("labelq.redis_server.redis_config_lines",
+                        lambda *a: ["this-is-not-a-directive yes"])
+    with pytest.raises(ServiceUnavailable, match="failed to start"):
+        EmbeddedRedis(tmp_path / "other").ensure_running()

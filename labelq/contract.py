@@ -1,0 +1,101 @@
+"""The output contract: normalise an answer where that is safe, then validate it. Pure.
+
+Safe normalisations never change meaning: surrounding white space and quotes,
+a leading "Label:"-style prefix, markdown emphasis, one trailing full stop,
+runs of spaces. Anything else that breaks the contract is reported with a
+short reason (``empty``, ``multiline``, ``refusal``, ``too_many_words``,
+``too_many_chars``, ``invalid_json``, ``schema_violation``) so the teacher can
+ask for one repair and, failing that, dead-letter the raw answer.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, NamedTuple
+
+import orjson
+
+from labelq.spec import Contract
+
+_PREFIX = re.compile(r"^\s*(label|answer|sentence|summary|output|journey|description)\s*[:\-–]\s*", re.I)
+_QUOTES = "\"'`“”‘’«»"
+_FENCE = re.compile(r"^```(?:json)?\s*(.*?)\s*```$", re.S)
+_REFUSAL = re.compile(
+    r"^(i'?m sorry|sorry,|i cannot|i can'?t|i am unable|i'm unable|as an ai|i won'?t)", re.I)
+
+
+class Verdict(NamedTuple):
+    ok: bool
+    label: str  # the normalised answer (valid or not)
+    reason: str | None
+    words: int
+
+
+def normalise_text(answer: str) -> str:
+    text = answer.strip()
+    for _ in range(2):  # quotes around a prefixed answer, or a prefix before a quoted one
+        text = _PREFIX.sub("", text).strip()
+        text = text.replace("**", "").replace("__", "").strip()
+        if len(text) >= 2 and text[0] in _QUOTES and text[-1] in _QUOTES:
+            text = text[1:-1].strip()
+    if text.endswith(".") and not text.endswith(".."):
+        text = text[:-1].rstrip()
+    return re.sub(r"[ \t]+", " ", text)
+
+
+def check_text(answer: str, contract: Contract) -> Verdict:
+    text = normalise_text(answer)
+    words = len(text.split())
+    if not text:
+        return Verdict(False, text, "empty", 0)
+    if "\n" in text or "\r" in text:
+        return Verdict(False, text, "multiline", words)
+    if _REFUSAL.match(text):
+        return Verdict(False, text, "refusal", words)
+    if contract.max_words is not None and words > contract.max_words:
+        return Verdict(False, text, "too_many_words", words)
+    if contract.max_chars is not None and len(text) > contract.max_chars:
+        return Verdict(False, text, "too_many_chars", words)
+    return Verdict(True, text, None, words)
+
+
+def check_json(answer: str, contract: Contract) -> Verdict:
+    import jsonschema
+
+    text = answer.strip()
+    fenced = _FENCE.match(text)
+    if fenced:
+        text = fenced.group(1)
+    try:
+        value: Any = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return Verdict(False, text, "invalid_json", 0)
+    errors = sorted(jsonschema.Draft202012Validator(contract.json_schema or {}).iter_errors(value),
+                    key=lambda e: list(e.path))
+    canonical = orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode()
+    if errors:
+        return Verdict(False, canonical, "schema_violation", 0)
+    if contract.max_chars is not None and len(canonical) > contract.max_chars:
+        return Verdict(False, canonical, "too_many_chars", 0)
+    return Verdict(True, canonical, None, 0)
+
+
+def check(answer: str, contract: Contract) -> Verdict:
+    """Normalise and validate one answer against a task's contract."""
+    if contract.json_schema is not None:
+        return check_json(answer, contract)
+    return check_text(answer, contract)
+
+
+def repair_instruction(verdict: Verdict, contract: Contract) -> str:
+    """The one follow-up message sent when an answer broke the contract."""
+    if contract.json_schema is not None:
+        return ("Your answer was not valid JSON for the required schema "
+                f"({verdict.reason}). Reply with only the JSON object, nothing else.")
+    limits = []
+    if contract.max_words:
+        limits.append(f"at most {contract.max_words} words")
+    if contract.max_chars:
+        limits.append(f"at most {contract.max_chars} characters")
+    return (f"Your answer broke the rules ({verdict.reason}). Reply with only the label: "
+            f"one line, {' and '.join(limits)}, no quotes, no prefix.")
