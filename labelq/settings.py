@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import (
     BaseSettings,
@@ -26,6 +26,16 @@ from pydantic_settings import (
 from labelq.errors import ConfigError
 
 QUEUES: tuple[str, ...] = ("teacher", "student", "trainer")
+# USD per 1M tokens (input, output), list prices late 2026; override with LABELQ_TEACHER_PRICES.
+DEFAULT_PRICES: dict[str, tuple[float, float]] = {
+    "gpt-4o": (2.50, 10.00),
+    "gpt-4o-mini": (0.15, 0.60),
+    "gpt-4.1": (2.00, 8.00),
+    "gpt-4.1-mini": (0.40, 1.60),
+    "gpt-4-turbo": (10.00, 30.00),
+    "gpt-4": (30.00, 60.00),
+    "replay": (2.50, 10.00),  # the offline demo teacher is priced like gpt-4o
+}
 # A config file named by the caller of load_settings (beats LABELQ_CONFIG_FILE).
 _CONFIG_FILE: ContextVar[str | None] = ContextVar("labelq_config_file", default=None)
 
@@ -119,6 +129,51 @@ class Settings(BaseSettings):
         default=5, gt=0, description="Deliveries of one chunk before it is dead-lettered."
     )
 
+    # --- tasks and the teacher -------------------------------------------------
+    specs_dir: Path | None = Field(
+        default=None, description="Directory of user task specs (*.toml); built-ins are always there."
+    )
+    teacher_backend: str = Field(
+        default="auto",
+        description="openai, replay (reference labels, offline), or auto: openai when a key or base URL is set.",
+    )
+    teacher_base_url: str | None = Field(
+        default=None, description="OpenAI-compatible base URL (Azure, vLLM, a proxy). Unset: OpenAI."
+    )
+    teacher_api_key: SecretStr | None = Field(
+        default=None,
+        validation_alias=AliasChoices("LABELQ_TEACHER_API_KEY", "OPENAI_API_KEY", "teacher_api_key"),
+        description="API key (LABELQ_TEACHER_API_KEY or OPENAI_API_KEY).",
+    )
+    teacher_model: str = Field(default="gpt-4o", description="Teacher model name sent to the API.")
+    teacher_concurrency: int = Field(
+        default=16, gt=0, description="Concurrent teacher requests per worker process (within a chunk)."
+    )
+    teacher_rpm: int = Field(default=500, gt=0, description="Global teacher requests per minute, all workers.")
+    teacher_tpm: int = Field(default=200_000, gt=0, description="Global teacher tokens per minute, all workers.")
+    teacher_budget_usd: float = Field(
+        default=50.0, ge=0, description="Hard teacher spend cap per task spec, in USD (a spec may set its own)."
+    )
+    teacher_timeout_s: float = Field(default=60.0, gt=0, description="Timeout of one teacher request.")
+    teacher_max_attempts: int = Field(
+        default=5, gt=0, description="Attempts per session on transient errors before dead-lettering."
+    )
+    teacher_backoff_base_s: float = Field(default=0.5, gt=0, description="First retry delay; doubles, with jitter.")
+    teacher_backoff_max_s: float = Field(default=30.0, gt=0, description="Longest retry delay.")
+    teacher_pause_s: float = Field(
+        default=15.0, gt=0, description="How long a worker waits before requeueing work while paused (budget, auth)."
+    )
+    teacher_cache_ttl_s: int = Field(
+        default=90 * 86_400, gt=0, description="How long a paid answer is remembered (never pay twice)."
+    )
+    teacher_replay_latency_s: float = Field(
+        default=0.02, ge=0, description="Simulated latency of the replay teacher."
+    )
+    teacher_prices: dict[str, tuple[float, float]] = Field(
+        default_factory=lambda: dict(DEFAULT_PRICES),
+        description="USD per 1M tokens (input, output) per model; 'replay' prices the offline teacher.",
+    )
+
     # --- logs -----------------------------------------------------------------
     log_level: str = Field(default="INFO", description="Log level: DEBUG, INFO, WARNING, ERROR.")
     log_format: str = Field(
@@ -130,6 +185,13 @@ class Settings(BaseSettings):
     def _absolute_state_dir(cls, value: Path) -> Path:
         # Child processes (redis-server, workers) may run from another directory.
         return value.expanduser().resolve()
+
+    @field_validator("teacher_backend")
+    @classmethod
+    def _check_backend(cls, value: str) -> str:
+        if value not in {"auto", "openai", "replay"}:
+            raise ValueError("teacher_backend must be auto, openai or replay")
+        return value
 
     @field_validator("log_format")
     @classmethod
@@ -160,6 +222,12 @@ class Settings(BaseSettings):
     @property
     def effective_store_url(self) -> str:
         return self.store_url or f"file://{(self.state_dir / 'store').resolve()}"
+
+    @property
+    def resolved_teacher_backend(self) -> str:
+        if self.teacher_backend != "auto":
+            return self.teacher_backend
+        return "openai" if (self.teacher_api_key or self.teacher_base_url) else "replay"
 
     def redis_key(self, *parts: str) -> str:
         """A Redis key under this deployment's prefix."""

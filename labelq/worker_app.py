@@ -9,7 +9,7 @@ imports this module.
 
 from __future__ import annotations
 
-import importlib.util
+import importlib
 from typing import Any
 
 from celery import Celery
@@ -23,13 +23,6 @@ settings = load_settings()
 configure(settings.log_level, settings.log_format)
 
 
-def _installed(module: str) -> bool:
-    try:
-        return importlib.util.find_spec(module) is not None
-    except ModuleNotFoundError:
-        return False
-
-
 class _LazyConfig:
     """Celery reads this object on first access to ``app.conf``."""
 
@@ -39,7 +32,6 @@ class _LazyConfig:
     def _load(self) -> dict[str, Any]:
         if self._values is None:
             self._values = celery_config(settings, resolve_redis_url(settings))
-            self._values["include"] = [m for m in WORKER_MODULES.values() if _installed(m)]
         return self._values
 
     def __dir__(self) -> list[str]:
@@ -56,3 +48,11 @@ use_orjson_for_json()
 app = Celery("labelq", set_as_current=False)
 app.config_from_object(_LazyConfig())
 app.conf.labelq_settings = settings
+
+# Queue name -> why its worker module could not be loaded (a missing extra, say).
+UNAVAILABLE: dict[str, str] = {}
+for _queue, _module in WORKER_MODULES.items():
+    try:
+        importlib.import_module(_module).register(app)
+    except ImportError as exc:
+        UNAVAILABLE[_queue] = f"{_module}: {exc}"

@@ -122,7 +122,13 @@ def worker(
     if queue not in QUEUES:
         err_console.print(f"[red]unknown queue {queue!r}[/red]: choose one of {', '.join(QUEUES)}")
         raise typer.Exit(2)
+    from labelq.worker_app import UNAVAILABLE
     from labelq.worker_app import app as celery_app
+
+    if queue in UNAVAILABLE:
+        err_console.print(f"[red]the {queue} worker cannot start:[/red] {UNAVAILABLE[queue]}\n"
+                          f"install it with: pip install 'labelq[{queue}]'")
+        raise typer.Exit(2)
 
     argv = ["worker", "-Q", queue, f"--loglevel={loglevel}", "-n", f"{queue}@%h"]
     if queue in ("student", "trainer"):

@@ -1,0 +1,54 @@
+"""Prices and the cost ledger: tokens and dollars per task and model, in Redis."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import redis
+
+from labelq.settings import Settings
+
+MICRO = 1_000_000  # dollars are stored as integer micro-dollars: no float drift across workers
+
+
+def price_usd(settings: Settings, model: str, input_tokens: int, output_tokens: int,
+              *, discount: float = 1.0) -> float:
+    """Cost of one call from the price table (unknown models are priced like the default)."""
+    table = settings.teacher_prices
+    per_in, per_out = table.get(model) or table.get(settings.teacher_model) or (0.0, 0.0)
+    return discount * (input_tokens * per_in + output_tokens * per_out) / 1_000_000
+
+
+def to_micro(usd: float) -> int:
+    return round(usd * MICRO)
+
+
+def ledger_key(settings: Settings, task: str) -> str:
+    return settings.redis_key("ledger", task)
+
+
+def call_increments(settings: Settings, *, task: str, model: str, input_tokens: int,
+                    output_tokens: int, cost_usd: float) -> list[tuple[str, str, int]]:
+    """The ledger's ``HINCRBY`` triples for one paid call (sync and async clients apply them)."""
+    key = ledger_key(settings, task)
+    return [(key, f"{model}|calls", 1), (key, f"{model}|input_tokens", input_tokens),
+            (key, f"{model}|output_tokens", output_tokens), (key, f"{model}|usd_micro", to_micro(cost_usd))]
+
+
+def read_ledger(client: redis.Redis, settings: Settings, task: str) -> dict[str, Any]:
+    """``{"models": {model: {calls, input_tokens, output_tokens, usd}}, "usd": total, "cache_hits": n}``."""
+    raw: dict[bytes, bytes] = client.hgetall(ledger_key(settings, task))  # type: ignore[assignment]
+    models: dict[str, dict[str, Any]] = {}
+    cache_hits = 0
+    for field, value in raw.items():
+        name = field.decode()
+        if name == "cache_hits":
+            cache_hits = int(value)
+            continue
+        model, metric = name.rsplit("|", 1)
+        entry = models.setdefault(model, {"calls": 0, "input_tokens": 0, "output_tokens": 0, "usd": 0.0})
+        if metric == "usd_micro":
+            entry["usd"] = int(value) / MICRO
+        else:
+            entry[metric] = int(value)
+    return {"models": models, "usd": sum(m["usd"] for m in models.values()), "cache_hits": cache_hits}

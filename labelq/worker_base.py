@@ -1,0 +1,115 @@
+"""What every chunk task shares, written once: a base Celery task class.
+
+* logging context (Celery task id, chunk id, task spec) bound for the whole run;
+* the message decoded against its schema; undecodable messages are
+  dead-lettered with the reason and acknowledged (never retried forever);
+* a delivery counter per chunk: a chunk that has been delivered more than
+  ``max_attempts`` times (it keeps killing its worker) is dead-lettered
+  session by session as ``poison_chunk`` while the rest of the queue flows;
+* ``Paused``: the worker cannot work now (budget spent, key refused, no
+  adapter): it waits, puts the message back and loses nothing.
+"""
+
+from __future__ import annotations
+
+import time
+from functools import cached_property
+from typing import Any
+
+import redis
+from celery import Task
+from celery.exceptions import Reject
+
+from labelq.deadletter import truncate_raw
+from labelq.errors import DecodeError
+from labelq.logging import bind, get_logger
+from labelq.records import commit_chunk
+from labelq.redis_server import connect
+from labelq.schemas import ChunkMessage, DeadLetter
+from labelq.settings import Settings
+from labelq.store import ObjectStore, open_store
+
+log = get_logger(__name__)
+ATTEMPTS_TTL_S = 7 * 86_400
+
+
+class Paused(Exception):
+    """Work cannot proceed now; the message goes back to its queue after ``wait_s``."""
+
+    def __init__(self, reason: str, wait_s: float) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.wait_s = wait_s
+
+
+class ChunkTask(Task):  # type: ignore[misc]
+    """Base class of the teacher and student chunk tasks."""
+
+    abstract = True
+    stage = "worker"
+    acks_late = True
+    reject_on_worker_lost = True
+
+    @cached_property
+    def settings(self) -> Settings:
+        settings: Settings = self.app.conf.labelq_settings
+        return settings
+
+    @cached_property
+    def redis(self) -> redis.Redis:
+        return connect(self.settings)
+
+    @cached_property
+    def store(self) -> ObjectStore:
+        return open_store(self.settings)
+
+    def __call__(self, message: Any) -> Any:
+        with bind(celery_task_id=self.request.id, stage=self.stage):
+            try:
+                chunk = ChunkMessage.decode(message)
+            except DecodeError as exc:
+                self._dead_letter_message(message, exc)
+                return {"status": "decode_error"}
+            with bind(chunk_id=chunk.chunk_id, task=chunk.task):
+                attempts_key = self.settings.redis_key("attempts", self.stage, chunk.chunk_id)
+                deliveries = int(self.redis.incr(attempts_key))
+                self.redis.expire(attempts_key, ATTEMPTS_TTL_S)
+                if deliveries > self.settings.max_attempts:
+                    return self._poisoned(chunk, deliveries)
+                started = time.monotonic()
+                try:
+                    result = super().__call__(chunk)
+                except Paused as pause:
+                    self.redis.decr(attempts_key)  # a pause is not a failed delivery
+                    log.warning("paused", reason=pause.reason, wait_s=pause.wait_s)
+                    time.sleep(pause.wait_s)
+                    raise Reject(pause.reason, requeue=True) from None
+                self.redis.delete(attempts_key)
+                log.info("chunk_done", sessions=len(chunk.sessions),
+                         elapsed_s=round(time.monotonic() - started, 3), **(result or {}))
+                return result
+
+    def _poisoned(self, chunk: ChunkMessage, deliveries: int) -> dict[str, Any]:
+        log.error("poison_chunk", deliveries=deliveries)
+        letters = [DeadLetter(reason="poison_chunk", stage=self.stage, task=chunk.task,
+                              session_id=s.session_id, content_hash=s.content_hash, chunk_id=chunk.chunk_id,
+                              detail=f"chunk delivered {deliveries} times without completing")
+                   for s in chunk.sessions]
+        commit_chunk(self.settings, self.store, self.redis, stage=self.stage, task=chunk.task,
+                     chunk_id=chunk.chunk_id, records=[], dead_letters=letters)
+        return {"status": "poison_chunk", "dead_lettered": len(letters)}
+
+    def _dead_letter_message(self, message: Any, exc: DecodeError) -> None:
+        import orjson
+
+        try:
+            raw = orjson.dumps(message)
+        except TypeError:
+            raw = repr(message).encode()
+        text, truncated = truncate_raw(raw, self.settings.dead_letter_raw_max_bytes)
+        letter = DeadLetter(reason="decode_error", detail=str(exc)[:500], stage=self.stage,
+                            raw=text, raw_truncated=truncated)
+        message_id = str(self.request.id or "unknown")
+        commit_chunk(self.settings, self.store, self.redis, stage=self.stage, task="_undecodable",
+                     chunk_id=message_id, records=[], dead_letters=[letter])
+        log.error("undecodable_message", reason=str(exc)[:200])

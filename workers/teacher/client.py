@@ -1,0 +1,154 @@
+"""Teacher backends behind one interface: any OpenAI-compatible API, or the replay teacher.
+
+Errors are sorted once, here, into what the labeler does with them:
+
+    TeacherCallError(reason, retryable, operational, retry_after_s)
+      retryable:    429 (Retry-After honoured), 5xx, timeouts, resets, malformed bodies
+      operational:  401/403 - the key is wrong: pause the queue, lose nothing
+      neither:      400/404/422 - this session cannot be labelled: dead-letter it
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from labelq.render import estimate_tokens
+from labelq.schemas import SessionItem
+from labelq.settings import Settings
+
+
+@dataclass(frozen=True)
+class Completion:
+    text: str
+    input_tokens: int
+    output_tokens: int
+    model: str
+
+
+class TeacherCallError(Exception):
+    def __init__(self, reason: str, message: str, *, retryable: bool = False,
+                 operational: bool = False, retry_after_s: float | None = None) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.retryable = retryable
+        self.operational = operational
+        self.retry_after_s = retry_after_s
+
+
+class TeacherClient(Protocol):
+    model: str
+    is_replay: bool
+
+    async def complete(self, messages: list[dict[str, str]], *, max_tokens: int,
+                       temperature: float, session: SessionItem) -> Completion: ...
+
+    async def aclose(self) -> None: ...
+
+
+def _retry_after(headers: Any) -> float | None:
+    if headers is None:
+        return None
+    for name, scale in (("retry-after-ms", 1000.0), ("retry-after", 1.0)):
+        value = headers.get(name)
+        if value is not None:
+            try:
+                return max(0.0, float(value) / scale)
+            except ValueError:
+                return None
+    return None
+
+
+class OpenAIClient:
+    """Chat completions through the ``openai`` SDK (OpenAI, Azure, vLLM, any compatible server)."""
+
+    is_replay = False
+
+    def __init__(self, settings: Settings) -> None:
+        import openai
+
+        key = settings.teacher_api_key.get_secret_value() if settings.teacher_api_key else "not-set"
+        self.model = settings.teacher_model
+        self._openai = openai
+        # Retries are ours (budget, rate limit and deadline aware), never the SDK's.
+        self._client = openai.AsyncOpenAI(base_url=settings.teacher_base_url, api_key=key,
+                                          timeout=settings.teacher_timeout_s, max_retries=0)
+
+    async def complete(self, messages: list[dict[str, str]], *, max_tokens: int,
+                       temperature: float, session: SessionItem) -> Completion:
+        oa = self._openai
+        try:
+            resp = await self._client.chat.completions.create(
+                model=self.model, messages=messages,  # type: ignore[arg-type]
+                max_tokens=max_tokens, temperature=temperature,
+            )
+        except oa.RateLimitError as exc:
+            raise TeacherCallError("teacher_http_429", "rate limited by the provider", retryable=True,
+                                   retry_after_s=_retry_after(exc.response.headers)) from None
+        except (oa.AuthenticationError, oa.PermissionDeniedError) as exc:
+            raise TeacherCallError("teacher_auth", f"the provider refused the key (HTTP {exc.status_code})",
+                                   operational=True) from None
+        except oa.APITimeoutError:
+            raise TeacherCallError("teacher_timeout", "request timed out", retryable=True) from None
+        except oa.APIConnectionError as exc:
+            raise TeacherCallError("teacher_connection", f"connection failed: {type(exc.__cause__).__name__}",
+                                   retryable=True) from None
+        except oa.APIStatusError as exc:
+            if exc.status_code >= 500 or exc.status_code == 408:
+                raise TeacherCallError(f"teacher_http_{exc.status_code}", "server error", retryable=True,
+                                       retry_after_s=_retry_after(exc.response.headers)) from None
+            raise TeacherCallError(f"teacher_http_{exc.status_code}", "the provider rejected the request") from None
+        except (oa.APIResponseValidationError, ValueError) as exc:
+            raise TeacherCallError("teacher_malformed", f"malformed response: {type(exc).__name__}",
+                                   retryable=True) from None
+        return self._parse(resp)
+
+    def _parse(self, resp: Any) -> Completion:
+        try:
+            text = resp.choices[0].message.content
+            usage = resp.usage
+            if not isinstance(text, str):
+                raise TypeError("no text content")
+            return Completion(text, int(usage.prompt_tokens), int(usage.completion_tokens),
+                              str(resp.model or self.model))
+        except (AttributeError, IndexError, TypeError, ValueError) as exc:
+            raise TeacherCallError("teacher_malformed", f"malformed response: {exc}", retryable=True) from None
+
+    async def aclose(self) -> None:
+        await self._client.close()
+
+
+class ReplayClient:
+    """The offline demo teacher: answers with the synthetic data set's reference labels.
+
+    Named ``replay`` in records, logs and reports; priced like the configured
+    model so that cost comparisons stay realistic.
+    """
+
+    is_replay = True
+    model = "replay"
+
+    def __init__(self, settings: Settings) -> None:
+        self._latency_s = settings.teacher_replay_latency_s
+        self._field = settings.reference_field
+
+    async def complete(self, messages: list[dict[str, str]], *, max_tokens: int,
+                       temperature: float, session: SessionItem) -> Completion:
+        await asyncio.sleep(self._latency_s)
+        reference = session.payload.get(self._field)
+        label = reference.get("label") if isinstance(reference, dict) else reference
+        if not isinstance(label, str) or not label:
+            raise TeacherCallError("replay_no_reference",
+                                   f"replay teacher: session has no reference label at {self._field!r}")
+        prompt_tokens = sum(estimate_tokens(m["content"]) for m in messages)
+        return Completion(label, prompt_tokens, estimate_tokens(label), self.model)
+
+    async def aclose(self) -> None:
+        return None
+
+
+def make_client(settings: Settings) -> TeacherClient:
+    if settings.resolved_teacher_backend == "replay":
+        return ReplayClient(settings)
+    return OpenAIClient(settings)

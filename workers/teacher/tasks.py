@@ -1,0 +1,87 @@
+"""The teacher's Celery task: a thin shell around ``run_teacher_chunk``."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from typing import Any
+
+import redis
+import redis.asyncio as aioredis
+from celery import Celery
+
+from labelq.celery_app import TEACHER_TASK
+from labelq.logging import get_logger
+from labelq.records import commit_chunk
+from labelq.redis_server import resolve_redis_url
+from labelq.schemas import ChunkMessage
+from labelq.settings import Settings
+from labelq.spec import load_spec
+from labelq.store import ObjectStore
+from labelq.worker_base import ChunkTask, Paused
+from workers.teacher.budget import Budget
+from workers.teacher.client import make_client
+from workers.teacher.labeler import SessionResult, TeacherContext, label_chunk
+from workers.teacher.limiter import RateLimiter
+
+log = get_logger(__name__)
+DEADLINE_SHARE = 0.5  # finish (or hand back) well inside the visibility timeout
+
+
+def budget_for(settings: Settings, task: str) -> float:
+    spec = load_spec(task, settings.specs_dir)
+    return spec.budget_usd if spec.budget_usd is not None else settings.teacher_budget_usd
+
+
+async def _label(settings: Settings, chunk: ChunkMessage, deadline: float) -> list[SessionResult]:
+    spec = load_spec(chunk.task, settings.specs_dir)
+    client = make_client(settings)
+    aredis = aioredis.from_url(resolve_redis_url(settings))
+    try:
+        ctx = TeacherContext(
+            settings=settings, spec=spec, client=client, redis=aredis,
+            limiter=RateLimiter(aredis, settings.redis_key_prefix, rpm=settings.teacher_rpm,
+                                tpm=settings.teacher_tpm),
+            budget=Budget(aredis, settings.redis_key_prefix, spec.name, budget_for(settings, spec.name)),
+        )
+        return await label_chunk(ctx, chunk, deadline)
+    finally:
+        await client.aclose()
+        await aredis.aclose()
+
+
+def run_teacher_chunk(settings: Settings, store: ObjectStore, client: redis.Redis,
+                      chunk: ChunkMessage, requeue: Any) -> dict[str, Any]:
+    """Label a chunk, commit its output once, hand unfinished sessions back, or pause."""
+    deadline = time.monotonic() + settings.visibility_timeout_s * DEADLINE_SHARE
+    results = asyncio.run(_label(settings, chunk, deadline))
+    statuses = Counter(r.status for r in results)
+    pause_key = settings.redis_key("paused", "teacher", chunk.task)
+    if statuses["paused_auth"] or statuses["paused_budget"]:
+        why = ("the teacher API refused the key (401/403)" if statuses["paused_auth"]
+               else f"budget of ${budget_for(settings, chunk.task):.2f} is spent")
+        client.set(pause_key, why, ex=max(60, int(settings.teacher_pause_s * 4)))
+        raise Paused(why, settings.teacher_pause_s)
+    client.delete(pause_key)
+    records = [r.record for r in results if r.record is not None]
+    letters = [r.dead_letter for r in results if r.dead_letter is not None]
+    commit_chunk(settings, store, client, stage="teacher", task=chunk.task, chunk_id=chunk.chunk_id,
+                 records=records, dead_letters=letters)
+    unfinished = [r.item for r in results if r.status == "retry_later"]
+    if unfinished:
+        requeue(chunk, unfinished)
+    return {"labelled": len(records), "dead_lettered": len(letters), "handed_back": len(unfinished)}
+
+
+def register(app: Celery) -> None:
+    """Define the teacher task on ``app`` (the worker app, or a test's app)."""
+
+    @app.task(name=TEACHER_TASK, base=ChunkTask, bind=True, stage="teacher")
+    def label_teacher_chunk(self: ChunkTask, chunk: ChunkMessage) -> dict[str, Any]:
+        from producer.republish import republish
+
+        return run_teacher_chunk(
+            self.settings, self.store, self.redis, chunk,
+            requeue=lambda c, items: republish(self.settings, self.app, self.redis, "teacher", c, items),
+        )
