@@ -17,8 +17,9 @@ import orjson
 
 from labelq.spec import Contract
 
-_PREFIX = re.compile(r"^\s*(label|answer|sentence|summary|output|journey|description)\s*[:\-–]\s*", re.I)
-_QUOTES = "\"'`“”‘’«»"
+_PREFIX = re.compile(r"^\s*(label|answer|sentence|summary|output|journey|description)\s*[:\-\u2013]\s*", re.I)
+# Straight, typographic and guillemet quotes that models put around answers.
+_QUOTES = "\"'`\u201c\u201d\u2018\u2019\u00ab\u00bb"
 _FENCE = re.compile(r"^```(?:json)?\s*(.*?)\s*```$", re.S)
 _REFUSAL = re.compile(
     r"^(i'?m sorry|sorry,|i cannot|i can'?t|i am unable|i'm unable|as an ai|i won'?t)", re.I)

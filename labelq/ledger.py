@@ -52,3 +52,15 @@ def read_ledger(client: redis.Redis, settings: Settings, task: str) -> dict[str,
         else:
             entry[metric] = int(value)
     return {"models": models, "usd": sum(m["usd"] for m in models.values()), "cache_hits": cache_hits}
+
+
+def budget_keys(prefix: str, task: str) -> list[str]:
+    """Redis keys of a task's budget: totals, reservation expiries, reservation amounts."""
+    return [f"{prefix}budget:{task}", f"{prefix}budget:{task}:exp", f"{prefix}budget:{task}:amt"]
+
+
+def budget_state(client: redis.Redis, settings: Settings, task: str) -> tuple[float, float]:
+    """``(spent_usd, reserved_usd)`` of a task, for status."""
+    raw = client.hmget(budget_keys(settings.redis_key_prefix, task)[0], "spent", "reserved")
+    spent, reserved = (int(v or 0) for v in raw)  # type: ignore[union-attr]
+    return spent / MICRO, reserved / MICRO

@@ -151,6 +151,9 @@ class Settings(BaseSettings):
     )
     teacher_rpm: int = Field(default=500, gt=0, description="Global teacher requests per minute, all workers.")
     teacher_tpm: int = Field(default=200_000, gt=0, description="Global teacher tokens per minute, all workers.")
+    teacher_rate_window_s: float = Field(
+        default=60.0, gt=0, description="Window of the rate limits (60: per minute; shorter only in tests)."
+    )
     teacher_budget_usd: float = Field(
         default=50.0, ge=0, description="Hard teacher spend cap per task spec, in USD (a spec may set its own)."
     )

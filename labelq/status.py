@@ -7,6 +7,7 @@ from typing import Any
 import redis
 
 from labelq.celery_app import queue_redis_key
+from labelq.ledger import budget_state, read_ledger
 from labelq.settings import QUEUES, Settings
 
 
@@ -21,6 +22,17 @@ def known_tasks(settings: Settings, client: redis.Redis) -> list[str]:
     return sorted(names)
 
 
+def _budget_limit(settings: Settings, task: str) -> float | None:
+    from labelq.errors import ConfigError
+    from labelq.spec import load_spec
+
+    try:
+        spec = load_spec(task, settings.specs_dir)
+    except ConfigError:
+        return None  # a task with no spec here (ingested elsewhere): no budget to show
+    return spec.budget_usd if spec.budget_usd is not None else settings.teacher_budget_usd
+
+
 def gather(settings: Settings, client: redis.Redis) -> dict[str, Any]:
     """One snapshot, as plain data (the CLI renders it as a table or JSON)."""
     queues = {name: int(client.llen(queue_redis_key(settings, name))) for name in QUEUES}
@@ -29,11 +41,25 @@ def gather(settings: Settings, client: redis.Redis) -> dict[str, Any]:
     for task in known_tasks(settings, client):
         stats = _int_hash(client, settings.redis_key("stats", task))
         dlq = _int_hash(client, settings.redis_key("dlq", "task", task))
+        ledger = read_ledger(client, settings, task)
+        spent, reserved = budget_state(client, settings, task)
+        paused = client.get(settings.redis_key("paused", "teacher", task))
         tasks[task] = {
             "ingested": stats.get("ingested", 0),
             "duplicates": stats.get("duplicates", 0),
+            "labelled_teacher": stats.get("labelled_teacher", 0),
+            "labelled_student": stats.get("labelled_student", 0),
             "dead_lettered": sum(dlq.values()),
             "dead_letter": dlq,
+            "teacher": {
+                "cost_usd": round(ledger["usd"], 6),
+                "cache_hits": ledger["cache_hits"],
+                "models": ledger["models"],
+                "budget_usd": _budget_limit(settings, task),
+                "budget_spent_usd": round(spent, 6),
+                "budget_reserved_usd": round(reserved, 6),
+                "paused": paused.decode() if paused else None,
+            },
         }
     return {
         "queues": queues,

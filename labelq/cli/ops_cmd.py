@@ -98,11 +98,23 @@ def status(
         queues.add_row(name, str(depth))
     console.print(queues)
     tasks = Table(title="tasks")
-    for col in ("task", "ingested", "duplicates", "dead-lettered"):
+    for col in ("task", "ingested", "duplicates", "teacher labels", "student labels", "dead-lettered",
+                "teacher $", "cache hits", "budget $"):
         tasks.add_column(col, justify="right" if col != "task" else "left")
     for name, t in snapshot["tasks"].items():
-        tasks.add_row(name, f"{t['ingested']:,}", f"{t['duplicates']:,}", f"{t['dead_lettered']:,}")
+        teacher = t["teacher"]
+        budget = "-" if teacher["budget_usd"] is None else (
+            f"{teacher['budget_spent_usd']:.2f} / {teacher['budget_usd']:.2f}")
+        tasks.add_row(name, f"{t['ingested']:,}", f"{t['duplicates']:,}", f"{t['labelled_teacher']:,}",
+                      f"{t['labelled_student']:,}", f"{t['dead_lettered']:,}", f"{teacher['cost_usd']:.4f}",
+                      f"{teacher['cache_hits']:,}", budget)
     console.print(tasks)
+    for name, t in snapshot["tasks"].items():
+        if t["teacher"]["paused"]:
+            console.print(f"[yellow]teacher paused for {name}:[/yellow] {t['teacher']['paused']}")
+        for model, m in t["teacher"]["models"].items():
+            console.print(f"  {name} / {model}: {m['calls']:,} calls, {m['input_tokens']:,} tokens in, "
+                          f"{m['output_tokens']:,} out, ${m['usd']:.4f}", highlight=False)
     dlq = Table(title="dead letters by reason")
     dlq.add_column("reason")
     dlq.add_column("count", justify="right")

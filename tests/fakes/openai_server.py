@@ -157,7 +157,7 @@ class FakeOpenAI:
             def _body(self) -> bytes:
                 return self.rfile.read(int(self.headers.get("Content-Length", "0")))
 
-            def do_POST(self) -> None:  # noqa: N802
+            def do_POST(self) -> None:
                 raw = self._body()
                 if self.path.endswith("/chat/completions"):
                     return self._chat(json.loads(raw))
@@ -175,7 +175,7 @@ class FakeOpenAI:
                     return self._json(200, {k: v for k, v in batch.items() if not k.startswith("_")})
                 return self._json(404, {"error": {"message": "not found"}})
 
-            def do_GET(self) -> None:  # noqa: N802
+            def do_GET(self) -> None:
                 parts = self.path.split("?")[0].strip("/").split("/")
                 if len(parts) == 3 and parts[1] == "batches" and parts[2] in fake.batches:
                     batch = fake.batches[parts[2]]

@@ -16,7 +16,11 @@ from labelq.synth import generate
 from labelq.worker_base import Paused
 from tests.fakes.openai_server import FakeConfig, FakeOpenAI, answer_for
 from tests.integration.teacher_helpers import (
-    chunks_of, make_chunk, teacher_dead_letters, teacher_records, teacher_settings,
+    chunks_of,
+    make_chunk,
+    teacher_dead_letters,
+    teacher_records,
+    teacher_settings,
 )
 from workers.teacher.labeler import backoff_s
 from workers.teacher.tasks import run_teacher_chunk

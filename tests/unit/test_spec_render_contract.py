@@ -64,7 +64,7 @@ def test_render_keeps_what_matters_and_drops_noise() -> None:
 
 def test_render_collapses_repeats_and_fits_budget_keeping_both_ends() -> None:
     events = [{"type": "click", "target": "#buy"}] * 3 + [
-        {"action": f"view", "page": f"/p/{i}", "when": "2026-01-01T00:00:00Z"} for i in range(300)]
+        {"action": "view", "page": f"/p/{i}", "when": "2026-01-01T00:00:00Z"} for i in range(300)]
     events.append({"action": "submit", "page": "/checkout/done"})
     text = render_session({"sid": "x", "steps": events}, max_tokens=200, id_field="sid")
     assert "click #buy (x3)" in text

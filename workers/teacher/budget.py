@@ -12,10 +12,9 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 
-import redis
 import redis.asyncio as aioredis
 
-from labelq.ledger import MICRO, to_micro
+from labelq.ledger import budget_keys, to_micro
 
 RESERVATION_TTL_MS = 10 * 60_000
 
@@ -56,10 +55,6 @@ class Reservation:
     micro_usd: int
 
 
-def budget_keys(prefix: str, task: str) -> list[str]:
-    return [f"{prefix}budget:{task}", f"{prefix}budget:{task}:exp", f"{prefix}budget:{task}:amt"]
-
-
 class Budget:
     """The spend cap of one task spec."""
 
@@ -79,9 +74,3 @@ class Budget:
     async def settle(self, reservation: Reservation, actual_usd: float) -> None:
         await self._settle(keys=self._keys, args=[reservation.id, to_micro(actual_usd)])
 
-
-def budget_state(client: redis.Redis, prefix: str, task: str) -> tuple[float, float]:
-    """``(spent_usd, reserved_usd)`` of a task, for status."""
-    raw = client.hmget(budget_keys(prefix, task)[0], "spent", "reserved")
-    spent, reserved = (int(v or 0) for v in raw)  # type: ignore[union-attr]
-    return spent / MICRO, reserved / MICRO

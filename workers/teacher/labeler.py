@@ -87,6 +87,7 @@ async def _call(ctx: TeacherContext, item: SessionItem, messages: list[dict[str,
     cost = 0.0
     try:
         permit = await ctx.limiter.acquire(est_in + max_out, deadline=deadline)
+        log.debug("teacher_request", session_id=item.session_id, permit_ms=permit.granted_at_ms)
         completion = await ctx.client.complete(messages, max_tokens=max_out,
                                                temperature=ctx.spec.teacher.temperature, session=item)
         cost = price_usd(ctx.settings, model, completion.input_tokens, completion.output_tokens)

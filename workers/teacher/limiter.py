@@ -1,11 +1,17 @@
 """A global rate limiter for the teacher API: requests and tokens per minute, in Redis.
 
-A sliding-window log, not a token bucket: a bucket allows a full burst on top
-of a full refill (up to twice the limit in some 60 s window), a log never
-admits more than the limit in any window. Every worker on every machine
-shares the log; one Lua script decides atomically, on Redis's clock. Tokens
-are reserved at the worst case (input estimate + max output) and settled to
-the real usage after the call.
+Two rules, checked together by one Lua script on Redis's clock, shared by
+every worker on every machine:
+
+* a sliding-window log: never more than the limit in any window (a token
+  bucket would allow a full burst on top of a full refill: twice the limit);
+* pacing (GCRA): requests are spaced ``window / limit`` apart, with a small
+  burst allowance. Providers enforce per-minute limits over shorter periods
+  too, and a whole minute's quota sent in one burst arrives with jitter that
+  spills into the next window.
+
+Tokens are reserved at the worst case (input estimate + max output) and
+settled to the real usage after the call.
 """
 
 from __future__ import annotations
@@ -26,7 +32,13 @@ redis.replicate_commands()
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local window, rpm, tpm, tokens = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
-local id = ARGV[5]
+local id, burst = ARGV[5], tonumber(ARGV[6])
+local interval = window / rpm
+local tat = tonumber(redis.call('GET', KEYS[4]) or '0')
+if tat < now then tat = now end
+if tat - now > interval * burst then
+  return {0, math.ceil(tat - now - interval * burst)}
+end
 local cutoff = now - window
 for _, m in ipairs(redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', cutoff)) do
   redis.call('DECRBY', KEYS[3], tonumber(string.match(m, ':(%d+)$')))
@@ -50,7 +62,8 @@ end
 redis.call('ZADD', KEYS[1], now, id)
 redis.call('ZADD', KEYS[2], now, id .. ':' .. tokens)
 redis.call('INCRBY', KEYS[3], tokens)
-for i = 1, 3 do redis.call('PEXPIRE', KEYS[i], window * 2) end
+redis.call('SET', KEYS[4], tostring(tat + interval))
+for i = 1, 4 do redis.call('PEXPIRE', KEYS[i], window * 2) end
 return {1, now}
 """
 
@@ -76,12 +89,13 @@ class RateLimiter:
     """Global RPM/TPM limits for one provider account (keys shared by all workers)."""
 
     def __init__(self, client: aioredis.Redis, prefix: str, *, rpm: int, tpm: int,
-                 window_ms: int = WINDOW_MS) -> None:
+                 window_ms: int = WINDOW_MS, burst: int = 4) -> None:
         self._client = client
-        self._keys = [f"{prefix}rl:req", f"{prefix}rl:tok", f"{prefix}rl:tok_sum"]
+        self._keys = [f"{prefix}rl:req", f"{prefix}rl:tok", f"{prefix}rl:tok_sum", f"{prefix}rl:tat"]
         self.rpm = rpm
         self.tpm = tpm
         self.window_ms = window_ms  # 60 s in production; shorter in tests
+        self.burst = burst  # requests that may go back to back before pacing applies
         self._acquire = client.register_script(_ACQUIRE)
         self._settle = client.register_script(_SETTLE)
 
@@ -90,7 +104,7 @@ class RateLimiter:
         permit_id = uuid.uuid4().hex
         while True:
             ok, value = await self._acquire(
-                keys=self._keys, args=[self.window_ms, self.rpm, self.tpm, tokens, permit_id])
+                keys=self._keys, args=[self.window_ms, self.rpm, self.tpm, tokens, permit_id, self.burst])
             if ok:
                 return Permit(permit_id, tokens, int(value))
             wait_s = max(0.005, int(value) / 1000)

@@ -42,7 +42,8 @@ async def _label(settings: Settings, chunk: ChunkMessage, deadline: float) -> li
         ctx = TeacherContext(
             settings=settings, spec=spec, client=client, redis=aredis,
             limiter=RateLimiter(aredis, settings.redis_key_prefix, rpm=settings.teacher_rpm,
-                                tpm=settings.teacher_tpm),
+                                tpm=settings.teacher_tpm,
+                                window_ms=int(settings.teacher_rate_window_s * 1000)),
             budget=Budget(aredis, settings.redis_key_prefix, spec.name, budget_for(settings, spec.name)),
         )
         return await label_chunk(ctx, chunk, deadline)

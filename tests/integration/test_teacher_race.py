@@ -1,0 +1,91 @@
+"""Budget and rate limits hold while several real worker processes race."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import orjson
+import pytest
+import redis
+
+from labelq.celery_app import queue_redis_key
+from labelq.ledger import budget_state, read_ledger
+from labelq.settings import Settings
+from labelq.synth import generate
+from producer.run import run_ingest
+from tests.fakes.openai_server import FakeConfig, FakeOpenAI
+from tests.integration.helpers import queued_chunks, write_jsonl
+from tests.integration.teacher_helpers import API_KEY, teacher_records
+from tests.integration.worker_procs import celery_workers, worker_env
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+def wait_for(condition, timeout_s: float) -> bool:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.2)
+    return False
+
+
+def test_budget_never_exceeded_by_racing_workers(settings: Settings, redis_client: redis.Redis,
+                                                 tmp_path: Path) -> None:
+    budget = 0.03
+    path = write_jsonl(tmp_path / "in.jsonl", list(generate(300, seed=21)))
+    settings = settings.model_copy(update={"chunk_size": 10})
+    assert run_ingest(settings, [str(path)], client=redis_client).enqueued == 300
+    with FakeOpenAI(FakeConfig(latency_s=0.02)) as fake:
+        env = worker_env(settings, LABELQ_TEACHER_BACKEND="openai", LABELQ_TEACHER_BASE_URL=fake.base_url,
+                         LABELQ_TEACHER_API_KEY=API_KEY, LABELQ_TEACHER_BUDGET_USD=str(budget),
+                         LABELQ_TEACHER_PAUSE_S="0.3", LABELQ_TEACHER_CONCURRENCY="8")
+        paused = settings.redis_key("paused", "teacher", "session-label")
+        with celery_workers(env, "teacher", 4, tmp_path):
+            assert wait_for(lambda: redis_client.exists(paused), 90), "the budget never ran out"
+            time.sleep(2)  # let every racing worker hit the cap
+        spent, reserved = budget_state(redis_client, settings, "session-label")
+        ledger = read_ledger(redis_client, settings, "session-label")
+        records = teacher_records(settings)
+        assert spent <= budget and ledger["usd"] <= budget + 1e-6
+        assert sum(r.cost_usd for r in records) <= budget
+        assert spent > 0.8 * budget  # the cap was reached, not undershot
+        # Nothing lost: every session is labelled or still waiting in the queue.
+        waiting = {s.session_id for c in queued_chunks(settings, redis_client, "teacher") for s in c.sessions}
+        labelled = {r.session_id for r in records}
+        assert len(labelled | waiting) == 300 and not labelled & waiting
+        assert redis_client.get(paused).startswith(b"budget of $0.03 is spent")
+
+
+def test_rate_limit_holds_and_is_used_across_workers(settings: Settings, redis_client: redis.Redis,
+                                                     tmp_path: Path) -> None:
+    limit, window_s = 60, 2.0
+    path = write_jsonl(tmp_path / "in.jsonl", list(generate(400, seed=22)))
+    settings = settings.model_copy(update={"chunk_size": 20})
+    run_ingest(settings, [str(path)], client=redis_client)
+    with FakeOpenAI(FakeConfig(latency_s=0.05)) as fake:
+        env = worker_env(settings, LABELQ_TEACHER_BACKEND="openai", LABELQ_TEACHER_BASE_URL=fake.base_url,
+                         LABELQ_TEACHER_API_KEY=API_KEY, LABELQ_TEACHER_RPM=str(limit),
+                         LABELQ_TEACHER_RATE_WINDOW_S=str(window_s), LABELQ_TEACHER_CONCURRENCY="16",
+                         LABELQ_LOG_LEVEL="DEBUG")
+        with celery_workers(env, "teacher", 4, tmp_path):
+            assert wait_for(lambda: len(fake.requests) >= 200, 60)
+        arrivals = sorted(r["t"] for r in fake.requests)
+    # What the limiter controls, on Redis's clock: never more than the limit in any window.
+    permits = sorted(
+        orjson.loads(line)["permit_ms"] / 1000
+        for log in tmp_path.glob("teacher-*.log") for line in log.read_bytes().splitlines()
+        if b'"teacher_request"' in line)
+    assert len(permits) >= 200
+    assert worst_window(permits, window_s) <= limit
+    # Where requests arrive: local scheduling jitter is a few % of a 2 s window (not of 60 s).
+    assert worst_window(arrivals, window_s) <= limit * 1.10
+    # At least 90% of the limit sustained while there is work (whole windows after the first).
+    busy = [t for t in permits if permits[0] + window_s <= t < permits[0] + 3 * window_s]
+    assert len(busy) >= 0.9 * 2 * limit
+    assert redis_client.llen(queue_redis_key(settings, "teacher")) > 0  # work was still waiting
+
+
+def worst_window(times: list[float], window_s: float) -> int:
+    return max(sum(1 for t in times[i:] if t < start + window_s) for i, start in enumerate(times))
