@@ -12,6 +12,7 @@ from labelq import __version__
 from labelq.cli import ops_cmd
 from labelq.cli.common import friendly_errors
 from labelq.cli.ingest_cmd import ingest
+from labelq.cli.teach_cmd import teach
 from labelq.logging import configure
 from labelq.settings import load_settings
 
@@ -50,6 +51,7 @@ def main_callback(
 
 
 app.command(no_args_is_help=True)(ingest)
+app.command(no_args_is_help=True)(teach)
 ops_cmd.register(app)
 
 

@@ -37,6 +37,9 @@ def budget_for(settings: Settings, task: str) -> float:
 async def _label(settings: Settings, chunk: ChunkMessage, deadline: float) -> list[SessionResult]:
     spec = load_spec(chunk.task, settings.specs_dir)
     client = make_client(settings)
+    if client.is_replay:
+        log.warning("teacher_replay", detail="answering with the data set's reference labels, "
+                    "no API calls (set OPENAI_API_KEY or LABELQ_TEACHER_BASE_URL for a real teacher)")
     aredis = aioredis.from_url(resolve_redis_url(settings))
     try:
         ctx = TeacherContext(
