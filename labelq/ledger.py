@@ -62,5 +62,5 @@ def budget_keys(prefix: str, task: str) -> list[str]:
 def budget_state(client: redis.Redis, settings: Settings, task: str) -> tuple[float, float]:
     """``(spent_usd, reserved_usd)`` of a task, for status."""
     raw = client.hmget(budget_keys(settings.redis_key_prefix, task)[0], "spent", "reserved")
-    spent, reserved = (int(v or 0) for v in raw)  # type: ignore[union-attr]
+    spent, reserved = (int(v or 0) for v in raw)
     return spent / MICRO, reserved / MICRO

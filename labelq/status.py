@@ -43,7 +43,7 @@ def gather(settings: Settings, client: redis.Redis) -> dict[str, Any]:
         dlq = _int_hash(client, settings.redis_key("dlq", "task", task))
         ledger = read_ledger(client, settings, task)
         spent, reserved = budget_state(client, settings, task)
-        paused = client.get(settings.redis_key("paused", "teacher", task))
+        paused: bytes | None = client.get(settings.redis_key("paused", "teacher", task))  # type: ignore[assignment]
         tasks[task] = {
             "ingested": stats.get("ingested", 0),
             "duplicates": stats.get("duplicates", 0),

