@@ -8,7 +8,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, TypeVar
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -19,6 +19,18 @@ from labelq.hashing import chunk_id
 CHUNK_SCHEMA_VERSION: Final = 1
 LABEL_SCHEMA_VERSION: Final = 1
 DEAD_LETTER_SCHEMA_VERSION: Final = 1
+
+
+_M = TypeVar("_M", bound=BaseModel)
+
+
+def _decode(model: type[_M], raw: Any, what: str) -> _M:
+    try:
+        if isinstance(raw, (bytes, str)):
+            raw = orjson.loads(raw)
+        return model.model_validate(raw)
+    except (ValidationError, orjson.JSONDecodeError) as exc:
+        raise DecodeError(f"not a {what}: {exc}") from exc
 
 
 def utc_now_iso() -> str:
@@ -48,12 +60,7 @@ class ChunkMessage(BaseModel):
     @classmethod
     def decode(cls, raw: Any) -> ChunkMessage:
         """Parse a message body (dict, str or bytes); DecodeError when it does not fit."""
-        try:
-            if isinstance(raw, (bytes, str)):
-                raw = orjson.loads(raw)
-            return cls.model_validate(raw)
-        except (ValidationError, orjson.JSONDecodeError) as exc:
-            raise DecodeError(f"not a v{CHUNK_SCHEMA_VERSION} chunk message: {exc}") from exc
+        return _decode(cls, raw, f"v{CHUNK_SCHEMA_VERSION} chunk message")
 
     def wire(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
@@ -128,12 +135,7 @@ class LabelRecord(BaseModel):
 
     @classmethod
     def decode(cls, raw: bytes | str | dict[str, Any]) -> LabelRecord:
-        try:
-            if isinstance(raw, (bytes, str)):
-                raw = orjson.loads(raw)
-            return cls.model_validate(raw)
-        except (ValidationError, orjson.JSONDecodeError) as exc:
-            raise DecodeError(f"not a v{LABEL_SCHEMA_VERSION} label record: {exc}") from exc
+        return _decode(cls, raw, f"v{LABEL_SCHEMA_VERSION} label record")
 
 
 class DeadLetter(BaseModel):

@@ -15,6 +15,19 @@ _TMP = ".tmp-"
 _BLOCK_BYTES = 1 << 20
 
 
+def _atomic_copy(src: Path, dest: Path) -> None:
+    """Copy to a temp file beside ``dest``, then rename: readers never see half a file."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=_TMP, dir=dest.parent)
+    os.close(fd)
+    try:
+        shutil.copyfile(src, tmp)
+        os.replace(tmp, dest)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
 class LocalStore:
     """Objects are files under ``root``; writes go to a temp file and are renamed."""
 
@@ -45,16 +58,7 @@ class LocalStore:
             raise
 
     def put_file(self, key: str, path: Path) -> None:
-        dest = self._path(key)
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=_TMP, dir=dest.parent)
-        os.close(fd)
-        try:
-            shutil.copyfile(path, tmp)
-            os.replace(tmp, dest)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        _atomic_copy(path, self._path(key))
 
     def get_bytes(self, key: str) -> bytes:
         try:
@@ -66,15 +70,7 @@ class LocalStore:
         src = self._path(key)
         if not src.is_file():
             raise ObjectNotFound(f"no object {key!r} in {self.url}")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=_TMP, dir=path.parent)
-        os.close(fd)
-        try:
-            shutil.copyfile(src, tmp)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        _atomic_copy(src, path)
 
     def open_read(self, key: str) -> Iterator[bytes]:
         try:

@@ -26,12 +26,17 @@ def queued_chunks(settings: Settings, client: redis.Redis, queue: str) -> list[C
     return out
 
 
-def dead_letters(settings: Settings, stage: str = "ingest") -> list[dict[str, Any]]:
+def jsonl_objects(settings: Settings, prefix: str) -> list[dict[str, Any]]:
+    """Every JSONL row of every object under ``prefix`` in the settings' store."""
     store = open_store(settings)
     rows: list[dict[str, Any]] = []
-    for k in store.list(f"deadletter/{stage}/"):
+    for k in store.list(prefix):
         rows.extend(decode_jsonl(store.get_bytes(k)))
     return rows
+
+
+def dead_letters(settings: Settings, stage: str = "ingest") -> list[dict[str, Any]]:
+    return jsonl_objects(settings, f"deadletter/{stage}/")
 
 
 def write_jsonl(path: Path, sessions: list[dict[str, Any]], extra_lines: list[bytes] = ()) -> Path:  # type: ignore[assignment]

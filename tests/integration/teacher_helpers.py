@@ -7,10 +7,10 @@ from typing import Any
 from pydantic import SecretStr
 
 from labelq.hashing import content_hash
-from labelq.schemas import ChunkMessage, LabelRecord, chunk_wire, decode_jsonl
+from labelq.schemas import ChunkMessage, LabelRecord, chunk_wire
 from labelq.settings import Settings
-from labelq.store import open_store
 from labelq.synth import generate
+from tests.integration.helpers import jsonl_objects
 
 API_KEY = "sk-test-SECRET0123456789abcdef"
 
@@ -35,16 +35,8 @@ def chunks_of(n: int, size: int, seed: int = 1) -> list[ChunkMessage]:
 
 
 def teacher_records(settings: Settings, task: str = "session-label") -> list[LabelRecord]:
-    store = open_store(settings)
-    out = []
-    for k in store.list(f"labels/teacher/{task}/"):
-        out.extend(LabelRecord.decode(row) for row in decode_jsonl(store.get_bytes(k)))
-    return out
+    return [LabelRecord.decode(row) for row in jsonl_objects(settings, f"labels/teacher/{task}/")]
 
 
 def teacher_dead_letters(settings: Settings, task: str = "session-label") -> list[dict[str, Any]]:
-    store = open_store(settings)
-    rows: list[dict[str, Any]] = []
-    for k in store.list(f"deadletter/teacher/{task}/"):
-        rows.extend(decode_jsonl(store.get_bytes(k)))
-    return rows
+    return jsonl_objects(settings, f"deadletter/teacher/{task}/")
