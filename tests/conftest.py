@@ -108,3 +108,16 @@ def s3_bucket(s3_endpoint: str) -> str:
     name = f"lq-{uuid.uuid4().hex[:12]}"
     boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1").create_bucket(Bucket=name)
     return name
+
+
+# --- the tiny offline base model (built once, cached between runs) -----------------
+MODEL_CACHE = Path(__file__).resolve().parent.parent / ".labelq" / "test-cache"
+
+
+@pytest.fixture(scope="session")
+def tiny_model() -> Path:
+    """The default tiny base model, built offline (about 2 minutes on 2 cores, once)."""
+    pytest.importorskip("torch")
+    from trainer.tiny_model import build_tiny_model
+
+    return build_tiny_model(Settings(state_dir=MODEL_CACHE))

@@ -59,7 +59,7 @@ class TinyConfig:
     learning_rate: float = 2e-3
     max_tokens: int = 384
     seed: int = 0
-    version: int = 1
+    version: int = 2  # bump when the corpus or the training changes
 
     @property
     def name(self) -> str:
@@ -141,7 +141,7 @@ def build_tiny_model(settings: Settings, config: TinyConfig | None = None, *, fo
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         if on_step is not None:
-            on_step(step, config.train_steps, float(loss))
+            on_step(step, config.train_steps, loss.detach().item())
     model.eval()
     model.save_pretrained(work, safe_serialization=True)
     (work / "labelq_tiny.json").write_text(json.dumps(

@@ -26,7 +26,20 @@ CLOSERS = [
 ]
 
 
+LEADS = [
+    "which is what the visitor did during this session,",
+    "as far as can be told from the events in this recording,",
+    "and that is the main thing that happened in this visit,",
+]
+
+
 def wordy_description(label: str, rng: random.Random) -> str:
-    """At least 15 words that contain the label's facts, lower-cased, in a sentence."""
+    """At least 15 words that contain the label's facts, in one long sentence.
+
+    Half start with the label itself (a real base model can start a sentence
+    with the right verb; it just does not stop), half embed it after an opener.
+    """
+    if rng.random() < 0.5:
+        return f"{label} {rng.choice(LEADS)} {rng.choice(CLOSERS)}"
     clause = label[0].lower() + label[1:]
     return f"{rng.choice(OPENERS)} {clause}, {rng.choice(CLOSERS)}"

