@@ -10,9 +10,10 @@ from __future__ import annotations
 
 from collections import Counter
 
+import orjson
 import redis
 
-from labelq.schemas import DeadLetter, LabelRecord, encode_jsonl
+from labelq.schemas import DeadLetter, LabelRecord, SessionItem, encode_jsonl
 from labelq.settings import Settings
 from labelq.store import ObjectStore, key, segment
 
@@ -30,6 +31,11 @@ def labels_key(source: str, task: str, chunk_id: str) -> str:
     return key("labels", source, segment(task), f"{segment(chunk_id)}.jsonl")
 
 
+def inputs_key(stage: str, task: str, chunk_id: str) -> str:
+    """The sessions a chunk labelled (curation turns them into training prompts)."""
+    return key("inputs", stage, segment(task), f"{segment(chunk_id)}.jsonl")
+
+
 def dead_letters_key(stage: str, task: str, chunk_id: str) -> str:
     return key("deadletter", stage, segment(task), f"{segment(chunk_id)}.jsonl")
 
@@ -37,9 +43,13 @@ def dead_letters_key(stage: str, task: str, chunk_id: str) -> str:
 def commit_chunk(
     settings: Settings, store: ObjectStore, client: redis.Redis, *, stage: str, task: str,
     chunk_id: str, records: list[LabelRecord], dead_letters: list[DeadLetter],
-    extra_counts: dict[str, int] | None = None,
+    extra_counts: dict[str, int] | None = None, inputs: list[SessionItem] | None = None,
 ) -> bool:
     """Write the chunk's objects, then count them unless this chunk was committed before."""
+    if inputs:
+        store.put_bytes(inputs_key(stage, task, chunk_id), b"".join(
+            orjson.dumps({"session_id": s.session_id, "content_hash": s.content_hash, "payload": s.payload})
+            + b"\n" for s in inputs))
     if records:
         store.put_bytes(labels_key(stage, task, chunk_id), encode_jsonl(list(records)))
     if dead_letters:

@@ -7,7 +7,13 @@ from typing import Annotated
 
 import typer
 
-from labelq.cli.common import err_console, friendly_errors, print_json_line, progress_bar, settings_of
+from labelq.cli.common import (
+    err_console,
+    friendly_errors,
+    print_json_line,
+    progress_bar,
+    settings_of,
+)
 
 model_app = typer.Typer(help="Base models for the student (the tiny offline one, or any hub model).",
                         no_args_is_help=True)

@@ -15,6 +15,7 @@ from labelq.store import open_store
 from labelq.synth import generate
 from labelq.worker_base import Paused
 from tests.fakes.openai_server import FakeConfig, FakeOpenAI, answer_for
+from tests.integration.helpers import jsonl_objects
 from tests.integration.teacher_helpers import (
     chunks_of,
     make_chunk,
@@ -61,6 +62,9 @@ def test_labels_records_ledger_and_cache(settings: Settings, redis_client: redis
         assert len(teacher_records(s)) == 30
         stats = redis_client.hgetall(s.redis_key("stats", "session-label"))
         assert int(stats[b"labelled_teacher"]) == 30
+        # The labelled sessions are kept beside their labels, for curation.
+        inputs = jsonl_objects(s, "inputs/teacher/session-label/")
+        assert sorted(i["content_hash"] for i in inputs) == sorted(r.content_hash for r in records)
 
 
 def test_faults_at_30_percent_every_session_accounted(settings: Settings, redis_client: redis.Redis) -> None:

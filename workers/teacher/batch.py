@@ -27,7 +27,7 @@ from labelq.logging import get_logger
 from labelq.records import commit_chunk
 from labelq.redis_server import resolve_redis_url
 from labelq.render import render_session
-from labelq.schemas import DeadLetter, LabelRecord
+from labelq.schemas import DeadLetter, LabelRecord, SessionItem
 from labelq.settings import Settings
 from labelq.spec import TaskSpec
 from labelq.store import ObjectStore
@@ -154,8 +154,11 @@ class BatchTeacher:
         finally:
             await budget.settle(reservation, spent)
         self.summary.cost_usd += spent
+        labelled = {r.content_hash for r in records}
+        inputs = [SessionItem(session_id=p.session.session_id, content_hash=h, payload=p.payload)
+                  for h, p in pending.items() if h in labelled]
         commit_chunk(self.settings, self.store, self.redis, stage="teacher", task=self.spec.name,
-                     chunk_id=f"batch-{batch.id}", records=records, dead_letters=[])
+                     chunk_id=f"batch-{batch.id}", records=records, dead_letters=[], inputs=inputs)
         return self._next_round(pending)
 
     async def _ingest_rows(self, batch_id: str, rows: list[dict[str, Any]], pending: dict[str, _Pending],

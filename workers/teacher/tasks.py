@@ -71,7 +71,8 @@ def run_teacher_chunk(settings: Settings, store: ObjectStore, client: redis.Redi
     records = [r.record for r in results if r.record is not None]
     letters = [r.dead_letter for r in results if r.dead_letter is not None]
     commit_chunk(settings, store, client, stage="teacher", task=chunk.task, chunk_id=chunk.chunk_id,
-                 records=records, dead_letters=letters)
+                 records=records, dead_letters=letters,
+                 inputs=[r.item for r in results if r.record is not None])
     unfinished = [r.item for r in results if r.status == "retry_later"]
     if unfinished:
         requeue(chunk, unfinished)
