@@ -1,0 +1,55 @@
+"""The global limiter's token rule, against a real redis-server (a 1 s window for speed)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+import redis.asyncio as aioredis
+
+from labelq.errors import RateLimited
+from workers.teacher.limiter import RateLimiter
+
+pytestmark = pytest.mark.integration
+
+
+def test_tokens_per_window_block_settle_and_never_deadlock(redis_url: str) -> None:
+    async def scenario() -> None:
+        client = aioredis.from_url(redis_url)
+        limiter = RateLimiter(client, "lim1:", rpm=1000, tpm=1000, window_ms=1000, burst=1000)
+        far = time.monotonic() + 30
+        first = await limiter.acquire(400, deadline=far)
+        await limiter.acquire(400, deadline=far)
+        started = time.monotonic()
+        with pytest.raises(RateLimited):  # no room before a near deadline: say so, do not wait
+            await limiter.acquire(400, deadline=time.monotonic() + 0.1)
+        await limiter.settle(first, 100)  # the first call used 100 tokens, not 400
+        await limiter.acquire(450, deadline=far)  # 100 + 400 + 450 <= 1000: fits at once
+        assert time.monotonic() - started < 0.5
+        await limiter.acquire(400, deadline=far)  # must wait for the window to move on
+        assert time.monotonic() - started >= 0.8
+        huge = RateLimiter(client, "lim2:", rpm=1000, tpm=1000, window_ms=1000)
+        await huge.acquire(5000, deadline=far)  # larger than the limit: allowed alone, not stuck
+        await client.aclose()
+
+    asyncio.run(scenario())
+
+
+def test_requests_per_window_with_pacing(redis_url: str) -> None:
+    async def scenario() -> list[float]:
+        client = aioredis.from_url(redis_url)
+        limiter = RateLimiter(client, "lim3:", rpm=20, tpm=10**9, window_ms=1000, burst=2)
+        far = time.monotonic() + 30
+        granted = []
+        for _ in range(30):
+            granted.append((await limiter.acquire(1, deadline=far)).granted_at_ms / 1000)
+        await client.aclose()
+        return granted
+
+    granted = asyncio.run(scenario())
+    worst = max(sum(1 for t in granted[i:] if t < start + 1.0) for i, start in enumerate(granted))
+    assert worst <= 20
+    # Paced, not bunched: any quarter second holds its share (5) plus the burst allowance (2).
+    busiest = max(sum(1 for t in granted[i:] if t < start + 0.25) for i, start in enumerate(granted))
+    assert busiest <= 5 + 2
