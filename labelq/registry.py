@@ -1,0 +1,115 @@
+"""The adapter registry: which adapter version serves each task.
+
+The pointer lives in Redis (students read it before every chunk: one GET) and
+is mirrored in the store (``adapters/<task>/registry.json``), so a lost Redis
+loses no state that matters: ``restore`` puts the pointer back. ``pin`` makes
+students serve one version whatever is promoted; ``rollback`` returns to the
+version promoted before the current one.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+import redis
+
+from labelq.errors import ConfigError, ObjectNotFound
+from labelq.schemas import utc_now_iso
+from labelq.settings import Settings
+from labelq.store import ObjectStore, key, segment
+
+
+def adapter_prefix(task: str, version: int | None = None) -> str:
+    base = key("adapters", segment(task))
+    return base if version is None else f"{base}/v{version}"
+
+
+class Registry:
+    def __init__(self, settings: Settings, client: redis.Redis, store: ObjectStore) -> None:
+        self._settings, self._redis, self._store = settings, client, store
+
+    def _key(self, task: str, what: str) -> str:
+        return self._settings.redis_key("adapter", task, what)
+
+    def _mirror_key(self, task: str) -> str:
+        return f"{adapter_prefix(task)}/registry.json"
+
+    def state(self, task: str) -> dict[str, Any]:
+        current, pinned = self._redis.mget(self._key(task, "current"), self._key(task, "pinned"))
+        history = [int(v) for v in self._redis.lrange(self._key(task, "history"), 0, -1)]
+        return {"current": int(current) if current else None, "pinned": int(pinned) if pinned else None,
+                "history": history}
+
+    def serving(self, task: str) -> int | None:
+        """The version students must use now: the pinned one, else the current one."""
+        pinned, current = self._redis.mget(self._key(task, "pinned"), self._key(task, "current"))
+        value = pinned or current
+        return int(value) if value else None
+
+    def versions(self, task: str) -> list[int]:
+        """Adapter versions present in the store (those with a metrics.json)."""
+        found = set()
+        for k in self._store.list(adapter_prefix(task) + "/v"):
+            part = k.split("/")[2]
+            if part[1:].isdigit() and k.endswith("/metrics.json"):
+                found.add(int(part[1:]))
+        return sorted(found)
+
+    def metrics(self, task: str, version: int) -> dict[str, Any]:
+        data: dict[str, Any] = orjson.loads(self._store.get_bytes(f"{adapter_prefix(task, version)}/metrics.json"))
+        return data
+
+    def next_version(self, task: str) -> int:
+        return max(self.versions(task), default=0) + 1
+
+    def promote(self, task: str, version: int) -> None:
+        if version not in self.versions(task):
+            raise ConfigError(f"no adapter v{version} for task {task!r} in the store")
+        pipe = self._redis.pipeline(transaction=True)
+        pipe.set(self._key(task, "current"), version)
+        pipe.rpush(self._key(task, "history"), version)
+        pipe.execute()
+        self._mirror(task)
+
+    def rollback(self, task: str) -> int:
+        history = self.state(task)["history"]
+        if len(history) < 2:
+            raise ConfigError(f"task {task!r} has no earlier promoted adapter to roll back to")
+        previous: int = history[-2]
+        pipe = self._redis.pipeline(transaction=True)
+        pipe.rpop(self._key(task, "history"))
+        pipe.set(self._key(task, "current"), previous)
+        pipe.execute()
+        self._mirror(task)
+        return previous
+
+    def pin(self, task: str, version: int | None) -> None:
+        if version is None:
+            self._redis.delete(self._key(task, "pinned"))
+        elif version not in self.versions(task):
+            raise ConfigError(f"no adapter v{version} for task {task!r} in the store")
+        else:
+            self._redis.set(self._key(task, "pinned"), version)
+        self._mirror(task)
+
+    def _mirror(self, task: str) -> None:
+        body = {**self.state(task), "updated_at": utc_now_iso()}
+        self._store.put_bytes(self._mirror_key(task), orjson.dumps(body, option=orjson.OPT_INDENT_2))
+
+    def restore(self, task: str) -> bool:
+        """Put the pointer back from the store's mirror (after a Redis loss). False if none."""
+        try:
+            mirror = orjson.loads(self._store.get_bytes(self._mirror_key(task)))
+        except ObjectNotFound:
+            return False
+        pipe = self._redis.pipeline(transaction=True)
+        pipe.delete(self._key(task, "history"), self._key(task, "current"), self._key(task, "pinned"))
+        if mirror["history"]:
+            pipe.rpush(self._key(task, "history"), *mirror["history"])
+        if mirror["current"] is not None:
+            pipe.set(self._key(task, "current"), mirror["current"])
+        if mirror["pinned"] is not None:
+            pipe.set(self._key(task, "pinned"), mirror["pinned"])
+        pipe.execute()
+        return True
