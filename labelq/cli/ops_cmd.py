@@ -175,8 +175,11 @@ def redis_ping(ctx: typer.Context) -> None:
 
 
 def register(app: typer.Typer) -> None:
+    from labelq.cli.adapter_cmd import adapter_app, curate
     from labelq.cli.model_cmd import model_app
 
+    app.add_typer(adapter_app, name="adapter")
+    app.command(no_args_is_help=True)(curate)
     app.add_typer(config_app, name="config")
     app.add_typer(model_app, name="model")
     app.add_typer(redis_app, name="redis")

@@ -15,7 +15,9 @@ from labelq.settings import Settings
 pytestmark = pytest.mark.integration
 
 COMMANDS = [[], ["ingest"], ["synth"], ["status"], ["worker"], ["config"], ["config", "show"],
-            ["redis"], ["redis", "start"], ["redis", "stop"], ["redis", "ping"]]
+            ["redis"], ["redis", "start"], ["redis", "stop"], ["redis", "ping"], ["teach"],
+            ["model"], ["model", "tiny"], ["adapter"], ["adapter", "list"], ["adapter", "promote"],
+            ["adapter", "rollback"], ["adapter", "pin"], ["curate"]]
 
 
 def labelq(args: list[str], settings: Settings | None = None, stdin: bytes | None = None,
@@ -92,3 +94,24 @@ def test_embedded_redis_commands(tmp_path: Path) -> None:
         assert status["totals"]["ingested"] == 1
     finally:
         assert b"stopped" in labelq(["redis", "stop"], env=env).stdout
+
+
+def test_adapter_and_curate_commands(settings: Settings) -> None:
+    from labelq.store import open_store
+
+    store = open_store(settings)
+    for v in (1, 2):
+        store.put_bytes(f"adapters/session-label/v{v}/metrics.json",
+                        orjson.dumps({"adapter": {"exact_match": 0.5 + v / 10}}))
+    assert labelq(["adapter", "promote", "session-label", "1"], settings).returncode == 0
+    assert labelq(["adapter", "promote", "session-label", "2"], settings).returncode == 0
+    assert labelq(["adapter", "pin", "session-label", "1"], settings).stdout.strip().endswith(b"v1")
+    listing = orjson.loads(labelq(["adapter", "list", "session-label", "--json"], settings).stdout.splitlines()[-1])
+    assert listing["serving"] == 1 and listing["current"] == 2 and len(listing["versions"]) == 2
+    assert labelq(["adapter", "pin", "session-label"], settings).returncode == 2
+    assert labelq(["adapter", "pin", "session-label", "--clear"], settings).returncode == 0
+    assert b"v1" in labelq(["adapter", "rollback", "session-label"], settings).stdout
+    missing = labelq(["adapter", "promote", "session-label", "7"], settings)
+    assert missing.returncode == 2 and b"no adapter v7" in missing.stderr
+    nothing = labelq(["curate", "session-label"], settings)
+    assert nothing.returncode == 1 and b"nothing to curate" in nothing.stderr
