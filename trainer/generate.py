@@ -16,7 +16,8 @@ def load_for_generation(base_model: str, adapter_dir: str | None = None) -> tupl
     tokenizer.padding_side = "left"  # generation continues from the right edge of every row
     device = "cuda" if torch.cuda.is_available() else "cpu"
     dtype = torch.bfloat16 if device == "cuda" else torch.float32
-    model = AutoModelForCausalLM.from_pretrained(base_model, dtype=dtype).to(device)
+    model: Any = AutoModelForCausalLM.from_pretrained(base_model, dtype=dtype)
+    model = model.to(device)
     if adapter_dir is not None:
         from peft import PeftModel
 

@@ -52,10 +52,11 @@ def train_lora(base_model: str, examples: list[tuple[str, str]], out_dir: Path,
     dtype = torch.bfloat16 if (config.precision == "bf16" or (config.precision == "auto" and device == "cuda")) \
         else torch.float32
     tokenizer = AutoTokenizer.from_pretrained(base_model)
-    model = AutoModelForCausalLM.from_pretrained(base_model, dtype=dtype).to(device)
+    base: Any = AutoModelForCausalLM.from_pretrained(base_model, dtype=dtype)
+    base = base.to(device)
     peft_config = LoraConfig(r=config.rank, lora_alpha=config.alpha, lora_dropout=config.dropout,
                              target_modules=config.target_modules, bias="none", task_type="CAUSAL_LM")
-    model = get_peft_model(model, peft_config)
+    model = get_peft_model(base, peft_config)
     data = [encode_example(tokenizer, p, a, config.max_tokens) for p, a in examples]
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=0.0)
@@ -82,7 +83,7 @@ def train_lora(base_model: str, examples: list[tuple[str, str]], out_dir: Path,
             if on_step is not None:
                 on_step(step, total, loss_value)
     out_dir.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out_dir, safe_serialization=True)
+    model.save_pretrained(str(out_dir), safe_serialization=True)
     seconds = round(time.monotonic() - started, 2)
     stats = {"steps": total, "final_loss": round(loss_value, 4), "train_seconds": seconds,
              "device": device, "dtype": str(dtype).removeprefix("torch."), "examples": len(examples)}

@@ -123,7 +123,6 @@ def build_tiny_model(settings: Settings, config: TinyConfig | None = None, *, fo
         intermediate_size=config.intermediate_size, max_position_embeddings=config.max_positions,
         head_dim=config.hidden_size // config.heads, tie_word_embeddings=True, rms_norm_eps=1e-5,
         bos_token_id=None, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
-        torch_dtype="float32",
     )
     model = LlamaForCausalLM(model_config)
     examples = [encode_example(tokenizer, p, a, config.max_tokens) for p, a in pairs]
