@@ -44,6 +44,8 @@ def gather(settings: Settings, client: redis.Redis) -> dict[str, Any]:
         ledger = read_ledger(client, settings, task)
         spent, reserved = budget_state(client, settings, task)
         paused: bytes | None = client.get(settings.redis_key("paused", "teacher", task))  # type: ignore[assignment]
+        adapter_current, adapter_pinned = client.mget(settings.redis_key("adapter", task, "current"),
+                                                      settings.redis_key("adapter", task, "pinned"))
         tasks[task] = {
             "ingested": stats.get("ingested", 0),
             "duplicates": stats.get("duplicates", 0),
@@ -51,6 +53,10 @@ def gather(settings: Settings, client: redis.Redis) -> dict[str, Any]:
             "labelled_student": stats.get("labelled_student", 0),
             "dead_lettered": sum(dlq.values()),
             "dead_letter": dlq,
+            "adapter": {
+                "current": int(adapter_current) if adapter_current else None,
+                "pinned": int(adapter_pinned) if adapter_pinned else None,
+            },
             "teacher": {
                 "cost_usd": round(ledger["usd"], 6),
                 "cache_hits": ledger["cache_hits"],

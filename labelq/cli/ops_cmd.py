@@ -110,6 +110,10 @@ def status(
                       f"{teacher['cache_hits']:,}", budget)
     console.print(tasks)
     for name, t in snapshot["tasks"].items():
+        adapter = t["adapter"]
+        serving = adapter["pinned"] or adapter["current"]
+        console.print(f"{name}: adapter " + (f"v{serving}" + (" (pinned)" if adapter["pinned"] else "")
+                                              if serving else "none yet (students wait)"), highlight=False)
         if t["teacher"]["paused"]:
             console.print(f"[yellow]teacher paused for {name}:[/yellow] {t['teacher']['paused']}")
         for model, m in t["teacher"]["models"].items():
