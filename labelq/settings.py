@@ -177,6 +177,22 @@ class Settings(BaseSettings):
         description="USD per 1M tokens (input, output) per model; 'replay' prices the offline teacher.",
     )
 
+    # --- student and trainer ---------------------------------------------------
+    student_model: str = Field(
+        default="tiny",
+        description="Base model: a hub name, a local path, or 'tiny' (built offline by `labelq model tiny`).",
+    )
+    trainer_poll_s: float = Field(default=30.0, gt=0, description="How often the trainer looks for new buckets.")
+    trainer_lock_s: int = Field(
+        default=4 * 3600, gt=0, description="A bucket's training lock expires after this (a dead trainer)."
+    )
+    promote_margin_exact: float = Field(
+        default=0.0, ge=0, description="A new adapter may trail the serving one by this much exact match."
+    )
+    promote_margin_cosine: float = Field(
+        default=0.0, ge=0, description="A new adapter may trail the serving one by this much cosine."
+    )
+
     # --- logs -----------------------------------------------------------------
     log_level: str = Field(default="INFO", description="Log level: DEBUG, INFO, WARNING, ERROR.")
     log_format: str = Field(

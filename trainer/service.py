@@ -1,0 +1,121 @@
+"""The trainer service: curated bucket -> LoRA adapter -> evaluation -> promotion gate.
+
+A bucket is ready when it has ``_READY`` and no ``_TRAINED`` marker. A Redis
+lock per bucket keeps two trainers apart. The adapter is built in a temp
+dir and uploaded with ``metrics.json`` last; only versions with a
+``metrics.json`` exist, so a crash mid-training or mid-upload leaves no half
+adapter, and the bucket (still without ``_TRAINED``) is trained again.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import orjson
+import redis
+
+from labelq.logging import get_logger
+from labelq.registry import Registry, adapter_prefix
+from labelq.schemas import decode_jsonl, utc_now_iso
+from labelq.settings import Settings
+from labelq.spec import load_spec
+from labelq.store import ObjectStore, key, segment
+from trainer.chat import student_prompt
+from trainer.gate import gate
+
+log = get_logger(__name__)
+ADAPTER_FILES = ("adapter_model.safetensors", "adapter_config.json", "train_config.json")
+
+
+def ready_buckets(store: ObjectStore) -> list[tuple[str, str]]:
+    """``(task, version)`` of curated buckets that are complete and not trained yet, oldest first."""
+    ready: set[tuple[str, str]] = set()
+    trained: set[tuple[str, str]] = set()
+    for k in store.list("curated/"):
+        parts = k.split("/")
+        if len(parts) == 4 and parts[3] in ("_READY", "_TRAINED"):
+            (ready if parts[3] == "_READY" else trained).add((parts[1], parts[2]))
+    return sorted(ready - trained, key=lambda tv: (tv[1], tv[0]))
+
+
+def resolve_base_model(settings: Settings) -> str:
+    if settings.student_model == "tiny":
+        from trainer.tiny_model import build_tiny_model
+
+        return str(build_tiny_model(settings))
+    return settings.student_model
+
+
+def _evaluate(base_model: str, adapter_dir: str | None, prompts: list[str], refs: list[str],
+              contract: Any, max_new_tokens: int) -> dict[str, float]:
+    from trainer.evaluate import score
+    from trainer.generate import generate, load_for_generation
+
+    model, tokenizer = load_for_generation(base_model, adapter_dir)
+    return score(generate(model, tokenizer, prompts, max_new_tokens=max_new_tokens), refs, contract)
+
+
+def train_bucket(settings: Settings, store: ObjectStore, client: redis.Redis, task: str,
+                 dataset_version: str) -> dict[str, Any] | None:
+    """Train, evaluate and maybe promote one bucket. None when another trainer holds it."""
+    lock = settings.redis_key("lock", "train", task, dataset_version)
+    if not client.set(lock, "1", nx=True, ex=settings.trainer_lock_s):
+        log.info("bucket_locked", task=task, dataset=dataset_version)
+        return None
+    try:
+        return _train_locked(settings, store, client, task, dataset_version)
+    finally:
+        client.delete(lock)
+
+
+def _train_locked(settings: Settings, store: ObjectStore, client: redis.Redis, task: str,
+                  dataset_version: str) -> dict[str, Any]:
+    from trainer.lora import train_lora
+
+    started = time.monotonic()
+    spec = load_spec(task, settings.specs_dir)
+    bucket = key("curated", segment(task), dataset_version)
+    train = decode_jsonl(store.get_bytes(f"{bucket}/train.jsonl"))
+    val = decode_jsonl(store.get_bytes(f"{bucket}/val.jsonl"))
+    base_model = resolve_base_model(settings)
+    registry = Registry(settings, client, store)
+    version = registry.next_version(task)
+    serving = registry.serving(task)
+    val_prompts = [student_prompt(spec, settings, r["payload"]) for r in val]
+    val_refs = [r["label"] for r in val]
+    max_new = spec.student.max_new_tokens
+    with tempfile.TemporaryDirectory(prefix="labelq-train-") as tmp:
+        new_dir = Path(tmp) / "adapter"
+        stats = train_lora(base_model, [(student_prompt(spec, settings, r["payload"]), r["label"]) for r in train],
+                           new_dir)
+        metrics: dict[str, Any] = {
+            "task": task, "version": version, "dataset_version": dataset_version,
+            "prompt_version": spec.prompt_version, "base_model": base_model, "train": stats,
+            "base": _evaluate(base_model, None, val_prompts, val_refs, spec.contract, max_new),
+            "adapter": _evaluate(base_model, str(new_dir), val_prompts, val_refs, spec.contract, max_new),
+            "serving": None,
+        }
+        if serving is not None:
+            serving_dir = Path(tmp) / "serving"
+            for name in ADAPTER_FILES[:2]:
+                store.get_file(f"{adapter_prefix(task, serving)}/{name}", serving_dir / name)
+            metrics["serving"] = {"version": serving, **_evaluate(
+                base_model, str(serving_dir), val_prompts, val_refs, spec.contract, max_new)}
+        promote, why = gate(metrics["adapter"], metrics["serving"], margin_exact=settings.promote_margin_exact,
+                            margin_cosine=settings.promote_margin_cosine)
+        metrics.update({"promoted": promote, "gate": why, "created_at": utc_now_iso(),
+                        "seconds": round(time.monotonic() - started, 1)})
+        target = adapter_prefix(task, version)
+        for name in ADAPTER_FILES:
+            store.put_file(f"{target}/{name}", new_dir / name)
+        store.put_bytes(f"{target}/dataset.json", orjson.dumps(
+            {"task": task, "dataset_version": dataset_version, "bucket": bucket}))
+        store.put_bytes(f"{target}/metrics.json", orjson.dumps(metrics, option=orjson.OPT_INDENT_2))  # last
+    if promote:
+        registry.promote(task, version)
+    store.put_bytes(f"{bucket}/_TRAINED", orjson.dumps({"adapter_version": version, "promoted": promote}))
+    log.info("bucket_trained", task=task, dataset=dataset_version, adapter=version, promoted=promote, gate=why)
+    return metrics
