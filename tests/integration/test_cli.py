@@ -17,7 +17,7 @@ pytestmark = pytest.mark.integration
 COMMANDS = [[], ["ingest"], ["synth"], ["status"], ["worker"], ["config"], ["config", "show"],
             ["redis"], ["redis", "start"], ["redis", "stop"], ["redis", "ping"], ["teach"],
             ["model"], ["model", "tiny"], ["adapter"], ["adapter", "list"], ["adapter", "promote"],
-            ["adapter", "rollback"], ["adapter", "pin"], ["curate"]]
+            ["adapter", "rollback"], ["adapter", "pin"], ["curate"], ["trainer"], ["trainer", "run"]]
 
 
 def labelq(args: list[str], settings: Settings | None = None, stdin: bytes | None = None,
