@@ -138,7 +138,9 @@ def test_bad_key_pauses_the_queue(settings: Settings, redis_client: redis.Redis)
 def test_unfinished_sessions_are_handed_back_before_the_deadline(
     settings: Settings, redis_client: redis.Redis
 ) -> None:
-    with FakeOpenAI(FakeConfig(fault_rates={"timeout": 0.5}, seed=9, hang_s=2.0)) as fake:
+    # 80% hangs: some session surely times out twice (P(none of 10) = 0.36**10), which takes
+    # it past the 1.5 s deadline (half the 3 s visibility timeout).
+    with FakeOpenAI(FakeConfig(fault_rates={"timeout": 0.8}, seed=9, hang_s=2.0)) as fake:
         s = teacher_settings(settings, fake.base_url, teacher_timeout_s=1.0,
                              visibility_timeout_s=3, teacher_max_attempts=10)
         handed: list[SessionItem] = []
