@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
 import redis
 
 from labelq.celery_app import queue_redis_key
@@ -64,7 +65,7 @@ def gather(settings: Settings, client: redis.Redis) -> dict[str, Any]:
                 "budget_usd": _budget_limit(settings, task),
                 "budget_spent_usd": round(spent, 6),
                 "budget_reserved_usd": round(reserved, 6),
-                "paused": paused.decode() if paused else None,
+                "paused": orjson.loads(paused)["reason"] if paused else None,
             },
         }
     return {

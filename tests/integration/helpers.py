@@ -35,6 +35,16 @@ def jsonl_objects(settings: Settings, prefix: str) -> list[dict[str, Any]]:
     return rows
 
 
+def in_flight_chunks(settings: Settings, client: redis.Redis) -> list[ChunkMessage]:
+    """Messages a worker reserved but did not ack (kombu's ``unacked`` hash): redelivered later."""
+    out = []
+    for raw in client.hvals(settings.redis_key_prefix + "unacked"):
+        message = orjson.loads(raw)[0]
+        body = orjson.loads(base64.b64decode(message["body"]))
+        out.append(ChunkMessage.decode(body[0][0]))
+    return out
+
+
 def dead_letters(settings: Settings, stage: str = "ingest") -> list[dict[str, Any]]:
     return jsonl_objects(settings, f"deadletter/{stage}/")
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 from typing import Any
 
+import orjson
 import pytest
 import redis
 
@@ -117,7 +118,8 @@ def test_budget_pauses_without_loss(settings: Settings, redis_client: redis.Redi
                 done += run(s, redis_client, chunk)["labelled"]
         spent = read_ledger(redis_client, s, "session-label")["usd"]
         assert 0 < spent <= 0.02
-        assert redis_client.get(s.redis_key("paused", "teacher", "session-label")).startswith(b"budget")
+        flag = orjson.loads(redis_client.get(s.redis_key("paused", "teacher", "session-label")))
+        assert flag["reason"].startswith("budget")
         # Raise the budget: the paused chunk runs again and nothing is paid for twice.
         s_more = s.model_copy(update={"teacher_budget_usd": 1.0})
         for chunk in chunks:

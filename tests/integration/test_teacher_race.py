@@ -15,7 +15,7 @@ from labelq.settings import Settings
 from labelq.synth import generate
 from producer.run import run_ingest
 from tests.fakes.openai_server import FakeConfig, FakeOpenAI
-from tests.integration.helpers import queued_chunks, write_jsonl
+from tests.integration.helpers import in_flight_chunks, queued_chunks, write_jsonl
 from tests.integration.teacher_helpers import API_KEY, teacher_records
 from tests.integration.worker_procs import celery_workers, worker_env
 
@@ -52,10 +52,11 @@ def test_budget_never_exceeded_by_racing_workers(settings: Settings, redis_clien
         assert sum(r.cost_usd for r in records) <= budget
         assert spent > 0.8 * budget  # the cap was reached, not undershot
         # Nothing lost: every session is labelled or still waiting in the queue.
-        waiting = {s.session_id for c in queued_chunks(settings, redis_client, "teacher") for s in c.sessions}
+        chunks = queued_chunks(settings, redis_client, "teacher") + in_flight_chunks(settings, redis_client)
+        waiting = {s.session_id for c in chunks for s in c.sessions}
         labelled = {r.session_id for r in records}
         assert len(labelled | waiting) == 300 and not labelled & waiting
-        assert redis_client.get(paused).startswith(b"budget of $0.03 is spent")
+        assert orjson.loads(redis_client.get(paused))["reason"] == "budget of $0.03 is spent"
 
 
 def test_rate_limit_holds_and_is_used_across_workers(settings: Settings, redis_client: redis.Redis,

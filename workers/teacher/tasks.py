@@ -7,6 +7,7 @@ import time
 from collections import Counter
 from typing import Any
 
+import orjson
 import redis
 import redis.asyncio as aioredis
 from celery import Celery
@@ -55,19 +56,32 @@ async def _label(settings: Settings, chunk: ChunkMessage, deadline: float) -> li
         await aredis.aclose()
 
 
+def _clear_pause(client: redis.Redis, pause_key: str, chunk_started_at: float) -> None:
+    """Work flows again only if a chunk that *started after* the pause was declared finished.
+
+    A chunk that paid its calls just before the budget ran out may finish after
+    another worker declared the pause; that proves nothing, so the flag stays.
+    """
+    flag: bytes | None = client.get(pause_key)  # type: ignore[assignment]
+    if flag is not None and orjson.loads(flag)["since"] < chunk_started_at:
+        client.delete(pause_key)
+
+
 def run_teacher_chunk(settings: Settings, store: ObjectStore, client: redis.Redis,
                       chunk: ChunkMessage, requeue: Any) -> dict[str, Any]:
     """Label a chunk, commit its output once, hand unfinished sessions back, or pause."""
     deadline = time.monotonic() + settings.visibility_timeout_s * DEADLINE_SHARE
+    started_at = time.time()
     results = asyncio.run(_label(settings, chunk, deadline))
     statuses = Counter(r.status for r in results)
     pause_key = settings.redis_key("paused", "teacher", chunk.task)
     if statuses["paused_auth"] or statuses["paused_budget"]:
         why = ("the teacher API refused the key (401/403)" if statuses["paused_auth"]
                else f"budget of ${budget_for(settings, chunk.task):.2f} is spent")
-        client.set(pause_key, why, ex=max(60, int(settings.teacher_pause_s * 4)))
+        flag = orjson.dumps({"reason": why, "since": time.time()})
+        client.set(pause_key, flag, ex=max(60, int(settings.teacher_pause_s * 4)))
         raise Paused(why, settings.teacher_pause_s)
-    client.delete(pause_key)
+    _clear_pause(client, pause_key, started_at)
     records = [r.record for r in results if r.record is not None]
     letters = [r.dead_letter for r in results if r.dead_letter is not None]
     commit_chunk(settings, store, client, stage="teacher", task=chunk.task, chunk_id=chunk.chunk_id,
