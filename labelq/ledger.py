@@ -7,6 +7,7 @@ from typing import Any
 import redis
 
 from labelq.settings import Settings
+from labelq.spec import TaskSpec
 
 MICRO = 1_000_000  # dollars are stored as integer micro-dollars: no float drift across workers
 
@@ -64,3 +65,8 @@ def budget_state(client: redis.Redis, settings: Settings, task: str) -> tuple[fl
     raw = client.hmget(budget_keys(settings.redis_key_prefix, task)[0], "spent", "reserved")
     spent, reserved = (int(v or 0) for v in raw)
     return spent / MICRO, reserved / MICRO
+
+
+def budget_limit_usd(settings: Settings, spec: TaskSpec) -> float:
+    """A task's teacher spend cap: the spec's own, else the setting."""
+    return spec.budget_usd if spec.budget_usd is not None else settings.teacher_budget_usd

@@ -11,7 +11,11 @@ for what was cut. The ground-truth field is never rendered.
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from labelq.settings import Settings
+    from labelq.spec import TaskSpec
 
 KIND_KEYS = ("type", "event", "event_type", "action", "kind", "name")
 URL_KEYS = ("url", "page", "path", "href", "location", "page_url", "uri")
@@ -144,3 +148,12 @@ def render_session(
     numbered = [line if line.startswith("... (") else f"{i}. {line}" for i, line in
                 enumerate(lines, 1)]
     return "\n".join([head, *numbered]) if head else "\n".join(numbered)
+
+
+def render_for_task(spec: TaskSpec, settings: Settings, payload: dict[str, Any]) -> str:
+    """The rendering every model sees for ``spec``'s task: teacher, training and serving alike."""
+    return render_session(payload, max_tokens=spec.render.max_tokens,
+                          max_value_chars=spec.render.max_value_chars,
+                          events_field=spec.render.events_field,
+                          hidden_fields=(settings.reference_field,),
+                          id_field=settings.session_id_field)

@@ -8,7 +8,7 @@ import orjson
 import redis
 
 from labelq.celery_app import queue_redis_key
-from labelq.ledger import budget_state, read_ledger
+from labelq.ledger import budget_limit_usd, budget_state, read_ledger
 from labelq.settings import QUEUES, Settings
 
 
@@ -28,10 +28,9 @@ def _budget_limit(settings: Settings, task: str) -> float | None:
     from labelq.spec import load_spec
 
     try:
-        spec = load_spec(task, settings.specs_dir)
+        return budget_limit_usd(settings, load_spec(task, settings.specs_dir))
     except ConfigError:
         return None  # a task with no spec here (ingested elsewhere): no budget to show
-    return spec.budget_usd if spec.budget_usd is not None else settings.teacher_budget_usd
 
 
 def gather(settings: Settings, client: redis.Redis) -> dict[str, Any]:

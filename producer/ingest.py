@@ -24,6 +24,14 @@ from producer.sources import RawRecord
 from producer.validate import Accepted, Limits, Rejected, validate
 
 
+def rejection_letter(record: RawRecord, result: Rejected, task: str, raw_max_bytes: int) -> DeadLetter:
+    """The dead-letter record of one rejected input: where it came from, why, its head."""
+    raw, truncated = truncate_raw(record.data, raw_max_bytes)
+    return DeadLetter(reason=result.reason, detail=result.detail, stage="ingest", task=task,
+                      source=record.source, line=record.line, raw=raw,
+                      raw_truncated=truncated or record.oversize)
+
+
 @dataclass
 class IngestSummary:
     read: int = 0
@@ -124,12 +132,7 @@ class Ingestor:
 
     def _reject(self, record: RawRecord, result: Rejected) -> None:
         self.summary.rejected[result.reason] += 1
-        raw, truncated = truncate_raw(record.data, self._settings.dead_letter_raw_max_bytes)
-        self._dlq.add(DeadLetter(
-            reason=result.reason, detail=result.detail, stage="ingest", task=self._task,
-            source=record.source, line=record.line, raw=raw,
-            raw_truncated=truncated or record.oversize,
-        ))
+        self._dlq.add(rejection_letter(record, result, self._task, self._settings.dead_letter_raw_max_bytes))
 
     def flush_all(self) -> None:
         for (queue, route), buffer in self._buffers.items():

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from labelq.render import render_session
+from labelq.render import render_for_task
 from labelq.settings import Settings
 from labelq.spec import TaskSpec
 
@@ -17,12 +17,7 @@ IGNORE_INDEX = -100
 
 
 def student_prompt(spec: TaskSpec, settings: Settings, payload: dict[str, Any]) -> str:
-    rendered = render_session(payload, max_tokens=spec.render.max_tokens,
-                              max_value_chars=spec.render.max_value_chars,
-                              events_field=spec.render.events_field,
-                              hidden_fields=(settings.reference_field,),
-                              id_field=settings.session_id_field)
-    return spec.student.prompt.replace("{session}", rendered)
+    return spec.student.prompt.replace("{session}", render_for_task(spec, settings, payload))
 
 
 def chat_messages(prompt: str) -> list[dict[str, str]]:

@@ -15,13 +15,14 @@ from labelq.cli.common import (
     progress_bar,
     settings_of,
 )
-from labelq.deadletter import DeadLetterSink, truncate_raw
+from labelq.deadletter import DeadLetterSink
 from labelq.hashing import content_hash
 from labelq.redis_server import connect
-from labelq.schemas import ChunkMessage, DeadLetter, chunk_wire
+from labelq.schemas import ChunkMessage, chunk_wire
 from labelq.settings import Settings
 from labelq.spec import load_spec
 from labelq.store import ObjectStore, open_store
+from producer.ingest import rejection_letter
 from producer.sources import iter_source
 from producer.validate import Accepted, Limits, Rejected, validate
 
@@ -38,9 +39,7 @@ def _read(settings: Settings, store: ObjectStore, client: Any, sources: list[str
             result = validate(record, limits)
             if isinstance(result, Rejected):
                 rejected += 1
-                raw, cut = truncate_raw(record.data, settings.dead_letter_raw_max_bytes)
-                sink.add(DeadLetter(reason=result.reason, detail=result.detail, stage="ingest", task=task,
-                                    source=record.source, line=record.line, raw=raw, raw_truncated=cut))
+                sink.add(rejection_letter(record, result, task, settings.dead_letter_raw_max_bytes))
             else:
                 out.append((result, orjson.loads(result.raw)))
     sink.flush()

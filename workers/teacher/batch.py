@@ -22,11 +22,11 @@ import redis.asyncio as aioredis
 
 from labelq.contract import check, repair_instruction
 from labelq.errors import ConfigError, ServiceUnavailable
-from labelq.ledger import call_increments, price_usd
+from labelq.ledger import budget_limit_usd, call_increments, price_usd
 from labelq.logging import get_logger
 from labelq.records import commit_chunk
 from labelq.redis_server import resolve_redis_url
-from labelq.render import render_session
+from labelq.render import render_for_task
 from labelq.schemas import DeadLetter, LabelRecord, SessionItem
 from labelq.settings import Settings
 from labelq.spec import TaskSpec
@@ -34,7 +34,6 @@ from labelq.store import ObjectStore
 from producer.validate import Accepted
 from workers.teacher.budget import Budget
 from workers.teacher.prompt import build_messages, estimate_prompt_tokens, repair_messages
-from workers.teacher.tasks import budget_for
 
 log = get_logger(__name__)
 BATCH_DISCOUNT = 0.5
@@ -95,7 +94,7 @@ class BatchTeacher:
         api = openai.AsyncOpenAI(base_url=s.teacher_base_url, api_key=key, timeout=s.teacher_timeout_s,
                                  max_retries=3)
         aredis = aioredis.from_url(resolve_redis_url(s))
-        budget = Budget(aredis, s.redis_key_prefix, self.spec.name, budget_for(s, self.spec.name))
+        budget = Budget(aredis, s.redis_key_prefix, self.spec.name, budget_limit_usd(s, self.spec))
         try:
             pending = self._initial(sessions)
             while pending:
@@ -115,11 +114,7 @@ class BatchTeacher:
             if self.redis.exists(self._cache_key(accepted.content_hash)):
                 self.summary.cached += 1  # paid for already: never twice
                 continue
-            rendered = render_session(payload, max_tokens=self.spec.render.max_tokens,
-                                      max_value_chars=self.spec.render.max_value_chars,
-                                      events_field=self.spec.render.events_field,
-                                      hidden_fields=(self.settings.reference_field,),
-                                      id_field=self.settings.session_id_field)
+            rendered = render_for_task(self.spec, self.settings, payload)
             pending[accepted.content_hash] = _Pending(accepted, payload, build_messages(self.spec, rendered))
         return pending
 

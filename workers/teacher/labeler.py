@@ -23,7 +23,7 @@ from labelq.contract import check, repair_instruction
 from labelq.errors import RateLimited
 from labelq.ledger import call_increments, ledger_key, price_usd
 from labelq.logging import get_logger
-from labelq.render import render_session
+from labelq.render import render_for_task
 from labelq.schemas import ChunkMessage, DeadLetter, LabelRecord, SessionItem
 from labelq.settings import Settings
 from labelq.spec import TaskSpec
@@ -138,11 +138,7 @@ async def label_session(ctx: TeacherContext, item: SessionItem, chunk: ChunkMess
         await ctx.redis.hincrby(ledger_key(settings, spec.name), "cache_hits", 1)
         return record(hit["label"], hit["words"], _Spend(), ["cache_hit"])
 
-    rendered = render_session(item.payload, max_tokens=spec.render.max_tokens,
-                              max_value_chars=spec.render.max_value_chars,
-                              events_field=spec.render.events_field,
-                              hidden_fields=(settings.reference_field,),
-                              id_field=settings.session_id_field)
+    rendered = render_for_task(spec, settings, item.payload)
     messages = build_messages(spec, rendered)
     attempts_key = ctx.key("attempts", "teacher", spec.name, item.content_hash)
     spend = _Spend()

@@ -13,6 +13,7 @@ import redis.asyncio as aioredis
 from celery import Celery
 
 from labelq.celery_app import TEACHER_TASK
+from labelq.ledger import budget_limit_usd
 from labelq.logging import get_logger
 from labelq.records import commit_chunk
 from labelq.redis_server import resolve_redis_url
@@ -30,11 +31,6 @@ log = get_logger(__name__)
 DEADLINE_SHARE = 0.5  # finish (or hand back) well inside the visibility timeout
 
 
-def budget_for(settings: Settings, task: str) -> float:
-    spec = load_spec(task, settings.specs_dir)
-    return spec.budget_usd if spec.budget_usd is not None else settings.teacher_budget_usd
-
-
 async def _label(settings: Settings, chunk: ChunkMessage, deadline: float) -> list[SessionResult]:
     spec = load_spec(chunk.task, settings.specs_dir)
     client = make_client(settings)
@@ -48,7 +44,7 @@ async def _label(settings: Settings, chunk: ChunkMessage, deadline: float) -> li
             limiter=RateLimiter(aredis, settings.redis_key_prefix, rpm=settings.teacher_rpm,
                                 tpm=settings.teacher_tpm,
                                 window_ms=int(settings.teacher_rate_window_s * 1000)),
-            budget=Budget(aredis, settings.redis_key_prefix, spec.name, budget_for(settings, spec.name)),
+            budget=Budget(aredis, settings.redis_key_prefix, spec.name, budget_limit_usd(settings, spec)),
         )
         return await label_chunk(ctx, chunk, deadline)
     finally:
@@ -77,7 +73,8 @@ def run_teacher_chunk(settings: Settings, store: ObjectStore, client: redis.Redi
     pause_key = settings.redis_key("paused", "teacher", chunk.task)
     if statuses["paused_auth"] or statuses["paused_budget"]:
         why = ("the teacher API refused the key (401/403)" if statuses["paused_auth"]
-               else f"budget of ${budget_for(settings, chunk.task):.2f} is spent")
+               else f"budget of ${budget_limit_usd(settings, load_spec(chunk.task, settings.specs_dir)):.2f}"
+                    " is spent")
         flag = orjson.dumps({"reason": why, "since": time.time()})
         client.set(pause_key, flag, ex=max(60, int(settings.teacher_pause_s * 4)))
         raise Paused(why, settings.teacher_pause_s)
