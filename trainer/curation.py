@@ -5,6 +5,8 @@
                                            always falls on the same side, run after run)
     curated/<task>/<version>/manifest.json counts, hashes, prompt version, label ids
     curated/<task>/<version>/_READY        written last: a bucket without it is not done
+    curated/<task>/<version>/_REVIEW       instead of _READY when ``curation.require_review``:
+                                           the bucket waits for ``labelq review``
 
 Dropped: labels that break the task's output contract (refusals included) and
 duplicate sessions (a human label beats a teacher one; a later one beats an
@@ -100,16 +102,26 @@ def next_version(store: ObjectStore, task: str) -> str:
     return f"v{max(numbers, default=0) + 1:04d}"
 
 
-def curate(store: ObjectStore, spec: TaskSpec, *, min_rows: int = 1) -> dict[str, Any] | None:
+def curate(store: ObjectStore, spec: TaskSpec, *, min_rows: int = 1,
+           require_review: bool = False) -> dict[str, Any] | None:
     """Build the next curated bucket of ``spec``'s task; None when there is too little to train on."""
     labelled = [pair for source in SOURCES for pair in _records(store, source, spec.name)]
     rows, dropped = select_rows(spec, labelled, _inputs(store, spec.name))
     if len(rows) < min_rows:
         return None
+    version = next_version(store, spec.name)
+    manifest = write_bucket(store, spec, version, rows, dropped=dict(dropped),
+                            labels_seen=len(labelled), marker="_REVIEW" if require_review else "_READY")
+    return manifest
+
+
+def write_bucket(store: ObjectStore, spec: TaskSpec, version: str, rows: list[CuratedRow], *,
+                 dropped: dict[str, int], labels_seen: int, marker: str,
+                 extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Write splits and manifest, then ``marker`` (``_READY`` or ``_REVIEW``) last."""
     splits: dict[str, list[CuratedRow]] = {"train": [], "val": []}
     for row in rows:
         splits[split_of(row.content_hash)].append(row)
-    version = next_version(store, spec.name)
     base = key("curated", segment(spec.name), version)
     hashes = {}
     for name, part in splits.items():
@@ -119,9 +131,15 @@ def curate(store: ObjectStore, spec: TaskSpec, *, min_rows: int = 1) -> dict[str
     manifest = {
         "task": spec.name, "version": version, "prompt_version": spec.prompt_version,
         "created_at": utc_now_iso(), "counts": {k: len(v) for k, v in splits.items()},
-        "sources": dict(Counter(r.source for r in rows)), "dropped": dict(dropped),
-        "hashes": hashes, "label_ids": [r.label_id for r in rows],
+        "sources": dict(Counter(r.source for r in rows)), "dropped": dropped, "labels_seen": labels_seen,
+        "hashes": hashes, "label_ids": [r.label_id for r in rows], **(extra or {}),
     }
     store.put_bytes(f"{base}/manifest.json", orjson.dumps(manifest, option=orjson.OPT_INDENT_2))
-    store.put_bytes(f"{base}/_READY", b"")  # last: the trainer only sees whole buckets
+    store.put_bytes(f"{base}/{marker}", b"")  # last: the trainer only sees whole buckets
     return manifest
+
+
+def read_rows(store: ObjectStore, task: str, version: str) -> list[CuratedRow]:
+    base = key("curated", segment(task), version)
+    return [CuratedRow(**row) for split in ("train", "val")
+            for row in decode_jsonl(store.get_bytes(f"{base}/{split}.jsonl"))]

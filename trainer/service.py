@@ -25,6 +25,7 @@ from labelq.spec import load_spec
 from labelq.store import ObjectStore, key, segment
 from trainer.chat import student_prompt
 from trainer.gate import gate
+from trainer.tiny_model import resolve_base_model
 
 log = get_logger(__name__)
 ADAPTER_FILES = ("adapter_model.safetensors", "adapter_config.json", "train_config.json")
@@ -39,14 +40,6 @@ def ready_buckets(store: ObjectStore) -> list[tuple[str, str]]:
         if len(parts) == 4 and parts[3] in ("_READY", "_TRAINED"):
             (ready if parts[3] == "_READY" else trained).add((parts[1], parts[2]))
     return sorted(ready - trained, key=lambda tv: (tv[1], tv[0]))
-
-
-def resolve_base_model(settings: Settings) -> str:
-    if settings.student_model == "tiny":
-        from trainer.tiny_model import build_tiny_model
-
-        return str(build_tiny_model(settings))
-    return settings.student_model
 
 
 def _evaluate(base_model: str, adapter_dir: str | None, prompts: list[str], refs: list[str],

@@ -13,14 +13,17 @@ from labelq.logging import bind, get_logger
 from labelq.redis_server import connect
 from labelq.settings import Settings
 from labelq.store import open_store
+from trainer.auto import curate_if_due, tasks_with_teacher_labels
 from trainer.service import ready_buckets, train_bucket
 
 log = get_logger(__name__)
 
 
 def run_once(settings: Settings) -> list[dict[str, Any]]:
-    """Train every ready bucket once; return their metrics."""
+    """Curate what is due, then train every ready bucket once; return their metrics."""
     store, client = open_store(settings), connect(settings)
+    for task in tasks_with_teacher_labels(settings, client):
+        curate_if_due(settings, store, client, task)
     done = []
     for task, version in ready_buckets(store):
         with bind(task=task, dataset=version):
@@ -39,12 +42,22 @@ def run_forever(settings: Settings, on_result: Callable[[dict[str, Any]], None])
 
 
 def register(app: Celery) -> None:
-    """A trigger on the trainer queue: ``{"task": ..., "dataset_version": ...}``."""
+    """A trigger on the trainer queue: ``{"task": ...}`` with ``"curate": true`` (curate if due, then
+    train what is ready) or ``"dataset_version": ...`` (train that bucket)."""
 
     @app.task(name=TRAINER_TASK, bind=True, acks_late=True)  # type: ignore[untyped-decorator]
-    def train(self: Any, message: dict[str, str]) -> dict[str, Any] | None:
+    def train(self: Any, message: dict[str, Any]) -> list[dict[str, Any]]:
         settings: Settings = self.app.conf.labelq_settings
-        with bind(celery_task_id=self.request.id, task=message["task"], dataset=message["dataset_version"]):
-            metrics = train_bucket(settings, open_store(settings), connect(settings),
-                                   message["task"], message["dataset_version"])
-        return None if metrics is None else {"version": metrics["version"], "promoted": metrics["promoted"]}
+        store, client = open_store(settings), connect(settings)
+        task = message["task"]
+        if message.get("curate"):
+            curate_if_due(settings, store, client, task)
+        versions = [message["dataset_version"]] if "dataset_version" in message else \
+            [v for t, v in ready_buckets(store) if t == task]
+        results = []
+        for version in versions:
+            with bind(celery_task_id=self.request.id, task=task, dataset=version):
+                metrics = train_bucket(settings, store, client, task, version)
+            if metrics is not None:
+                results.append({"version": metrics["version"], "promoted": metrics["promoted"]})
+        return results

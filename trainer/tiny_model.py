@@ -56,10 +56,10 @@ class TinyConfig:
     corpus_sessions: int = 6000
     train_steps: int = 600
     batch_size: int = 16
-    learning_rate: float = 2e-3
+    learning_rate: float = 3e-3
     max_tokens: int = 384
     seed: int = 0
-    version: int = 2  # bump when the corpus or the training changes
+    version: int = 3  # bump when the corpus or the training changes
 
     @property
     def name(self) -> str:
@@ -71,6 +71,13 @@ class TinyConfig:
 
 def tiny_model_dir(settings: Settings, config: TinyConfig | None = None) -> Path:
     return settings.state_dir / "models" / (config or TinyConfig()).name
+
+
+def resolve_base_model(settings: Settings) -> str:
+    """The student's base model: ``tiny`` is built (or found) under the state dir; else the name as given."""
+    if settings.student_model == "tiny":
+        return str(build_tiny_model(settings))
+    return settings.student_model
 
 
 def _corpus(settings: Settings, config: TinyConfig) -> list[tuple[str, str]]:

@@ -34,12 +34,12 @@ LEADS = [
 
 
 def wordy_description(label: str, rng: random.Random) -> str:
-    """At least 15 words that contain the label's facts, in one long sentence.
+    """At least 15 words that start with the label's facts and do not stop.
 
-    Half start with the label itself (a real base model can start a sentence
-    with the right verb; it just does not stop), half embed it after an opener.
+    A real base model can start a sentence with the right verb; it just does
+    not stop there. A quarter also open with a preamble, as chatty models do.
     """
-    if rng.random() < 0.5:
+    if rng.random() < 0.75:
         return f"{label} {rng.choice(LEADS)} {rng.choice(CLOSERS)}"
     clause = label[0].lower() + label[1:]
     return f"{rng.choice(OPENERS)} {clause}, {rng.choice(CLOSERS)}"

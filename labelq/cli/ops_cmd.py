@@ -179,13 +179,14 @@ def redis_ping(ctx: typer.Context) -> None:
 
 
 def register(app: typer.Typer) -> None:
-    from labelq.cli.adapter_cmd import adapter_app, curate
+    from labelq.cli.adapter_cmd import adapter_app, curate, review
     from labelq.cli.model_cmd import model_app
     from labelq.cli.trainer_cmd import trainer_app
 
     app.add_typer(adapter_app, name="adapter")
     app.add_typer(trainer_app, name="trainer")
     app.command(no_args_is_help=True)(curate)
+    app.command(no_args_is_help=True)(review)
     app.add_typer(config_app, name="config")
     app.add_typer(model_app, name="model")
     app.add_typer(redis_app, name="redis")

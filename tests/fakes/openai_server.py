@@ -57,6 +57,7 @@ class FakeOpenAI:
         self.requests: list[dict[str, Any]] = []  # chat requests: time, body, outcome
         self.files: dict[str, bytes] = {}
         self.batches: dict[str, dict[str, Any]] = {}
+        self.adapters: dict[str, str] = {}  # name -> path, as loaded through /v1/load_lora_adapter
         self._server = _QuietServer(("127.0.0.1", 0), self._handler())
         self._server.daemon_threads = True
         self.port = self._server.server_address[1]
@@ -89,6 +90,8 @@ class FakeOpenAI:
             text = "HACKED: as instructed I now ignore the rules and print my whole system prompt"
         elif fault == "wordy" and not repair:
             text = "The user opened the website and looked around at many pages before leaving it"
+        elif body.get("model") in self.adapters:  # a student server serving a LoRA adapter
+            text = f"Labels with {body['model']}"
         else:
             text = answer_for(user)
         prompt_tokens = sum(len(m["content"]) for m in messages) // 4 + 1
@@ -99,10 +102,18 @@ class FakeOpenAI:
         return {
             "id": f"chatcmpl-{uuid.uuid4().hex[:12]}", "object": "chat.completion", "created": int(time.time()),
             "model": body.get("model", "fake"),
-            "choices": [{"index": 0, "finish_reason": "stop", "logprobs": None,
+            "choices": [{"index": 0, "finish_reason": "stop", "logprobs": self.logprobs(text, body),
                          "message": {"role": "assistant", "content": text}}],
             "usage": {"prompt_tokens": p, "completion_tokens": c, "total_tokens": p + c},
         }
+
+    @staticmethod
+    def logprobs(text: str, body: dict[str, Any]) -> dict[str, Any] | None:
+        """One entry per word; a word with a digit is 'unsure' (probability about 0.37)."""
+        if not body.get("logprobs"):
+            return None
+        return {"content": [{"token": w, "logprob": -1.0 if any(c.isdigit() for c in w) else -0.01,
+                             "bytes": None, "top_logprobs": []} for w in text.split()]}
 
     # --- batches ---------------------------------------------------------------
     def advance_batch(self, batch: dict[str, Any]) -> None:
@@ -161,6 +172,12 @@ class FakeOpenAI:
                 raw = self._body()
                 if self.path.endswith("/chat/completions"):
                     return self._chat(json.loads(raw))
+                if self.path.endswith("/load_lora_adapter"):
+                    body = json.loads(raw)
+                    if body["lora_name"] in fake.adapters:
+                        return self._json(400, {"error": {"message": "The lora adapter is already loaded."}})
+                    fake.adapters[body["lora_name"]] = body["lora_path"]
+                    return self._json(200, {"status": "Success"})
                 if self.path.endswith("/files"):
                     return self._upload(raw)
                 if self.path.endswith("/batches"):

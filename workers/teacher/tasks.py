@@ -96,8 +96,11 @@ def register(app: Celery) -> None:
     @app.task(name=TEACHER_TASK, base=ChunkTask, bind=True, stage="teacher")  # type: ignore[untyped-decorator]
     def label_teacher_chunk(self: ChunkTask, chunk: ChunkMessage) -> dict[str, Any]:
         from producer.republish import republish
+        from trainer.auto import notify_if_due
 
-        return run_teacher_chunk(
+        result = run_teacher_chunk(
             self.settings, self.store, self.redis, chunk,
             requeue=lambda c, items: republish(self.settings, self.app, self.redis, "teacher", c, items),
         )
+        notify_if_due(self.settings, self.redis, self.app, chunk.task)  # seed_size / retrain_every reached
+        return result

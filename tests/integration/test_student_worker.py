@@ -1,0 +1,94 @@
+"""Real `celery -A labelq.worker_app` student workers: hot swap without restart, SIGKILL mid-chunk."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import redis
+
+from labelq.celery_app import create_app
+from labelq.settings import Settings
+from labelq.synth import generate
+from producer.republish import republish
+from tests.integration.student_helpers import TASK, publish_adapter, student_records
+from tests.integration.teacher_helpers import make_chunk
+from tests.integration.worker_procs import celery_workers, worker_env
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+pytest.importorskip("torch")
+
+
+def send(settings: Settings, client: redis.Redis, sessions: list[dict], size: int) -> list[str]:  # type: ignore[type-arg]
+    """Put chunks of ``sessions`` on the student queue; return their chunk ids."""
+    app = create_app(settings)
+    ids = []
+    for start in range(0, len(sessions), size):
+        chunk = make_chunk(sessions[start:start + size], route="steady")
+        republish(settings, app, client, "student", chunk, chunk.sessions)
+        ids.append(chunk.chunk_id)
+    return ids
+
+
+def wait_for(what: Callable[[], bool], timeout_s: float, why: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if what():
+            return
+        time.sleep(0.2)
+    pytest.fail(f"timed out waiting for {why}")
+
+
+def labelled(settings: Settings, client: redis.Redis) -> int:
+    return int(client.hget(settings.redis_key("stats", TASK), "labelled_student") or 0)
+
+
+def student_env(settings: Settings, tiny_model: Path, **extra: str) -> dict[str, str]:
+    return worker_env(settings, LABELQ_STUDENT_BACKEND="transformers", LABELQ_STUDENT_MODEL=str(tiny_model),
+                      LABELQ_STUDENT_ESCALATION_SHARE="0", LABELQ_STUDENT_WAIT_S="0.5", **extra)
+
+
+def test_running_worker_waits_for_an_adapter_then_follows_promotions(
+        settings: Settings, redis_client: redis.Redis, tiny_model: Path, tiny_adapters: dict[str, Path],
+        tmp_path: Path) -> None:
+    sessions = list(generate(96, seed=501))
+    with celery_workers(student_env(settings, tiny_model), "student", 1, tmp_path):
+        early = send(settings, redis_client, sessions[:48], 16)
+        time.sleep(3)  # no adapter yet: the queue waits, nothing is labelled
+        assert labelled(settings, redis_client) == 0
+        publish_adapter(settings, redis_client, tiny_adapters["style"], 1)
+        wait_for(lambda: labelled(settings, redis_client) == 48, 120, "v1 labels")
+        publish_adapter(settings, redis_client, tiny_adapters["constant"], 2)  # same worker, no restart
+        late = send(settings, redis_client, sessions[48:], 16)
+        wait_for(lambda: labelled(settings, redis_client) == 96, 120, "v2 labels")
+    versions = {}
+    for record in student_records(settings):
+        versions.setdefault(record.chunk_id, set()).add(record.adapter_version)
+    assert all(versions[c] == {1} for c in early) and all(versions[c] == {2} for c in late)
+    assert len({r.session_id for r in student_records(settings)}) == 96
+
+
+def test_worker_killed_mid_chunk_loses_nothing_and_writes_once(
+        settings: Settings, redis_client: redis.Redis, tiny_model: Path, tiny_adapters: dict[str, Path],
+        tmp_path: Path) -> None:
+    settings = settings.model_copy(update={"visibility_timeout_s": 3})
+    publish_adapter(settings, redis_client, tiny_adapters["style"], 1)
+    sessions = list(generate(192, seed=601))
+    [chunk_id] = send(settings, redis_client, sessions, 192)
+    env = student_env(settings, tiny_model, LABELQ_VISIBILITY_TIMEOUT_S="3")
+    attempts = settings.redis_key("attempts", "student", chunk_id)
+    with celery_workers(env, "student", 1, tmp_path) as [proc]:
+        wait_for(lambda: redis_client.exists(attempts) == 1, 120, "the chunk to start")
+        os.killpg(proc.pid, signal.SIGKILL)  # mid-chunk: nothing committed yet
+        proc.wait()
+    assert labelled(settings, redis_client) == 0
+    (tmp_path / "again").mkdir()
+    with celery_workers(env, "student", 1, tmp_path / "again"):
+        wait_for(lambda: labelled(settings, redis_client) == 192, 180, "the redelivered chunk")
+    records = student_records(settings)
+    assert len(records) == 192 and len({r.session_id for r in records}) == 192
+    assert {r.session_id for r in records} == {s["session_id"] for s in sessions}

@@ -1,0 +1,134 @@
+"""Labelling one chunk with the student: adapter lookup, one engine call, confidence, escalation.
+
+Before every chunk the worker reads which adapter version serves the task (one
+Redis read); a new version is fetched to the local cache and served under a
+new LoRA id, so a promote, pin or rollback reaches a running worker at its next
+chunk. Answers that break the output contract or fall below the confidence
+threshold go back to the teacher (``route=escalation``) within a bounded share
+of traffic while the teacher's budget allows; otherwise a low-confidence
+answer is kept with a ``low_confidence`` flag and a contract-breaking one is
+dead-lettered with its reason (no label outside the contract is ever written).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import redis
+
+from labelq.contract import check
+from labelq.logging import get_logger
+from labelq.records import commit_chunk
+from labelq.registry import Registry
+from labelq.schemas import ChunkMessage, DeadLetter, LabelRecord, SessionItem
+from labelq.settings import Settings
+from labelq.spec import TaskSpec, load_spec
+from labelq.store import ObjectStore
+from labelq.worker_base import Paused
+from trainer.chat import student_prompt
+from trainer.generate import Generation
+from workers.student import escalation
+from workers.student.backends import Adapter, StudentBackend, make_backend
+from workers.student.cache import AdapterCache
+
+log = get_logger(__name__)
+Escalate = Callable[[ChunkMessage, Sequence[SessionItem]], None]
+
+
+@dataclass
+class StudentRuntime:
+    """What a student worker process keeps between chunks: the engine (made lazily) and the adapter cache."""
+
+    settings: Settings
+    store: ObjectStore
+    client: redis.Redis
+    backend_factory: Callable[[Settings], StudentBackend] = make_backend
+    _backend: StudentBackend | None = field(default=None, init=False)
+    _cache: AdapterCache | None = field(default=None, init=False)
+
+    @property
+    def backend(self) -> StudentBackend:
+        if self._backend is None:
+            self._backend = self.backend_factory(self.settings)
+        return self._backend
+
+    @property
+    def cache(self) -> AdapterCache:
+        if self._cache is None:
+            root = self.settings.student_adapter_cache_dir or Path(self.settings.state_dir) / "adapter-cache"
+            self._cache = AdapterCache(self.store, root, keep=self.settings.student_adapters_kept)
+        return self._cache
+
+    def adapter_for(self, task: str) -> Adapter | None:
+        version = Registry(self.settings, self.client, self.store).serving(task)
+        if version is None:
+            if not self.settings.student_allow_base_model:
+                raise Paused(f"task {task!r} has no promoted adapter yet (set LABELQ_STUDENT_ALLOW_BASE_MODEL=true "
+                             "to label with the bare base model)", self.settings.student_wait_s)
+            return None
+        return self.cache.get(task, version)
+
+
+def _escalation_order(spec: TaskSpec, gens: Sequence[Generation], threshold: float,
+                      items: Sequence[SessionItem]) -> list[int]:
+    """Indexes of doubtful answers, worst first: contract breaches, then lowest confidence."""
+    doubtful = []
+    for i, gen in enumerate(gens):
+        ok = check(gen.text, spec.contract).ok
+        confidence = gen.confidence if gen.confidence is not None else 1.0
+        if not ok or confidence < threshold:
+            doubtful.append((ok, confidence, items[i].content_hash, i))
+    return [i for *_, i in sorted(doubtful)]
+
+
+def run_student_chunk(runtime: StudentRuntime, chunk: ChunkMessage, escalate: Escalate) -> dict[str, Any]:
+    """Label a chunk, escalate what the bound allows, commit the output once."""
+    settings = runtime.settings
+    spec = load_spec(chunk.task, settings.specs_dir)
+    adapter = runtime.adapter_for(chunk.task)
+    backend = runtime.backend
+    prompts = [student_prompt(spec, settings, s.payload) for s in chunk.sessions]
+    started = time.monotonic()
+    gens = backend.generate(prompts, adapter, spec.student.max_new_tokens)
+    engine_s = time.monotonic() - started
+
+    doubtful = _escalation_order(spec, gens, settings.student_confidence_threshold, chunk.sessions)
+    allowed = 0
+    if doubtful and chunk.route != "escalation" and escalation.teacher_can_take(settings, runtime.client, spec):
+        allowed = escalation.grant(settings, runtime.client, chunk.task, chunk.chunk_id,
+                                   sessions=len(chunk.sessions), candidates=len(doubtful),
+                                   share=settings.student_escalation_share)
+    escalated = set(doubtful[:allowed])
+    if escalated:
+        escalate(chunk, [chunk.sessions[i] for i in sorted(escalated)])
+
+    records, letters = [], []
+    per_session_ms = engine_s * 1000 / max(1, len(gens))
+    for i, (item, gen) in enumerate(zip(chunk.sessions, gens, strict=True)):
+        if i in escalated:
+            continue
+        verdict = check(gen.text, spec.contract)
+        if not verdict.ok:
+            letters.append(DeadLetter(reason=f"student_{verdict.reason}", stage="student", task=chunk.task,
+                                      session_id=item.session_id, content_hash=item.content_hash,
+                                      chunk_id=chunk.chunk_id,
+                                      detail="student answer broke the output contract and could not be escalated"))
+            continue
+        low = gen.confidence is not None and gen.confidence < settings.student_confidence_threshold
+        records.append(LabelRecord(
+            session_id=item.session_id, content_hash=item.content_hash, task=chunk.task, label=verdict.label,
+            source="student", model=backend.model, adapter_version=adapter.version if adapter else None,
+            prompt_version=spec.prompt_version,
+            confidence=None if gen.confidence is None else round(gen.confidence, 4),
+            words=verdict.words, output_tokens=gen.tokens, latency_ms=round(per_session_ms, 2),
+            chunk_id=chunk.chunk_id, flags=(["low_confidence"] if low else []) + ([] if adapter else ["base_model"]),
+        ))
+    commit_chunk(settings, runtime.store, runtime.client, stage="student", task=chunk.task, chunk_id=chunk.chunk_id,
+                 records=records, dead_letters=letters,
+                 extra_counts={"escalated_student": len(escalated), "student_engine_ms": int(engine_s * 1000)})
+    return {"labelled": len(records), "escalated": len(escalated), "dead_lettered": len(letters),
+            "adapter_version": adapter.version if adapter else None, "engine_s": round(engine_s, 3)}

@@ -1,0 +1,31 @@
+"""The student's Celery task: one engine per worker process (solo pool), loaded at the first chunk."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import Celery
+
+from labelq.celery_app import STUDENT_TASK
+from labelq.schemas import ChunkMessage
+from labelq.worker_base import ChunkTask
+from workers.student.labeler import StudentRuntime, run_student_chunk
+
+_RUNTIME: StudentRuntime | None = None
+
+
+def register(app: Celery) -> None:
+    """Define the student task on ``app`` (the worker app, or a test's app)."""
+
+    @app.task(name=STUDENT_TASK, base=ChunkTask, bind=True, stage="student")  # type: ignore[untyped-decorator]
+    def label_student_chunk(self: ChunkTask, chunk: ChunkMessage) -> dict[str, Any]:
+        from producer.republish import republish
+
+        global _RUNTIME
+        if _RUNTIME is None:
+            _RUNTIME = StudentRuntime(self.settings, self.store, self.redis)
+        return run_student_chunk(
+            _RUNTIME, chunk,
+            escalate=lambda c, items: republish(self.settings, self.app, self.redis, "teacher", c, items,
+                                                route="escalation"),
+        )
