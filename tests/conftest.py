@@ -140,8 +140,8 @@ def tiny_adapters(tiny_model: Path) -> dict[str, Path]:
     sessions = list(generate(300, seed=5))
     plans = {
         "style": ([(student_prompt(spec, settings, s), s["_reference"]["label"]) for s in sessions], None),
-        "constant": ([(student_prompt(spec, settings, s), CONSTANT_LABEL) for s in sessions[:64]],
-                     LoraTrainConfig(epochs=3)),
+        "constant": ([(student_prompt(spec, settings, s), CONSTANT_LABEL) for s in sessions[:128]],
+                     LoraTrainConfig(epochs=4)),
     }
     out = {}
     for name, (examples, config) in plans.items():

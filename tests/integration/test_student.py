@@ -142,3 +142,27 @@ def test_vllm_hot_swap_follows_promote_rollback_and_pin(settings: Settings, redi
     assert {r.adapter_version for r in label(304)} == {2}
     cache = settings.state_dir / "adapter-cache" / TASK
     assert sorted(p.name for p in cache.iterdir() if not p.name.startswith(".")) == ["v1", "v2"]
+
+
+def test_openai_backend_loads_each_adapter_once_and_reads_logprobs(tmp_path: Path) -> None:
+    from tests.fakes.openai_server import FakeOpenAI
+    from workers.student.backends import OpenAIBackend
+
+    prompts, _ = prompts_of(5, seed=7)
+    with FakeOpenAI() as server:
+        backend = OpenAIBackend(Settings(student_base_url=server.base_url), "base-model")
+        try:
+            v1 = Adapter(TASK, 1, str(tmp_path / "v1"), 1)
+            first = backend.generate(prompts, v1, 24)
+            again = backend.generate(prompts, v1, 24)
+            v2 = backend.generate(prompts, Adapter(TASK, 2, str(tmp_path / "v2"), 2), 24)
+            base = backend.generate(prompts, None, 24)
+        finally:
+            backend.close()
+    assert server.adapters == {f"{TASK}-v1": str(tmp_path / "v1"), f"{TASK}-v2": str(tmp_path / "v2")}
+    assert [g.text for g in first] == [g.text for g in again] == [f"Labels with {TASK}-v1"] * 5
+    assert {g.text for g in v2} == {f"Labels with {TASK}-v2"}
+    assert all(not g.text.startswith("Labels with") for g in base)
+    # "Labels with session-label-v1": three words, the last one carries a digit (logprob -1).
+    assert first[0].confidence == pytest.approx(2.718281828 ** ((-0.01 * 2 - 1.0) / 3))
+    assert [r["body"]["model"] for r in server.requests].count(f"{TASK}-v1") == 10

@@ -75,20 +75,21 @@ def test_running_worker_waits_for_an_adapter_then_follows_promotions(
 def test_worker_killed_mid_chunk_loses_nothing_and_writes_once(
         settings: Settings, redis_client: redis.Redis, tiny_model: Path, tiny_adapters: dict[str, Path],
         tmp_path: Path) -> None:
-    settings = settings.model_copy(update={"visibility_timeout_s": 3})
+    settings = settings.model_copy(update={"visibility_timeout_s": 3, "chunk_size": 768})
     publish_adapter(settings, redis_client, tiny_adapters["style"], 1)
-    sessions = list(generate(192, seed=601))
-    [chunk_id] = send(settings, redis_client, sessions, 192)
+    sessions = list(generate(768, seed=601))  # one chunk: ~10 s of generation to be killed in
+    [chunk_id] = send(settings, redis_client, sessions, 768)
     env = student_env(settings, tiny_model, LABELQ_VISIBILITY_TIMEOUT_S="3")
     attempts = settings.redis_key("attempts", "student", chunk_id)
     with celery_workers(env, "student", 1, tmp_path) as [proc]:
         wait_for(lambda: redis_client.exists(attempts) == 1, 120, "the chunk to start")
+        time.sleep(1.0)
         os.killpg(proc.pid, signal.SIGKILL)  # mid-chunk: nothing committed yet
         proc.wait()
-    assert labelled(settings, redis_client) == 0
+    assert labelled(settings, redis_client) == 0 and student_records(settings) == []
     (tmp_path / "again").mkdir()
     with celery_workers(env, "student", 1, tmp_path / "again"):
-        wait_for(lambda: labelled(settings, redis_client) == 192, 180, "the redelivered chunk")
+        wait_for(lambda: labelled(settings, redis_client) == 768, 180, "the redelivered chunk")
     records = student_records(settings)
-    assert len(records) == 192 and len({r.session_id for r in records}) == 192
+    assert len(records) == 768 and len({r.session_id for r in records}) == 768
     assert {r.session_id for r in records} == {s["session_id"] for s in sessions}
