@@ -234,7 +234,9 @@ class Settings(BaseSettings):
     )
     trainer_poll_s: float = Field(default=30.0, gt=0, description="How often the trainer looks for new buckets.")
     trainer_lock_s: int = Field(
-        default=4 * 3600, gt=0, description="A bucket's training lock expires after this (a dead trainer)."
+        default=120, gt=0,
+        description="A bucket's training lock lives this long and is renewed while its trainer works; "
+        "a killed trainer's bucket is free again after it.",
     )
     promote_margin_exact: float = Field(
         default=0.0, ge=0, description="A new adapter may trail the serving one by this much exact match."

@@ -16,7 +16,7 @@ from typing import Any
 
 from labelq.logging import get_logger
 from trainer.chat import encode_example
-from trainer.tiny_model import collate
+from trainer.tiny_model import answer_loss, collate
 
 log = get_logger(__name__)
 
@@ -74,7 +74,7 @@ def train_lora(base_model: str, examples: list[tuple[str, str]], out_dir: Path,
             for group in optimizer.param_groups:  # warm up, then decay linearly
                 group["lr"] = config.learning_rate * min(1.0, step / 10) * max(0.05, 1 - step / total)
             batch = collate([data[i] for i in order[start:start + config.batch_size]], tokenizer.pad_token_id)
-            loss = model(**{k: v.to(device) for k, v in batch.items()}).loss
+            loss = answer_loss(model, {k: v.to(device) for k, v in batch.items()})
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 1.0)
             optimizer.step()

