@@ -70,3 +70,21 @@ def budget_state(client: redis.Redis, settings: Settings, task: str) -> tuple[fl
 def budget_limit_usd(settings: Settings, spec: TaskSpec) -> float:
     """A task's teacher spend cap: the spec's own, else the setting."""
     return spec.budget_usd if spec.budget_usd is not None else settings.teacher_budget_usd
+
+
+def cost_summary(*, teacher_usd: float, teacher_labels: int, student_engine_s: float, student_labels: int,
+                 usd_per_gpu_hour: float) -> dict[str, float | None]:
+    """Dollars per 1,000 labels, teacher and student, and the savings against teacher-only labelling."""
+    student_usd = student_engine_s / 3600 * usd_per_gpu_hour
+    teacher_per_1k = teacher_usd / teacher_labels * 1000 if teacher_labels else None
+    student_per_1k = student_usd / student_labels * 1000 if student_labels else None
+    total = teacher_labels + student_labels
+    savings = None
+    if teacher_per_1k and total:
+        savings = 1 - (teacher_usd + student_usd) / (teacher_per_1k * total / 1000)
+    return {
+        "teacher_usd": round(teacher_usd, 6), "student_usd": round(student_usd, 6),
+        "teacher_per_1k_usd": None if teacher_per_1k is None else round(teacher_per_1k, 4),
+        "student_per_1k_usd": None if student_per_1k is None else round(student_per_1k, 6),
+        "savings": None if savings is None else round(savings, 4),
+    }

@@ -58,6 +58,8 @@ def commit_chunk(
     args: list[str | int] = [DONE_TTL_S]
     if records:
         args += [stats, f"labelled_{stage}", len(records)]
+    if dead_letters:
+        args += [stats, f"dead_{stage}", len(dead_letters)]
     for reason, n in Counter(d.reason for d in dead_letters).items():
         args += [settings.redis_key("dlq", "reasons"), reason, n,
                  settings.redis_key("dlq", "task", task), reason, n]

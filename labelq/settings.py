@@ -224,7 +224,16 @@ class Settings(BaseSettings):
         default=2.0, ge=0, description="What one GPU-hour of a student costs, for the cost ledger."
     )
     curation_seed_size: int = Field(
-        default=300, gt=0, description="Teacher labels a task needs before its first automatic curated bucket."
+        default=300, gt=0,
+        description="Seed phase: the first this-many sessions of a task go to the teacher, and its first "
+        "automatic curated bucket is built when that many teacher labels exist.",
+    )
+    routing_sample_rate: float = Field(
+        default=0.02, ge=0, le=1,
+        description="After the seed phase, this share of sessions goes to the teacher (drift, fresh data).",
+    )
+    routing_stratify_by: str | None = Field(
+        default=None, description="Field path (e.g. site, user.device) whose values share the seed set fairly."
     )
     curation_retrain_every: int = Field(
         default=1_000, gt=0, description="New teacher labels that trigger the next automatic curated bucket."

@@ -8,7 +8,8 @@ import orjson
 import redis
 
 from labelq.celery_app import queue_redis_key
-from labelq.ledger import budget_limit_usd, budget_state, read_ledger
+from labelq.ledger import budget_limit_usd, budget_state, cost_summary, read_ledger
+from labelq.routing import routing_state
 from labelq.settings import QUEUES, Settings
 
 
@@ -51,7 +52,13 @@ def gather(settings: Settings, client: redis.Redis) -> dict[str, Any]:
             "duplicates": stats.get("duplicates", 0),
             "labelled_teacher": stats.get("labelled_teacher", 0),
             "labelled_student": stats.get("labelled_student", 0),
+            "escalated_student": stats.get("escalated_student", 0),
             "dead_lettered": sum(dlq.values()),
+            "routing": routing_state(settings, client, task),
+            "cost": cost_summary(teacher_usd=ledger["usd"], teacher_labels=stats.get("labelled_teacher", 0),
+                                 student_engine_s=stats.get("student_engine_ms", 0) / 1000,
+                                 student_labels=stats.get("labelled_student", 0),
+                                 usd_per_gpu_hour=settings.student_gpu_usd_per_hour),
             "dead_letter": dlq,
             "adapter": {
                 "current": int(adapter_current) if adapter_current else None,

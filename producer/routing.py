@@ -1,16 +1,30 @@
-"""Where each session goes. The seam for the per-task routing policy.
+"""Where each session goes: the per-task routing policy.
 
-Today every session of a task goes to one queue (``teacher`` by default, or
-the one ``--queue`` forces). A policy that sends a seed set and a sample to
-the teacher and the rest to students implements the same ``Router`` protocol.
+* **seed phase**: the first ``seed_size`` sessions of a task go to the teacher
+  (``route=seed``); with ``routing_stratify_by`` (a field path such as
+  ``site`` or ``user.device``) no value takes more than its fair share of the
+  seed set, so rare values are labelled too. The phase's state is in Redis, so
+  every producer process shares it; it costs one round trip per session while
+  it lasts and none after.
+* **steady state**: a ``routing_sample_rate`` share goes to the teacher
+  (``route=sample``: drift monitoring and fresh training data), chosen by
+  content hash (the same session always routes the same way); the rest go to
+  students (``route=steady``). Students escalate what they doubt
+  (``route=escalation``, see workers/student/labeler.py).
+
+``--queue`` forces every session to one queue instead (``FixedRouter``).
 """
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Any, Protocol
+
+import orjson
+import redis
 
 from labelq.errors import ConfigError
-from labelq.settings import QUEUES
+from labelq.routing import routing_keys
+from labelq.settings import QUEUES, Settings
 from producer.validate import Accepted
 
 
@@ -33,6 +47,70 @@ class FixedRouter:
         return self.queue, self.route_name
 
 
-def default_router() -> Router:
-    """The routing in force when none is forced: the seed phase, everything to the teacher."""
-    return FixedRouter("teacher", "seed")
+_SEED_LUA = """
+local total = tonumber(redis.call('HGET', KEYS[1], 'seeded') or '0')
+local seen = redis.call('HINCRBY', KEYS[1], 'considered', 1)
+if total >= tonumber(ARGV[1]) or seen > tonumber(ARGV[1]) * 10 then
+  redis.call('HSET', KEYS[1], 'done', 1)
+  return 0
+end
+local count = tonumber(redis.call('HGET', KEYS[2], ARGV[2]) or '0')
+local strata = redis.call('HLEN', KEYS[2])
+if count == 0 then strata = strata + 1 end
+if count < math.ceil(tonumber(ARGV[1]) / strata) then
+  redis.call('HINCRBY', KEYS[2], ARGV[2], 1)
+  redis.call('HINCRBY', KEYS[1], 'seeded', 1)
+  return 1
+end
+return 2
+"""
+
+
+def sample_fraction(content_hash: str) -> float:
+    """A uniform number in [0, 1) fixed by the content hash."""
+    return int(content_hash[:8], 16) / 2**32
+
+
+def _field(raw: bytes, path: str) -> str:
+    value: Any = orjson.loads(raw)
+    for part in path.split("."):
+        value = value.get(part) if isinstance(value, dict) else None
+    return "" if value is None else str(value)[:200]
+
+
+class PolicyRouter:
+    """Seed phase, then sample-to-teacher and the rest to students (see the module doc)."""
+
+    def __init__(self, settings: Settings, client: redis.Redis | None = None) -> None:
+        self._settings = settings
+        self._client = client
+        self._done: set[str] = set()
+
+    def __getstate__(self) -> dict[str, Any]:  # sent to ingest subprocesses: they connect themselves
+        return {"_settings": self._settings, "_client": None, "_done": set(self._done)}
+
+    def _redis(self) -> redis.Redis:
+        if self._client is None:
+            from labelq.redis_server import connect
+
+            self._client = connect(self._settings)
+        return self._client
+
+    def route(self, task: str, session: Accepted) -> tuple[str, str]:
+        settings = self._settings
+        if task not in self._done:
+            stratum = _field(session.raw, settings.routing_stratify_by) if settings.routing_stratify_by else ""
+            keys = routing_keys(settings, task)
+            verdict = self._redis().eval(_SEED_LUA, 2, *keys, settings.curation_seed_size, stratum)
+            if verdict == 1:
+                return "teacher", "seed"
+            if verdict == 0:
+                self._done.add(task)
+        if sample_fraction(session.content_hash) < settings.routing_sample_rate:
+            return "teacher", "sample"
+        return "student", "steady"
+
+
+def default_router(settings: Settings) -> Router:
+    """The routing in force when no queue is forced: the policy."""
+    return PolicyRouter(settings)

@@ -64,7 +64,7 @@ def run_ingest(
     """
     started = time.monotonic()
     task = task or settings.default_task
-    router = router or (FixedRouter(queue) if queue else default_router())
+    router = router or (FixedRouter(queue) if queue else default_router(settings))
     client = client or connect(settings)
     total = IngestSummary()
     streamed: list[str] = []

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import io
 import sys
+import time
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import orjson
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from labelq.cli.common import (
     err_console,
@@ -81,16 +84,35 @@ def synth(
 def status(
     ctx: typer.Context,
     json_out: Annotated[bool, typer.Option("--json", help="Print one JSON object as the last line.")] = False,
+    watch: Annotated[bool, typer.Option("--watch", help="Keep the view live until Ctrl-C.")] = False,
+    interval_s: Annotated[float, typer.Option(help="Refresh period of --watch.")] = 2.0,
 ) -> None:
-    """Queue depths, dead-letter counts by reason, and per-task totals."""
+    """Queue depths, routing phase, labels, adapters, cost per 1,000 labels, dead letters by reason."""
     from labelq.status import gather
 
     settings = settings_of(ctx)
-    snapshot = gather(settings, connect(settings))
+    client = connect(settings)
     if json_out:
-        print_json_line(snapshot)
+        print_json_line(gather(settings, client))
         return
-    console = Console()
+    if not watch:
+        _render_status(gather(settings, client), Console())
+        return
+    from rich.live import Live
+
+    console = Console(record=False)
+    try:
+        with Live(console=console, refresh_per_second=4, screen=False) as live:
+            while True:
+                buffer = Console(width=console.width, record=True, file=io.StringIO())
+                _render_status(gather(settings, client), buffer)
+                live.update(Text.from_ansi(buffer.export_text(styles=True)))
+                time.sleep(interval_s)
+    except KeyboardInterrupt:
+        pass
+
+
+def _render_status(snapshot: dict[str, Any], console: Console) -> None:
     queues = Table(title="queues (chunks waiting)")
     queues.add_column("queue")
     queues.add_column("depth", justify="right")
@@ -114,6 +136,18 @@ def status(
         serving = adapter["pinned"] or adapter["current"]
         console.print(f"{name}: adapter " + (f"v{serving}" + (" (pinned)" if adapter["pinned"] else "")
                                               if serving else "none yet (students wait)"), highlight=False)
+        routing, cost = t["routing"], t["cost"]
+        phase = (f"seed phase {routing['seeded']}/{routing['seed_size']} to the teacher" if routing["phase"] == "seed"
+                 else f"steady: {routing['sample_rate']:.0%} sampled to the teacher, the rest to students")
+        console.print(f"  routing: {phase}" + (f", seed stratified by {routing['stratify_by']}"
+                                                 if routing["stratify_by"] else "")
+                      + f"; {t['escalated_student']:,} escalated by students", highlight=False)
+        per_1k = [f"teacher ${cost['teacher_per_1k_usd']:.4f}" if cost["teacher_per_1k_usd"] is not None else None,
+                  f"student ${cost['student_per_1k_usd']:.6f}" if cost["student_per_1k_usd"] is not None else None]
+        if any(per_1k):
+            console.print("  cost per 1,000 labels: " + ", ".join(p for p in per_1k if p)
+                          + (f"; savings vs teacher-only {cost['savings']:.1%}" if cost["savings"] is not None
+                             else ""), highlight=False)
         if t["teacher"]["paused"]:
             console.print(f"[yellow]teacher paused for {name}:[/yellow] {t['teacher']['paused']}")
         for model, m in t["teacher"]["models"].items():
@@ -180,6 +214,7 @@ def redis_ping(ctx: typer.Context) -> None:
 
 def register(app: typer.Typer) -> None:
     from labelq.cli.adapter_cmd import adapter_app, curate, review
+    from labelq.cli.loop_cmd import audit, demo, export
     from labelq.cli.model_cmd import model_app
     from labelq.cli.trainer_cmd import trainer_app
 
@@ -192,4 +227,7 @@ def register(app: typer.Typer) -> None:
     app.add_typer(redis_app, name="redis")
     app.command()(synth)
     app.command()(status)
+    app.command()(demo)
+    app.command()(audit)
+    app.command(no_args_is_help=True)(export)
     app.command(no_args_is_help=True)(worker)

@@ -1,0 +1,158 @@
+"""``labelq demo``, ``labelq audit`` and ``labelq export``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TextColumn,
+    TimeElapsedColumn,
+)
+from rich.table import Table
+
+from labelq.cli.common import err_console, friendly_errors, print_json_line, settings_of
+from labelq.redis_server import connect
+
+
+class _StageDisplay:
+    """One progress row per stage on a terminal; a line per change elsewhere (CI, pipes)."""
+
+    def __init__(self) -> None:
+        self._live = err_console.is_terminal
+        self._progress = Progress(SpinnerColumn(), TextColumn("[bold]{task.description:<20}"), BarColumn(),
+                                  MofNCompleteColumn(), TextColumn("{task.fields[info]}"), TimeElapsedColumn(),
+                                  console=err_console, disable=not self._live)
+        self._rows: dict[str, Any] = {}
+        self._last: dict[str, tuple[int, int | None, str]] = {}
+
+    def __enter__(self) -> _StageDisplay:
+        self._progress.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._progress.__exit__(None, None, None)
+
+    def __call__(self, stage: str, done: int, total: int | None, info: str) -> None:
+        if stage not in self._rows:
+            self._rows[stage] = self._progress.add_task(stage, total=total, info="")
+        self._progress.update(self._rows[stage], completed=done, total=total, info=info)
+        if not self._live and self._last.get(stage) != (done, total, info):
+            if stage != "base model" or done in (1, total) or done % 100 == 0:
+                err_console.print(f"[demo] {stage}: {done:,}" + (f"/{total:,}" if total else "") +
+                                  (f" ({info})" if info else ""), highlight=False)
+            self._last[stage] = (done, total, info)
+
+
+@friendly_errors
+def demo(
+    ctx: typer.Context,
+    n: Annotated[int, typer.Option("-n", "--sessions", min=50, help="Synthetic sessions to label.")] = 5000,
+    seed: Annotated[int, typer.Option(help="Seed of the synthetic sessions.")] = 1,
+    out: Annotated[Path | None, typer.Option(help="Report folder (default: <state_dir>/report).")] = None,
+    student_backend: Annotated[str, typer.Option(
+        help="auto (vllm when installed), vllm or transformers.")] = "auto",
+    timeout_s: Annotated[float, typer.Option(help="Give up (and report what is missing) after this long.")]
+    = 900.0,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the report as one JSON line (last line).")]
+    = False,
+) -> None:
+    """Run the whole loop on this machine: tiny base, synthetic sessions, teacher seed labels (replay unless
+    OPENAI_API_KEY is set), curated bucket, LoRA training, promotion, students label the rest; then a report
+    (PNG, HTML, JSON) with counts, quality, throughput and cost per 1,000 labels."""
+    from labelq.demo import DemoConfig, run_demo
+    from labelq.report import summarise, write_report
+
+    settings = settings_of(ctx)
+    config = DemoConfig(sessions=n, seed=seed, timeout_s=timeout_s, student_backend=student_backend)
+    err_console.print(f"labelq demo: {n:,} sessions, state in {settings.state_dir}, teacher "
+                      f"{'replay (offline)' if settings.resolved_teacher_backend == 'replay' else settings.teacher_model}",
+                      highlight=False)
+    with _StageDisplay() as display:
+        run = run_demo(settings, config, display)
+        display("report", 0, 1, "scoring labels against the references")
+        summary = summarise(run)
+        paths = write_report(summary, out or settings.state_dir / "report")
+        display("report", 1, 1, str(paths["html"]))
+    _print_summary(summary, paths)
+    if json_out:
+        print_json_line({k: v for k, v in summary.items() if k != "stages"})
+    if summary["lost"] or not summary["finished"] or not summary["audit_ok"]:
+        raise typer.Exit(1)
+
+
+def _print_summary(summary: dict[str, Any], paths: dict[str, Path]) -> None:
+    table = Table(title="labelq demo", show_header=False)
+    q, c, t = summary["quality"], summary["cost"], summary["throughput"]
+    rows = [
+        ("sessions", f"{summary['sessions']:,}"),
+        ("labelled (teacher / student)",
+         f"{summary['labelled']:,} ({summary['labelled_teacher']:,} / {summary['labelled_student']:,})"),
+        ("escalated by students", f"{summary['escalated']:,}"),
+        ("dead-lettered / lost", f"{summary['dead_lettered']:,} / {summary['lost']:,}"),
+        ("student quality vs reference",
+         f"exact {q['exact_match']:.3f}, cosine {q['cosine']:.3f}, within contract {q['within_contract']:.3f}"),
+        ("student labels/s (wall, engine)", f"{t['student_labels_per_s_wall']}, {t['student_labels_per_s_engine']}"),
+        ("training seconds", f"{t['train_seconds']}"),
+        ("USD per 1,000 labels", f"teacher {c['teacher_per_1k_usd']}, student {c['student_per_1k_usd']}"),
+        ("savings vs teacher-only", "-" if c["savings"] is None else f"{c['savings']:.1%}"),
+        ("elapsed", f"{summary['elapsed_s']} s"),
+        ("report", str(paths["html"])),
+    ]
+    for name, value in rows:
+        table.add_row(name, value)
+    err_console.print(table)
+
+
+@friendly_errors
+def audit(ctx: typer.Context,
+          json_out: Annotated[bool, typer.Option("--json", help="Print one JSON object as the last line.")] = False
+          ) -> None:
+    """Check that ingested = labelled + in flight + dead-lettered for each task; exit 1 on any gap."""
+    from labelq.audit import audit as run_audit
+
+    settings = settings_of(ctx)
+    result = run_audit(settings, connect(settings))
+    if json_out:
+        print_json_line(result)
+    else:
+        table = Table(title="audit: ingested = labelled + dead-lettered + in flight")
+        for col in ("task", "ingested", "labelled", "dead-lettered", "in flight", "gap"):
+            table.add_column(col, justify="left" if col == "task" else "right")
+        for task, t in result["tasks"].items():
+            gap = f"[red]{t['gap']:,}[/red]" if t["gap"] else "0"
+            table.add_row(task, f"{t['ingested']:,}", f"{t['labelled']:,}", f"{t['dead_lettered']:,}",
+                          f"{t['in_flight']:,}", gap)
+        Console().print(table)
+        for task, t in result["tasks"].items():
+            if t["gap"]:
+                err_console.print(f"[red]{task}: {t['gap']:,} sessions unaccounted for[/red]")
+    if not result["ok"]:
+        raise typer.Exit(1)
+
+
+@friendly_errors
+def export(
+    ctx: typer.Context,
+    out: Annotated[Path, typer.Argument(help="Output file: .jsonl, or .parquet for Parquet.")],
+    task: Annotated[list[str] | None, typer.Option(help="Only these tasks (repeatable).")] = None,
+    source: Annotated[list[str] | None, typer.Option(help="Only teacher, student or human (repeatable).")] = None,
+    since: Annotated[str | None, typer.Option(help="Labels created at or after this date/time (ISO).")] = None,
+    until: Annotated[str | None, typer.Option(help="Labels created before this date/time (ISO).")] = None,
+    fmt: Annotated[str | None, typer.Option("--format", help="jsonl or parquet (default: from the name).")]
+    = None,
+) -> None:
+    """Write the latest label per session to one JSONL or Parquet file."""
+    from labelq.export import latest_labels, write_export
+    from labelq.store import open_store
+
+    settings = settings_of(ctx)
+    records = latest_labels(open_store(settings), tasks=task, sources=source, since=since, until=until)
+    written = write_export(records, out, fmt)
+    err_console.print(f"{len(records):,} labels written to {out} ({written})", highlight=False)

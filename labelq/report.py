@@ -1,0 +1,185 @@
+"""The demo's report: counts, quality against reference labels, throughput, cost; PNG, HTML and JSON.
+
+``summarise`` turns a finished run into plain data (the ``--json`` line);
+``write_report`` renders it as ``report.json``, ``report.png`` (four plots)
+and ``report.html`` (self-contained: the PNG is embedded).
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+import redis
+
+from labelq.errors import ObjectNotFound
+from labelq.export import latest_labels
+from labelq.registry import Registry
+from labelq.schemas import LabelRecord
+from labelq.settings import Settings
+from labelq.store import open_store
+
+TASK = "session-label"
+
+
+def _quality(records: list[LabelRecord], references: dict[str, str]) -> dict[str, float]:
+    from labelq.spec import load_spec
+    from trainer.evaluate import score
+
+    pairs = [(r.label, references[r.session_id]) for r in records if r.session_id in references]
+    if not pairs:
+        return {"n": 0, "exact_match": 0.0, "cosine": 0.0, "within_contract": 0.0, "mean_words": 0.0}
+    return score([p for p, _ in pairs], [r for _, r in pairs], load_spec(TASK).contract)
+
+
+def _span_s(records: list[LabelRecord]) -> float:
+    times = [datetime.fromisoformat(r.created_at) for r in records]
+    return (max(times) - min(times)).total_seconds() if len(times) > 1 else 0.0
+
+
+def summarise(run: dict[str, Any]) -> dict[str, Any]:
+    settings: Settings = run["settings"]
+    store = open_store(settings)
+    labels = latest_labels(store, tasks=[TASK])
+    by_source: dict[str, list[LabelRecord]] = {}
+    for record in labels:
+        by_source.setdefault(record.source, []).append(record)
+    student, teacher = by_source.get("student", []), by_source.get("teacher", [])
+    balance = run["audit"]["tasks"].get(TASK, {"gap": 0, "in_flight": 0, "dead_lettered": 0})
+    task_status = run["status"]["tasks"].get(TASK, {})
+    ingest = run["ingest"]
+    sessions = len(run["references"])
+    labelled = len(labels)
+    dead = balance["dead_lettered"] + ingest["rejected_total"]
+    registry_state: dict[str, Any] = {}
+    adapter_metrics: dict[str, Any] = {}
+    try:
+        from labelq.redis_server import connect
+
+        registry = Registry(settings, connect(settings), store)
+        serving = registry.serving(TASK)
+        if serving is not None:
+            adapter_metrics = registry.metrics(TASK, serving)
+            registry_state = {"version": serving, "dataset_version": adapter_metrics.get("dataset_version")}
+    except (ObjectNotFound, OSError, redis.RedisError):  # the report is still useful without them
+        pass
+    stages = run["stages"]
+    student_wall = stages.get("student", {}).get("end", 0) - stages.get("student", {}).get("start", 0)
+    stats_engine_s = _engine_seconds(run)
+    escalated = task_status.get("escalated_student", 0)
+    cost = task_status.get("cost", {})
+    throughput = {
+        "ingest_sessions_per_s": ingest.get("sessions_per_s"),
+        "teacher_labels_per_s": round(len(teacher) / _span_s(teacher), 1) if _span_s(teacher) else None,
+        "train_seconds": adapter_metrics.get("train", {}).get("train_seconds"),
+        "train_and_evaluate_seconds": adapter_metrics.get("seconds"),
+        "student_labels_per_s_wall": round(len(student) / student_wall, 1) if student_wall > 0 else None,
+        "student_labels_per_s_engine": round(len(student) / stats_engine_s, 1) if stats_engine_s else None,
+        "student_engine_seconds": round(stats_engine_s, 1) if stats_engine_s else None,
+    }
+    return {
+        "sessions": sessions,
+        "ingested": ingest["enqueued"],
+        "duplicates": ingest["duplicates"],
+        "labelled": labelled,
+        "labelled_teacher": len(teacher),
+        "labelled_student": len(student),
+        "escalated": escalated,
+        "dead_lettered": dead,
+        "lost": sessions - ingest["duplicates"] - labelled - dead,
+        "in_flight": balance["in_flight"],
+        "audit_ok": run["audit"]["ok"] and balance["in_flight"] == 0,
+        "finished": run["finished"],
+        "quality": _quality(student, run["references"]),
+        "quality_all_labels": _quality(labels, run["references"]),
+        "adapter": {**registry_state, "val": {k: adapter_metrics.get(k) for k in ("base", "adapter")}},
+        "throughput": throughput,
+        "cost": {k: cost.get(k) for k in ("teacher_per_1k_usd", "student_per_1k_usd", "savings",
+                                          "teacher_usd", "student_usd")},
+        "teacher": "replay (reference labels, priced as the real model)" if settings.resolved_teacher_backend
+        == "replay" else settings.teacher_model,
+        "student_gpu_usd_per_hour": settings.student_gpu_usd_per_hour,
+        "stages": stages,
+        "elapsed_s": run["elapsed_s"],
+        "run_dir": run["run_dir"],
+    }
+
+
+def _engine_seconds(run: dict[str, Any]) -> float:
+    settings: Settings = run["settings"]
+    from labelq.redis_server import connect
+
+    raw = connect(settings).hget(settings.redis_key("stats", TASK), "student_engine_ms")
+    return int(raw or 0) / 1000
+
+
+def _figure(summary: dict[str, Any]) -> bytes:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 4, figsize=(16, 3.6))
+    counts = {"teacher": summary["labelled_teacher"], "student": summary["labelled_student"],
+              "dead-lettered": summary["dead_lettered"], "lost": summary["lost"]}
+    axes[0].bar(list(counts), list(counts.values()), color=["#4c72b0", "#55a868", "#c44e52", "#8172b2"])
+    axes[0].set_title("sessions by outcome")
+    quality = summary["quality"]
+    names = ["exact_match", "cosine", "within_contract"]
+    axes[1].bar(names, [quality[n] for n in names], color="#55a868")
+    axes[1].set_ylim(0, 1)
+    axes[1].set_title("student labels vs reference")
+    val = summary["adapter"]["val"]
+    if val.get("base") and val.get("adapter"):
+        x = range(len(names))
+        axes[2].bar([i - 0.2 for i in x], [val["base"][n] for n in names], width=0.4, label="base")
+        axes[2].bar([i + 0.2 for i in x], [val["adapter"][n] for n in names], width=0.4, label="adapter")
+        axes[2].set_xticks(list(x), names)
+        axes[2].legend()
+    axes[2].set_ylim(0, 1)
+    axes[2].set_title("val split: base vs adapter")
+    cost = summary["cost"]
+    axes[3].bar(["teacher", "student"], [cost.get("teacher_per_1k_usd") or 0, cost.get("student_per_1k_usd") or 0],
+                color=["#4c72b0", "#55a868"])
+    axes[3].set_title("USD per 1,000 labels")
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=90)
+    plt.close(fig)
+    return buffer.getvalue()
+
+
+def _table(rows: dict[str, Any]) -> str:
+    cells = "".join(f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(str(v))}</td></tr>" for k, v in rows.items())
+    return f"<table>{cells}</table>"
+
+
+def write_report(summary: dict[str, Any], out_dir: Path) -> dict[str, Path]:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    png = _figure(summary)
+    paths = {"json": out_dir / "report.json", "png": out_dir / "report.png", "html": out_dir / "report.html"}
+    paths["json"].write_bytes(orjson.dumps(summary, option=orjson.OPT_INDENT_2))
+    paths["png"].write_bytes(png)
+    counts = {k: summary[k] for k in ("sessions", "ingested", "duplicates", "labelled", "labelled_teacher",
+                                      "labelled_student", "escalated", "dead_lettered", "lost", "audit_ok")}
+    page = f"""<!doctype html><html><head><meta charset="utf-8"><title>labelq demo report</title>
+<style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse;margin:1em 0}}
+th,td{{border:1px solid #ccc;padding:4px 10px;text-align:left}}th{{background:#f4f4f4}}</style></head><body>
+<h1>labelq demo report</h1><p>Teacher: {html.escape(str(summary['teacher']))}. Run {html.escape(summary['run_dir'])},
+{summary['elapsed_s']} s.</p>
+<img alt="plots" src="data:image/png;base64,{base64.b64encode(png).decode()}" style="max-width:100%">
+<h2>Counts</h2>{_table(counts)}
+<h2>Quality of student labels against the reference labels</h2>{_table(summary['quality'])}
+<h2>Adapter (val split of its curated bucket)</h2>{_table({'version': summary['adapter'].get('version'),
+    'base': summary['adapter']['val'].get('base'), 'adapter': summary['adapter']['val'].get('adapter')})}
+<h2>Throughput</h2>{_table(summary['throughput'])}
+<h2>Cost</h2>{_table({**summary['cost'], 'student GPU USD/hour (configured)': summary['student_gpu_usd_per_hour']})}
+<h2>Stages (seconds from start)</h2>{_table(summary['stages'])}
+</body></html>"""
+    paths["html"].write_text(page, encoding="utf-8")
+    return paths
