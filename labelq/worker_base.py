@@ -7,7 +7,9 @@
   ``max_attempts`` times (it keeps killing its worker) is dead-lettered
   session by session as ``poison_chunk`` while the rest of the queue flows;
 * ``Paused``: the worker cannot work now (budget spent, key refused, no
-  adapter): it waits, puts the message back and loses nothing.
+  adapter): it waits, puts the message back and loses nothing;
+* any other error puts the message back too (after a short backoff); the
+  delivery counter turns a chunk that keeps failing into dead letters.
 """
 
 from __future__ import annotations
@@ -84,6 +86,10 @@ class ChunkTask(Task):  # type: ignore[misc]
                     log.warning("paused", reason=pause.reason, wait_s=pause.wait_s)
                     time.sleep(pause.wait_s)
                     raise Reject(pause.reason, requeue=True) from None
+                except Exception as exc:  # never lose a chunk: put it back; poison after max_attempts
+                    log.exception("chunk_failed", deliveries=deliveries, error=type(exc).__name__)
+                    time.sleep(min(30.0, 0.5 * 2 ** deliveries))
+                    raise Reject(f"{type(exc).__name__}: {str(exc)[:200]}", requeue=True) from None
                 self.redis.delete(attempts_key)
                 log.info("chunk_done", sessions=len(chunk.sessions),
                          elapsed_s=round(time.monotonic() - started, 3), **(result or {}))

@@ -83,11 +83,15 @@ class VllmBackend:
         if dtype == "auto" and not _on_gpu():
             dtype = "float32"  # what the CPU build and the transformers backend agree on
         started = time.monotonic()
+        from transformers import AutoConfig
+
+        positions = getattr(AutoConfig.from_pretrained(model), "max_position_embeddings", None)
+        max_len = min(settings.student_max_model_len, positions or settings.student_max_model_len)
         kwargs: dict[str, Any] = {}
         if _on_gpu():
             kwargs["gpu_memory_utilization"] = settings.student_gpu_memory_utilization
         self._llm: Any = LLM(model=model, enable_lora=True, max_lora_rank=settings.student_max_lora_rank,
-                        max_loras=2, dtype=dtype, max_model_len=settings.student_max_model_len, seed=0,
+                        max_loras=2, dtype=dtype, max_model_len=max_len, seed=0,
                         **kwargs)
         log.info("engine_started", backend=self.name, model=model, seconds=round(time.monotonic() - started, 1))
 
