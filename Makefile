@@ -32,12 +32,12 @@ lint: install
 	$(BIN)/mypy
 
 demo: install
-	LABELQ_STATE_DIR=$(DEMO_DIR) $(BIN)/labelq synth -n $(DEMO_N) --seed 1 -o $(DEMO_DIR)/sessions.jsonl
-	LABELQ_STATE_DIR=$(DEMO_DIR) $(BIN)/labelq ingest $(DEMO_DIR)/sessions.jsonl
-	LABELQ_STATE_DIR=$(DEMO_DIR) $(BIN)/labelq status
+	LABELQ_STATE_DIR=$(DEMO_DIR) HF_HUB_OFFLINE=1 VLLM_CPU_KVCACHE_SPACE=2 $(BIN)/labelq demo -n $(DEMO_N)
 
 bench: install
 	$(BIN)/python bench/ingest.py --json
+	$(BIN)/python bench/quality.py --json
+	$(BIN)/python bench/student.py --json
 
 clean:
 	-LABELQ_STATE_DIR=$(DEMO_DIR) $(BIN)/labelq redis stop

@@ -87,26 +87,37 @@ def run(args: argparse.Namespace, url: str, tmp: Path) -> dict[str, Any]:
     Registry(settings, client, store).promote(TASK, 1)
     backend = VllmBackend(settings, base)
     spec = load_spec(TASK)
-    sessions = list(generate(args.n, seed=4040))
-    chunks = [ChunkMessage.decode(chunk_wire(TASK, "steady", [(s["session_id"], content_hash(s), s)
-                                                              for s in sessions[i:i + args.chunk_size]]))
-              for i in range(0, args.n, args.chunk_size)]
-    convs = [[chat_messages(student_prompt(spec, settings, s.payload)) for s in c.sessions] for c in chunks]
+
+    def chunks_of(seed: int, n: int) -> list[ChunkMessage]:
+        sessions = list(generate(n, seed=seed))
+        return [ChunkMessage.decode(chunk_wire(TASK, "steady", [(s["session_id"], content_hash(s), s)
+                                                               for s in sessions[i:i + args.chunk_size]]))
+                for i in range(0, n, args.chunk_size)]
+
+    def conversations(chunks: list[ChunkMessage]) -> list[list[Any]]:
+        return [[chat_messages(student_prompt(spec, settings, s.payload)) for s in c.sessions] for c in chunks]
+
+    # Every pass gets its own sessions: real traffic does not repeat, and vLLM's prefix cache
+    # would otherwise make a repeated pass look faster than it is.
+    chunks = chunks_of(4040, args.n)
+    before, after = conversations(chunks_of(4041, args.n)), conversations(chunks_of(4042, args.n))
+    singles = [conv for c in conversations(chunks_of(4043, args.unbatched)) for conv in c]
 
     from vllm import SamplingParams
     from vllm.lora.request import LoRARequest
 
     lora = LoRARequest("bench-v1", 1, str(adapter_dir))
     params = SamplingParams(temperature=0.0, max_tokens=spec.student.max_new_tokens, logprobs=1)
-    backend._llm.chat(convs[0][:8], params, lora_request=lora, use_tqdm=False)  # warm up
+    for conv in conversations(chunks_of(4044, 2 * args.chunk_size)):  # warm up: engine graphs, adapter
+        backend._llm.chat(conv, params, lora_request=lora, use_tqdm=False)
 
-    def raw() -> float:
+    def raw(convs: list[list[Any]]) -> float:
         started = time.perf_counter()
         for conv in convs:
             backend._llm.chat(conv, params, lora_request=lora, use_tqdm=False)
         return args.n / (time.perf_counter() - started)
 
-    raw_before = raw()
+    raw_before = raw(before)
 
     app = create_app(settings)
     student_tasks.register(app)
@@ -134,14 +145,12 @@ def run(args: argparse.Namespace, url: str, tmp: Path) -> dict[str, Any]:
     with contextlib.suppress(SystemExit):
         worker.start()
     celery_lps = args.n / (marks["end"] - marks["start"])
-    raw_after = raw()
+    raw_after = raw(after)
 
-    single = [c[0] for c in convs for _ in range(1)][: args.unbatched]
-    single += [conv for c in convs for conv in c[1:]][: max(0, args.unbatched - len(single))]
     started = time.perf_counter()
-    for conv in single:
+    for conv in singles:
         backend._llm.chat([conv], params, lora_request=lora, use_tqdm=False)
-    unbatched_lps = len(single) / (time.perf_counter() - started)
+    unbatched_lps = len(singles) / (time.perf_counter() - started)
     raw_lps = (raw_before + raw_after) / 2
     backend.close()
     return {
@@ -151,7 +160,7 @@ def run(args: argparse.Namespace, url: str, tmp: Path) -> dict[str, Any]:
         "unbatched_labels_per_s": round(unbatched_lps, 2),
         "ratio_vs_raw_engine": round(celery_lps / raw_lps, 3),
         "ratio_vs_unbatched": round(celery_lps / unbatched_lps, 1),
-        "chunk_size": args.chunk_size, "sessions": args.n, "unbatched_sessions": len(single),
+        "chunk_size": args.chunk_size, "sessions": args.n, "unbatched_sessions": len(singles),
         "engine": "vllm", "adapter": "LoRA r16 on the tiny base", "base_model": Path(base).name,
     }
 

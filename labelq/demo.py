@@ -91,6 +91,8 @@ def worker_env(settings: Settings, model_path: str, student_backend: str) -> dic
         "LABELQ_TRAINER_POLL_S": str(settings.trainer_poll_s),
         "LABELQ_CURATION_SEED_SIZE": str(settings.curation_seed_size),
         "LABELQ_TEACHER_BACKEND": settings.teacher_backend,
+        "LABELQ_TEACHER_RPM": str(settings.teacher_rpm),
+        "LABELQ_TEACHER_REPLAY_LATENCY_S": str(settings.teacher_replay_latency_s),
         "LABELQ_LOG_FORMAT": "json",
         "LABELQ_LOG_LEVEL": "INFO",
         "HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1"),

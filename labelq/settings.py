@@ -254,6 +254,16 @@ class Settings(BaseSettings):
         default=0.0, ge=0, description="A new adapter may trail the serving one by this much cosine."
     )
 
+    # --- operations -------------------------------------------------------------
+    metrics_port: int | None = Field(
+        default=None, ge=1, le=65535, description="Prometheus endpoint port of a worker (unset: no endpoint)."
+    )
+    metrics_host: str = Field(default="0.0.0.0", description="Address the metrics endpoint listens on.")
+    flower_basic_auth: SecretStr | None = Field(
+        default=None, description="user:password for Flower (`labelq flower` refuses to start without it)."
+    )
+    flower_port: int = Field(default=5555, ge=1, le=65535, description="Flower's port.")
+
     # --- logs -----------------------------------------------------------------
     log_level: str = Field(default="INFO", description="Log level: DEBUG, INFO, WARNING, ERROR.")
     log_format: str = Field(

@@ -13,14 +13,17 @@ import importlib
 from typing import Any
 
 from celery import Celery
+from celery.signals import worker_init
 
 from labelq.celery_app import WORKER_MODULES, celery_config, use_orjson_for_json
 from labelq.logging import configure
+from labelq.metrics import prepare_multiprocess, serve
 from labelq.redis_server import resolve_redis_url
 from labelq.settings import load_settings
 
 settings = load_settings()
 configure(settings.log_level, settings.log_format)
+prepare_multiprocess(settings)  # before any metric exists, so prefork children share one endpoint
 
 
 class _LazyConfig:
@@ -48,6 +51,13 @@ use_orjson_for_json()
 app = Celery("labelq", set_as_current=False)
 app.config_from_object(_LazyConfig())
 app.conf.labelq_settings = settings
+
+
+
+@worker_init.connect(weak=False)  # type: ignore[untyped-decorator]
+def _serve_metrics(**_: Any) -> None:
+    serve(settings)
+
 
 # Queue name -> why its worker module could not be loaded (a missing extra, say).
 UNAVAILABLE: dict[str, str] = {}

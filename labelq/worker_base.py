@@ -25,6 +25,7 @@ from celery.exceptions import Reject
 from labelq.deadletter import truncate_raw
 from labelq.errors import DecodeError
 from labelq.logging import bind, get_logger
+from labelq.metrics import observe_chunk, observe_retry
 from labelq.records import commit_chunk
 from labelq.redis_server import connect
 from labelq.schemas import ChunkMessage, DeadLetter
@@ -82,17 +83,20 @@ class ChunkTask(Task):  # type: ignore[misc]
                 try:
                     result = super().__call__(chunk)
                 except Paused as pause:
+                    observe_retry(self.stage, "paused")
                     self.redis.decr(attempts_key)  # a pause is not a failed delivery
                     log.warning("paused", reason=pause.reason, wait_s=pause.wait_s)
                     time.sleep(pause.wait_s)
                     raise Reject(pause.reason, requeue=True) from None
                 except Exception as exc:  # never lose a chunk: put it back; poison after max_attempts
+                    observe_retry(self.stage, "failed")
                     log.exception("chunk_failed", deliveries=deliveries, error=type(exc).__name__)
                     time.sleep(min(30.0, 0.5 * 2 ** deliveries))
                     raise Reject(f"{type(exc).__name__}: {str(exc)[:200]}", requeue=True) from None
                 self.redis.delete(attempts_key)
-                log.info("chunk_done", sessions=len(chunk.sessions),
-                         elapsed_s=round(time.monotonic() - started, 3), **(result or {}))
+                elapsed = time.monotonic() - started
+                observe_chunk(self.stage, chunk.task, len(chunk.sessions), elapsed, result or {})
+                log.info("chunk_done", sessions=len(chunk.sessions), elapsed_s=round(elapsed, 3), **(result or {}))
                 return result
 
     def _poisoned(self, chunk: ChunkMessage, deliveries: int) -> dict[str, Any]:

@@ -188,6 +188,32 @@ def worker(
     celery_app.worker_main(argv=argv)
 
 
+@friendly_errors
+def flower(
+    ctx: typer.Context,
+    port: Annotated[int | None, typer.Option(help="Port (default LABELQ_FLOWER_PORT, 5555).")] = None,
+    address: Annotated[str, typer.Option(help="Address to listen on.")] = "0.0.0.0",
+) -> None:
+    """Start Flower on the labelq queues; basic auth (LABELQ_FLOWER_BASIC_AUTH=user:password) is required."""
+    import os
+
+    settings = settings_of(ctx)
+    auth = settings.flower_basic_auth.get_secret_value() if settings.flower_basic_auth else ""
+    user, _, password = auth.partition(":")
+    if not user or not password:
+        err_console.print("[red]Flower needs basic auth:[/red] set LABELQ_FLOWER_BASIC_AUTH=user:password "
+                          "(it shows every task's arguments; labelq never starts it open)")
+        raise typer.Exit(2)
+    from labelq.redis_server import resolve_redis_url
+
+    env = {**os.environ, "FLOWER_BASIC_AUTH": auth,  # by environment, so it never shows in `ps`
+           "FLOWER_UNAUTHENTICATED_API": "false", "LABELQ_REDIS_URL": resolve_redis_url(settings)}
+    argv = [sys.executable, "-m", "celery", "-A", "labelq.worker_app", "flower",
+            f"--port={port or settings.flower_port}", f"--address={address}"]
+    err_console.print(f"flower on http://{address}:{port or settings.flower_port} (user {user})", highlight=False)
+    os.execve(sys.executable, argv, env)
+
+
 @redis_app.command("start")
 @friendly_errors
 def redis_start(ctx: typer.Context) -> None:
@@ -228,6 +254,7 @@ def register(app: typer.Typer) -> None:
     app.command()(synth)
     app.command()(status)
     app.command()(demo)
+    app.command()(flower)
     app.command()(audit)
     app.command(no_args_is_help=True)(export)
     app.command(no_args_is_help=True)(worker)

@@ -36,6 +36,9 @@ def trainer_run(
         raise typer.Exit(2) from None
     settings = settings_of(ctx)
     if not once:
+        from labelq.metrics import serve
+
+        serve(settings)  # LABELQ_METRICS_PORT: queue depths and the like for Prometheus
         run_forever(settings, _report)
         return
     results = run_once(settings)

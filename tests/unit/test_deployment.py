@@ -32,7 +32,8 @@ def test_compose_has_the_services_the_architecture_names() -> None:
     assert "maxmemory-policy noeviction" in redis_conf
     assert "healthcheck" in services["redis"]
     assert services["student"]["deploy"]["resources"]["reservations"]["devices"][0]["driver"] == "nvidia"
-    assert any("--basic-auth" in part for part in services["flower"]["command"])
+    assert services["flower"]["command"][:2] == ["labelq", "flower"]
+    assert "LABELQ_FLOWER_BASIC_AUTH" in services["flower"]["environment"]
 
 
 def test_every_labelq_setting_in_compose_exists() -> None:
@@ -77,3 +78,46 @@ def test_compose_commands_are_real_entry_points(service: str, command: list[str]
     env = {k: v for k, v in os.environ.items() if not k.startswith("LABELQ_")}
     result = subprocess.run(argv, capture_output=True, env=env, timeout=120, cwd=ROOT)
     assert result.returncode == 0, (service, result.stderr.decode()[-2000:])
+
+
+def k8s_documents() -> list[dict[str, Any]]:
+    docs = []
+    for path in sorted((ROOT / "infra" / "k8s").glob("*.yaml")):
+        docs += [d for d in yaml.safe_load_all(path.read_text()) if d]
+    return docs
+
+
+def _k8s_commands() -> list[tuple[str, list[str]]]:
+    return [(d["metadata"]["name"], c["command"]) for d in k8s_documents() if d["kind"] == "Deployment"
+            for c in d["spec"]["template"]["spec"]["containers"]]
+
+
+def test_k8s_manifests_parse_and_keda_scales_real_deployments_on_real_queues() -> None:
+    from labelq.celery_app import queue_redis_key
+
+    docs = k8s_documents()
+    deployments = {d["metadata"]["name"]: d for d in docs if d["kind"] == "Deployment"}
+    assert {"labelq-teacher", "labelq-student", "labelq-trainer", "labelq-flower"} <= set(deployments)
+    student = deployments["labelq-student"]["spec"]["template"]["spec"]["containers"][0]
+    assert student["resources"]["limits"]["nvidia.com/gpu"] == 1
+    scaled = {d["metadata"]["name"]: d for d in docs if d["kind"] == "ScaledObject"}
+    assert set(scaled) == {"labelq-teacher", "labelq-student"}
+    settings = Settings()
+    for name, obj in scaled.items():
+        assert obj["spec"]["scaleTargetRef"]["name"] in deployments
+        [trigger] = obj["spec"]["triggers"]
+        queue = name.removeprefix("labelq-")
+        assert trigger["type"] == "redis" and trigger["metadata"]["listName"] == queue_redis_key(settings, queue)
+    config = next(d for d in docs if d["kind"] == "ConfigMap")
+    unknown = {k for k in config["data"] if k.startswith("LABELQ_") and k[7:].lower() not in Settings.model_fields}
+    assert not unknown
+
+
+@pytest.mark.parametrize(("deployment", "command"), _k8s_commands(), ids=lambda v: v if isinstance(v, str) else "")
+def test_k8s_commands_are_real_entry_points(deployment: str, command: list[str]) -> None:
+    assert command[0] == "labelq"
+    argv = [sys.executable, "-m", "labelq.cli.main", *[c for c in command[1:] if not c.startswith("--")
+                                                      and not c.isdigit()], "--help"]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LABELQ_")}
+    result = subprocess.run(argv, capture_output=True, env=env, timeout=120, cwd=ROOT)
+    assert result.returncode == 0, (deployment, result.stderr.decode()[-2000:])

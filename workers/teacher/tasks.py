@@ -87,7 +87,10 @@ def run_teacher_chunk(settings: Settings, store: ObjectStore, client: redis.Redi
     unfinished = [r.item for r in results if r.status == "retry_later"]
     if unfinished:
         requeue(chunk, unfinished)
-    return {"labelled": len(records), "dead_lettered": len(letters), "handed_back": len(unfinished)}
+    return {"labelled": len(records), "dead_lettered": len(letters), "handed_back": len(unfinished),
+            "model": records[0].model if records else None, "usd": round(sum(r.cost_usd for r in records), 6),
+            "input_tokens": sum(r.input_tokens for r in records),
+            "output_tokens": sum(r.output_tokens for r in records)}
 
 
 def register(app: Celery) -> None:

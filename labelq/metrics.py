@@ -1,0 +1,143 @@
+"""Prometheus metrics of a worker, served on ``LABELQ_METRICS_PORT`` (off when unset).
+
+Only ids-free labels: stage, task, model, backend, queue. No session content,
+no session ids, no keys ever become a label value.
+
+* ``labelq_labels_total{stage,task}``            labels written (rate() gives labels/s)
+* ``labelq_dead_letters_total{stage,task}``      sessions dead-lettered by workers
+* ``labelq_escalations_total{task}``             student labels sent back to the teacher
+* ``labelq_chunk_retries_total{stage,kind}``     chunks put back: ``paused`` or ``failed``
+* ``labelq_chunk_seconds{stage}``                time per chunk (histogram)
+* ``labelq_batch_sessions{stage}``               sessions per chunk = per engine call (histogram)
+* ``labelq_engine_seconds{backend}``             student engine time per chunk (histogram)
+* ``labelq_teacher_usd_total{task,model}``, ``labelq_teacher_tokens_total{task,model,kind}``
+* ``labelq_adapter_version{task}``               adapter version the student serves
+* ``labelq_queue_depth{queue}``                  chunks waiting, read from Redis at scrape time
+
+Prefork workers (the teacher) share one endpoint through prometheus_client's
+multiprocess mode: ``PROMETHEUS_MULTIPROC_DIR`` is set before any metric exists.
+Without the ``ops`` extra every call here is a no-op.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+from labelq.logging import get_logger
+from labelq.settings import QUEUES, Settings
+
+log = get_logger(__name__)
+
+
+def prepare_multiprocess(settings: Settings) -> None:
+    """Call in the worker's main process before prometheus_client is imported anywhere."""
+    if settings.metrics_port is None or "PROMETHEUS_MULTIPROC_DIR" in os.environ:
+        return
+    folder = Path(settings.state_dir) / "metrics" / str(os.getpid())
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(folder)
+
+
+class _Metrics:
+    def __init__(self) -> None:
+        from prometheus_client import Counter, Gauge, Histogram
+
+        self.labels = Counter("labelq_labels_total", "Labels written.", ["stage", "task"])
+        self.dead = Counter("labelq_dead_letters_total", "Sessions dead-lettered by workers.", ["stage", "task"])
+        self.escalations = Counter("labelq_escalations_total", "Student labels escalated to the teacher.",
+                                   ["task"])
+        self.retries = Counter("labelq_chunk_retries_total", "Chunks put back on their queue.", ["stage", "kind"])
+        self.chunk_seconds = Histogram("labelq_chunk_seconds", "Seconds per chunk.", ["stage"],
+                                       buckets=(0.1, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, 900))
+        self.batch = Histogram("labelq_batch_sessions", "Sessions per chunk (one engine call for students).",
+                               ["stage"], buckets=(1, 8, 16, 32, 64, 128, 256, 512, 1024, 4096))
+        self.engine = Histogram("labelq_engine_seconds", "Student engine seconds per chunk.", ["backend"],
+                                buckets=(0.05, 0.1, 0.5, 1, 2, 5, 10, 30, 60))
+        self.teacher_usd = Counter("labelq_teacher_usd_total", "Teacher spend in USD.", ["task", "model"])
+        self.teacher_tokens = Counter("labelq_teacher_tokens_total", "Teacher tokens.", ["task", "model", "kind"])
+        self.adapter = Gauge("labelq_adapter_version", "Adapter version served.", ["task"],
+                             multiprocess_mode="mostrecent")
+
+
+_METRICS: _Metrics | None = None
+_DISABLED = False
+
+
+def metrics() -> _Metrics | None:
+    global _METRICS, _DISABLED
+    if _METRICS is None and not _DISABLED:
+        try:
+            _METRICS = _Metrics()
+        except ImportError:
+            _DISABLED = True
+    return _METRICS
+
+
+def observe_chunk(stage: str, task: str, sessions: int, seconds: float, result: dict[str, Any]) -> None:
+    m = metrics()
+    if m is None:
+        return
+    m.chunk_seconds.labels(stage).observe(seconds)
+    m.batch.labels(stage).observe(sessions)
+    if result.get("labelled"):
+        m.labels.labels(stage, task).inc(result["labelled"])
+    if result.get("dead_lettered"):
+        m.dead.labels(stage, task).inc(result["dead_lettered"])
+    if result.get("escalated"):
+        m.escalations.labels(task).inc(result["escalated"])
+    if result.get("engine_s") is not None and result.get("backend"):
+        m.engine.labels(result["backend"]).observe(result["engine_s"])
+    if result.get("adapter_version") is not None:
+        m.adapter.labels(task).set(result["adapter_version"])
+    if result.get("usd") is not None and result.get("model"):
+        m.teacher_usd.labels(task, result["model"]).inc(result["usd"])
+        m.teacher_tokens.labels(task, result["model"], "input").inc(result.get("input_tokens", 0))
+        m.teacher_tokens.labels(task, result["model"], "output").inc(result.get("output_tokens", 0))
+
+
+def observe_retry(stage: str, kind: str) -> None:
+    m = metrics()
+    if m is not None:
+        m.retries.labels(stage, kind).inc()
+
+
+class QueueDepthCollector:
+    """``labelq_queue_depth{queue}`` read from Redis when scraped."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+
+    def collect(self) -> Any:
+        from prometheus_client.core import GaugeMetricFamily
+
+        from labelq.celery_app import queue_redis_key
+        from labelq.redis_server import connect
+
+        family = GaugeMetricFamily("labelq_queue_depth", "Chunks waiting in a queue.", labels=["queue"])
+        client = connect(self._settings)
+        for queue in QUEUES:
+            family.add_metric([queue], float(client.llen(queue_redis_key(self._settings, queue))))
+        yield family
+
+
+def serve(settings: Settings) -> int | None:
+    """Start the endpoint in this (the worker's main) process; the port, or None when off."""
+    if settings.metrics_port is None:
+        return None
+    try:
+        from prometheus_client import CollectorRegistry, start_http_server
+        from prometheus_client.multiprocess import MultiProcessCollector
+    except ImportError:
+        log.warning("metrics_unavailable", detail="install labelq[ops] for the Prometheus endpoint")
+        return None
+    registry = CollectorRegistry()
+    if "PROMETHEUS_MULTIPROC_DIR" in os.environ:
+        MultiProcessCollector(registry)
+    registry.register(QueueDepthCollector(settings))
+    start_http_server(settings.metrics_port, addr=settings.metrics_host, registry=registry)
+    log.info("metrics_serving", port=settings.metrics_port)
+    return settings.metrics_port

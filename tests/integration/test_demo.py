@@ -1,0 +1,52 @@
+"""The demo path on a small N: real teacher, trainer and student worker processes, then the report."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import orjson
+import pytest
+import redis
+
+from labelq.settings import Settings
+from labelq.store import open_store
+from tests.integration.helpers import jsonl_objects
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+pytest.importorskip("torch")
+pytest.importorskip("matplotlib")
+
+
+@pytest.mark.timeout(600)
+def test_demo_loop_labels_everything_and_reports(settings: Settings, redis_client: redis.Redis,
+                                                 tiny_model: Path, tmp_path: Path) -> None:
+    from labelq.demo import DemoConfig, run_demo
+    from labelq.report import summarise, write_report
+
+    settings = settings.model_copy(update={"student_model": str(tiny_model), "curation_seed_size": 120,
+                                           "teacher_backend": "replay", "teacher_rpm": 6000})
+    stages: set[str] = set()
+    run = run_demo(settings, DemoConfig(sessions=400, timeout_s=480, student_backend="transformers"),
+                   lambda stage, done, total, info: stages.add(stage))
+    summary = summarise(run)
+    assert summary["finished"] and summary["audit_ok"], summary
+    assert summary["lost"] == 0 and summary["labelled"] + summary["dead_lettered"] == 400
+    assert summary["labelled_teacher"] >= 120 and summary["labelled_student"] >= 200
+    assert summary["adapter"]["version"] == 1
+    assert summary["quality"]["within_contract"] == 1.0 and summary["quality"]["n"] == summary["labelled_student"]
+    letters = jsonl_objects(run["settings"], "deadletter/")
+    assert len(letters) == summary["dead_lettered"] and all(d["reason"] for d in letters)
+    cost = summary["cost"]
+    assert cost["teacher_per_1k_usd"] > cost["student_per_1k_usd"] > 0 and 0 < cost["savings"] < 1
+    assert {"base model", "synthetic sessions", "ingest", "teacher labels", "curate + train",
+            "student labels"} <= stages
+    paths = write_report(summary, tmp_path / "report")
+    assert paths["png"].read_bytes().startswith(b"\x89PNG")
+    page = paths["html"].read_text()
+    assert "data:image/png;base64," in page and "<script" not in page
+    assert orjson.loads(paths["json"].read_bytes())["labelled"] == summary["labelled"]
+    # every session of the input has its latest label in the store, exactly once per source it went to
+    store = open_store(run["settings"])
+    student_ids = [r["session_id"] for r in jsonl_objects(run["settings"], "labels/student/")]
+    assert len(student_ids) == len(set(student_ids)) == summary["labelled_student"]
+    assert store.exists("adapters/session-label/v1/metrics.json")
