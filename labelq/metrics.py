@@ -11,6 +11,7 @@ no session ids, no keys ever become a label value.
 * ``labelq_batch_sessions{stage}``               sessions per chunk = per engine call (histogram)
 * ``labelq_engine_seconds{backend}``             student engine time per chunk (histogram)
 * ``labelq_teacher_usd_total{task,model}``, ``labelq_teacher_tokens_total{task,model,kind}``
+* ``labelq_student_usd_total{task}``             engine seconds x ``LABELQ_STUDENT_GPU_USD_PER_HOUR``
 * ``labelq_adapter_version{task}``               adapter version the student serves
 * ``labelq_queue_depth{queue}``                  chunks waiting, read from Redis at scrape time
 
@@ -59,6 +60,8 @@ class _Metrics:
                                 buckets=(0.05, 0.1, 0.5, 1, 2, 5, 10, 30, 60))
         self.teacher_usd = Counter("labelq_teacher_usd_total", "Teacher spend in USD.", ["task", "model"])
         self.teacher_tokens = Counter("labelq_teacher_tokens_total", "Teacher tokens.", ["task", "model", "kind"])
+        self.student_usd = Counter("labelq_student_usd_total",
+                                   "Student cost in USD: engine seconds x LABELQ_STUDENT_GPU_USD_PER_HOUR.", ["task"])
         self.adapter = Gauge("labelq_adapter_version", "Adapter version served.", ["task"],
                              multiprocess_mode="mostrecent")
 
@@ -91,6 +94,8 @@ def observe_chunk(stage: str, task: str, sessions: int, seconds: float, result: 
         m.escalations.labels(task).inc(result["escalated"])
     if result.get("engine_s") is not None and result.get("backend"):
         m.engine.labels(result["backend"]).observe(result["engine_s"])
+    if result.get("student_usd"):
+        m.student_usd.labels(task).inc(result["student_usd"])
     if result.get("adapter_version") is not None:
         m.adapter.labels(task).set(result["adapter_version"])
     if result.get("usd") is not None and result.get("model"):

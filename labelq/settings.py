@@ -247,6 +247,9 @@ class Settings(BaseSettings):
         description="A bucket's training lock lives this long and is renewed while its trainer works; "
         "a killed trainer's bucket is free again after it.",
     )
+    trainer_qlora: bool = Field(
+        default=False, description="Train on 4-bit base weights (QLoRA) when a GPU and bitsandbytes are present."
+    )
     promote_margin_exact: float = Field(
         default=0.0, ge=0, description="A new adapter may trail the serving one by this much exact match."
     )

@@ -6,6 +6,7 @@ tokens, ``bias="none"``; its full training config is written beside it.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import random
 import time
@@ -35,6 +36,7 @@ class LoraTrainConfig:
     max_tokens: int = 512
     seed: int = 0
     precision: str = "auto"  # auto: bf16 on a GPU, fp32 on a CPU
+    qlora: bool = False  # 4-bit base weights (bitsandbytes, GPU only); else falls back to bf16/fp32
 
 
 def train_lora(base_model: str, examples: list[tuple[str, str]], out_dir: Path,
@@ -52,8 +54,20 @@ def train_lora(base_model: str, examples: list[tuple[str, str]], out_dir: Path,
     dtype = torch.bfloat16 if (config.precision == "bf16" or (config.precision == "auto" and device == "cuda")) \
         else torch.float32
     tokenizer = AutoTokenizer.from_pretrained(base_model)
-    base: Any = AutoModelForCausalLM.from_pretrained(base_model, dtype=dtype)
-    base = base.to(device)
+    quantized = config.qlora and device == "cuda" and importlib.util.find_spec("bitsandbytes") is not None
+    if config.qlora and not quantized:
+        log.warning("qlora_unavailable", detail="QLoRA needs a GPU and bitsandbytes; training without it")
+    if quantized:
+        from peft import prepare_model_for_kbit_training
+        from transformers import BitsAndBytesConfig
+
+        base: Any = AutoModelForCausalLM.from_pretrained(base_model, device_map={"": 0}, quantization_config=
+                                                         BitsAndBytesConfig(load_in_4bit=True,
+                                                                            bnb_4bit_quant_type="nf4",
+                                                                            bnb_4bit_compute_dtype=dtype))
+        base = prepare_model_for_kbit_training(base)
+    else:
+        base = AutoModelForCausalLM.from_pretrained(base_model, dtype=dtype).to(device)
     peft_config = LoraConfig(r=config.rank, lora_alpha=config.alpha, lora_dropout=config.dropout,
                              target_modules=config.target_modules, bias="none", task_type="CAUSAL_LM")
     model = get_peft_model(base, peft_config)
@@ -86,7 +100,8 @@ def train_lora(base_model: str, examples: list[tuple[str, str]], out_dir: Path,
     model.save_pretrained(str(out_dir), safe_serialization=True)
     seconds = round(time.monotonic() - started, 2)
     stats = {"steps": total, "final_loss": round(loss_value, 4), "train_seconds": seconds,
-             "device": device, "dtype": str(dtype).removeprefix("torch."), "examples": len(examples)}
+             "device": device, "dtype": str(dtype).removeprefix("torch."), "examples": len(examples),
+             "qlora": quantized}
     (out_dir / "train_config.json").write_text(json.dumps(
         {"base_model": base_model, "lora": asdict(config), "stats": stats}, indent=2))
     log.info("lora_trained", **stats)

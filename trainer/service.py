@@ -93,9 +93,15 @@ return 0
 """
 
 
+def _log_progress(step: int, total: int, loss: float) -> None:
+    """About ten progress lines per training run."""
+    if step == total or step % max(1, total // 10) == 0:
+        log.info("training_progress", step=step, steps=total, loss=round(loss, 4))
+
+
 def _train_locked(settings: Settings, store: ObjectStore, client: redis.Redis, task: str,
                   dataset_version: str) -> dict[str, Any]:
-    from trainer.lora import train_lora
+    from trainer.lora import LoraTrainConfig, train_lora
 
     started = time.monotonic()
     spec = load_spec(task, settings.specs_dir)
@@ -112,7 +118,7 @@ def _train_locked(settings: Settings, store: ObjectStore, client: redis.Redis, t
     with tempfile.TemporaryDirectory(prefix="labelq-train-") as tmp:
         new_dir = Path(tmp) / "adapter"
         stats = train_lora(base_model, [(student_prompt(spec, settings, r["payload"]), r["label"]) for r in train],
-                           new_dir)
+                           new_dir, LoraTrainConfig(qlora=settings.trainer_qlora), on_step=_log_progress)
         metrics: dict[str, Any] = {
             "task": task, "version": version, "dataset_version": dataset_version,
             "prompt_version": spec.prompt_version, "base_model": base_model, "train": stats,

@@ -132,4 +132,4 @@ def run_student_chunk(runtime: StudentRuntime, chunk: ChunkMessage, escalate: Es
                  extra_counts={"escalated_student": len(escalated), "student_engine_ms": int(engine_s * 1000)})
     return {"labelled": len(records), "escalated": len(escalated), "dead_lettered": len(letters),
             "adapter_version": adapter.version if adapter else None, "engine_s": round(engine_s, 3),
-            "backend": backend.name}
+            "backend": backend.name, "student_usd": round(engine_s / 3600 * settings.student_gpu_usd_per_hour, 8)}
