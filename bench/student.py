@@ -108,7 +108,7 @@ def run(args: argparse.Namespace, url: str, tmp: Path) -> dict[str, Any]:
 
     lora = LoRARequest("bench-v1", 1, str(adapter_dir))
     params = SamplingParams(temperature=0.0, max_tokens=spec.student.max_new_tokens, logprobs=1)
-    for conv in conversations(chunks_of(4044, 2 * args.chunk_size)):  # warm up: engine graphs, adapter
+    for conv in conversations(chunks_of(4044, args.warmup)):  # warm up: kernels for many prompt shapes
         backend._llm.chat(conv, params, lora_request=lora, use_tqdm=False)
 
     def raw(convs: list[list[Any]]) -> float:
@@ -170,6 +170,7 @@ def main() -> None:
     parser.add_argument("-n", type=int, default=2048, help="sessions through the Celery path")
     parser.add_argument("--chunk-size", type=int, default=256, help="sessions per chunk (one engine call)")
     parser.add_argument("--unbatched", type=int, default=64, help="sessions labelled one at a time")
+    parser.add_argument("--warmup", type=int, default=2048, help="sessions labelled before timing starts")
     parser.add_argument("--state-dir", type=Path, default=ROOT / ".labelq" / "bench")
     parser.add_argument("--base-model", default="tiny", help="'tiny' or a hub name / local path")
     parser.add_argument("--json", action="store_true", help="print only the JSON result line on stdout")

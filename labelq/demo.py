@@ -156,6 +156,7 @@ def run_demo(base: Settings, config: DemoConfig, progress: Progress) -> dict[str
         progress("base model", max(1, total_steps), max(1, total_steps), "ready" if ready else "built")
     else:
         model_path = settings.student_model
+        progress("base model", 1, 1, f"using {model_path}")
     clock.end("base_model")
 
     clock.start("synth")

@@ -69,6 +69,9 @@ def demo(
     from labelq.demo import DemoConfig, run_demo
     from labelq.report import summarise, write_report
 
+    if student_backend not in {"auto", "vllm", "transformers"}:
+        err_console.print(f"[red]--student-backend must be auto, vllm or transformers, not {student_backend!r}[/red]")
+        raise typer.Exit(2)
     settings = settings_of(ctx)
     config = DemoConfig(sessions=n, seed=seed, timeout_s=timeout_s, student_backend=student_backend)
     err_console.print(f"labelq demo: {n:,} sessions, state in {settings.state_dir}, teacher "
