@@ -27,9 +27,14 @@ def scrub_text(text: str) -> str:
     return _BEARER.sub(lambda m: m.group(1)[:3] + "***", text)
 
 
+def _is_count(name: str, value: Any) -> bool:
+    """``input_tokens=812`` is a number of tokens, not a token."""
+    return name.endswith("_tokens") and isinstance(value, int) and not isinstance(value, bool)
+
+
 def _scrub(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     for name, value in list(event.items()):
-        if _SECRET_KEY.search(name) and value is not None and name != "event":
+        if _SECRET_KEY.search(name) and value is not None and name != "event" and not _is_count(name, value):
             event[name] = "***"
         elif isinstance(value, str):
             event[name] = scrub_text(value)

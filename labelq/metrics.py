@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +42,9 @@ def prepare_multiprocess(settings: Settings) -> None:
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(folder)
+    values = sys.modules.get("prometheus_client.values")
+    if values is not None:  # imported already (Celery loads Flower's CLI plugin, which imports it)
+        values.ValueClass = values.get_value_class()  # type: ignore[attr-defined]
 
 
 class _Metrics:

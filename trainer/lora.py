@@ -67,7 +67,8 @@ def train_lora(base_model: str, examples: list[tuple[str, str]], out_dir: Path,
                                                                             bnb_4bit_compute_dtype=dtype))
         base = prepare_model_for_kbit_training(base)
     else:
-        base = AutoModelForCausalLM.from_pretrained(base_model, dtype=dtype).to(device)
+        base = AutoModelForCausalLM.from_pretrained(base_model, dtype=dtype)
+        base = base.to(device)
     peft_config = LoraConfig(r=config.rank, lora_alpha=config.alpha, lora_dropout=config.dropout,
                              target_modules=config.target_modules, bias="none", task_type="CAUSAL_LM")
     model = get_peft_model(base, peft_config)

@@ -26,6 +26,12 @@ def queued_chunks(settings: Settings, client: redis.Redis, queue: str) -> list[C
     return out
 
 
+def queued_session_ids(settings: Settings, client: redis.Redis) -> list[str]:
+    """Session ids in every chunk waiting on the teacher and student queues (routing splits them)."""
+    return [s.session_id for q in ("teacher", "student") for c in queued_chunks(settings, client, q)
+            for s in c.sessions]
+
+
 def jsonl_objects(settings: Settings, prefix: str) -> list[dict[str, Any]]:
     """Every JSONL row of every object under ``prefix`` in the settings' store."""
     store = open_store(settings)

@@ -57,6 +57,7 @@ def test_teacher_worker_serves_prometheus_metrics_without_session_content(
     assert status == 200
     lines = {line.split(" ")[0]: float(line.split(" ")[1]) for line in text.splitlines()
              if line and not line.startswith("#")}
+    assert 'labelq_labels_total{stage="teacher",task="session-label"}' in lines, text
     assert lines['labelq_labels_total{stage="teacher",task="session-label"}'] == 96  # both children summed
     assert lines['labelq_batch_sessions_count{stage="teacher"}'] == 6
     assert lines['labelq_queue_depth{queue="teacher"}'] == 0

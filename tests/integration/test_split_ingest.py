@@ -14,7 +14,7 @@ from labelq.synth import generate
 from producer import split
 from producer.run import run_ingest
 from producer.split import plan_ranges
-from tests.integration.helpers import dead_letters, queued_chunks, write_jsonl
+from tests.integration.helpers import dead_letters, queued_session_ids, write_jsonl
 
 pytestmark = pytest.mark.integration
 
@@ -54,6 +54,6 @@ def test_split_ingest_matches_streaming(
     assert (summary.read, summary.enqueued, summary.duplicates) == (1002, 900, 100)
     assert dict(summary.rejected) == {"invalid_json": 1, "missing_id": 1}
     assert sum(seen) == path.stat().st_size
-    queued = [s.session_id for c in queued_chunks(settings, redis_client, "teacher") for s in c.sessions]
+    queued = queued_session_ids(settings, redis_client)
     assert sorted(queued) == sorted(s["session_id"] for s in sessions)
     assert sorted(d["line"] for d in dead_letters(settings)) == [1001, 1002]

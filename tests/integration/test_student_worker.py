@@ -15,6 +15,7 @@ from labelq.celery_app import create_app
 from labelq.settings import Settings
 from labelq.synth import generate
 from producer.republish import republish
+from tests.integration.helpers import dead_letters
 from tests.integration.student_helpers import TASK, publish_adapter, student_records
 from tests.integration.teacher_helpers import make_chunk
 from tests.integration.worker_procs import celery_workers, worker_env
@@ -47,6 +48,10 @@ def labelled(settings: Settings, client: redis.Redis) -> int:
     return int(client.hget(settings.redis_key("stats", TASK), "labelled_student") or 0)
 
 
+def dead(settings: Settings, client: redis.Redis) -> int:
+    return int(client.hget(settings.redis_key("stats", TASK), "dead_student") or 0)
+
+
 def student_env(settings: Settings, tiny_model: Path, **extra: str) -> dict[str, str]:
     return worker_env(settings, LABELQ_STUDENT_BACKEND="transformers", LABELQ_STUDENT_MODEL=str(tiny_model),
                       LABELQ_STUDENT_ESCALATION_SHARE="0", LABELQ_STUDENT_WAIT_S="0.5", **extra)
@@ -61,15 +66,15 @@ def test_running_worker_waits_for_an_adapter_then_follows_promotions(
         time.sleep(3)  # no adapter yet: the queue waits, nothing is labelled
         assert labelled(settings, redis_client) == 0
         publish_adapter(settings, redis_client, tiny_adapters["style"], 1)
-        wait_for(lambda: labelled(settings, redis_client) == 48, 120, "v1 labels")
+        wait_for(lambda: labelled(settings, redis_client) + dead(settings, redis_client) == 48, 120, "v1 labels")
         publish_adapter(settings, redis_client, tiny_adapters["constant"], 2)  # same worker, no restart
         late = send(settings, redis_client, sessions[48:], 16)
-        wait_for(lambda: labelled(settings, redis_client) == 96, 120, "v2 labels")
+        wait_for(lambda: labelled(settings, redis_client) + dead(settings, redis_client) == 96, 120, "v2 labels")
     versions = {}
     for record in student_records(settings):
         versions.setdefault(record.chunk_id, set()).add(record.adapter_version)
     assert all(versions[c] == {1} for c in early) and all(versions[c] == {2} for c in late)
-    assert len({r.session_id for r in student_records(settings)}) == 96
+    assert len({r.session_id for r in student_records(settings)}) + len(dead_letters(settings, "student")) == 96
 
 
 def test_worker_killed_mid_chunk_loses_nothing_and_writes_once(
@@ -87,9 +92,12 @@ def test_worker_killed_mid_chunk_loses_nothing_and_writes_once(
         os.killpg(proc.pid, signal.SIGKILL)  # mid-chunk: nothing committed yet
         proc.wait()
     assert labelled(settings, redis_client) == 0 and student_records(settings) == []
+    time.sleep(4)  # past the visibility timeout: the restarted worker restores the unacked chunk at start
     (tmp_path / "again").mkdir()
     with celery_workers(env, "student", 1, tmp_path / "again"):
-        wait_for(lambda: labelled(settings, redis_client) == 768, 180, "the redelivered chunk")
-    records = student_records(settings)
-    assert len(records) == 768 and len({r.session_id for r in records}) == 768
-    assert {r.session_id for r in records} == {s["session_id"] for s in sessions}
+        wait_for(lambda: labelled(settings, redis_client) + dead(settings, redis_client) == 768, 180,
+                 "the redelivered chunk")
+    records, letters = student_records(settings), dead_letters(settings, "student")
+    assert len(records) + len(letters) == 768 and len(records) >= 760  # the tiny model rarely breaks the contract
+    ids = [r.session_id for r in records] + [d["session_id"] for d in letters]
+    assert sorted(ids) == sorted(s["session_id"] for s in sessions)  # each exactly once

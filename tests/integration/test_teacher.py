@@ -41,7 +41,10 @@ def test_labels_records_ledger_and_cache(settings: Settings, redis_client: redis
     with FakeOpenAI() as fake:
         s = teacher_settings(settings, fake.base_url)
         chunk = chunks_of(30, 30)[0]
-        assert run(s, redis_client, chunk) == {"labelled": 30, "dead_lettered": 0, "handed_back": 0}
+        result = run(s, redis_client, chunk)
+        assert {k: result[k] for k in ("labelled", "dead_lettered", "handed_back")} == {
+            "labelled": 30, "dead_lettered": 0, "handed_back": 0}
+        assert result["model"] == s.teacher_model and result["usd"] > 0 and result["input_tokens"] > 0
         records = teacher_records(s)
         assert len(records) == 30
         for r in records:
@@ -75,8 +78,9 @@ def test_faults_at_30_percent_every_session_accounted(settings: Settings, redis_
         chunks = chunks_of(120, 40, seed=2)
         totals = {"labelled": 0, "dead_lettered": 0, "handed_back": 0}
         for chunk in chunks:
-            for k, v in run(s, redis_client, chunk).items():
-                totals[k] += v
+            result = run(s, redis_client, chunk)
+            for k in totals:
+                totals[k] += result[k]
         assert totals["labelled"] + totals["dead_lettered"] == 120
         assert totals["labelled"] >= 110  # 4 attempts at 30% faults: almost all get through
         faults = {r["fault"] for r in fake.requests}
