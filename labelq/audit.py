@@ -26,7 +26,8 @@ from labelq.status import known_tasks
 CHUNK_QUEUES = ("teacher", "student")
 
 
-def _chunk_args(envelope: bytes | str) -> dict[str, Any] | None:
+def decode_chunk_message(envelope: bytes | str) -> dict[str, Any] | None:
+    """The chunk (wire dict) inside a queued or unacked Celery message; None for other messages."""
     try:
         message = orjson.loads(envelope)
         if isinstance(message, list):  # kombu's unacked entries: [message, exchange, routing key]
@@ -42,11 +43,11 @@ def in_flight_messages(settings: Settings, client: redis.Redis) -> Iterator[dict
     """Every chunk message waiting in a queue or reserved by a worker."""
     for queue in CHUNK_QUEUES:
         for raw in client.lrange(queue_redis_key(settings, queue), 0, -1):
-            chunk = _chunk_args(raw)
+            chunk = decode_chunk_message(raw)
             if chunk is not None:
                 yield chunk
     for raw in client.hvals(settings.redis_key_prefix + "unacked"):
-        chunk = _chunk_args(raw)
+        chunk = decode_chunk_message(raw)
         if chunk is not None:
             yield chunk
 

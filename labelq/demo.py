@@ -19,9 +19,7 @@ Each run uses its own Redis key prefix and store folder under
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -33,6 +31,7 @@ import orjson
 
 from labelq.audit import audit
 from labelq.logging import get_logger
+from labelq.processes import start_celery_worker, stop_process_groups
 from labelq.redis_server import connect, resolve_redis_url
 from labelq.settings import Settings
 from labelq.status import gather
@@ -115,22 +114,11 @@ def workers(env: dict[str, str], log_dir: Path) -> Iterator[dict[str, subprocess
         for queue, (pool, concurrency) in plan.items():
             out = (log_dir / f"{queue}.log").open("wb")
             files.append(out)
-            procs[queue] = subprocess.Popen(
-                [sys.executable, "-m", "celery", "-A", "labelq.worker_app", "worker", "-Q", queue, "-P", pool,
-                 "-c", str(concurrency), "-n", f"{queue}-demo@%h", "--without-mingle", "--without-gossip",
-                 "--loglevel=WARNING"],
-                env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+            procs[queue] = start_celery_worker(queue, pool=pool, concurrency=concurrency, name=f"{queue}-demo@%h",
+                                               env=env, log=out)
         yield procs
     finally:
-        for proc in procs.values():
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGTERM)
-        for proc in procs.values():
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+        stop_process_groups(procs.values(), timeout_s=30)
         for out in files:
             out.close()
 
@@ -150,10 +138,9 @@ def run_demo(base: Settings, config: DemoConfig, progress: Progress) -> dict[str
     clock.start("base_model")
     if settings.student_model == "tiny":
         ready = (tiny_model_dir(settings) / "config.json").exists()
-        total_steps = 0 if ready else 1
         model_path = str(build_tiny_model(settings, on_step=lambda step, total, loss: progress(
             "base model", step, total, f"pre-training, loss {loss:.3f}")))
-        progress("base model", max(1, total_steps), max(1, total_steps), "ready" if ready else "built")
+        progress("base model", 1, 1, "ready" if ready else "built")
     else:
         model_path = settings.student_model
         progress("base model", 1, 1, f"using {model_path}")
@@ -201,7 +188,8 @@ def _watch(settings: Settings, client: Any, store: Any, clock: StageClock, procs
         for name, proc in procs.items():
             if proc.poll() is not None:
                 raise RuntimeError(f"the {name} worker exited with {proc.returncode}; see its log")
-        t = gather(settings, client)["tasks"].get(TASK, {})
+        snapshot = gather(settings, client)
+        t = snapshot["tasks"].get(TASK, {})
         teacher, student = t.get("labelled_teacher", 0), t.get("labelled_student", 0)
         routing = t.get("routing", {})
         seed = min(routing.get("seeded", 0), settings.curation_seed_size)
@@ -217,7 +205,8 @@ def _watch(settings: Settings, client: Any, store: Any, clock: StageClock, procs
                 clock.start("student")
             progress("curate + train", 1, 1, f"adapter v{serving} promoted")
         progress("student labels", student, None, f"adapter v{serving}" if serving else "waiting for an adapter")
-        balance = audit(settings, client)["tasks"].get(TASK)
+        queues_empty = snapshot["queues"]["teacher"] == snapshot["queues"]["student"] == 0
+        balance = audit(settings, client)["tasks"].get(TASK) if queues_empty else None
         if balance and balance["in_flight"] == 0 and balance["gap"] == 0 and \
                 balance["labelled"] + balance["dead_lettered"] == enqueued:
             clock.end("student")

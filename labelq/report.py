@@ -70,12 +70,13 @@ def summarise(run: dict[str, Any]) -> dict[str, Any]:
         pass
     stages = run["stages"]
     student_wall = stages.get("student", {}).get("end", 0) - stages.get("student", {}).get("start", 0)
-    stats_engine_s = _engine_seconds(run)
+    stats_engine_s = task_status.get("student_engine_s", 0.0)
+    teacher_span = _span_s(teacher)
     escalated = task_status.get("escalated_student", 0)
     cost = task_status.get("cost", {})
     throughput = {
         "ingest_sessions_per_s": ingest.get("sessions_per_s"),
-        "teacher_labels_per_s": round(len(teacher) / _span_s(teacher), 1) if _span_s(teacher) else None,
+        "teacher_labels_per_s": round(len(teacher) / teacher_span, 1) if teacher_span else None,
         "train_seconds": adapter_metrics.get("train", {}).get("train_seconds"),
         "train_and_evaluate_seconds": adapter_metrics.get("seconds"),
         "student_labels_per_s_wall": round(len(student) / student_wall, 1) if student_wall > 0 else None,
@@ -108,14 +109,6 @@ def summarise(run: dict[str, Any]) -> dict[str, Any]:
         "elapsed_s": run["elapsed_s"],
         "run_dir": run["run_dir"],
     }
-
-
-def _engine_seconds(run: dict[str, Any]) -> float:
-    settings: Settings = run["settings"]
-    from labelq.redis_server import connect
-
-    raw = connect(settings).hget(settings.redis_key("stats", TASK), "student_engine_ms")
-    return int(raw or 0) / 1000
 
 
 def _figure(summary: dict[str, Any]) -> bytes:

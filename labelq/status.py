@@ -47,16 +47,18 @@ def gather(settings: Settings, client: redis.Redis) -> dict[str, Any]:
         paused: bytes | None = client.get(settings.redis_key("paused", "teacher", task))  # type: ignore[assignment]
         adapter_current, adapter_pinned = client.mget(settings.redis_key("adapter", task, "current"),
                                                       settings.redis_key("adapter", task, "pinned"))
+        engine_s = stats.get("student_engine_ms", 0) / 1000
         tasks[task] = {
             "ingested": stats.get("ingested", 0),
             "duplicates": stats.get("duplicates", 0),
             "labelled_teacher": stats.get("labelled_teacher", 0),
             "labelled_student": stats.get("labelled_student", 0),
             "escalated_student": stats.get("escalated_student", 0),
+            "student_engine_s": engine_s,
             "dead_lettered": sum(dlq.values()),
             "routing": routing_state(settings, client, task),
             "cost": cost_summary(teacher_usd=ledger["usd"], teacher_labels=stats.get("labelled_teacher", 0),
-                                 student_engine_s=stats.get("student_engine_ms", 0) / 1000,
+                                 student_engine_s=engine_s,
                                  student_labels=stats.get("labelled_student", 0),
                                  usd_per_gpu_hour=settings.student_gpu_usd_per_hour),
             "dead_letter": dlq,

@@ -78,10 +78,6 @@ def curate_if_due(settings: Settings, store: ObjectStore, client: redis.Redis, t
 
 
 def tasks_with_teacher_labels(settings: Settings, client: redis.Redis) -> list[str]:
-    prefix = settings.redis_key("stats", "")
-    found = []
-    for raw in client.scan_iter(match=prefix + "*", count=500):
-        name = raw.decode()[len(prefix):]
-        if ":" not in name and _teacher_labels(settings, client, name) > 0:
-            found.append(name)
-    return sorted(found)
+    from labelq.status import known_tasks
+
+    return [task for task in known_tasks(settings, client) if _teacher_labels(settings, client, task) > 0]

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import base64
 from pathlib import Path
 from typing import Any
 
 import orjson
 import redis
 
+from labelq.audit import decode_chunk_message
 from labelq.celery_app import queue_redis_key
 from labelq.schemas import ChunkMessage, decode_jsonl
 from labelq.settings import Settings
@@ -17,13 +17,8 @@ from labelq.store import open_store
 
 def queued_chunks(settings: Settings, client: redis.Redis, queue: str) -> list[ChunkMessage]:
     """Decode every Celery message waiting in ``queue`` (oldest first) as a chunk."""
-    out = []
-    for raw in reversed(client.lrange(queue_redis_key(settings, queue), 0, -1)):
-        envelope = orjson.loads(raw)
-        body = orjson.loads(base64.b64decode(envelope["body"]))
-        args = body[0]
-        out.append(ChunkMessage.decode(args[0]))
-    return out
+    raws = reversed(client.lrange(queue_redis_key(settings, queue), 0, -1))
+    return [ChunkMessage.decode(c) for c in map(decode_chunk_message, raws) if c is not None]
 
 
 def queued_session_ids(settings: Settings, client: redis.Redis) -> list[str]:
@@ -43,12 +38,8 @@ def jsonl_objects(settings: Settings, prefix: str) -> list[dict[str, Any]]:
 
 def in_flight_chunks(settings: Settings, client: redis.Redis) -> list[ChunkMessage]:
     """Messages a worker reserved but did not ack (kombu's ``unacked`` hash): redelivered later."""
-    out = []
-    for raw in client.hvals(settings.redis_key_prefix + "unacked"):
-        message = orjson.loads(raw)[0]
-        body = orjson.loads(base64.b64decode(message["body"]))
-        out.append(ChunkMessage.decode(body[0][0]))
-    return out
+    raws = client.hvals(settings.redis_key_prefix + "unacked")
+    return [ChunkMessage.decode(c) for c in map(decode_chunk_message, raws) if c is not None]
 
 
 def dead_letters(settings: Settings, stage: str = "ingest") -> list[dict[str, Any]]:

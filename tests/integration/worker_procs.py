@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
-import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from labelq.processes import start_celery_worker, stop_process_groups
 from labelq.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -37,22 +36,11 @@ def celery_workers(env: dict[str, str], queue: str, count: int, log_dir: Path,
     for i in range(count):
         log = (log_dir / f"{queue}-{i}.log").open("wb")
         logs.append(log)
-        procs.append(subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "labelq.worker_app", "worker", "-Q", queue,
-             "-P", pool, "-c", str(concurrency), "-n", f"{queue}{i}@%h", "--without-mingle",
-             "--without-gossip", "--loglevel=WARNING"],
-            env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True))
+        procs.append(start_celery_worker(queue, pool=pool, concurrency=concurrency, name=f"{queue}{i}@%h",
+                                         env=env, log=log, cwd=ROOT))
     try:
         yield procs
     finally:
-        for p in procs:
-            if p.poll() is None:
-                os.killpg(p.pid, signal.SIGTERM)
-        for p in procs:
-            try:
-                p.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(p.pid, signal.SIGKILL)
-                p.wait()
+        stop_process_groups(procs, timeout_s=20)
         for log in logs:
             log.close()

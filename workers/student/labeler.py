@@ -20,13 +20,13 @@ from typing import Any
 
 import redis
 
-from labelq.contract import check
+from labelq.contract import Verdict, check
 from labelq.logging import get_logger
 from labelq.records import commit_chunk
 from labelq.registry import Registry
 from labelq.schemas import ChunkMessage, DeadLetter, LabelRecord, SessionItem
 from labelq.settings import Settings
-from labelq.spec import TaskSpec, load_spec
+from labelq.spec import load_spec
 from labelq.store import ObjectStore
 from labelq.worker_base import Paused
 from trainer.chat import student_prompt
@@ -73,12 +73,12 @@ class StudentRuntime:
         return self.cache.get(task, version)
 
 
-def _escalation_order(spec: TaskSpec, gens: Sequence[Generation], threshold: float,
+def _escalation_order(verdicts: Sequence[Verdict], gens: Sequence[Generation], threshold: float,
                       items: Sequence[SessionItem]) -> list[int]:
     """Indexes of doubtful answers, worst first: contract breaches, then lowest confidence."""
     doubtful = []
-    for i, gen in enumerate(gens):
-        ok = check(gen.text, spec.contract).ok
+    for i, (verdict, gen) in enumerate(zip(verdicts, gens, strict=True)):
+        ok = verdict.ok
         confidence = gen.confidence if gen.confidence is not None else 1.0
         if not ok or confidence < threshold:
             doubtful.append((ok, confidence, items[i].content_hash, i))
@@ -96,7 +96,8 @@ def run_student_chunk(runtime: StudentRuntime, chunk: ChunkMessage, escalate: Es
     gens = backend.generate(prompts, adapter, spec.student.max_new_tokens)
     engine_s = time.monotonic() - started
 
-    doubtful = _escalation_order(spec, gens, settings.student_confidence_threshold, chunk.sessions)
+    verdicts = [check(gen.text, spec.contract) for gen in gens]
+    doubtful = _escalation_order(verdicts, gens, settings.student_confidence_threshold, chunk.sessions)
     allowed = 0
     if doubtful and chunk.route != "escalation" and escalation.teacher_can_take(settings, runtime.client, spec):
         allowed = escalation.grant(settings, runtime.client, chunk.task, chunk.chunk_id,
@@ -108,10 +109,9 @@ def run_student_chunk(runtime: StudentRuntime, chunk: ChunkMessage, escalate: Es
 
     records, letters = [], []
     per_session_ms = engine_s * 1000 / max(1, len(gens))
-    for i, (item, gen) in enumerate(zip(chunk.sessions, gens, strict=True)):
+    for i, (item, gen, verdict) in enumerate(zip(chunk.sessions, gens, verdicts, strict=True)):
         if i in escalated:
             continue
-        verdict = check(gen.text, spec.contract)
         if not verdict.ok:
             letters.append(DeadLetter(reason=f"student_{verdict.reason}", stage="student", task=chunk.task,
                                       session_id=item.session_id, content_hash=item.content_hash,
