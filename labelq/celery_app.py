@@ -60,6 +60,11 @@ def celery_config(settings: Settings, broker_url: str) -> dict[str, Any]:
     transport = {
         "visibility_timeout": settings.visibility_timeout_s,
         "global_keyprefix": settings.redis_key_prefix,
+        # A dead worker's message comes back once it is older than the visibility timeout, at
+        # the next sweep. kombu sweeps every 10 s but scans only every 10th sweep (~100 s);
+        # the scan reads an index, so labelq scans on every sweep.
+        "unacked_restore_interval": max(1, min(10, settings.visibility_timeout_s // 3)),
+        "unacked_restore_throttle": 1,
     }
     return {
         "broker_url": broker_url,

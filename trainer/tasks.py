@@ -45,7 +45,7 @@ def register(app: Celery) -> None:
     """A trigger on the trainer queue: ``{"task": ...}`` with ``"curate": true`` (curate if due, then
     train what is ready) or ``"dataset_version": ...`` (train that bucket)."""
 
-    @app.task(name=TRAINER_TASK, bind=True, acks_late=True)  # type: ignore[untyped-decorator]
+    @app.task(name=TRAINER_TASK, bind=True, acks_late=True, shared=False)  # type: ignore[untyped-decorator]
     def train(self: Any, message: dict[str, Any]) -> list[dict[str, Any]]:
         settings: Settings = self.app.conf.labelq_settings
         store, client = open_store(settings), connect(settings)

@@ -17,7 +17,7 @@ _RUNTIME: StudentRuntime | None = None
 def register(app: Celery) -> None:
     """Define the student task on ``app`` (the worker app, or a test's app)."""
 
-    @app.task(name=STUDENT_TASK, base=ChunkTask, bind=True, stage="student")  # type: ignore[untyped-decorator]
+    @app.task(name=STUDENT_TASK, base=ChunkTask, bind=True, stage="student", shared=False)  # type: ignore[untyped-decorator]
     def label_student_chunk(self: ChunkTask, chunk: ChunkMessage) -> dict[str, Any]:
         from producer.republish import republish
 

@@ -96,7 +96,7 @@ def run_teacher_chunk(settings: Settings, store: ObjectStore, client: redis.Redi
 def register(app: Celery) -> None:
     """Define the teacher task on ``app`` (the worker app, or a test's app)."""
 
-    @app.task(name=TEACHER_TASK, base=ChunkTask, bind=True, stage="teacher")  # type: ignore[untyped-decorator]
+    @app.task(name=TEACHER_TASK, base=ChunkTask, bind=True, stage="teacher", shared=False)  # type: ignore[untyped-decorator]
     def label_teacher_chunk(self: ChunkTask, chunk: ChunkMessage) -> dict[str, Any]:
         from producer.republish import republish
         from trainer.auto import notify_if_due
