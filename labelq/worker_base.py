@@ -4,8 +4,10 @@
 * the message decoded against its schema; undecodable messages are
   dead-lettered with the reason and acknowledged (never retried forever);
 * a delivery counter per chunk: a chunk that has been delivered more than
-  ``max_attempts`` times (it keeps killing its worker) is dead-lettered
-  session by session as ``poison_chunk`` while the rest of the queue flows;
+  ``max_attempts`` times (it keeps killing its worker) is split in two halves
+  that go back to the queue as new chunks, so the sessions that share a chunk
+  with a poisonous one are still labelled; a single session that keeps failing
+  is dead-lettered as ``poison_chunk``. The rest of the queue flows meanwhile;
 * ``Paused``: the worker cannot work now (budget spent, key refused, no
   adapter): it waits, puts the message back and loses nothing;
 * any other error puts the message back too (after a short backoff); the
@@ -100,10 +102,20 @@ class ChunkTask(Task):  # type: ignore[misc]
                 return result
 
     def _poisoned(self, chunk: ChunkMessage, deliveries: int) -> dict[str, Any]:
+        if len(chunk.sessions) > 1:
+            # Bisect: each half is a new chunk (its own id and delivery counter). Redelivered
+            # after a crash here, the same halves are published again: same ids, same output.
+            from producer.republish import republish
+
+            half = len(chunk.sessions) // 2
+            for part in (chunk.sessions[:half], chunk.sessions[half:]):
+                republish(self.settings, self.app, self.redis, self.stage, chunk, part)
+            log.error("poison_chunk_split", deliveries=deliveries, sessions=len(chunk.sessions))
+            return {"status": "poison_chunk_split", "sessions": len(chunk.sessions)}
         log.error("poison_chunk", deliveries=deliveries)
         letters = [DeadLetter(reason="poison_chunk", stage=self.stage, task=chunk.task,
                               session_id=s.session_id, content_hash=s.content_hash, chunk_id=chunk.chunk_id,
-                              detail=f"chunk delivered {deliveries} times without completing")
+                              detail=f"delivered {deliveries} times without completing, alone in its chunk")
                    for s in chunk.sessions]
         commit_chunk(self.settings, self.store, self.redis, stage=self.stage, task=chunk.task,
                      chunk_id=chunk.chunk_id, records=[], dead_letters=letters)
