@@ -65,6 +65,10 @@ class Settings(BaseSettings):
         default="labelq:",
         description="Prefix of every Redis key labelq and its queues use (isolates deployments).",
     )
+    redis_outage_max_s: float = Field(
+        default=120.0, ge=0,
+        description="How long a producer waits for Redis to come back (a restart) before it gives up.",
+    )
     store_url: str | None = Field(
         default=None,
         description="Object store: file:///dir or s3://bucket/prefix. Unset: file://<state_dir>/store.",

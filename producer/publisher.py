@@ -5,6 +5,13 @@ claimed atomically in Redis (so two producers never enqueue the same session
 twice), then the chunks are published in one pipelined batch; if publishing
 fails the claims are released before the error propagates, so a re-run
 enqueues those sessions again.
+
+A Redis restart is ridden out: every Redis step is retried with backoff for up
+to ``redis_outage_max_s``. Claims and counts carry a token, so a step retried
+after Redis ran it but the reply was lost returns the first answer instead of
+running twice (a claim run twice would call its own sessions duplicates). A
+publish retried after a partial success enqueues a chunk twice: the same chunk
+id, so the same output, written and counted once.
 """
 
 from __future__ import annotations
@@ -12,11 +19,13 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from functools import partial
+from typing import Any, TypeVar
 
 import redis
 from celery import Celery
 from celery.utils.nodenames import anon_nodename
+from kombu.exceptions import OperationalError as KombuOperationalError
 from kombu.utils.uuid import uuid
 
 from labelq.celery_app import TASK_FOR_QUEUE, queue_redis_key
@@ -25,25 +34,33 @@ from labelq.logging import get_logger
 from labelq.settings import Settings
 
 log = get_logger(__name__)
+_T = TypeVar("_T")
 
 # Claim hashes atomically in two commands (not one SADD each: that made Redis the
 # bottleneck). Reply: one character per hash, '1' claimed now, '0' seen before
 # (in the set, or earlier in this same call).
+# KEYS[2] remembers the reply for a retry of the same call.
 _CLAIM_LUA = """
+local prior = redis.call('GET', KEYS[2])
+if prior then return prior end
 local known = redis.call('SMISMEMBER', KEYS[1], unpack(ARGV))
 local out, here = {}, {}
 for i, h in ipairs(ARGV) do
   if known[i] == 1 or here[h] then out[i] = '0' else out[i] = '1'; here[h] = true end
 end
 redis.call('SADD', KEYS[1], unpack(ARGV))
-return table.concat(out)
+local reply = table.concat(out)
+redis.call('SET', KEYS[2], reply, 'EX', 3600)
+return reply
 """
 _CLAIM_MAX_ARGS = 4_000  # below Lua's unpack() limit
 _COUNT_LUA = """
+if redis.call('SET', KEYS[2], '1', 'NX', 'EX', 3600) == false then return 0 end
 redis.call('HINCRBY', KEYS[1], 'ingested', ARGV[1])
 redis.call('HINCRBY', KEYS[1], 'duplicates', ARGV[2])
 return 1
 """
+_TRANSIENT = (redis.ConnectionError, redis.TimeoutError, OSError, KombuOperationalError)
 # The rest of a protocol-2 body after the args: no kwargs, no callbacks or chains.
 _BODY_TAIL = b'],{},{"callbacks":null,"errbacks":null,"chain":null,"chord":null}]'
 _RETRY = {"max_retries": 3, "interval_start": 0.2, "interval_step": 0.5, "interval_max": 2}
@@ -93,15 +110,31 @@ class ChunkPublisher:
     def seen_key(self, task: str) -> str:
         return self._settings.redis_key("seen", task)
 
+    def _retrying(self, action: str, step: Callable[[], _T]) -> _T:
+        """Run a Redis step; through a Redis restart, retry it for up to ``redis_outage_max_s``.
+        A failure that is not a lost connection, or one that outlasts that, is ServiceUnavailable."""
+        deadline = time.monotonic() + self._settings.redis_outage_max_s
+        delay_s = 0.2
+        while True:
+            try:
+                return step()
+            except _TRANSIENT as exc:
+                if time.monotonic() + delay_s > deadline:
+                    raise _redis_failure(action, exc) from exc
+                log.warning("redis_unavailable_retrying", action=action, error=type(exc).__name__,
+                            retry_in_s=delay_s)
+                time.sleep(delay_s)
+                delay_s = min(5.0, delay_s * 2)
+            except redis.RedisError as exc:  # answered, but refused (out of memory under noeviction, say)
+                raise ServiceUnavailable(f"Redis refused {action}: {type(exc).__name__}: {str(exc)[:200]}") from exc
+
     def claim(self, task: str, hashes: Sequence[str]) -> list[bool]:
         """True for each hash this call claimed first (a session never enqueued before)."""
         flags: list[bool] = []
         for start in range(0, len(hashes), _CLAIM_MAX_ARGS):
             part = [bytes.fromhex(h) for h in hashes[start:start + _CLAIM_MAX_ARGS]]
-            try:
-                reply = self._claim(keys=[self.seen_key(task)], args=part)
-            except redis.RedisError as exc:
-                raise _redis_failure("deduplicating", exc) from exc
+            keys = [self.seen_key(task), self._settings.redis_key("claim", uuid())]
+            reply = self._retrying("deduplicating", partial(self._claim, keys=keys, args=part))
             flags.extend(c == 49 for c in reply)  # ord("1")
         return flags
 
@@ -111,10 +144,8 @@ class ChunkPublisher:
             self._redis.srem(self.seen_key(task), *[bytes.fromhex(h) for h in hashes])
 
     def queue_depth(self, queue: str) -> int:
-        try:
-            return int(self._redis.llen(queue_redis_key(self._settings, queue)))
-        except redis.RedisError as exc:
-            raise _redis_failure("reading queue depth", exc) from exc
+        return int(self._retrying("reading queue depth",
+                                  lambda: self._redis.llen(queue_redis_key(self._settings, queue))))
 
     def wait_for_room(self, queue: str, incoming: int = 1) -> None:
         """Backpressure: while ``queue`` is above the high-water mark, wait for the low one."""
@@ -136,16 +167,18 @@ class ChunkPublisher:
         per_queue: dict[str, int] = {}
         for queue, _ in chunks:
             per_queue[queue] = per_queue.get(queue, 0) + 1
-        try:
-            for queue, n in per_queue.items():
-                self.wait_for_room(queue, n)
+        for queue, n in per_queue.items():
+            self.wait_for_room(queue, n)
+
+        def publish() -> None:
             with self._producer.batch(max_size=len(chunks) + 1):
                 for queue, chunk in chunks:
                     self._publish_one(queue, chunk)
+
+        try:
+            self._retrying("publishing", publish)
         except ServiceUnavailable:
             raise
-        except (redis.RedisError, OSError) as exc:
-            raise ServiceUnavailable(f"could not publish: {type(exc).__name__}") from exc
         except Exception as exc:  # kombu and celery wrap transport errors in their own types
             if type(exc).__module__.startswith(("kombu", "celery", "redis")):
                 raise ServiceUnavailable(f"could not publish: {type(exc).__name__}") from exc
@@ -176,7 +209,5 @@ class ChunkPublisher:
         self._declared.add(queue)
 
     def count(self, task: str, *, ingested: int, duplicates: int) -> None:
-        try:
-            self._count(keys=[self._settings.redis_key("stats", task)], args=[ingested, duplicates])
-        except redis.RedisError as exc:
-            raise _redis_failure("counting", exc) from exc
+        keys = [self._settings.redis_key("stats", task), self._settings.redis_key("counted", uuid())]
+        self._retrying("counting", lambda: self._count(keys=keys, args=[ingested, duplicates]))
