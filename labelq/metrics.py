@@ -147,6 +147,11 @@ def serve(settings: Settings) -> int | None:
     if "PROMETHEUS_MULTIPROC_DIR" in os.environ:
         MultiProcessCollector(registry)
     registry.register(QueueDepthCollector(settings))
-    start_http_server(settings.metrics_port, addr=settings.metrics_host, registry=registry)
+    try:
+        start_http_server(settings.metrics_port, addr=settings.metrics_host, registry=registry)
+    except OSError as exc:  # the worker still works; say clearly why it has no endpoint
+        log.error("metrics_not_served", port=settings.metrics_port, error=exc.strerror or str(exc),
+                  detail="another process holds the port: give each worker its own LABELQ_METRICS_PORT")
+        return None
     log.info("metrics_serving", port=settings.metrics_port)
     return settings.metrics_port

@@ -208,7 +208,7 @@ def flower(
 
     env = {**os.environ, "FLOWER_BASIC_AUTH": auth,  # by environment, so it never shows in `ps`
            "FLOWER_UNAUTHENTICATED_API": "false", "LABELQ_REDIS_URL": resolve_redis_url(settings)}
-    argv = [sys.executable, "-m", "celery", "-A", "labelq.worker_app", "flower",
+    argv = [sys.executable, "-m", "celery", "-A", "labelq.flower_app", "flower",
             f"--port={port or settings.flower_port}", f"--address={address}"]
     err_console.print(f"flower on http://{address}:{port or settings.flower_port} (user {user})", highlight=False)
     os.execve(sys.executable, argv, env)
