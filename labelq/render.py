@@ -5,7 +5,8 @@ the first list of objects (or ``events_field``); an event's kind, url, target
 and value are found among common field names. Timestamps and ids are noise
 and dropped, consecutive repeats collapse to ``(x3)``, values are clipped,
 and a session over the token budget keeps its start and its end with a marker
-for what was cut. The ground-truth field is never rendered.
+for what was cut; session-level fields take at most a quarter of the budget.
+The ground-truth field is never rendered.
 """
 
 from __future__ import annotations
@@ -77,7 +78,8 @@ def render_event(event: Any, max_chars: int) -> str:
     return " ".join(parts) if parts else "{}"
 
 
-def render_meta(session: dict[str, Any], skip: set[str], max_chars: int) -> str:
+def render_meta(session: dict[str, Any], skip: set[str], max_chars: int, max_tokens: int | None = None) -> str:
+    """``key=value`` of the session's scalar fields; past ``max_tokens``, a count of what was left out."""
     items: list[str] = []
 
     def walk(prefix: str, node: dict[str, Any], depth: int) -> None:
@@ -92,6 +94,14 @@ def render_meta(session: dict[str, Any], skip: set[str], max_chars: int) -> str:
                 items.append(f"{name}={_clip(value, max_chars // 2)}")
 
     walk("", session, 0)
+    if max_tokens is not None and estimate_tokens(" ".join(items)) > max_tokens:
+        budget, kept = max_tokens - 8, []
+        for item in items:
+            budget -= estimate_tokens(item) + 1
+            if budget < 0:
+                break
+            kept.append(item)
+        items = [*kept, f"(+{len(items) - len(kept)} more fields)"]
     return " ".join(items)
 
 
@@ -142,7 +152,7 @@ def render_session(
     visible = {k: v for k, v in session.items() if k not in hidden_fields}
     key, events = find_events(visible, events_field)
     skip = {key or "", id_field.split(".")[0]}
-    head = render_meta(visible, skip, max_value_chars)
+    head = render_meta(visible, skip, max_value_chars, max_tokens // 4)  # the events get the rest
     lines = collapse_repeats([render_event(e, max_value_chars) for e in events])
     lines = fit_budget(lines, head, max_tokens)
     numbered = [line if line.startswith("... (") else f"{i}. {line}" for i, line in
