@@ -3,7 +3,8 @@
     LabelqError
     ├── RetryableError            back off and try again (the cause may go away)
     │   ├── ServiceUnavailable    Redis, the object store or an API cannot be reached
-    │   └── RateLimited           a limiter or the provider said "not now" (retry_after_s)
+    │   ├── RateLimited           a limiter or the provider said "not now" (retry_after_s)
+    │   └── EngineDead            the student's generation engine died: a new one is started
     └── PermanentError            retrying cannot help: dead-letter with the reason
         ├── ConfigError           a setting or a spec is wrong (operator must act)
         ├── InvalidKey            an object-store key would escape its prefix
@@ -50,6 +51,13 @@ class RateLimited(RetryableError):
     def __init__(self, message: str, *, retry_after_s: float = 1.0) -> None:
         super().__init__(message)
         self.retry_after_s = retry_after_s
+
+
+class EngineDead(RetryableError):
+    """The student's in-process engine died (its worker process was killed, say): the worker drops it,
+    puts the chunk back and starts a new engine for the next one."""
+
+    reason = "engine_dead"
 
 
 class PermanentError(LabelqError):

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import threading
 from pathlib import Path
 from typing import Any
 
 import pytest
 import redis
+from structlog.testing import capture_logs
 
 from labelq.registry import Registry
 from labelq.schemas import ChunkMessage, SessionItem
@@ -117,6 +121,35 @@ def test_vllm_adapter_changes_output_and_agrees_with_transformers_in_fp32(
         assert abs(v.confidence - h.confidence) < 0.02
 
 
+def test_an_interrupted_generate_leaves_no_request_behind(vllm_backend: StudentBackend) -> None:
+    """A call cut short inside vLLM (a signal, a time limit) must not leave the engine behind it: its
+    queued requests would be answered ahead of the next call's (labels shifted onto other sessions),
+    and one half-sent over the engine's socket stops it reading any later request. The engine is shut
+    down and the next call runs on a new one (~20 s here)."""
+    prompts, _ = prompts_of(6, seed=41)
+    expected = [g.text for g in vllm_backend.generate(prompts, None, 24)]
+
+    class Interrupted(Exception):
+        pass
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise Interrupted
+
+    previous = signal.signal(signal.SIGUSR1, interrupt)
+    # 512 requests are in the engine after ~1 s and answered after ~12 s: the signal lands in between.
+    timer = threading.Timer(3.0, os.kill, (os.getpid(), signal.SIGUSR1))
+    try:
+        with capture_logs() as logs:
+            timer.start()
+            with pytest.raises(Interrupted):
+                vllm_backend.generate(prompts_of(512, seed=42)[0], None, 64)
+    finally:
+        timer.cancel()
+        signal.signal(signal.SIGUSR1, previous)
+    assert [e["error"] for e in logs if e["event"] == "engine_call_interrupted"] == ["Interrupted"]
+    assert [g.text for g in vllm_backend.generate(prompts, None, 24)] == expected
+
+
 def test_vllm_hot_swap_follows_promote_rollback_and_pin(settings: Settings, redis_client: redis.Redis,
                                                        vllm_backend: StudentBackend,
                                                        tiny_adapters: dict[str, Path]) -> None:
@@ -166,3 +199,36 @@ def test_openai_backend_loads_each_adapter_once_and_reads_logprobs(tmp_path: Pat
     # "Labels with session-label-v1": three words, the last one carries a digit (logprob -1).
     assert first[0].confidence == pytest.approx(2.718281828 ** ((-0.01 * 2 - 1.0) / 3))
     assert [r["body"]["model"] for r in server.requests].count(f"{TASK}-v1") == 10
+
+
+def test_a_dead_engine_is_replaced_and_its_chunk_put_back(settings: Settings, redis_client: redis.Redis) -> None:
+    """vLLM's engine process can die under a running worker: that chunk fails (Celery puts it back) and
+    the next one runs on a new engine instead of failing forever on the dead one."""
+    from labelq.errors import EngineDead
+    from trainer.generate import Generation
+
+    built: list[int] = []
+
+    class Flaky:
+        name, model = "flaky", "tiny"
+
+        def __init__(self) -> None:
+            built.append(1)
+            self.dead = len(built) == 1
+
+        def generate(self, prompts: list[str], adapter: object, max_new_tokens: int) -> list[Generation]:
+            if self.dead:
+                raise EngineDead("the engine process was killed")
+            return [Generation("Browses shoes", 0.9, 3) for _ in prompts]
+
+        def close(self) -> None:
+            pass
+
+    allowed = settings.model_copy(update={"student_allow_base_model": True, "student_escalation_share": 0.0})
+    rt = StudentRuntime(allowed, open_store(allowed), redis_client, backend_factory=lambda s: Flaky())
+    chunk = make_chunk(list(generate(4, seed=11)), route="steady")
+    with pytest.raises(EngineDead):
+        run_student_chunk(rt, chunk, no_escalation)
+    assert student_records(allowed) == []  # nothing written for the failed run
+    run_student_chunk(rt, chunk, no_escalation)  # the redelivery, on a new engine
+    assert len(built) == 2 and len(student_records(allowed)) == 4

@@ -21,7 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from labelq.errors import ConfigError
+from labelq.errors import ConfigError, EngineDead
 from labelq.logging import get_logger
 from labelq.settings import Settings
 from trainer.chat import chat_messages
@@ -58,6 +58,29 @@ def _mean_prob(logprobs: Sequence[float]) -> float | None:
     return math.exp(sum(logprobs) / len(logprobs)) if logprobs else None
 
 
+def fit_prompts(tokenizer: Any, prompts: Sequence[str], max_tokens: int) -> list[str]:
+    """Prompts that fit ``max_tokens`` once in the chat template: a longer one keeps its head and its
+    tail (the instructions and the answer cue) with its middle cut, instead of failing its chunk.
+
+    The renderer's budget is an estimate (4 characters a token); unusual text (emoji, binary-looking
+    strings, scripts the tokenizer rarely saw) can take many more tokens than that.
+    """
+    overhead = len(tokenizer.apply_chat_template(chat_messages(""), add_generation_prompt=True, tokenize=True,
+                                                 return_dict=False))
+    room = max(16, max_tokens - overhead - 8)  # 8: merges across the cut may change the count a little
+    fitted = list(prompts)
+    # A token covers at least one byte, so only prompts with more bytes than room can be too long:
+    # the common case costs no tokenization on this hot path.
+    suspects = [i for i, p in enumerate(fitted) if len(p.encode()) + 1 > room]
+    half = (room - 4) // 2
+    for i, ids in zip(suspects, tokenizer([fitted[i] for i in suspects], add_special_tokens=False)["input_ids"]
+                      if suspects else [], strict=True):
+        if len(ids) > room:
+            fitted[i] = f"{tokenizer.decode(ids[:half])} [...] {tokenizer.decode(ids[-half:])}"
+            log.warning("prompt_cut", tokens=len(ids), kept=2 * half)
+    return fitted
+
+
 def resolve_backend_name(settings: Settings) -> str:
     if settings.student_backend != "auto":
         return settings.student_backend
@@ -73,36 +96,63 @@ def _on_gpu() -> bool:
 
 
 class VllmBackend:
+    """In-process ``vllm.LLM``. A call interrupted inside the engine (a signal, a time limit) leaves the
+    engine in an unknown state: its requests stay queued and would be answered ahead of the next call's,
+    and one half-sent over the engine's socket stops the engine reading any later request (every later
+    call would wait for ever). So the engine is shut down there and the next call starts a new one."""
+
     name = "vllm"
 
     def __init__(self, settings: Settings, model: str) -> None:
-        from vllm import LLM
+        from transformers import AutoConfig
 
         self.model = model
         dtype: Any = settings.student_dtype
         if dtype == "auto" and not _on_gpu():
             dtype = "float32"  # what the CPU build and the transformers backend agree on
-        started = time.monotonic()
-        from transformers import AutoConfig
-
         positions = getattr(AutoConfig.from_pretrained(model), "max_position_embeddings", None)
-        max_len = min(settings.student_max_model_len, positions or settings.student_max_model_len)
-        kwargs: dict[str, Any] = {}
+        self._max_len = min(settings.student_max_model_len, positions or settings.student_max_model_len)
+        self._engine_args: dict[str, Any] = {
+            "model": model, "enable_lora": True, "max_lora_rank": settings.student_max_lora_rank, "max_loras": 2,
+            "dtype": dtype, "max_model_len": self._max_len, "seed": 0}
         if _on_gpu():
-            kwargs["gpu_memory_utilization"] = settings.student_gpu_memory_utilization
-        self._llm: Any = LLM(model=model, enable_lora=True, max_lora_rank=settings.student_max_lora_rank,
-                        max_loras=2, dtype=dtype, max_model_len=max_len, seed=0,
-                        **kwargs)
-        log.info("engine_started", backend=self.name, model=model, seconds=round(time.monotonic() - started, 1))
+            self._engine_args["gpu_memory_utilization"] = settings.student_gpu_memory_utilization
+        self._llm: Any = self._start()
+
+    def _start(self) -> Any:
+        from vllm import LLM
+
+        started = time.monotonic()
+        llm = LLM(**self._engine_args)
+        log.info("engine_started", backend=self.name, model=self.model, seconds=round(time.monotonic() - started, 1))
+        return llm
 
     def generate(self, prompts: Sequence[str], adapter: Adapter | None, max_new_tokens: int) -> list[Generation]:
         from vllm import SamplingParams
+        from vllm.exceptions import VLLMClientError
         from vllm.lora.request import LoRARequest
+        from vllm.v1.engine.exceptions import EngineDeadError
 
+        if self._llm is None:
+            self._llm = self._start()
         request = None if adapter is None else LoRARequest(adapter.name, adapter.lora_id, adapter.path)
         params = SamplingParams(temperature=0.0, max_tokens=max_new_tokens, logprobs=1)
-        outputs = self._llm.chat([chat_messages(p) for p in prompts], params, lora_request=request,
-                                 use_tqdm=False)
+        prompts = fit_prompts(self._llm.get_tokenizer(), prompts, self._max_len - max_new_tokens)
+        try:
+            outputs = self._llm.chat([chat_messages(p) for p in prompts], params, lora_request=request,
+                                     use_tqdm=False)
+        except EngineDeadError as exc:
+            self._shutdown()
+            raise EngineDead(f"the vLLM engine died: {exc}") from exc
+        except (VLLMClientError, ValueError):
+            raise  # a request the engine refused before running it (vLLM withdrew the call's requests)
+        except BaseException as exc:
+            log.warning("engine_call_interrupted", error=type(exc).__name__, action="engine shut down")
+            self._shutdown()
+            raise
+        if len(outputs) != len(prompts):  # answers of another call's requests: never pair them with these
+            self._shutdown()
+            raise EngineDead(f"the vLLM engine answered {len(outputs)} requests for {len(prompts)} prompts")
         answers = []
         for output in outputs:
             completion = output.outputs[0]
@@ -113,8 +163,16 @@ class VllmBackend:
             answers.append(Generation(text, _mean_prob(chosen), max(0, tokens)))
         return answers
 
+    def _shutdown(self) -> None:
+        llm, self._llm = self._llm, None
+        if llm is not None:
+            try:
+                llm.llm_engine.engine_core.shutdown()  # stops the engine's processes now, not at garbage collection
+            except Exception as exc:  # it may be dead already; its processes went with it
+                log.warning("engine_shutdown_failed", error=type(exc).__name__)
+
     def close(self) -> None:
-        del self._llm
+        self._shutdown()
 
 
 class TransformersBackend:
@@ -126,6 +184,7 @@ class TransformersBackend:
         self.model = model
         self._batch_size = batch_size
         self._model, self._tokenizer = load_for_generation(model)
+        self._max_len = int(getattr(self._model.config, "max_position_embeddings", None) or 4096)
         self._peft: Any = None
         self._loaded: list[str] = []
 
@@ -149,6 +208,7 @@ class TransformersBackend:
     def generate(self, prompts: Sequence[str], adapter: Adapter | None, max_new_tokens: int) -> list[Generation]:
         from trainer.generate import generate_scored
 
+        prompts = fit_prompts(self._tokenizer, prompts, self._max_len - max_new_tokens)
         if adapter is None:
             if self._peft is not None:
                 with self._peft.disable_adapter():

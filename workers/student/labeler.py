@@ -8,10 +8,13 @@ threshold go back to the teacher (``route=escalation``) within a bounded share
 of traffic while the teacher's budget allows; otherwise a low-confidence
 answer is kept with a ``low_confidence`` flag and a contract-breaking one is
 dead-lettered with its reason (no label outside the contract is ever written).
+An engine that died (``EngineDead``) is dropped: its chunk goes back to the
+queue and the next chunk starts a new engine.
 """
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -21,6 +24,7 @@ from typing import Any
 import redis
 
 from labelq.contract import Verdict, check
+from labelq.errors import EngineDead
 from labelq.logging import get_logger
 from labelq.records import commit_chunk
 from labelq.registry import Registry
@@ -63,6 +67,13 @@ class StudentRuntime:
             self._cache = AdapterCache(self.store, root, keep=self.settings.student_adapters_kept)
         return self._cache
 
+    def drop_backend(self) -> None:
+        backend, self._backend = self._backend, None
+        if backend is not None:
+            with contextlib.suppress(Exception):  # it is dead already
+                backend.close()
+            log.error("engine_dropped", backend=backend.name)
+
     def adapter_for(self, task: str) -> Adapter | None:
         version = Registry(self.settings, self.client, self.store).serving(task)
         if version is None:
@@ -93,7 +104,11 @@ def run_student_chunk(runtime: StudentRuntime, chunk: ChunkMessage, escalate: Es
     backend = runtime.backend
     prompts = [student_prompt(spec, settings, s.payload) for s in chunk.sessions]
     started = time.monotonic()
-    gens = backend.generate(prompts, adapter, spec.student.max_new_tokens)
+    try:
+        gens = backend.generate(prompts, adapter, spec.student.max_new_tokens)
+    except EngineDead:
+        runtime.drop_backend()  # the next chunk starts a new engine; this one goes back to the queue
+        raise
     engine_s = time.monotonic() - started
 
     verdicts = [check(gen.text, spec.contract) for gen in gens]
