@@ -9,7 +9,7 @@ comma  := ,
 DEMO_DIR ?= .labelq/demo
 DEMO_N   ?= 5000
 
-.PHONY: install test test-fast lint typecheck demo bench clean
+.PHONY: install test test-fast chaos lint typecheck demo bench clean
 
 $(BIN)/.installed-$(subst $(comma),-,$(EXTRAS)): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,11 @@ test: install lint
 
 test-fast: install
 	$(BIN)/python -m pytest -q tests/unit
+
+# The chaos suite alone (it also runs in `make test`), then docs/reliability.md's table from its results.
+chaos: install
+	$(BIN)/python -m pytest -q tests/chaos
+	$(BIN)/python -m tests.chaos.table
 
 lint: install
 	$(BIN)/ruff check labelq producer workers trainer tests bench

@@ -12,10 +12,11 @@ from typing import IO
 
 
 def start_celery_worker(queue: str, *, pool: str, concurrency: int, name: str, env: dict[str, str],
-                        log: IO[bytes], cwd: Path | None = None) -> subprocess.Popen[bytes]:
+                        log: IO[bytes], cwd: Path | None = None,
+                        app: str = "labelq.worker_app") -> subprocess.Popen[bytes]:
     """``celery -A labelq.worker_app worker`` for one queue, in its own process group."""
     return subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "labelq.worker_app", "worker", "-Q", queue, "-P", pool,
+        [sys.executable, "-m", "celery", "-A", app, "worker", "-Q", queue, "-P", pool,
          "-c", str(concurrency), "-n", name, "--without-mingle", "--without-gossip", "--loglevel=WARNING"],
         env=env, cwd=cwd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
 

@@ -32,16 +32,17 @@ for _name in [n for n in os.environ if n.startswith("LABELQ_")]:
 
 
 class RedisProcess:
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, password: str | None = None) -> None:
         self.data_dir = data_dir
         self.port = free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.password = password
+        self.url = f"redis://{f':{password}@' if password else ''}127.0.0.1:{self.port}/0"
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         conf = self.data_dir / "redis.conf"
-        conf.write_text("\n".join(redis_config_lines(self.data_dir, self.port, None)) + "\n")
+        conf.write_text("\n".join(redis_config_lines(self.data_dir, self.port, self.password)) + "\n")
         self.proc = subprocess.Popen(
             [find_redis_server(), str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )

