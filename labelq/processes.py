@@ -14,7 +14,7 @@ from typing import IO
 def start_celery_worker(queue: str, *, pool: str, concurrency: int, name: str, env: dict[str, str],
                         log: IO[bytes], cwd: Path | None = None,
                         app: str = "labelq.worker_app") -> subprocess.Popen[bytes]:
-    """``celery -A labelq.worker_app worker`` for one queue, in its own process group."""
+    """``celery -A <app> worker`` (labelq.worker_app unless told) for one queue, in its own process group."""
     return subprocess.Popen(
         [sys.executable, "-m", "celery", "-A", app, "worker", "-Q", queue, "-P", pool,
          "-c", str(concurrency), "-n", name, "--without-mingle", "--without-gossip", "--loglevel=WARNING"],

@@ -177,8 +177,6 @@ class ChunkPublisher:
 
         try:
             self._retrying("publishing", publish)
-        except ServiceUnavailable:
-            raise
         except Exception as exc:  # kombu and celery wrap transport errors in their own types
             if type(exc).__module__.startswith(("kombu", "celery", "redis")):
                 raise ServiceUnavailable(f"could not publish: {type(exc).__name__}") from exc

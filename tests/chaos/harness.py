@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -21,25 +21,14 @@ import orjson
 import pytest
 import redis
 
-from labelq.schemas import decode_jsonl
 from labelq.settings import Settings
-from labelq.store import open_store
+from tests.integration.helpers import jsonl_objects, wait_until
 from tests.integration.worker_procs import ROOT, Fleet
 
-__all__ = ["ROOT", "Fleet"]
+__all__ = ["ROOT", "Fleet", "wait_until"]
 
 POISON = "chaos-poison-pill"  # tests/chaos/crashy_app.py kills the process that meets it
 RESULTS = Path(os.environ.get("LABELQ_CHAOS_RESULTS", ROOT / ".labelq" / "chaos" / "results.jsonl"))
-
-
-def wait_until(condition: Callable[[], bool], timeout_s: float, why: str, poll_s: float = 0.2) -> float:
-    """Poll ``condition``; fail the test with ``why`` after ``timeout_s``. Returns the seconds waited."""
-    started = time.monotonic()
-    while time.monotonic() - started < timeout_s:
-        if condition():
-            return time.monotonic() - started
-        time.sleep(poll_s)
-    pytest.fail(f"timed out after {timeout_s:.0f} s waiting for {why}")
 
 
 def reserved(settings: Settings, client: redis.Redis, queue: str) -> set[bytes]:
@@ -62,11 +51,6 @@ def fake_adapter(tmp_path: Path) -> Path:
     return folder
 
 
-def store_rows(settings: Settings, prefix: str) -> list[dict[str, Any]]:
-    store = open_store(settings)
-    return [row for k in store.list(prefix) for row in decode_jsonl(store.get_bytes(k))]
-
-
 @dataclass
 class Tally:
     sessions: int
@@ -85,8 +69,8 @@ class Tally:
 def tally(settings: Settings, expected_hashes: Iterable[str]) -> Tally:
     """Where every session put in ended: label records and worker dead letters, by content hash."""
     expected = set(expected_hashes)
-    labels = [r["content_hash"] for r in store_rows(settings, "labels/")]
-    letters = [d for stage in ("teacher", "student") for d in store_rows(settings, f"deadletter/{stage}/")]
+    labels = [r["content_hash"] for r in jsonl_objects(settings, "labels/")]
+    letters = [d for stage in ("teacher", "student") for d in jsonl_objects(settings, f"deadletter/{stage}/")]
     seen = Counter(labels) + Counter(str(d.get("content_hash")) for d in letters)
     return Tally(
         sessions=len(expected), labelled=len(labels), dead_lettered=len(letters),

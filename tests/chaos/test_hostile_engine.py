@@ -16,8 +16,9 @@ from labelq.schemas import ChunkMessage, SessionItem
 from labelq.settings import Settings
 from labelq.spec import load_spec
 from labelq.store import open_store
-from tests.chaos.harness import record_result, store_rows
+from tests.chaos.harness import record_result
 from tests.chaos.hostile import hostile_inputs
+from tests.integration.helpers import jsonl_objects
 from tests.integration.student_helpers import TASK, publish_adapter
 from tests.integration.teacher_helpers import make_chunk
 
@@ -59,7 +60,7 @@ def test_hostile_sessions_through_the_vllm_engine(settings: Settings, redis_clie
         len(tokenizer.apply_chat_template(chat_messages(p), add_generation_prompt=True)) <= room for p in fitted)
     for start in range(0, len(sessions), 64):
         run_student_chunk(runtime, make_chunk(sessions[start:start + 64], route="steady"), escalate)
-    records, letters = store_rows(settings, "labels/student/"), store_rows(settings, "deadletter/student/")
+    records, letters = jsonl_objects(settings, "labels/student/"), jsonl_objects(settings, "deadletter/student/")
     assert not escalated
     assert len(records) + len(letters) == len(sessions)
     assert {r["session_id"] for r in records} | {d["session_id"] for d in letters} == {

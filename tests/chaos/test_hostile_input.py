@@ -25,13 +25,13 @@ from tests.chaos.harness import (
     Fleet,
     fake_adapter,
     record_result,
-    store_rows,
     tally,
     tally_row,
     wait_until,
 )
 from tests.chaos.hostile import CANARY, HUGE_BYTES, hostile_inputs
 from tests.fakes.openai_server import FakeOpenAI
+from tests.integration.helpers import jsonl_objects
 from tests.integration.student_helpers import publish_adapter
 from tests.integration.teacher_helpers import API_KEY
 from tests.integration.worker_procs import worker_env
@@ -57,7 +57,7 @@ def test_hostile_inputs_are_all_accounted_for_and_contained(
     # Ingest: every line read once, and ended as enqueued, duplicate or rejected with its category's reason.
     assert summary.read == len(lines) and summary.duplicates == 0
     assert summary.enqueued + sum(summary.rejected.values()) == len(lines)
-    rejected = {d["line"]: d for d in store_rows(settings, "deadletter/ingest/")}
+    rejected = {d["line"]: d for d in jsonl_objects(settings, "deadletter/ingest/")}
     assert len(rejected) == sum(summary.rejected.values())
     accepted_hashes, accepted_ids = set(), {}
     for line_no, (category, line) in enumerate(zip(categories, lines, strict=True), 1):
@@ -97,7 +97,7 @@ def test_hostile_inputs_are_all_accounted_for_and_contained(
     assert balance["gap"] == 0 and balance["in_flight"] == 0
     # No label outside the output contract; ids (path-like ones included) kept exactly as given.
     spec = load_spec("session-label")
-    records = store_rows(settings, "labels/")
+    records = jsonl_objects(settings, "labels/")
     assert records and all(check(r["label"], spec.contract).ok for r in records)
     assert all(r["session_id"] == accepted_ids[r["content_hash"]] for r in records)
     assert not any("HACKED" in r["label"] for r in records)

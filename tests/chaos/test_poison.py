@@ -18,12 +18,11 @@ from tests.chaos.harness import (
     POISON,
     Fleet,
     record_result,
-    store_rows,
     tally,
     tally_row,
     wait_until,
 )
-from tests.integration.helpers import write_jsonl
+from tests.integration.helpers import jsonl_objects, write_jsonl
 from tests.integration.worker_procs import worker_env
 
 pytestmark = [pytest.mark.chaos, pytest.mark.slow]
@@ -50,11 +49,11 @@ def test_poison_chunk_is_dead_lettered_while_the_queue_flows(
         final = tally(settings, expected)
         balance = audit(settings, redis_client)["tasks"]["session-label"]
         crashes = fleet.logs().count(b"exited with 'exitcode 70'")
-    letters = store_rows(settings, "deadletter/teacher/")
+    letters = jsonl_objects(settings, "deadletter/teacher/")
     assert {d["session_id"] for d in letters} == {s["session_id"] for s in poison}
     assert [d["reason"] for d in letters] == ["poison_chunk"]
     assert f"delivered {MAX_ATTEMPTS + 1} times" in letters[0]["detail"]
-    labelled = {r["session_id"] for r in store_rows(settings, "labels/teacher/")}
+    labelled = {r["session_id"] for r in jsonl_objects(settings, "labels/teacher/")}
     assert labelled == {s["session_id"] for s in good}  # its chunk-mates and the rest of the queue
     assert final.lost == 0 and final.duplicates == 0 and final.unexpected == 0
     # It really killed its worker each time it was tried: max_attempts crashes per bisection level

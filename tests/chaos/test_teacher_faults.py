@@ -16,9 +16,9 @@ from labelq.ledger import budget_state, read_ledger
 from labelq.settings import Settings
 from labelq.synth import generate
 from producer.run import run_ingest
-from tests.chaos.harness import Fleet, record_result, store_rows, tally, tally_row, wait_until
+from tests.chaos.harness import Fleet, record_result, tally, tally_row, wait_until
 from tests.fakes.openai_server import FakeConfig, FakeOpenAI
-from tests.integration.helpers import in_flight_chunks, queued_chunks, write_jsonl
+from tests.integration.helpers import in_flight_chunks, jsonl_objects, queued_chunks, write_jsonl
 from tests.integration.teacher_helpers import API_KEY
 from tests.integration.worker_procs import worker_env
 
@@ -68,7 +68,7 @@ def test_faults_with_racing_workers_every_session_accounted_and_rate_limit_held(
             logs = fleet.logs()
         arrivals = sorted(r["t"] for r in fake.requests)
         faults = sum(1 for r in fake.requests if r["fault"])
-    letters = store_rows(settings, "deadletter/teacher/")
+    letters = jsonl_objects(settings, "deadletter/teacher/")
     assert final.lost == 0 and final.duplicates == 0 and final.unexpected == 0
     assert all(d["reason"] in RETRY_REASONS and "gave up after 4 attempts" in d["detail"] for d in letters)
     assert final.labelled >= 0.95 * len(expected)  # 4 attempts at 30% faults: ~1% give up
@@ -81,7 +81,7 @@ def test_faults_with_racing_workers_every_session_accounted_and_rate_limit_held(
     assert len(arrivals) <= limit * ((arrivals[-1] - arrivals[0]) / window_s + 1)
     # The budget held and the ledger agrees with the records.
     spent, _ = budget_state(redis_client, settings, "session-label")
-    records = store_rows(settings, "labels/teacher/")
+    records = jsonl_objects(settings, "labels/teacher/")
     assert spent <= budget and abs(read_ledger(redis_client, settings, "session-label")["usd"] - spent) < 1e-6
     assert sum(r["cost_usd"] for r in records) <= spent + len(records) * 1e-6  # the budget counts micro-dollars
     assert audit(settings, redis_client)["tasks"]["session-label"]["gap"] == 0
@@ -108,7 +108,7 @@ def test_faults_with_racing_workers_never_exceed_the_budget(
             time.sleep(2)  # every racing worker meets the cap
             spent, _ = budget_state(redis_client, settings, "session-label")
             final = tally(settings, expected)
-    records = store_rows(settings, "labels/teacher/")
+    records = jsonl_objects(settings, "labels/teacher/")
     assert spent <= budget and sum(r["cost_usd"] for r in records) <= budget
     assert read_ledger(redis_client, settings, "session-label")["usd"] <= budget + 1e-6
     assert spent > 0.5 * budget  # it did spend up to near the cap (reservations at worst-case prices)
@@ -116,7 +116,7 @@ def test_faults_with_racing_workers_never_exceed_the_budget(
     waiting = {s.content_hash for c in queued_chunks(settings, redis_client, "teacher")
                + in_flight_chunks(settings, redis_client) for s in c.sessions}
     ended = {r["content_hash"] for r in records} | {
-        d["content_hash"] for d in store_rows(settings, "deadletter/teacher/")}
+        d["content_hash"] for d in jsonl_objects(settings, "deadletter/teacher/")}
     assert ended | waiting == expected and not ended & waiting
     assert final.duplicates == 0 and final.unexpected == 0
     record_result(request, scenario="teacher budget cap under faults, 8 racing worker processes",

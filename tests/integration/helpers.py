@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import orjson
+import pytest
 import redis
 
 from labelq.audit import decode_chunk_message
@@ -13,6 +16,16 @@ from labelq.celery_app import queue_redis_key
 from labelq.schemas import ChunkMessage, decode_jsonl
 from labelq.settings import Settings
 from labelq.store import open_store
+
+
+def wait_until(condition: Callable[[], bool], timeout_s: float, why: str, poll_s: float = 0.2) -> float:
+    """Poll ``condition``; fail the test with ``why`` after ``timeout_s``. Returns the seconds waited."""
+    started = time.monotonic()
+    while time.monotonic() - started < timeout_s:
+        if condition():
+            return time.monotonic() - started
+        time.sleep(poll_s)
+    pytest.fail(f"timed out after {timeout_s:.0f} s waiting for {why}")
 
 
 def queued_chunks(settings: Settings, client: redis.Redis, queue: str) -> list[ChunkMessage]:

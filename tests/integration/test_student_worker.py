@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import signal
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -15,7 +14,7 @@ from labelq.celery_app import create_app
 from labelq.settings import Settings
 from labelq.synth import generate
 from producer.republish import republish
-from tests.integration.helpers import dead_letters
+from tests.integration.helpers import dead_letters, wait_until
 from tests.integration.student_helpers import TASK, publish_adapter, student_records
 from tests.integration.teacher_helpers import make_chunk
 from tests.integration.worker_procs import celery_workers, worker_env
@@ -33,15 +32,6 @@ def send(settings: Settings, client: redis.Redis, sessions: list[dict], size: in
         republish(settings, app, client, "student", chunk, chunk.sessions)
         ids.append(chunk.chunk_id)
     return ids
-
-
-def wait_for(what: Callable[[], bool], timeout_s: float, why: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if what():
-            return
-        time.sleep(0.2)
-    pytest.fail(f"timed out waiting for {why}")
 
 
 def labelled(settings: Settings, client: redis.Redis) -> int:
@@ -66,10 +56,10 @@ def test_running_worker_waits_for_an_adapter_then_follows_promotions(
         time.sleep(3)  # no adapter yet: the queue waits, nothing is labelled
         assert labelled(settings, redis_client) == 0
         publish_adapter(settings, redis_client, tiny_adapters["style"], 1)
-        wait_for(lambda: labelled(settings, redis_client) + dead(settings, redis_client) == 48, 120, "v1 labels")
+        wait_until(lambda: labelled(settings, redis_client) + dead(settings, redis_client) == 48, 120, "v1 labels")
         publish_adapter(settings, redis_client, tiny_adapters["constant"], 2)  # same worker, no restart
         late = send(settings, redis_client, sessions[48:], 16)
-        wait_for(lambda: labelled(settings, redis_client) + dead(settings, redis_client) == 96, 120, "v2 labels")
+        wait_until(lambda: labelled(settings, redis_client) + dead(settings, redis_client) == 96, 120, "v2 labels")
     versions = {}
     for record in student_records(settings):
         versions.setdefault(record.chunk_id, set()).add(record.adapter_version)
@@ -87,7 +77,7 @@ def test_worker_killed_mid_chunk_loses_nothing_and_writes_once(
     env = student_env(settings, tiny_model, LABELQ_VISIBILITY_TIMEOUT_S="3")
     attempts = settings.redis_key("attempts", "student", chunk_id)
     with celery_workers(env, "student", 1, tmp_path) as [proc]:
-        wait_for(lambda: redis_client.exists(attempts) == 1, 120, "the chunk to start")
+        wait_until(lambda: redis_client.exists(attempts) == 1, 120, "the chunk to start")
         time.sleep(1.0)
         os.killpg(proc.pid, signal.SIGKILL)  # mid-chunk: nothing committed yet
         proc.wait()
@@ -95,7 +85,7 @@ def test_worker_killed_mid_chunk_loses_nothing_and_writes_once(
     time.sleep(4)  # past the visibility timeout: the restarted worker restores the unacked chunk at start
     (tmp_path / "again").mkdir()
     with celery_workers(env, "student", 1, tmp_path / "again"):
-        wait_for(lambda: labelled(settings, redis_client) + dead(settings, redis_client) == 768, 180,
+        wait_until(lambda: labelled(settings, redis_client) + dead(settings, redis_client) == 768, 180,
                  "the redelivered chunk")
     records, letters = student_records(settings), dead_letters(settings, "student")
     assert len(records) + len(letters) == 768 and len(records) >= 760  # the tiny model rarely breaks the contract

@@ -15,20 +15,11 @@ from labelq.settings import Settings
 from labelq.synth import generate
 from producer.run import run_ingest
 from tests.fakes.openai_server import FakeConfig, FakeOpenAI
-from tests.integration.helpers import in_flight_chunks, queued_chunks, write_jsonl
+from tests.integration.helpers import in_flight_chunks, queued_chunks, wait_until, write_jsonl
 from tests.integration.teacher_helpers import API_KEY, teacher_records
 from tests.integration.worker_procs import celery_workers, worker_env
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
-
-
-def wait_for(condition, timeout_s: float) -> bool:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.2)
-    return False
 
 
 def test_budget_never_exceeded_by_racing_workers(settings: Settings, redis_client: redis.Redis,
@@ -43,7 +34,7 @@ def test_budget_never_exceeded_by_racing_workers(settings: Settings, redis_clien
                          LABELQ_TEACHER_PAUSE_S="0.3", LABELQ_TEACHER_CONCURRENCY="8")
         paused = settings.redis_key("paused", "teacher", "session-label")
         with celery_workers(env, "teacher", 4, tmp_path):
-            assert wait_for(lambda: redis_client.exists(paused), 90), "the budget never ran out"
+            wait_until(lambda: redis_client.exists(paused) == 1, 90, "the budget to run out")
             time.sleep(2)  # let every racing worker hit the cap
         spent, _reserved = budget_state(redis_client, settings, "session-label")
         ledger = read_ledger(redis_client, settings, "session-label")
@@ -74,7 +65,7 @@ def test_rate_limit_holds_and_is_used_across_workers(settings: Settings, redis_c
                          LABELQ_TEACHER_RATE_WINDOW_S=str(window_s), LABELQ_TEACHER_CONCURRENCY="16",
                          LABELQ_LOG_LEVEL="DEBUG")
         with celery_workers(env, "teacher", 4, tmp_path):
-            assert wait_for(lambda: len(fake.requests) >= 200, 60)
+            wait_until(lambda: len(fake.requests) >= 200, 60, "200 requests at the server")
         arrivals = sorted(r["t"] for r in fake.requests)
     # What the limiter controls, on Redis's clock: never more than the limit in any window.
     permits = sorted(
