@@ -30,7 +30,7 @@ import redis
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench._common import CACHE, emit, private_redis, synthetic_file
-from labelq.celery_app import TEACHER_TASK, create_app
+from labelq.queue.app import TEACHER_TASK, create_app
 from labelq.schemas import chunk_wire
 from labelq.settings import Settings
 from producer.run import run_ingest
@@ -105,7 +105,7 @@ def bench_rss(url: str, path: Path, tmp: Path) -> tuple[float, dict]:  # type: i
     env = {**os.environ, "LABELQ_REDIS_URL": url, "LABELQ_STATE_DIR": str(tmp),
            "LABELQ_STORE_URL": f"file://{tmp / 'store-rss'}", "LABELQ_REDIS_KEY_PREFIX": "rss:",
            "LABELQ_QUEUE_HIGH_WATER_CHUNKS": str(10**9)}
-    proc = subprocess.Popen([sys.executable, "-m", "labelq.cli.main", "ingest", str(path), "--json"],
+    proc = subprocess.Popen([sys.executable, "-m", "labelq.app.cli.main", "ingest", str(path), "--json"],
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
     root = psutil.Process(proc.pid)
     peak = 0

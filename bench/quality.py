@@ -39,13 +39,13 @@ def main() -> None:
 
     import torch
 
+    from labelq.engines.transformers_engine import generate as answer
+    from labelq.engines.transformers_engine import load_for_generation
+    from labelq.prompts import student_prompt
     from labelq.settings import load_settings
     from labelq.spec import load_spec
     from labelq.synth import REFERENCE_FIELD, generate
-    from trainer.chat import student_prompt
     from trainer.evaluate import score
-    from trainer.generate import generate as answer
-    from trainer.generate import load_for_generation
     from trainer.lora import train_lora
     from trainer.tiny_model import TinyConfig, build_tiny_model
 

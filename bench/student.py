@@ -38,10 +38,10 @@ from bench._common import ROOT, emit, private_redis
 
 def adapter_for(base: str, cache: Path) -> Path:
     """The style adapter on ``base`` (300 replay labels), trained once and cached."""
+    from labelq.prompts import student_prompt
     from labelq.settings import Settings
     from labelq.spec import load_spec
     from labelq.synth import REFERENCE_FIELD, generate
-    from trainer.chat import student_prompt
     from trainer.lora import train_lora
 
     out = cache / f"adapter-{Path(base).name}"
@@ -59,19 +59,19 @@ def run(args: argparse.Namespace, url: str, tmp: Path) -> dict[str, Any]:
     import redis
     from celery.signals import task_prerun
 
-    from labelq.celery_app import create_app
+    from labelq.engines.vllm_engine import VllmBackend
     from labelq.hashing import content_hash
+    from labelq.prompts import chat_messages, student_prompt
+    from labelq.queue.app import create_app
+    from labelq.queue.republish import republish
     from labelq.registry import Registry, adapter_prefix
     from labelq.schemas import ChunkMessage, chunk_wire
     from labelq.settings import Settings, load_settings
     from labelq.spec import load_spec
     from labelq.store import open_store
     from labelq.synth import generate
-    from producer.republish import republish
-    from trainer.chat import chat_messages, student_prompt
     from trainer.tiny_model import resolve_base_model
     from workers.student import tasks as student_tasks
-    from workers.student.backends import VllmBackend
     from workers.student.labeler import StudentRuntime
 
     base = resolve_base_model(load_settings(state_dir=args.state_dir, student_model=args.base_model))

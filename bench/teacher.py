@@ -1,7 +1,7 @@
 """Teacher throughput and rate-limit accuracy against a local OpenAI-protocol server.
 
 The server (tests/fakes/openai_server.py) answers every chat request after
-``--latency-s`` (default 0.3 s). Real ``celery -A labelq.worker_app`` worker
+``--latency-s`` (default 0.3 s). Real ``celery -A labelq.app.worker_app`` worker
 processes do the work, on a private redis-server.
 
 * rate limit: ``--rpm-workers`` processes at concurrency 64 against a global

@@ -19,7 +19,7 @@ from typing import Any
 import orjson
 import redis
 
-from labelq.celery_app import queue_redis_key
+from labelq.queue.app import queue_redis_key
 from labelq.settings import Settings
 from labelq.status import known_tasks
 

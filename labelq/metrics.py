@@ -123,7 +123,7 @@ class QueueDepthCollector:
     def collect(self) -> Any:
         from prometheus_client.core import GaugeMetricFamily
 
-        from labelq.celery_app import queue_redis_key
+        from labelq.queue.app import queue_redis_key
         from labelq.redis_server import connect
 
         family = GaugeMetricFamily("labelq_queue_depth", "Chunks waiting in a queue.", labels=["queue"])

@@ -7,8 +7,8 @@ from typing import Any
 import orjson
 import redis
 
-from labelq.celery_app import queue_redis_key
 from labelq.ledger import budget_limit_usd, budget_state, cost_summary, read_ledger
+from labelq.queue.app import queue_redis_key
 from labelq.routing import routing_state
 from labelq.settings import QUEUES, Settings
 

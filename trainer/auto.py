@@ -48,7 +48,7 @@ def notify_if_due(settings: Settings, client: redis.Redis, app: Any, task: str) 
     once = settings.redis_key("curation", task, "trigger", str(threshold))
     if not client.set(once, "1", nx=True, ex=86_400):
         return False
-    from labelq.celery_app import TRAINER_TASK
+    from labelq.queue.app import TRAINER_TASK
 
     app.send_task(TRAINER_TASK, args=[{"task": task, "curate": True}], queue="trainer")
     log.info("trainer_triggered", task=task, teacher_labels=threshold)

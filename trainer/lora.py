@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from labelq.logging import get_logger
-from trainer.chat import encode_example
+from labelq.prompts import encode_example
 from trainer.tiny_model import answer_loss, collate
 
 log = get_logger(__name__)

@@ -20,12 +20,12 @@ import orjson
 import redis
 
 from labelq.logging import get_logger
+from labelq.prompts import student_prompt
 from labelq.registry import Registry, adapter_prefix
 from labelq.schemas import decode_jsonl, utc_now_iso
 from labelq.settings import Settings
 from labelq.spec import load_spec
 from labelq.store import ObjectStore, key, segment
-from trainer.chat import student_prompt
 from trainer.gate import gate
 from trainer.tiny_model import resolve_base_model
 
@@ -46,8 +46,8 @@ def ready_buckets(store: ObjectStore) -> list[tuple[str, str]]:
 
 def _evaluate(base_model: str, adapter_dir: str | None, prompts: list[str], refs: list[str],
               contract: Any, max_new_tokens: int) -> dict[str, float]:
+    from labelq.engines.transformers_engine import generate, load_for_generation
     from trainer.evaluate import score
-    from trainer.generate import generate, load_for_generation
 
     model, tokenizer = load_for_generation(base_model, adapter_dir)
     return score(generate(model, tokenizer, prompts, max_new_tokens=max_new_tokens), refs, contract)

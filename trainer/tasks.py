@@ -8,8 +8,8 @@ from typing import Any
 
 from celery import Celery
 
-from labelq.celery_app import TRAINER_TASK
 from labelq.logging import bind, get_logger
+from labelq.queue.app import TRAINER_TASK
 from labelq.redis_server import connect
 from labelq.settings import Settings
 from labelq.store import open_store

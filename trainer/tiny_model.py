@@ -23,10 +23,10 @@ from pathlib import Path
 from typing import Any
 
 from labelq.logging import get_logger
+from labelq.prompts import encode_example, student_prompt
 from labelq.settings import Settings
 from labelq.spec import load_spec
 from labelq.synth import REFERENCE_FIELD, generate
-from trainer.chat import encode_example, student_prompt
 from trainer.wordy import wordy_description
 
 log = get_logger(__name__)

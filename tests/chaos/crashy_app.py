@@ -8,8 +8,8 @@ import os
 from typing import Any
 
 import workers.teacher.tasks as teacher_tasks
+from labelq.app.worker_app import app
 from labelq.schemas import ChunkMessage
-from labelq.worker_app import app
 from tests.chaos.harness import POISON
 
 _run = teacher_tasks.run_teacher_chunk

@@ -27,8 +27,8 @@ pytest.importorskip("vllm")
 
 from transformers import AutoTokenizer  # noqa: E402
 
-from trainer.chat import chat_messages, student_prompt  # noqa: E402
-from workers.student.backends import StudentBackend, fit_prompts  # noqa: E402
+from labelq.engines import StudentBackend, fit_prompts  # noqa: E402
+from labelq.prompts import chat_messages, student_prompt  # noqa: E402
 from workers.student.labeler import StudentRuntime, run_student_chunk  # noqa: E402
 
 

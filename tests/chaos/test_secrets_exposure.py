@@ -19,10 +19,10 @@ import pytest
 import redis
 from pydantic import SecretStr
 
+from labelq.app.report import summarise, write_report
 from labelq.audit import audit
 from labelq.hashing import content_hash
 from labelq.redis_server import free_port
-from labelq.report import summarise, write_report
 from labelq.settings import Settings
 from labelq.status import gather
 from labelq.synth import generate
@@ -34,7 +34,7 @@ from tests.integration.student_helpers import publish_adapter
 from tests.integration.worker_procs import worker_env
 
 pytestmark = [pytest.mark.chaos, pytest.mark.slow]
-CLI = [sys.executable, "-m", "labelq.cli.main"]
+CLI = [sys.executable, "-m", "labelq.app.cli.main"]
 
 
 def run_cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[bytes]:

@@ -12,7 +12,7 @@ import pytest
 import redis
 
 from labelq.audit import decode_chunk_message
-from labelq.celery_app import queue_redis_key
+from labelq.queue.app import queue_redis_key
 from labelq.schemas import ChunkMessage, decode_jsonl
 from labelq.settings import Settings
 from labelq.store import open_store

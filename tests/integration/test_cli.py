@@ -31,7 +31,7 @@ def labelq(args: list[str], settings: Settings | None = None, stdin: bytes | Non
             "LABELQ_STORE_URL": settings.effective_store_url,
         })
     full_env.update(env or {})
-    return subprocess.run([sys.executable, "-m", "labelq.cli.main", *args], input=stdin,
+    return subprocess.run([sys.executable, "-m", "labelq.app.cli.main", *args], input=stdin,
                           capture_output=True, env=full_env, timeout=120)
 
 

@@ -20,8 +20,8 @@ pytest.importorskip("matplotlib")
 @pytest.mark.timeout(600)
 def test_demo_loop_labels_everything_and_reports(settings: Settings, redis_client: redis.Redis,
                                                  tiny_model: Path, tmp_path: Path) -> None:
-    from labelq.demo import DemoConfig, run_demo
-    from labelq.report import summarise, write_report
+    from labelq.app.demo import DemoConfig, run_demo
+    from labelq.app.report import summarise, write_report
 
     settings = settings.model_copy(update={"student_model": str(tiny_model), "curation_seed_size": 120,
                                            "teacher_backend": "replay", "teacher_rpm": 6000})

@@ -15,12 +15,12 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
-from labelq.celery_app import queue_redis_key
 from labelq.errors import ServiceUnavailable
 from labelq.hashing import chunk_id
+from labelq.queue.app import queue_redis_key
+from labelq.queue.publish import ChunkPublisher
 from labelq.settings import Settings
 from labelq.synth import generate
-from producer.publisher import ChunkPublisher
 from producer.run import run_ingest
 from tests.integration.helpers import dead_letters, queued_chunks, queued_session_ids, write_jsonl
 
@@ -178,7 +178,7 @@ def test_stdin_and_array_files_via_celery_worker(settings: Settings, redis_clien
     """A real Celery worker consumes what the producer published, by task name."""
     from celery.contrib.testing.worker import start_worker
 
-    from labelq.celery_app import TEACHER_TASK, create_app
+    from labelq.queue.app import TEACHER_TASK, create_app
     from labelq.schemas import ChunkMessage
 
     path = tmp_path / "arr.json"

@@ -70,7 +70,7 @@ def test_teacher_worker_serves_prometheus_metrics_without_session_content(
 def test_flower_refuses_to_start_open_and_requires_basic_auth(settings: Settings, tmp_path: Path) -> None:
     pytest.importorskip("flower")
     env = worker_env(settings)
-    cmd = [sys.executable, "-m", "labelq.cli.main", "flower"]
+    cmd = [sys.executable, "-m", "labelq.app.cli.main", "flower"]
     refused = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, timeout=60)
     assert refused.returncode == 2 and b"LABELQ_FLOWER_BASIC_AUTH" in refused.stderr
     port = free_port()

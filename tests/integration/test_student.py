@@ -12,23 +12,24 @@ import pytest
 import redis
 from structlog.testing import capture_logs
 
+from labelq.prompts import student_prompt
+from labelq.queue.task import Paused
 from labelq.registry import Registry
 from labelq.schemas import ChunkMessage, SessionItem
 from labelq.settings import Settings
 from labelq.spec import load_spec
 from labelq.store import open_store
 from labelq.synth import generate
-from labelq.worker_base import Paused
 from tests.conftest import CONSTANT_LABEL
 from tests.integration.helpers import dead_letters
 from tests.integration.student_helpers import TASK, publish_adapter, student_records
 from tests.integration.teacher_helpers import make_chunk
-from trainer.chat import student_prompt
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 pytest.importorskip("torch")
 
-from workers.student.backends import Adapter, StudentBackend, TransformersBackend  # noqa: E402
+from labelq.engines import Adapter, StudentBackend  # noqa: E402
+from labelq.engines.transformers_engine import TransformersBackend  # noqa: E402
 from workers.student.labeler import StudentRuntime, run_student_chunk  # noqa: E402
 
 
@@ -178,8 +179,8 @@ def test_vllm_hot_swap_follows_promote_rollback_and_pin(settings: Settings, redi
 
 
 def test_openai_backend_loads_each_adapter_once_and_reads_logprobs(tmp_path: Path) -> None:
+    from labelq.engines.openai_engine import OpenAIBackend
     from tests.fakes.openai_server import FakeOpenAI
-    from workers.student.backends import OpenAIBackend
 
     prompts, _ = prompts_of(5, seed=7)
     with FakeOpenAI() as server:
@@ -204,8 +205,8 @@ def test_openai_backend_loads_each_adapter_once_and_reads_logprobs(tmp_path: Pat
 def test_a_dead_engine_is_replaced_and_its_chunk_put_back(settings: Settings, redis_client: redis.Redis) -> None:
     """vLLM's engine process can die under a running worker: that chunk fails (Celery puts it back) and
     the next one runs on a new engine instead of failing forever on the dead one."""
+    from labelq.engines import Generation
     from labelq.errors import EngineDead
-    from trainer.generate import Generation
 
     built: list[int] = []
 

@@ -1,4 +1,4 @@
-"""Real `celery -A labelq.worker_app` student workers: hot swap without restart, SIGKILL mid-chunk."""
+"""Real `celery -A labelq.app.worker_app` student workers: hot swap without restart, SIGKILL mid-chunk."""
 
 from __future__ import annotations
 
@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 import redis
 
-from labelq.celery_app import create_app
+from labelq.queue.app import create_app
+from labelq.queue.republish import republish
 from labelq.settings import Settings
 from labelq.synth import generate
-from producer.republish import republish
 from tests.integration.helpers import dead_letters, wait_until
 from tests.integration.student_helpers import TASK, publish_adapter, student_records
 from tests.integration.teacher_helpers import make_chunk

@@ -10,11 +10,11 @@ import pytest
 import redis
 
 from labelq.ledger import read_ledger
+from labelq.queue.task import Paused
 from labelq.schemas import ChunkMessage, SessionItem
 from labelq.settings import Settings
 from labelq.store import open_store
 from labelq.synth import generate
-from labelq.worker_base import Paused
 from tests.fakes.openai_server import FakeConfig, FakeOpenAI, answer_for
 from tests.integration.helpers import jsonl_objects
 from tests.integration.teacher_helpers import (

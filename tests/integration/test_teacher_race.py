@@ -9,8 +9,8 @@ import orjson
 import pytest
 import redis
 
-from labelq.celery_app import queue_redis_key
 from labelq.ledger import budget_state, read_ledger
+from labelq.queue.app import queue_redis_key
 from labelq.settings import Settings
 from labelq.synth import generate
 from producer.run import run_ingest

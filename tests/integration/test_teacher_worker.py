@@ -1,4 +1,4 @@
-"""Ingest, then real `celery -A labelq.worker_app` teacher workers label everything (replay teacher)."""
+"""Ingest, then real `celery -A labelq.app.worker_app` teacher workers label everything (replay teacher)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import orjson
 import pytest
 import redis
 
-from labelq.celery_app import queue_redis_key
+from labelq.queue.app import queue_redis_key
 from labelq.settings import Settings
 from labelq.status import gather
 from labelq.synth import generate

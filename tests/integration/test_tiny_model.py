@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from labelq.prompts import student_prompt
 from labelq.settings import Settings
 from labelq.spec import load_spec
 from labelq.synth import generate
-from trainer.chat import student_prompt
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 torch = pytest.importorskip("torch")
@@ -25,8 +25,8 @@ def held_out(n: int, seed: int = 4242) -> tuple[list[str], list[str]]:
 def test_tiny_model_is_offline_llama_with_chat_template_and_wordy(tiny_model: Path) -> None:
     from transformers import AutoConfig
 
-    from trainer.generate import generate as gen
-    from trainer.generate import load_for_generation
+    from labelq.engines.transformers_engine import generate as gen
+    from labelq.engines.transformers_engine import load_for_generation
 
     config = AutoConfig.from_pretrained(tiny_model)
     assert config.model_type == "llama"
@@ -44,9 +44,9 @@ def test_tiny_model_is_offline_llama_with_chat_template_and_wordy(tiny_model: Pa
 
 
 def test_lora_adapter_is_vllm_shaped_and_learns_the_style(tiny_model: Path, tmp_path: Path) -> None:
+    from labelq.engines.transformers_engine import generate as gen
+    from labelq.engines.transformers_engine import load_for_generation
     from trainer.evaluate import score
-    from trainer.generate import generate as gen
-    from trainer.generate import load_for_generation
     from trainer.lora import train_lora
 
     spec, settings = load_spec("session-label"), Settings()

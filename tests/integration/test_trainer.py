@@ -75,8 +75,8 @@ def test_a_locked_bucket_is_left_to_its_trainer(settings: Settings, redis_client
 def test_trainer_against_s3_and_its_adapter_changes_vllm_output(
         settings: Settings, redis_client: redis.Redis, tiny_model: Path, s3_endpoint: str, s3_bucket: str,
         vllm_backend: object) -> None:
+    from labelq.prompts import student_prompt
     from labelq.spec import load_spec
-    from trainer.chat import student_prompt
     from trainer.tasks import run_once
     from workers.student.cache import AdapterCache
 

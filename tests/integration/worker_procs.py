@@ -1,4 +1,4 @@
-"""Real Celery worker processes for tests: started with `celery -A labelq.worker_app`."""
+"""Real Celery worker processes for tests: started with `celery -A labelq.app.worker_app`."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from labelq.processes import start_celery_worker, stop_process_groups
+from labelq.app.processes import start_celery_worker, stop_process_groups
 from labelq.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -34,7 +34,7 @@ def worker_env(settings: Settings, **extra: str) -> dict[str, str]:
 class Fleet:
     """Real ``celery worker`` processes, started, SIGKILLed and restarted one at a time."""
 
-    def __init__(self, env: dict[str, str], log_dir: Path, app: str = "labelq.worker_app") -> None:
+    def __init__(self, env: dict[str, str], log_dir: Path, app: str = "labelq.app.worker_app") -> None:
         self.env = env
         self.log_dir = log_dir
         self.app = app

@@ -73,7 +73,7 @@ def test_compose_commands_are_real_entry_points(service: str, command: list[str]
         pytest.importorskip("flower") if "flower" in command else None
         argv = [sys.executable, "-m", "celery", *command[1:3], command[3], "--help"]
     else:
-        argv = [sys.executable, "-m", "labelq.cli.main", *[c for c in command[1:] if not c.startswith("--")
+        argv = [sys.executable, "-m", "labelq.app.cli.main", *[c for c in command[1:] if not c.startswith("--")
                                                           and not c.isdigit()], "--help"]
     env = {k: v for k, v in os.environ.items() if not k.startswith("LABELQ_")}
     result = subprocess.run(argv, capture_output=True, env=env, timeout=120, cwd=ROOT)
@@ -93,7 +93,7 @@ def _k8s_commands() -> list[tuple[str, list[str]]]:
 
 
 def test_k8s_manifests_parse_and_keda_scales_real_deployments_on_real_queues() -> None:
-    from labelq.celery_app import queue_redis_key
+    from labelq.queue.app import queue_redis_key
 
     docs = k8s_documents()
     deployments = {d["metadata"]["name"]: d for d in docs if d["kind"] == "Deployment"}
@@ -116,7 +116,7 @@ def test_k8s_manifests_parse_and_keda_scales_real_deployments_on_real_queues() -
 @pytest.mark.parametrize(("deployment", "command"), _k8s_commands(), ids=lambda v: v if isinstance(v, str) else "")
 def test_k8s_commands_are_real_entry_points(deployment: str, command: list[str]) -> None:
     assert command[0] == "labelq"
-    argv = [sys.executable, "-m", "labelq.cli.main", *[c for c in command[1:] if not c.startswith("--")
+    argv = [sys.executable, "-m", "labelq.app.cli.main", *[c for c in command[1:] if not c.startswith("--")
                                                       and not c.isdigit()], "--help"]
     env = {k: v for k, v in os.environ.items() if not k.startswith("LABELQ_")}
     result = subprocess.run(argv, capture_output=True, env=env, timeout=120, cwd=ROOT)

@@ -13,10 +13,10 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from labelq.engines import Adapter
 from labelq.logging import get_logger
 from labelq.registry import adapter_prefix
 from labelq.store import ObjectStore, segment
-from workers.student.backends import Adapter
 
 log = get_logger(__name__)
 SERVED_FILES = ("adapter_config.json", "adapter_model.safetensors")

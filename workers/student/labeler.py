@@ -24,19 +24,18 @@ from typing import Any
 import redis
 
 from labelq.contract import Verdict, check
+from labelq.engines import Adapter, Generation, StudentBackend, make_backend
 from labelq.errors import EngineDead
 from labelq.logging import get_logger
+from labelq.prompts import student_prompt
+from labelq.queue.task import Paused
 from labelq.records import commit_chunk
 from labelq.registry import Registry
 from labelq.schemas import ChunkMessage, DeadLetter, LabelRecord, SessionItem
 from labelq.settings import Settings
 from labelq.spec import load_spec
 from labelq.store import ObjectStore
-from labelq.worker_base import Paused
-from trainer.chat import student_prompt
-from trainer.generate import Generation
 from workers.student import escalation
-from workers.student.backends import Adapter, StudentBackend, make_backend
 from workers.student.cache import AdapterCache
 
 log = get_logger(__name__)

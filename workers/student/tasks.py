@@ -6,9 +6,9 @@ from typing import Any
 
 from celery import Celery
 
-from labelq.celery_app import STUDENT_TASK
+from labelq.queue.app import STUDENT_TASK
+from labelq.queue.task import ChunkTask
 from labelq.schemas import ChunkMessage
-from labelq.worker_base import ChunkTask
 from workers.student.labeler import StudentRuntime, run_student_chunk
 
 _RUNTIME: StudentRuntime | None = None
@@ -19,7 +19,7 @@ def register(app: Celery) -> None:
 
     @app.task(name=STUDENT_TASK, base=ChunkTask, bind=True, stage="student", shared=False)  # type: ignore[untyped-decorator]
     def label_student_chunk(self: ChunkTask, chunk: ChunkMessage) -> dict[str, Any]:
-        from producer.republish import republish
+        from labelq.queue.republish import republish
 
         global _RUNTIME
         if _RUNTIME is None:

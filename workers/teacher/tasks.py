@@ -12,16 +12,16 @@ import redis
 import redis.asyncio as aioredis
 from celery import Celery
 
-from labelq.celery_app import TEACHER_TASK
 from labelq.ledger import budget_limit_usd
 from labelq.logging import get_logger
+from labelq.queue.app import TEACHER_TASK
+from labelq.queue.task import ChunkTask, Paused
 from labelq.records import commit_chunk
 from labelq.redis_server import resolve_redis_url
 from labelq.schemas import ChunkMessage
 from labelq.settings import Settings
 from labelq.spec import load_spec
 from labelq.store import ObjectStore
-from labelq.worker_base import ChunkTask, Paused
 from workers.teacher.budget import Budget
 from workers.teacher.client import make_client
 from workers.teacher.labeler import SessionResult, TeacherContext, label_chunk
@@ -98,7 +98,7 @@ def register(app: Celery) -> None:
 
     @app.task(name=TEACHER_TASK, base=ChunkTask, bind=True, stage="teacher", shared=False)  # type: ignore[untyped-decorator]
     def label_teacher_chunk(self: ChunkTask, chunk: ChunkMessage) -> dict[str, Any]:
-        from producer.republish import republish
+        from labelq.queue.republish import republish
         from trainer.auto import notify_if_due
 
         result = run_teacher_chunk(

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from labelq.cli.common import (
+from labelq.app.cli.common import (
     err_console,
     friendly_errors,
     print_json_line,

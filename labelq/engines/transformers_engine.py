@@ -8,15 +8,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any, NamedTuple
+from typing import Any
 
-from trainer.chat import chat_messages
-
-
-class Generation(NamedTuple):
-    text: str
-    confidence: float | None  # mean probability of the generated tokens
-    tokens: int
+from labelq.engines.base import Adapter, Generation, fit_prompts
+from labelq.prompts import chat_messages
+from labelq.settings import Settings
 
 
 def load_for_generation(base_model: str, adapter_dir: str | None = None) -> tuple[Any, Any]:
@@ -77,3 +73,47 @@ def generate(model: Any, tokenizer: Any, prompts: Sequence[str], *, max_new_toke
     """Greedy answers to ``prompts`` through the chat template, in order."""
     return [g.text for g in generate_scored(model, tokenizer, prompts, max_new_tokens=max_new_tokens,
                                             batch_size=batch_size)]
+
+
+class TransformersBackend:
+    name = "transformers"
+
+    def __init__(self, settings: Settings, model: str, batch_size: int = 64) -> None:
+        self.model = model
+        self._batch_size = batch_size
+        self._model, self._tokenizer = load_for_generation(model)
+        self._max_len = int(getattr(self._model.config, "max_position_embeddings", None) or 4096)
+        self._peft: Any = None
+        self._loaded: list[str] = []
+
+    def _use(self, adapter: Adapter) -> Any:
+        from peft import PeftModel
+
+        if self._peft is None:
+            self._peft = PeftModel.from_pretrained(self._model, adapter.path, adapter_name=adapter.name)
+            self._peft.eval()
+            self._loaded.append(adapter.name)
+        elif adapter.name not in self._loaded:
+            self._peft.load_adapter(adapter.path, adapter_name=adapter.name)
+            self._loaded.append(adapter.name)
+        self._peft.set_adapter(adapter.name)
+        while len(self._loaded) > 2:  # evict the oldest unused adapter
+            old = next(n for n in self._loaded if n != adapter.name)
+            self._peft.delete_adapter(old)
+            self._loaded.remove(old)
+        return self._peft
+
+    def generate(self, prompts: Sequence[str], adapter: Adapter | None, max_new_tokens: int) -> list[Generation]:
+        prompts = fit_prompts(self._tokenizer, prompts, self._max_len - max_new_tokens)
+        if adapter is None:
+            if self._peft is not None:
+                with self._peft.disable_adapter():
+                    return generate_scored(self._peft, self._tokenizer, prompts, max_new_tokens=max_new_tokens,
+                                           batch_size=self._batch_size)
+            return generate_scored(self._model, self._tokenizer, prompts, max_new_tokens=max_new_tokens,
+                                   batch_size=self._batch_size)
+        return generate_scored(self._use(adapter), self._tokenizer, prompts, max_new_tokens=max_new_tokens,
+                               batch_size=self._batch_size)
+
+    def close(self) -> None:
+        self._peft = self._model = None

@@ -29,9 +29,9 @@ from typing import Any
 
 import orjson
 
+from labelq.app.processes import start_celery_worker, stop_process_groups
 from labelq.audit import audit
 from labelq.logging import get_logger
-from labelq.processes import start_celery_worker, stop_process_groups
 from labelq.redis_server import connect, resolve_redis_url
 from labelq.settings import Settings
 from labelq.status import gather

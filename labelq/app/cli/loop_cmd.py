@@ -17,7 +17,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from labelq.cli.common import err_console, friendly_errors, print_json_line, settings_of
+from labelq.app.cli.common import err_console, friendly_errors, print_json_line, settings_of
 from labelq.redis_server import connect
 
 
@@ -66,8 +66,8 @@ def demo(
     """Run the whole loop on this machine: tiny base, synthetic sessions, teacher seed labels (replay unless
     OPENAI_API_KEY is set), curated bucket, LoRA training, promotion, students label the rest; then a report
     (PNG, HTML, JSON) with counts, quality, throughput and cost per 1,000 labels."""
-    from labelq.demo import DemoConfig, run_demo
-    from labelq.report import summarise, write_report
+    from labelq.app.demo import DemoConfig, run_demo
+    from labelq.app.report import summarise, write_report
 
     if student_backend not in {"auto", "vllm", "transformers"}:
         err_console.print(f"[red]--student-backend must be auto, vllm or transformers, not {student_backend!r}[/red]")

@@ -9,10 +9,10 @@ from typing import Annotated
 import typer
 
 from labelq import __version__
-from labelq.cli import ops_cmd
-from labelq.cli.common import friendly_errors
-from labelq.cli.ingest_cmd import ingest
-from labelq.cli.teach_cmd import teach
+from labelq.app.cli import ops_cmd
+from labelq.app.cli.common import friendly_errors
+from labelq.app.cli.ingest_cmd import ingest
+from labelq.app.cli.teach_cmd import teach
 from labelq.logging import configure
 from labelq.settings import load_settings
 

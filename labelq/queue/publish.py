@@ -28,9 +28,9 @@ from celery.utils.nodenames import anon_nodename
 from kombu.exceptions import OperationalError as KombuOperationalError
 from kombu.utils.uuid import uuid
 
-from labelq.celery_app import TASK_FOR_QUEUE, queue_redis_key
 from labelq.errors import ServiceUnavailable
 from labelq.logging import get_logger
+from labelq.queue.app import TASK_FOR_QUEUE, queue_redis_key
 from labelq.settings import Settings
 
 log = get_logger(__name__)

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 import orjson
 import typer
 
-from labelq.cli.common import (
+from labelq.app.cli.common import (
     err_console,
     friendly_errors,
     print_json_line,

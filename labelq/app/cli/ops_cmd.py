@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from labelq.cli.common import (
+from labelq.app.cli.common import (
     err_console,
     friendly_errors,
     print_json_line,
@@ -168,12 +168,12 @@ def worker(
     concurrency: Annotated[int | None, typer.Option(help="Worker processes (student: always 1, solo pool).")] = None,
     loglevel: Annotated[str, typer.Option(help="Celery's own log level.")] = "INFO",
 ) -> None:
-    """Start a Celery worker for one queue (same as `celery -A labelq.worker_app worker -Q QUEUE`)."""
+    """Start a Celery worker for one queue (same as `celery -A labelq.app.worker_app worker -Q QUEUE`)."""
     if queue not in QUEUES:
         err_console.print(f"[red]unknown queue {queue!r}[/red]: choose one of {', '.join(QUEUES)}")
         raise typer.Exit(2)
-    from labelq.worker_app import UNAVAILABLE
-    from labelq.worker_app import app as celery_app
+    from labelq.app.worker_app import UNAVAILABLE
+    from labelq.app.worker_app import app as celery_app
 
     if queue in UNAVAILABLE:
         err_console.print(f"[red]the {queue} worker cannot start:[/red] {UNAVAILABLE[queue]}\n"
@@ -208,7 +208,7 @@ def flower(
 
     env = {**os.environ, "FLOWER_BASIC_AUTH": auth,  # by environment, so it never shows in `ps`
            "FLOWER_UNAUTHENTICATED_API": "false", "LABELQ_REDIS_URL": resolve_redis_url(settings)}
-    argv = [sys.executable, "-m", "celery", "-A", "labelq.flower_app", "flower",
+    argv = [sys.executable, "-m", "celery", "-A", "labelq.app.flower_app", "flower",
             f"--port={port or settings.flower_port}", f"--address={address}"]
     err_console.print(f"flower on http://{address}:{port or settings.flower_port} (user {user})", highlight=False)
     os.execve(sys.executable, argv, env)
@@ -239,10 +239,10 @@ def redis_ping(ctx: typer.Context) -> None:
 
 
 def register(app: typer.Typer) -> None:
-    from labelq.cli.adapter_cmd import adapter_app, curate, review
-    from labelq.cli.loop_cmd import audit, demo, export
-    from labelq.cli.model_cmd import model_app
-    from labelq.cli.trainer_cmd import trainer_app
+    from labelq.app.cli.adapter_cmd import adapter_app, curate, review
+    from labelq.app.cli.loop_cmd import audit, demo, export
+    from labelq.app.cli.model_cmd import model_app
+    from labelq.app.cli.trainer_cmd import trainer_app
 
     app.add_typer(adapter_app, name="adapter")
     app.add_typer(trainer_app, name="trainer")

@@ -13,8 +13,8 @@ from typing import IO
 
 def start_celery_worker(queue: str, *, pool: str, concurrency: int, name: str, env: dict[str, str],
                         log: IO[bytes], cwd: Path | None = None,
-                        app: str = "labelq.worker_app") -> subprocess.Popen[bytes]:
-    """``celery -A <app> worker`` (labelq.worker_app unless told) for one queue, in its own process group."""
+                        app: str = "labelq.app.worker_app") -> subprocess.Popen[bytes]:
+    """``celery -A <app> worker`` (labelq.app.worker_app unless told) for one queue, in its own process group."""
     return subprocess.Popen(
         [sys.executable, "-m", "celery", "-A", app, "worker", "-Q", queue, "-P", pool,
          "-c", str(concurrency), "-n", name, "--without-mingle", "--without-gossip", "--loglevel=WARNING"],

@@ -6,7 +6,7 @@ from typing import Annotated, Any
 
 import typer
 
-from labelq.cli.common import err_console, friendly_errors, print_json_line, settings_of
+from labelq.app.cli.common import err_console, friendly_errors, print_json_line, settings_of
 
 trainer_app = typer.Typer(help="The trainer service: curated buckets -> LoRA adapters -> promotion gate.",
                           no_args_is_help=True)

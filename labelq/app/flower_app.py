@@ -11,7 +11,7 @@ from __future__ import annotations
 from flower.views.monitor import Metrics
 from tornado.web import authenticated
 
-from labelq.worker_app import app
+from labelq.app.worker_app import app
 
 Metrics.get = authenticated(Metrics.get)
 __all__ = ["app"]

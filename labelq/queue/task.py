@@ -105,7 +105,7 @@ class ChunkTask(Task):  # type: ignore[misc]
         if len(chunk.sessions) > 1:
             # Bisect: each half is a new chunk (its own id and delivery counter). Redelivered
             # after a crash here, the same halves are published again: same ids, same output.
-            from producer.republish import republish
+            from labelq.queue.republish import republish
 
             half = len(chunk.sessions) // 2
             for part in (chunk.sessions[:half], chunk.sessions[half:]):

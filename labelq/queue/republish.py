@@ -13,9 +13,9 @@ import redis
 from celery import Celery
 
 from labelq.hashing import chunk_id
+from labelq.queue.publish import ChunkPublisher, OutgoingChunk
 from labelq.schemas import ChunkMessage, SessionItem, chunk_json
 from labelq.settings import Settings
-from producer.publisher import ChunkPublisher, OutgoingChunk
 
 
 def republish(settings: Settings, app: Celery, client: redis.Redis, queue: str,

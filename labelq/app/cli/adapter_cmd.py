@@ -9,7 +9,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from labelq.cli.common import err_console, friendly_errors, print_json_line, settings_of
+from labelq.app.cli.common import err_console, friendly_errors, print_json_line, settings_of
 from labelq.redis_server import connect
 from labelq.registry import Registry
 from labelq.store import open_store

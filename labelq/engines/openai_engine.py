@@ -1,0 +1,62 @@
+"""The ``openai`` backend: a remote OpenAI-compatible student server (``vllm serve --enable-lora``)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+
+from labelq.engines.base import Adapter, Generation, mean_prob
+from labelq.errors import ConfigError
+from labelq.prompts import chat_messages
+from labelq.settings import Settings
+
+
+class OpenAIBackend:
+    """A remote OpenAI-compatible student server; the adapter path must be readable by that server."""
+
+    name = "openai"
+
+    def __init__(self, settings: Settings, model: str, concurrency: int = 32) -> None:
+        import httpx
+        from openai import OpenAI
+
+        if not settings.student_base_url:
+            raise ConfigError("student_backend=openai needs LABELQ_STUDENT_BASE_URL (the remote server's /v1 URL)")
+        key = settings.student_api_key.get_secret_value() if settings.student_api_key else "unused"
+        self.model = model
+        self._base_url = settings.student_base_url.rstrip("/")
+        self._client = OpenAI(base_url=self._base_url, api_key=key, max_retries=3, timeout=120.0)
+        self._http = httpx.Client(timeout=120.0, headers={"Authorization": f"Bearer {key}"})
+        self._loaded: set[str] = set()
+        self._pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="labelq-student")
+
+    def _load(self, adapter: Adapter) -> None:
+        if adapter.name in self._loaded:
+            return
+        response = self._http.post(f"{self._base_url}/load_lora_adapter",
+                                   json={"lora_name": adapter.name, "lora_path": adapter.path})
+        if response.status_code >= 400 and "already" not in response.text.lower():
+            raise RuntimeError(f"the student server refused adapter {adapter.name}: "
+                               f"HTTP {response.status_code} {response.text[:200]}")
+        self._loaded.add(adapter.name)
+
+    def _one(self, prompt: str, model: str, max_new_tokens: int) -> Generation:
+        response = self._client.chat.completions.create(
+            model=model, messages=chat_messages(prompt), temperature=0.0,  # type: ignore[arg-type]
+            max_tokens=max_new_tokens, logprobs=True)
+        choice = response.choices[0]
+        content = choice.logprobs.content if choice.logprobs is not None else None
+        logprobs = [t.logprob for t in content or []]
+        tokens = response.usage.completion_tokens if response.usage else len(logprobs)
+        return Generation((choice.message.content or "").strip(), mean_prob(logprobs), tokens)
+
+    def generate(self, prompts: Sequence[str], adapter: Adapter | None, max_new_tokens: int) -> list[Generation]:
+        if adapter is not None:
+            self._load(adapter)
+        model = adapter.name if adapter is not None else self.model
+        return list(self._pool.map(lambda p: self._one(p, model, max_new_tokens), prompts))
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False)
+        self._client.close()
+        self._http.close()
