@@ -1,0 +1,1 @@
+"""The queue layer: the only code that knows Celery and kombu."""
