@@ -10,18 +10,33 @@ from __future__ import annotations
 import contextlib
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from labelq.deadletter import DeadLetterSink, truncate_raw
 from labelq.hashing import chunk_id
-from labelq.queue.publish import ChunkPublisher, OutgoingChunk
+from labelq.queue.publish import OutgoingChunk
 from labelq.schemas import DeadLetter, chunk_json
 from labelq.settings import Settings
 from producer.routing import Router
 from producer.sources import RawRecord
 from producer.validate import Accepted, Limits, Rejected, validate
+
+
+class ChunkOutlet(Protocol):
+    """Where the ingestor's chunks go: the queues (``ChunkPublisher``), or a list in
+    this process (``producer.local.LocalChunks``, for ``labelq teach``)."""
+
+    paused_s: float
+
+    def claim(self, task: str, hashes: Sequence[str]) -> list[bool]: ...
+
+    def release(self, task: str, hashes: Sequence[str]) -> None: ...
+
+    def publish_many(self, chunks: Sequence[tuple[str, OutgoingChunk]]) -> None: ...
+
+    def count(self, task: str, *, ingested: int, duplicates: int) -> None: ...
 
 
 def rejection_letter(record: RawRecord, result: Rejected, task: str, raw_max_bytes: int) -> DeadLetter:
@@ -79,7 +94,7 @@ class Ingestor:
     """Streams records into chunks for one task. Use as a context manager per run."""
 
     def __init__(
-        self, settings: Settings, publisher: ChunkPublisher, dead_letters: DeadLetterSink,
+        self, settings: Settings, publisher: ChunkOutlet, dead_letters: DeadLetterSink,
         router: Router, *, task: str, on_record: Callable[[IngestSummary], None] | None = None,
     ) -> None:
         self._settings = settings
