@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from labelq.logging import get_logger
-from labelq.settings import QUEUES, Settings
+from labelq.settings import Settings
 
 log = get_logger(__name__)
 
@@ -123,13 +123,12 @@ class QueueDepthCollector:
     def collect(self) -> Any:
         from prometheus_client.core import GaugeMetricFamily
 
-        from labelq.queue.app import queue_redis_key
+        from labelq.queue.inspect import queue_depths
         from labelq.redis_server import connect
 
         family = GaugeMetricFamily("labelq_queue_depth", "Chunks waiting in a queue.", labels=["queue"])
-        client = connect(self._settings)
-        for queue in QUEUES:
-            family.add_metric([queue], float(client.llen(queue_redis_key(self._settings, queue))))
+        for queue, depth in queue_depths(self._settings, connect(self._settings)).items():
+            family.add_metric([queue], float(depth))
         yield family
 
 

@@ -8,9 +8,9 @@ import orjson
 import redis
 
 from labelq.ledger import budget_limit_usd, budget_state, cost_summary, read_ledger
-from labelq.queue.app import queue_redis_key
+from labelq.queue.inspect import queue_depths
 from labelq.routing import routing_state
-from labelq.settings import QUEUES, Settings
+from labelq.settings import Settings
 
 
 def _int_hash(client: redis.Redis, key: str) -> dict[str, int]:
@@ -36,7 +36,7 @@ def _budget_limit(settings: Settings, task: str) -> float | None:
 
 def gather(settings: Settings, client: redis.Redis) -> dict[str, Any]:
     """One snapshot, as plain data (the CLI renders it as a table or JSON)."""
-    queues = {name: int(client.llen(queue_redis_key(settings, name))) for name in QUEUES}
+    queues = queue_depths(settings, client)
     dead_letter = _int_hash(client, settings.redis_key("dlq", "reasons"))
     tasks: dict[str, Any] = {}
     for task in known_tasks(settings, client):

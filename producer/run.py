@@ -21,10 +21,9 @@ from pathlib import Path
 from typing import Any
 
 import redis
-from celery import Celery
 
 from labelq.deadletter import DeadLetterSink
-from labelq.queue.app import create_app
+from labelq.queue.app import QueueApp, create_app
 from labelq.queue.publish import ChunkPublisher
 from labelq.redis_server import connect, resolve_redis_url
 from labelq.settings import Settings
@@ -44,7 +43,7 @@ def run_records(
     task: str,
     router: Router,
     client: redis.Redis | None = None,
-    app: Celery | None = None,
+    app: QueueApp | None = None,
     store: ObjectStore | None = None,
     on_record: Callable[[IngestSummary], None] | None = None,
     on_pause: Callable[[str, int], None] | None = None,
@@ -67,7 +66,7 @@ def run_ingest(
     queue: str | None = None,
     router: Router | None = None,
     client: redis.Redis | None = None,
-    app: Celery | None = None,
+    app: QueueApp | None = None,
     store: ObjectStore | None = None,
     on_record: Callable[[IngestSummary], None] | None = None,
     on_bytes: Callable[[int], None] = lambda n: None,

@@ -6,10 +6,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from celery import Celery
-
 from labelq.logging import bind, get_logger
-from labelq.queue.app import TRAINER_TASK
+from labelq.queue.app import TRAINER_TASK, QueueApp
+from labelq.queue.task import LabelqTask, register_task
 from labelq.redis_server import connect
 from labelq.settings import Settings
 from labelq.store import open_store
@@ -41,23 +40,24 @@ def run_forever(settings: Settings, on_result: Callable[[dict[str, Any]], None])
         time.sleep(settings.trainer_poll_s)
 
 
-def register(app: Celery) -> None:
+def _train(job: LabelqTask, message: dict[str, Any]) -> list[dict[str, Any]]:
+    settings = job.settings
+    store, client = open_store(settings), connect(settings)
+    task = message["task"]
+    if message.get("curate"):
+        curate_if_due(settings, store, client, task)
+    versions = [message["dataset_version"]] if "dataset_version" in message else \
+        [v for t, v in ready_buckets(store) if t == task]
+    results = []
+    for version in versions:
+        with bind(celery_task_id=job.message_id, task=task, dataset=version):
+            metrics = train_bucket(settings, store, client, task, version)
+        if metrics is not None:
+            results.append({"version": metrics["version"], "promoted": metrics["promoted"]})
+    return results
+
+
+def register(app: QueueApp) -> None:
     """A trigger on the trainer queue: ``{"task": ...}`` with ``"curate": true`` (curate if due, then
     train what is ready) or ``"dataset_version": ...`` (train that bucket)."""
-
-    @app.task(name=TRAINER_TASK, bind=True, acks_late=True, shared=False)  # type: ignore[untyped-decorator]
-    def train(self: Any, message: dict[str, Any]) -> list[dict[str, Any]]:
-        settings: Settings = self.app.conf.labelq_settings
-        store, client = open_store(settings), connect(settings)
-        task = message["task"]
-        if message.get("curate"):
-            curate_if_due(settings, store, client, task)
-        versions = [message["dataset_version"]] if "dataset_version" in message else \
-            [v for t, v in ready_buckets(store) if t == task]
-        results = []
-        for version in versions:
-            with bind(celery_task_id=self.request.id, task=task, dataset=version):
-                metrics = train_bucket(settings, store, client, task, version)
-            if metrics is not None:
-                results.append({"version": metrics["version"], "promoted": metrics["promoted"]})
-        return results
+    register_task(app, TRAINER_TASK, _train)

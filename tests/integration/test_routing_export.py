@@ -12,6 +12,7 @@ import redis
 
 from labelq.audit import audit
 from labelq.export import latest_labels, write_export
+from labelq.queue.inspect import queue_redis_key
 from labelq.records import commit_chunk
 from labelq.schemas import LabelRecord
 from labelq.settings import Settings
@@ -84,7 +85,7 @@ def test_audit_balances_and_export_round_trips(settings: Settings, redis_client:
                    for i, s in enumerate(chunk.sessions)]
         commit_chunk(settings, store, redis_client, stage=source, task=chunk.task, chunk_id=chunk.chunk_id,
                      records=records, dead_letters=[])
-    redis_client.delete(settings.redis_key_prefix + "teacher", settings.redis_key_prefix + "student")
+    redis_client.delete(queue_redis_key(settings, "teacher"), queue_redis_key(settings, "student"))
     assert audit(settings, redis_client)["ok"]
     # A human relabels one session later: export keeps the latest label.
     first = sessions[0]["session_id"]

@@ -11,7 +11,7 @@ import pytest
 import redis
 
 from labelq.queue.app import create_app
-from labelq.queue.republish import republish
+from labelq.queue.publish import republish
 from labelq.settings import Settings
 from labelq.synth import generate
 from tests.integration.helpers import dead_letters, wait_until

@@ -10,7 +10,7 @@ import pytest
 import redis
 
 from labelq.ledger import budget_state, read_ledger
-from labelq.queue.app import queue_redis_key
+from labelq.queue.inspect import queue_depth
 from labelq.settings import Settings
 from labelq.synth import generate
 from producer.run import run_ingest
@@ -83,7 +83,7 @@ def test_rate_limit_holds_and_is_used_across_workers(settings: Settings, redis_c
     # At least 90% of the limit sustained while there is work (whole windows after the first).
     busy = [t for t in permits if permits[0] + window_s <= t < permits[0] + 3 * window_s]
     assert len(busy) >= 0.9 * 2 * limit
-    assert redis_client.llen(queue_redis_key(settings, "teacher")) > 0  # work was still waiting
+    assert queue_depth(settings, redis_client, "teacher") > 0  # work was still waiting
 
 
 def worst_window(times: list[float], window_s: float) -> int:

@@ -154,22 +154,22 @@ def test_a_trainer_killed_mid_training_leaves_no_adapter_and_the_bucket_is_retra
 
 def test_automatic_curation_at_seed_size_then_every_retrain_every(
         settings: Settings, redis_client: redis.Redis) -> None:
-    from celery import Celery
-
-    from trainer.auto import curate_if_due, notify_if_due
+    from labelq.queue.app import create_app
+    from labelq.queue.publish import trigger_curation_if_due
+    from trainer.auto import curate_if_due
 
     settings = settings.model_copy(update={"teacher_backend": "replay", "teacher_replay_latency_s": 0.0,
                                            "curation_seed_size": 128, "curation_retrain_every": 128})
     store = open_store(settings)
     sent: list[dict[str, object]] = []
-    app = Celery(set_as_current=False)
+    app = create_app(settings)
     app.send_task = lambda name, args, queue: sent.append({"name": name, "args": args, "queue": queue})  # type: ignore[method-assign]
     label_with_replay(settings, redis_client, list(generate(64, seed=65)))
-    assert not notify_if_due(settings, redis_client, app, "session-label")
+    assert not trigger_curation_if_due(settings, redis_client, app, "session-label")
     assert curate_if_due(settings, store, redis_client, "session-label") is None
     label_with_replay(settings, redis_client, list(generate(64, seed=66)))
-    assert notify_if_due(settings, redis_client, app, "session-label")
-    assert not notify_if_due(settings, redis_client, app, "session-label")  # one trigger per threshold
+    assert trigger_curation_if_due(settings, redis_client, app, "session-label")
+    assert not trigger_curation_if_due(settings, redis_client, app, "session-label")  # one per threshold
     assert sent == [{"name": "labelq.trainer.train_bucket", "args": [{"task": "session-label", "curate": True}],
                      "queue": "trainer"}]
     first = curate_if_due(settings, store, redis_client, "session-label")

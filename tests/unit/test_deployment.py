@@ -93,7 +93,7 @@ def _k8s_commands() -> list[tuple[str, list[str]]]:
 
 
 def test_k8s_manifests_parse_and_keda_scales_real_deployments_on_real_queues() -> None:
-    from labelq.queue.app import queue_redis_key
+    from labelq.queue.inspect import queue_redis_key
 
     docs = k8s_documents()
     deployments = {d["metadata"]["name"]: d for d in docs if d["kind"] == "Deployment"}
