@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from celery import Celery
 
+from labelq.outcomes import ChunkOutcome
 from labelq.queue.app import STUDENT_TASK
 from labelq.queue.task import ChunkTask
 from labelq.schemas import ChunkMessage
@@ -18,7 +17,7 @@ def register(app: Celery) -> None:
     """Define the student task on ``app`` (the worker app, or a test's app)."""
 
     @app.task(name=STUDENT_TASK, base=ChunkTask, bind=True, stage="student", shared=False)  # type: ignore[untyped-decorator]
-    def label_student_chunk(self: ChunkTask, chunk: ChunkMessage) -> dict[str, Any]:
+    def label_student_chunk(self: ChunkTask, chunk: ChunkMessage) -> ChunkOutcome:
         from labelq.queue.republish import republish
 
         global _RUNTIME

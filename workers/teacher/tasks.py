@@ -14,6 +14,7 @@ from celery import Celery
 
 from labelq.ledger import budget_limit_usd
 from labelq.logging import get_logger
+from labelq.outcomes import ChunkOutcome, TeacherSpend
 from labelq.queue.app import TEACHER_TASK
 from labelq.queue.task import ChunkTask, Paused
 from labelq.records import commit_chunk
@@ -64,7 +65,7 @@ def _clear_pause(client: redis.Redis, pause_key: str, chunk_started_at: float) -
 
 
 def run_teacher_chunk(settings: Settings, store: ObjectStore, client: redis.Redis,
-                      chunk: ChunkMessage, requeue: Any) -> dict[str, Any]:
+                      chunk: ChunkMessage, requeue: Any) -> ChunkOutcome:
     """Label a chunk, commit its output once, hand unfinished sessions back, or pause."""
     deadline = time.monotonic() + settings.visibility_timeout_s * DEADLINE_SHARE
     started_at = time.time()
@@ -87,17 +88,18 @@ def run_teacher_chunk(settings: Settings, store: ObjectStore, client: redis.Redi
     unfinished = [r.item for r in results if r.status == "retry_later"]
     if unfinished:
         requeue(chunk, unfinished)
-    return {"labelled": len(records), "dead_lettered": len(letters), "handed_back": len(unfinished),
-            "model": records[0].model if records else None, "usd": round(sum(r.cost_usd for r in records), 6),
-            "input_tokens": sum(r.input_tokens for r in records),
-            "output_tokens": sum(r.output_tokens for r in records)}
+    return ChunkOutcome(labelled=len(records), dead_lettered=len(letters), handed_back=len(unfinished),
+                        teacher=TeacherSpend(model=records[0].model if records else None,
+                                             usd=round(sum(r.cost_usd for r in records), 6),
+                                             input_tokens=sum(r.input_tokens for r in records),
+                                             output_tokens=sum(r.output_tokens for r in records)))
 
 
 def register(app: Celery) -> None:
     """Define the teacher task on ``app`` (the worker app, or a test's app)."""
 
     @app.task(name=TEACHER_TASK, base=ChunkTask, bind=True, stage="teacher", shared=False)  # type: ignore[untyped-decorator]
-    def label_teacher_chunk(self: ChunkTask, chunk: ChunkMessage) -> dict[str, Any]:
+    def label_teacher_chunk(self: ChunkTask, chunk: ChunkMessage) -> ChunkOutcome:
         from labelq.queue.republish import republish
         from trainer.auto import notify_if_due
 
