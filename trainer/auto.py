@@ -9,7 +9,7 @@ the trainer's polling loop runs the same check.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import redis
 
@@ -17,6 +17,9 @@ from labelq.logging import get_logger
 from labelq.settings import Settings
 from labelq.spec import load_spec
 from labelq.store import ObjectStore
+
+if TYPE_CHECKING:
+    from trainer.curation import Manifest
 
 log = get_logger(__name__)
 
@@ -55,7 +58,7 @@ def notify_if_due(settings: Settings, client: redis.Redis, app: Any, task: str) 
     return True
 
 
-def curate_if_due(settings: Settings, store: ObjectStore, client: redis.Redis, task: str) -> dict[str, Any] | None:
+def curate_if_due(settings: Settings, store: ObjectStore, client: redis.Redis, task: str) -> Manifest | None:
     """Build the next bucket when due (one trainer at a time); its manifest, else None."""
     from trainer.curation import curate
 
@@ -70,7 +73,7 @@ def curate_if_due(settings: Settings, store: ObjectStore, client: redis.Redis, t
                           require_review=settings.curation_require_review)
         client.hset(settings.redis_key("curation", task), "labels_at", labels)
         if manifest is not None:
-            log.info("curated", task=task, dataset=manifest["version"], counts=manifest["counts"],
+            log.info("curated", task=task, dataset=manifest.version, counts=manifest.counts.to_dict(),
                      review=settings.curation_require_review)
         return manifest
     finally:

@@ -56,13 +56,13 @@ def test_labels_records_ledger_and_cache(settings: Settings, redis_client: redis
         user = fake.requests[0]["body"]["messages"][1]["content"]
         assert user.startswith("<session>\n") and "_reference" not in user
         ledger = read_ledger(redis_client, s, "session-label")
-        assert ledger["models"]["gpt-4o"]["calls"] == 30
+        assert ledger.models["gpt-4o"].calls == 30
         # The ledger keeps whole micro-dollars: at most half of one off per call.
-        assert ledger["usd"] == pytest.approx(sum(r.cost_usd for r in records), abs=30 * 0.5e-6)
+        assert ledger.usd == pytest.approx(sum(r.cost_usd for r in records), abs=30 * 0.5e-6)
         # The same chunk again: nothing is paid twice, output is overwritten, counted once.
         assert run(s, redis_client, chunk).labelled == 30
         assert len(fake.requests) == 30
-        assert read_ledger(redis_client, s, "session-label")["cache_hits"] == 30
+        assert read_ledger(redis_client, s, "session-label").cache_hits == 30
         assert len(teacher_records(s)) == 30
         stats = redis_client.hgetall(s.redis_key("stats", "session-label"))
         assert int(stats[b"labelled_teacher"]) == 30
@@ -121,7 +121,7 @@ def test_budget_pauses_without_loss(settings: Settings, redis_client: redis.Redi
         with pytest.raises(Paused, match="budget"):
             for chunk in chunks:
                 done += run(s, redis_client, chunk).labelled
-        spent = read_ledger(redis_client, s, "session-label")["usd"]
+        spent = read_ledger(redis_client, s, "session-label").usd
         assert 0 < spent <= 0.02
         flag = orjson.loads(redis_client.get(s.redis_key("paused", "teacher", "session-label")))
         assert flag["reason"].startswith("budget")
