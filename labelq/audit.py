@@ -12,12 +12,12 @@ double count); audit lists it and exits non-zero.
 from __future__ import annotations
 
 from collections import Counter
-from typing import Any
 
 import redis
 
 from labelq.queue.inspect import in_flight_chunks
 from labelq.settings import Settings
+from labelq.snapshot import AuditReport, TaskBalance
 from labelq.status import known_tasks
 
 
@@ -28,7 +28,7 @@ def in_flight_sessions(settings: Settings, client: redis.Redis) -> Counter[str]:
     return counts
 
 
-def audit(settings: Settings, client: redis.Redis) -> dict[str, Any]:
+def audit(settings: Settings, client: redis.Redis) -> AuditReport:
     """Per task: the balance and its gap (0 when every session is accounted for)."""
     flying = in_flight_sessions(settings, client)
     tasks = {}
@@ -39,7 +39,8 @@ def audit(settings: Settings, client: redis.Redis) -> dict[str, Any]:
         dead = stats.get("dead_teacher", 0) + stats.get("dead_student", 0)
         ingested = stats.get("ingested", 0)
         gap = ingested - labelled - dead - flying[task]
-        tasks[task] = {"ingested": ingested, "labelled": labelled, "labelled_teacher": stats.get("labelled_teacher", 0),
-                       "labelled_student": stats.get("labelled_student", 0), "dead_lettered": dead,
-                       "in_flight": flying[task], "gap": gap}
-    return {"ok": all(t["gap"] == 0 for t in tasks.values()), "tasks": tasks}
+        tasks[task] = TaskBalance(ingested=ingested, labelled=labelled,
+                                  labelled_teacher=stats.get("labelled_teacher", 0),
+                                  labelled_student=stats.get("labelled_student", 0), dead_lettered=dead,
+                                  in_flight=flying[task], gap=gap)
+    return AuditReport(ok=all(t.gap == 0 for t in tasks.values()), tasks=tasks)

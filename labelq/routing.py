@@ -2,11 +2,23 @@
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
+from typing import Literal
 
 import redis
 
 from labelq.settings import Settings
+
+
+@dataclass(frozen=True, slots=True)
+class RoutingState:
+    """Where a task stands in the routing policy: seeding the teacher, or steady (sampling)."""
+
+    phase: Literal["seed", "steady"]
+    seeded: int  # sessions routed to the teacher as seed so far
+    seed_size: int
+    sample_rate: float  # steady phase: share of traffic sampled to the teacher
+    stratify_by: str | None
 
 
 def routing_keys(settings: Settings, task: str) -> list[str]:
@@ -14,10 +26,10 @@ def routing_keys(settings: Settings, task: str) -> list[str]:
     return [settings.redis_key("routing", task), settings.redis_key("routing", task, "strata")]
 
 
-def routing_state(settings: Settings, client: redis.Redis, task: str) -> dict[str, Any]:
+def routing_state(settings: Settings, client: redis.Redis, task: str) -> RoutingState:
     """Where a task stands in the routing policy."""
     raw: dict[bytes, bytes] = client.hgetall(routing_keys(settings, task)[0])  # type: ignore[assignment]
     seeded = int(raw.get(b"seeded", 0))
     done = bool(raw.get(b"done")) or seeded >= settings.curation_seed_size
-    return {"phase": "steady" if done else "seed", "seeded": seeded, "seed_size": settings.curation_seed_size,
-            "sample_rate": settings.routing_sample_rate, "stratify_by": settings.routing_stratify_by}
+    return RoutingState(phase="steady" if done else "seed", seeded=seeded, seed_size=settings.curation_seed_size,
+                        sample_rate=settings.routing_sample_rate, stratify_by=settings.routing_stratify_by)

@@ -75,17 +75,25 @@ class IngestSummary:
         self.queues.update(part["queues"])
         self.backpressure_paused_s += part["paused"]
 
+    @property
+    def rejected_total(self) -> int:
+        return sum(self.rejected.values())
+
+    @property
+    def sessions_per_s(self) -> float | None:
+        return round(self.read / self.elapsed_s, 1) if self.elapsed_s else None
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "read": self.read,
             "enqueued": self.enqueued,
             "duplicates": self.duplicates,
             "rejected": dict(sorted(self.rejected.items())),
-            "rejected_total": sum(self.rejected.values()),
+            "rejected_total": self.rejected_total,
             "chunks": self.chunks,
             "queues": dict(self.queues),
             "elapsed_s": round(self.elapsed_s, 3),
-            "sessions_per_s": round(self.read / self.elapsed_s, 1) if self.elapsed_s else None,
+            "sessions_per_s": self.sessions_per_s,
             "backpressure_paused_s": round(self.backpressure_paused_s, 3),
         }
 

@@ -7,7 +7,7 @@ workers read it to send one trigger per threshold); the trainer curates when
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 import redis
 
@@ -17,10 +17,13 @@ from labelq.settings import Settings
 from labelq.spec import load_spec
 from labelq.store import ObjectStore
 
+if TYPE_CHECKING:
+    from trainer.curation import Manifest
+
 log = get_logger(__name__)
 
 
-def curate_if_due(settings: Settings, store: ObjectStore, client: redis.Redis, task: str) -> dict[str, Any] | None:
+def curate_if_due(settings: Settings, store: ObjectStore, client: redis.Redis, task: str) -> Manifest | None:
     """Build the next bucket when due (one trainer at a time); its manifest, else None."""
     from trainer.curation import curate
 
@@ -35,7 +38,7 @@ def curate_if_due(settings: Settings, store: ObjectStore, client: redis.Redis, t
                           require_review=settings.curation_require_review)
         record_curated(settings, client, task, labels)
         if manifest is not None:
-            log.info("curated", task=task, dataset=manifest["version"], counts=manifest["counts"],
+            log.info("curated", task=task, dataset=manifest.version, counts=manifest.counts.to_dict(),
                      review=settings.curation_require_review)
         return manifest
     finally:

@@ -13,30 +13,31 @@ from labelq.redis_server import connect
 from labelq.settings import Settings
 from labelq.store import open_store
 from trainer.auto import curate_if_due, tasks_with_teacher_labels
+from trainer.reports import TrainingReport
 from trainer.service import ready_buckets, train_bucket
 
 log = get_logger(__name__)
 
 
-def run_once(settings: Settings) -> list[dict[str, Any]]:
-    """Curate what is due, then train every ready bucket once; return their metrics."""
+def run_once(settings: Settings) -> list[TrainingReport]:
+    """Curate what is due, then train every ready bucket once; return their reports."""
     store, client = open_store(settings), connect(settings)
     for task in tasks_with_teacher_labels(settings, client):
         curate_if_due(settings, store, client, task)
     done = []
     for task, version in ready_buckets(store):
         with bind(task=task, dataset=version):
-            metrics = train_bucket(settings, store, client, task, version)
-        if metrics is not None:
-            done.append(metrics)
+            report = train_bucket(settings, store, client, task, version)
+        if report is not None:
+            done.append(report)
     return done
 
 
-def run_forever(settings: Settings, on_result: Callable[[dict[str, Any]], None]) -> None:
+def run_forever(settings: Settings, on_result: Callable[[TrainingReport], None]) -> None:
     """Poll the store for ready buckets until interrupted."""
     while True:
-        for metrics in run_once(settings):
-            on_result(metrics)
+        for report in run_once(settings):
+            on_result(report)
         time.sleep(settings.trainer_poll_s)
 
 
@@ -51,9 +52,9 @@ def _train(job: LabelqTask, message: dict[str, Any]) -> list[dict[str, Any]]:
     results = []
     for version in versions:
         with bind(celery_task_id=job.message_id, task=task, dataset=version):
-            metrics = train_bucket(settings, store, client, task, version)
-        if metrics is not None:
-            results.append({"version": metrics["version"], "promoted": metrics["promoted"]})
+            report = train_bucket(settings, store, client, task, version)
+        if report is not None:
+            results.append({"version": report.version, "promoted": report.promoted})
     return results
 
 

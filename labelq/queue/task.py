@@ -34,6 +34,7 @@ from labelq.deadletter import truncate_raw
 from labelq.errors import DecodeError
 from labelq.logging import bind, get_logger
 from labelq.metrics import observe_chunk, observe_retry
+from labelq.outcomes import ChunkOutcome
 from labelq.queue.publish import republish, trigger_curation_if_due
 from labelq.records import commit_chunk
 from labelq.redis_server import connect
@@ -101,16 +102,16 @@ class ChunkTask(LabelqTask):
                 chunk = ChunkMessage.decode(message)
             except DecodeError as exc:
                 self._dead_letter_message(message, exc)
-                return {"status": "decode_error"}
+                return ChunkOutcome(status="decode_error").as_log()
             with bind(chunk_id=chunk.chunk_id, task=chunk.task):
                 attempts_key = self.settings.redis_key("attempts", self.stage, chunk.chunk_id)
                 deliveries = int(self.redis.incr(attempts_key))
                 self.redis.expire(attempts_key, ATTEMPTS_TTL_S)
                 if deliveries > self.settings.max_attempts:
-                    return self._poisoned(chunk, deliveries)
+                    return self._poisoned(chunk, deliveries).as_log()
                 started = time.monotonic()
                 try:
-                    result = super().__call__(chunk)
+                    outcome: ChunkOutcome = super().__call__(chunk)
                 except Paused as pause:
                     observe_retry(self.stage, "paused")
                     self.redis.decr(attempts_key)  # a pause is not a failed delivery
@@ -124,11 +125,12 @@ class ChunkTask(LabelqTask):
                     raise Reject(f"{type(exc).__name__}: {str(exc)[:200]}", requeue=True) from None
                 self.redis.delete(attempts_key)
                 elapsed = time.monotonic() - started
-                observe_chunk(self.stage, chunk.task, len(chunk.sessions), elapsed, result or {})
-                log.info("chunk_done", sessions=len(chunk.sessions), elapsed_s=round(elapsed, 3), **(result or {}))
-                return result
+                observe_chunk(self.stage, chunk.task, len(chunk.sessions), elapsed, outcome)
+                fields = outcome.as_log()
+                log.info("chunk_done", sessions=len(chunk.sessions), elapsed_s=round(elapsed, 3), **fields)
+                return fields  # JSON-able; Celery ignores task results
 
-    def _poisoned(self, chunk: ChunkMessage, deliveries: int) -> dict[str, Any]:
+    def _poisoned(self, chunk: ChunkMessage, deliveries: int) -> ChunkOutcome:
         if len(chunk.sessions) > 1:
             # Bisect: each half is a new chunk (its own id and delivery counter). Redelivered
             # after a crash here, the same halves are published again: same ids, same output.
@@ -136,7 +138,7 @@ class ChunkTask(LabelqTask):
             for part in (chunk.sessions[:half], chunk.sessions[half:]):
                 self.republish(self.stage, chunk, part)
             log.error("poison_chunk_split", deliveries=deliveries, sessions=len(chunk.sessions))
-            return {"status": "poison_chunk_split", "sessions": len(chunk.sessions)}
+            return ChunkOutcome(status="poison_chunk_split", split_sessions=len(chunk.sessions))
         log.error("poison_chunk", deliveries=deliveries)
         letters = [DeadLetter(reason="poison_chunk", stage=self.stage, task=chunk.task,
                               session_id=s.session_id, content_hash=s.content_hash, chunk_id=chunk.chunk_id,
@@ -144,7 +146,7 @@ class ChunkTask(LabelqTask):
                    for s in chunk.sessions]
         commit_chunk(self.settings, self.store, self.redis, stage=self.stage, task=chunk.task,
                      chunk_id=chunk.chunk_id, records=[], dead_letters=letters)
-        return {"status": "poison_chunk", "dead_lettered": len(letters)}
+        return ChunkOutcome(status="poison_chunk", dead_lettered=len(letters))
 
     def _dead_letter_message(self, message: Any, exc: DecodeError) -> None:
         try:
@@ -161,12 +163,12 @@ class ChunkTask(LabelqTask):
 
 
 def register_chunk_task(app: Celery, name: str, stage: str,
-                        run: Callable[[ChunkTask, ChunkMessage], dict[str, Any]]) -> None:
+                        run: Callable[[ChunkTask, ChunkMessage], ChunkOutcome]) -> None:
     """Define the chunk task ``name`` on ``app``: :class:`ChunkTask` decodes, counts deliveries and
     logs, then calls ``run(task, chunk)``."""
 
     @app.task(name=name, base=ChunkTask, bind=True, stage=stage, shared=False)  # type: ignore[untyped-decorator]
-    def chunk_task(self: ChunkTask, chunk: ChunkMessage) -> dict[str, Any]:
+    def chunk_task(self: ChunkTask, chunk: ChunkMessage) -> ChunkOutcome:
         return run(self, chunk)
 
 

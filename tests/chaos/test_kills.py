@@ -63,12 +63,12 @@ def test_repeated_sigkills_lose_and_duplicate_nothing(
         expected = {content_hash(s) for s in sessions}
         waited = wait_until(lambda: tally(settings, expected).done, 240, "every session to be labelled", poll_s=1)
         final = tally(settings, expected)
-        balance = audit(settings, redis_client)["tasks"]["session-label"]
+        balance = audit(settings, redis_client).tasks["session-label"]
     assert fleet.kills == {"teacher": KILLS_PER_QUEUE, "student": KILLS_PER_QUEUE}
     assert final.lost == 0 and final.duplicates == 0 and final.unexpected == 0
     # Nothing was given up for the kills; the tiny model rarely answers too long (escalation is off).
     assert all(r.startswith("student_too_") for r in final.dead_reasons) and final.dead_lettered <= 7
-    assert balance["gap"] == 0 and balance["in_flight"] == 0
+    assert balance.gap == 0 and balance.in_flight == 0
     record_result(request, scenario="worker SIGKILL mid-chunk",
                   load=f"{len(sessions)} sessions, chunks of 24, 1 teacher + 1 student worker",
                   faults=f"{sum(fleet.kills.values())} SIGKILLs (6 teacher, 6 student), visibility {VISIBILITY_S} s",

@@ -54,7 +54,7 @@ def test_expired_and_failed_rows_are_resubmitted(settings: Settings, redis_clien
         assert sum("repaired" in r.flags for r in records) == 3
         # Half price: the ledger's total equals the records' (discounted) costs.
         ledger = read_ledger(redis_client, s, "session-label")
-        assert ledger["usd"] == pytest.approx(summary.cost_usd, abs=1e-4)
+        assert ledger.usd == pytest.approx(summary.cost_usd, abs=1e-4)
         # A second run pays for nothing: every session is in the cache.
         again = asyncio.run(BatchTeacher(s, spec, open_store(s), redis_client, poll_s=0.01,
                                          on_status=lambda _: None).run(sessions))

@@ -39,7 +39,7 @@ def test_budget_never_exceeded_by_racing_workers(settings: Settings, redis_clien
         spent, _reserved = budget_state(redis_client, settings, "session-label")
         ledger = read_ledger(redis_client, settings, "session-label")
         records = teacher_records(settings)
-        assert spent <= budget and ledger["usd"] <= budget + 1e-6
+        assert spent <= budget and ledger.usd <= budget + 1e-6
         assert sum(r.cost_usd for r in records) <= budget
         # The cap was reached, not undershot. When the pause is declared, up to 4 workers x 8 calls hold
         # reservations at the worst-case price; what they do not spend is released, so spend settles

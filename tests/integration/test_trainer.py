@@ -15,6 +15,7 @@ from labelq.store import open_store
 from labelq.synth import generate
 from tests.integration.teacher_helpers import make_chunk
 from trainer.curation import curate
+from trainer.reports import TrainingReport
 from trainer.service import ready_buckets, train_bucket
 from workers.teacher.tasks import run_teacher_chunk
 
@@ -40,13 +41,14 @@ def test_bucket_trains_promotes_and_gate_refuses_a_worse_adapter(
     spec = load_spec("session-label")
     label_with_replay(settings, redis_client, list(generate(300, seed=61)))
     manifest = curate(store, spec)
-    assert manifest is not None and manifest["counts"]["train"] > 200
+    assert manifest is not None and manifest.counts.train > 200
     assert ready_buckets(store) == [("session-label", "v0001")]
     first = train_bucket(settings, store, redis_client, "session-label", "v0001")
-    assert first is not None and first["promoted"] and first["version"] == 1
-    assert first["adapter"]["within_contract"] > first["base"]["within_contract"]
-    assert first["adapter"]["mean_words"] < first["base"]["mean_words"]
+    assert first is not None and first.promoted and first.version == 1
+    assert first.adapter.within_contract > first.base.within_contract
+    assert first.adapter.mean_words < first.base.mean_words
     registry = Registry(settings, redis_client, store)
+    assert TrainingReport.from_dict(registry.metrics("session-label", 1)) == first
     assert registry.serving("session-label") == 1 and ready_buckets(store) == []
     for name in ("adapter_model.safetensors", "adapter_config.json", "train_config.json", "metrics.json",
                  "dataset.json"):
@@ -62,8 +64,10 @@ def test_bucket_trains_promotes_and_gate_refuses_a_worse_adapter(
             store.put_bytes(key_.replace("v0001", "v0002"), b"".join(orjson.dumps(r) + b"\n" for r in rows))
     store.put_bytes("curated/session-label/v0002/_READY", b"")
     second = train_bucket(settings, store, redis_client, "session-label", "v0002")
-    assert second is not None and not second["promoted"] and "worse than the serving adapter" in second["gate"]
-    assert second["serving"]["version"] == 1
+    assert second is not None and not second.promoted and "worse than the serving adapter" in second.gate
+    assert second.serving is not None and second.serving.version == 1
+    assert registry.metrics("session-label", 2)["serving"] == second.serving.to_dict()
+    assert TrainingReport.from_dict(registry.metrics("session-label", 2)) == second
     assert registry.serving("session-label") == 1 and registry.versions("session-label") == [1, 2]
 
 
@@ -86,7 +90,7 @@ def test_trainer_against_s3_and_its_adapter_changes_vllm_output(
     store = open_store(settings)
     label_with_replay(settings, redis_client, list(generate(200, seed=62)))
     [metrics] = run_once(settings)  # automatic curation at seed_size, then training, all in S3
-    assert metrics["promoted"] and metrics["dataset_version"] == "v0001"
+    assert metrics.promoted and metrics.dataset_version == "v0001"
     assert store.exists("curated/session-label/v0001/_TRAINED") and store.exists("adapters/session-label/v1/metrics.json")
     assert run_once(settings) == []  # nothing new is due
     adapter = AdapterCache(store, settings.state_dir / "cache").get("session-label", 1)
@@ -148,7 +152,7 @@ def test_a_trainer_killed_mid_training_leaves_no_adapter_and_the_bucket_is_retra
     while redis_client.exists(lock) and time.monotonic() < deadline:
         time.sleep(0.2)
     metrics = train_bucket(settings, store, redis_client, "session-label", "v0001")  # the lock expired
-    assert metrics is not None and metrics["version"] == 1 and metrics["promoted"]
+    assert metrics is not None and metrics.version == 1 and metrics.promoted
     assert ready_buckets(store) == []
 
 
@@ -173,11 +177,11 @@ def test_automatic_curation_at_seed_size_then_every_retrain_every(
     assert sent == [{"name": "labelq.trainer.train_bucket", "args": [{"task": "session-label", "curate": True}],
                      "queue": "trainer"}]
     first = curate_if_due(settings, store, redis_client, "session-label")
-    assert first is not None and first["version"] == "v0001" and sum(first["counts"].values()) == 128
+    assert first is not None and first.version == "v0001" and first.counts.train + first.counts.val == 128
     assert curate_if_due(settings, store, redis_client, "session-label") is None  # not due again yet
     label_with_replay(settings, redis_client, list(generate(128, seed=67)))
     second = curate_if_due(settings, store, redis_client, "session-label")
-    assert second is not None and second["version"] == "v0002" and sum(second["counts"].values()) == 256
+    assert second is not None and second.version == "v0002" and second.counts.train + second.counts.val == 256
 
 
 def test_review_gate_holds_a_bucket_until_approved_and_applies_edits(
@@ -199,7 +203,9 @@ def test_review_gate_holds_a_bucket_until_approved_and_applies_edits(
     with pytest.raises(ConfigError, match="output contract"):
         review.apply_edits(store, spec, "v0001", [{"content_hash": rows[0].content_hash,
                                                    "label": "one two three four five six seven eight nine"}])
-    assert review.apply_edits(store, spec, "v0001", edits) == {"edited": 1, "dropped": 1}
+    assert review.apply_edits(store, spec, "v0001", edits) == review.ReviewChanges(edited=1, dropped=1)
+    assert orjson.loads(store.get_bytes("curated/session-label/v0001/manifest.json"))["review"] == {
+        "edited": 1, "dropped": 1}
     assert ready_buckets(store) == [("session-label", "v0001")] and review.pending(store, spec.name) == []
     after = {r.content_hash: r for r in read_rows(store, spec.name, "v0001")}
     assert len(after) == len(rows) - 1 and rows[1].content_hash not in after
@@ -209,7 +215,7 @@ def test_review_gate_holds_a_bucket_until_approved_and_applies_edits(
     assert store.exists("labels/human/session-label/review-v0001.jsonl")
     later = curate(store, spec, require_review=True)
     assert later is not None
-    review.reject(store, spec.name, later["version"], "spot check failed")
+    review.reject(store, spec.name, later.version, "spot check failed")
     assert ready_buckets(store) == [("session-label", "v0001")] and review.pending(store, spec.name) == []
-    assert next(r for r in read_rows(store, spec.name, later["version"])
+    assert next(r for r in read_rows(store, spec.name, later.version)
                 if r.content_hash == rows[0].content_hash).label == "Browses the gift card page"

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
-
+from labelq.outcomes import ChunkOutcome
 from labelq.queue.app import STUDENT_TASK, QueueApp
 from labelq.queue.task import ChunkTask, register_chunk_task
 from labelq.schemas import ChunkMessage
@@ -12,7 +11,7 @@ from workers.student.labeler import StudentRuntime, run_student_chunk
 _RUNTIME: StudentRuntime | None = None
 
 
-def _label_student_chunk(job: ChunkTask, chunk: ChunkMessage) -> dict[str, Any]:
+def _label_student_chunk(job: ChunkTask, chunk: ChunkMessage) -> ChunkOutcome:
     global _RUNTIME
     if _RUNTIME is None:
         _RUNTIME = StudentRuntime(job.settings, job.store, job.redis)

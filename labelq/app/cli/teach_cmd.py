@@ -78,7 +78,7 @@ def _teach_realtime(settings: Settings, store: ObjectStore, client: Any,
                     c.task, c.route, [(i.session_id, i.content_hash, i.payload) for i in items])))
 
             result = run_teacher_chunk(settings, store, client, chunk, requeue=hand_back)
-            totals["labelled"] += result["labelled"]
-            totals["dead_lettered"] += result["dead_lettered"]
+            totals["labelled"] += result.labelled
+            totals["dead_lettered"] += result.dead_lettered
             progress.update(bar, completed=totals["labelled"] + totals["dead_lettered"])
     return totals
