@@ -5,7 +5,9 @@
 * ``tiny``: the tiny base last built by ``labelq model tiny`` (or the demo),
   found through the pointer ``<state_dir>/models/tiny.json``; none built yet is
   a :class:`ConfigError` that says to run ``labelq model tiny``;
-* a local path (it exists, or starts with ``/``, ``.`` or ``~``): as given;
+* a local path (it exists, or starts with ``/``, ``.`` or ``~``): as given
+  (``~`` expanded; not checked here: an ``openai`` student's path may live on
+  its remote server);
 * anything else is a hub name, as given.
 
 The base hash names the weights an adapter was trained on:
@@ -15,6 +17,8 @@ The base hash names the weights an adapter was trained on:
   weight, config and tokenizer files (:data:`HASHED_SUFFIXES`);
 * a folder without one: the same hash, computed on first use and cached under
   ``<state_dir>/models/.hashes/`` (recomputed when a file's size or mtime changes);
+* a path with no folder on this machine: no hash (:class:`ConfigError`); a
+  student whose remote engine serves it cannot check its adapters' base;
 * a hub name: ``hub:<name>@<commit>`` when the local hub cache knows which
   commit ``main`` is (offline, no request), else ``hub:<name>``. Two hub
   identities of the same name where one lacks the commit count as the same base
@@ -60,12 +64,7 @@ def resolve_base_model(settings: Settings) -> str:
     model = settings.student_model
     if model == TINY:
         return str(tiny_model_path(settings))
-    if model.startswith(("/", ".", "~")):
-        path = Path(model).expanduser()
-        if not path.is_dir():
-            raise ConfigError(f"LABELQ_STUDENT_MODEL={model!r}: no model folder at {path}")
-        return str(path)
-    return model
+    return str(Path(model).expanduser()) if model.startswith("~") else model
 
 
 def tiny_model_path(settings: Settings) -> Path:
@@ -143,7 +142,7 @@ def base_hash(model: str, cache_dir: Path | None = None) -> str:
     if manifest is not None:
         return str(manifest["base_hash"])
     if not folder.is_dir():
-        raise ConfigError(f"no model folder at {folder}")
+        raise ConfigError(f"no model folder at {folder} on this machine (LABELQ_STUDENT_MODEL={model!r})")
     signature = [[p.name, p.stat().st_size, p.stat().st_mtime_ns] for p in hashed_files(folder)]
     entry = None
     if cache_dir is not None:

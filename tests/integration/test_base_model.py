@@ -101,6 +101,17 @@ def test_adapter_without_a_recorded_base_is_served_with_one_warning(
     assert len(student_records(settings)) == 8
 
 
+def test_a_remote_engine_on_a_path_not_here_serves_unchecked_with_a_warning(
+        settings: Settings, redis_client: redis.Redis, tmp_path: Path) -> None:
+    """An `openai` engine's base path lives on its server: the recorded base cannot be compared here."""
+    _, other_hash = built_model(tmp_path / "other", b"\2" * 32)
+    publish_adapter(settings, redis_client, adapter_files(tmp_path / "adapter", other_hash), 1)
+    with capture_logs() as logs:
+        result = run_student_chunk(runtime(settings, redis_client, FakeEngine("/on/the/server/model")),
+                                   make_chunk(list(generate(4, seed=3))), no_escalation)
+    assert result["labelled"] == 4 and "base_unverifiable" in [e["event"] for e in logs]
+
+
 def test_a_tiny_base_not_built_makes_chunks_wait_and_builds_nothing(
         settings: Settings, redis_client: redis.Redis, tmp_path: Path) -> None:
     settings = settings.model_copy(update={"student_model": "tiny", "student_backend": "transformers"})

@@ -16,8 +16,10 @@ another base hash (``labelq.models``) is refused and its chunks wait
 (``Paused``, nothing dead-lettered) until an operator sets
 ``LABELQ_STUDENT_MODEL`` to its base or promotes/pins one trained on this
 base. Adapters trained before bases were recorded are served, with one
-``adapter_base_unknown`` warning per version. A base model that cannot be
-resolved (``tiny`` not built) makes chunks wait the same way.
+``adapter_base_unknown`` warning per version; so are all adapters when the
+engine's base cannot be hashed here (an ``openai`` engine serving a path on its
+own machine), with one ``base_unverifiable`` warning. A base model that cannot
+be resolved (``tiny`` not built) makes chunks wait the same way.
 """
 
 from __future__ import annotations
@@ -75,12 +77,14 @@ class StudentRuntime:
 
     @property
     def base_hash(self) -> str:
-        """The hash of the base the engine serves (computed once, when an adapter needs checking)."""
+        """The hash of the base the engine serves (computed once, when an adapter needs checking);
+        empty when the engine is remote and its base is a path this machine does not have."""
         if self._base_hash is None:
             try:
                 self._base_hash = settings_base_hash(self.settings, self.backend.model)
             except ConfigError as exc:
-                raise Paused(str(exc), self.settings.student_wait_s) from None
+                log.warning("base_unverifiable", model=self.backend.model, detail=str(exc))
+                self._base_hash = ""
         return self._base_hash
 
     @property
@@ -116,7 +120,7 @@ class StudentRuntime:
                 log.warning("adapter_base_unknown", task=task, adapter_version=version,
                             detail="adapter trained before bases were recorded: served without a base check")
             return
-        if not same_base(recorded, self.base_hash):
+        if self.base_hash and not same_base(recorded, self.base_hash):
             raise Paused(mismatch_message(task, version, recorded, self.base_hash, self.backend.model),
                          self.settings.student_wait_s)
 
