@@ -5,6 +5,9 @@ is mirrored in the store (``adapters/<task>/registry.json``), so a lost Redis
 loses no state that matters: ``restore`` puts the pointer back. ``pin`` makes
 students serve one version whatever is promoted; ``rollback`` returns to the
 version promoted before the current one.
+
+Each version's ``train_config.json`` records the hash of the base it was
+trained on (:func:`recorded_base_hash`; see ``labelq.models``).
 """
 
 from __future__ import annotations
@@ -23,6 +26,16 @@ from labelq.store import ObjectStore, key, segment
 def adapter_prefix(task: str, version: int | None = None) -> str:
     base = key("adapters", segment(task))
     return base if version is None else f"{base}/v{version}"
+
+
+def recorded_base_hash(store: ObjectStore, task: str, version: int) -> str | None:
+    """The base hash an adapter version was trained on; None for one trained before bases were recorded."""
+    try:
+        config = orjson.loads(store.get_bytes(f"{adapter_prefix(task, version)}/train_config.json"))
+    except (ObjectNotFound, orjson.JSONDecodeError):
+        return None
+    recorded = config.get("base_hash") if isinstance(config, dict) else None
+    return recorded if isinstance(recorded, str) else None
 
 
 class Registry:

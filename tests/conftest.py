@@ -8,6 +8,9 @@
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import json
 import os
 import shutil
 import subprocess
@@ -120,37 +123,53 @@ MODEL_CACHE = Path(__file__).resolve().parent.parent / ".labelq" / "test-cache"
 
 @pytest.fixture(scope="session")
 def tiny_model() -> Path:
-    """The default tiny base model, built offline (about 2 minutes on 2 cores, once)."""
+    """The default tiny base model, built offline (about 3 minutes on 2 cores, once), with its manifest.
+
+    Built explicitly here (the tests are an app): workers and the trainer never build it.
+    """
     pytest.importorskip("torch")
     from trainer.tiny_model import build_tiny_model
 
     return build_tiny_model(Settings(state_dir=MODEL_CACHE))
 
 
+def adapter_cache_key(base_hash: str, prompt_version: str, config: dict[str, object],
+                      examples: list[tuple[str, str]]) -> str:
+    """A trained test adapter's cache key: everything that shapes it (the base's content hash, the
+    spec's prompt version, the training config, and the examples, which hold the student prompt text)."""
+    body = json.dumps({"base_hash": base_hash, "prompt_version": prompt_version,
+                       "config": config, "examples": examples}, sort_keys=True)
+    return hashlib.sha256(body.encode()).hexdigest()[:16]
+
+
 @pytest.fixture(scope="session")
 def tiny_adapters(tiny_model: Path) -> dict[str, Path]:
-    """Two adapters on the tiny base, cached beside it: ``style`` (300 replay labels: the short
-    label style) and ``constant`` (taught one fixed answer: any output from it is recognisable)."""
+    """Two adapters on the tiny base, cached under ``adapters/<name>-<key>`` (:func:`adapter_cache_key`):
+    ``style`` (300 replay labels: the short label style) and ``constant`` (taught one fixed answer: any
+    output from it is recognisable)."""
+    from labelq.models import base_hash
     from labelq.prompts import student_prompt
     from labelq.spec import load_spec
     from labelq.synth import generate
     from trainer.lora import LoraTrainConfig, train_lora
 
     spec, settings = load_spec("session-label"), Settings()
-    root = MODEL_CACHE / f"adapters-{tiny_model.name}"
+    base = base_hash(str(tiny_model))
+    root = MODEL_CACHE / "adapters"
     sessions = list(generate(300, seed=5))
     plans = {
-        "style": ([(student_prompt(spec, settings, s), s["_reference"]["label"]) for s in sessions], None),
+        "style": ([(student_prompt(spec, settings, s), s["_reference"]["label"]) for s in sessions],
+                  LoraTrainConfig()),
         "constant": ([(student_prompt(spec, settings, s), CONSTANT_LABEL) for s in sessions[:128]],
                      LoraTrainConfig(epochs=4)),
     }
     out = {}
     for name, (examples, config) in plans.items():
-        final = root / name
+        final = root / f"{name}-{adapter_cache_key(base, spec.prompt_version, dataclasses.asdict(config), examples)}"
         if not (final / "adapter_model.safetensors").exists():
             work = root / f".{name}.partial"
             shutil.rmtree(work, ignore_errors=True)
-            train_lora(str(tiny_model), examples, work, config)
+            train_lora(str(tiny_model), examples, work, config, base_hash=base)
             shutil.rmtree(final, ignore_errors=True)
             work.rename(final)
         out[name] = final

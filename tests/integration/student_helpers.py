@@ -18,10 +18,14 @@ TASK = "session-label"
 
 def publish_adapter(settings: Settings, client: redis.Redis, adapter_dir: Path, version: int,
                     *, promote: bool = True) -> None:
-    """Put an adapter in the store as the trainer would (metrics.json last), then promote it."""
+    """Put an adapter in the store as the trainer would (metrics.json last), then promote it.
+
+    Its ``train_config.json`` (which records the base it was trained on) goes too when it has one.
+    """
     store = open_store(settings)
-    for name in ("adapter_config.json", "adapter_model.safetensors"):
-        store.put_file(f"{adapter_prefix(TASK, version)}/{name}", adapter_dir / name)
+    for name in ("adapter_config.json", "adapter_model.safetensors", "train_config.json"):
+        if name != "train_config.json" or (adapter_dir / name).exists():
+            store.put_file(f"{adapter_prefix(TASK, version)}/{name}", adapter_dir / name)
     store.put_bytes(f"{adapter_prefix(TASK, version)}/metrics.json", orjson.dumps({"version": version}))
     if promote:
         Registry(settings, client, store).promote(TASK, version)

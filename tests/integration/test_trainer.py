@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -53,6 +54,10 @@ def test_bucket_trains_promotes_and_gate_refuses_a_worse_adapter(
     for name in ("adapter_model.safetensors", "adapter_config.json", "train_config.json", "metrics.json",
                  "dataset.json"):
         assert store.exists(f"adapters/session-label/v1/{name}")
+    # The adapter records the base it was trained on: the tiny model's manifest hash.
+    base_hash = json.loads((tiny_model / "labelq_model.json").read_text())["base_hash"]
+    assert first["base_hash"] == base_hash
+    assert orjson.loads(store.get_bytes("adapters/session-label/v1/train_config.json"))["base_hash"] == base_hash
     # A worse bucket: every label wrong. Its adapter is evaluated on its own val set against the
     # serving adapter there, and refused.
     for key_ in list(store.list("curated/session-label/v0001/")):
