@@ -85,7 +85,7 @@ def test_adapter_on_its_own_base_is_served(settings: Settings, redis_client: red
     publish_adapter(settings, redis_client, adapter_files(tmp_path / "adapter", served_hash), 1)
     result = run_student_chunk(runtime(settings, redis_client, FakeEngine(str(served))),
                                make_chunk(list(generate(4, seed=3))), no_escalation)
-    assert result["labelled"] == 4 and result["adapter_version"] == 1
+    assert result.labelled == 4 and result.student is not None and result.student.adapter_version == 1
 
 
 def test_adapter_without_a_recorded_base_is_served_with_one_warning(
@@ -109,7 +109,7 @@ def test_a_remote_engine_on_a_path_not_here_serves_unchecked_with_a_warning(
     with capture_logs() as logs:
         result = run_student_chunk(runtime(settings, redis_client, FakeEngine("/on/the/server/model")),
                                    make_chunk(list(generate(4, seed=3))), no_escalation)
-    assert result["labelled"] == 4 and "base_unverifiable" in [e["event"] for e in logs]
+    assert result.labelled == 4 and "base_unverifiable" in [e["event"] for e in logs]
 
 
 def test_a_tiny_base_not_built_makes_chunks_wait_and_builds_nothing(
