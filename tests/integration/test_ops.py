@@ -17,8 +17,8 @@ from labelq.redis_server import free_port
 from labelq.settings import Settings
 from labelq.synth import generate
 from producer.run import run_ingest
-from tests.integration.helpers import write_jsonl
-from tests.integration.worker_procs import ROOT, celery_workers, worker_env
+from tests.support.helpers import write_jsonl
+from tests.support.worker_procs import ROOT, celery_workers, worker_env
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -20,10 +20,9 @@ from labelq.settings import Settings
 from labelq.spec import load_spec
 from labelq.store import open_store
 from labelq.synth import generate
-from tests.conftest import CONSTANT_LABEL
-from tests.integration.helpers import dead_letters
-from tests.integration.student_helpers import TASK, publish_adapter, student_records
-from tests.integration.teacher_helpers import make_chunk
+from tests.support.helpers import dead_letters
+from tests.support.student import CONSTANT_LABEL, TASK, publish_adapter, student_records
+from tests.support.teacher import make_chunk
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 pytest.importorskip("torch")
@@ -180,7 +179,7 @@ def test_vllm_hot_swap_follows_promote_rollback_and_pin(settings: Settings, redi
 
 def test_openai_backend_loads_each_adapter_once_and_reads_logprobs(tmp_path: Path) -> None:
     from labelq.engines.openai_engine import OpenAIBackend
-    from tests.fakes.openai_server import FakeOpenAI
+    from tests.support.openai_server import FakeOpenAI
 
     prompts, _ = prompts_of(5, seed=7)
     with FakeOpenAI() as server:

@@ -14,10 +14,10 @@ from labelq.queue.app import create_app
 from labelq.queue.republish import republish
 from labelq.settings import Settings
 from labelq.synth import generate
-from tests.integration.helpers import dead_letters, wait_until
-from tests.integration.student_helpers import TASK, publish_adapter, student_records
-from tests.integration.teacher_helpers import make_chunk
-from tests.integration.worker_procs import celery_workers, worker_env
+from tests.support.helpers import dead_letters, wait_until
+from tests.support.student import TASK, publish_adapter, student_records
+from tests.support.teacher import make_chunk
+from tests.support.worker_procs import celery_workers, worker_env
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 pytest.importorskip("torch")

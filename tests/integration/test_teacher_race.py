@@ -14,10 +14,10 @@ from labelq.queue.app import queue_redis_key
 from labelq.settings import Settings
 from labelq.synth import generate
 from producer.run import run_ingest
-from tests.fakes.openai_server import FakeConfig, FakeOpenAI
-from tests.integration.helpers import in_flight_chunks, queued_chunks, wait_until, write_jsonl
-from tests.integration.teacher_helpers import API_KEY, teacher_records
-from tests.integration.worker_procs import celery_workers, worker_env
+from tests.support.helpers import in_flight_chunks, queued_chunks, wait_until, write_jsonl
+from tests.support.openai_server import FakeConfig, FakeOpenAI
+from tests.support.teacher import API_KEY, teacher_records
+from tests.support.worker_procs import celery_workers, worker_env
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

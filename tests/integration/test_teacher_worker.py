@@ -14,9 +14,9 @@ from labelq.settings import Settings
 from labelq.status import gather
 from labelq.synth import generate
 from producer.run import run_ingest
-from tests.integration.helpers import write_jsonl
-from tests.integration.teacher_helpers import teacher_records
-from tests.integration.worker_procs import celery_workers, worker_env
+from tests.support.helpers import write_jsonl
+from tests.support.teacher import teacher_records
+from tests.support.worker_procs import celery_workers, worker_env
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

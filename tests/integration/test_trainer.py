@@ -13,7 +13,7 @@ from labelq.registry import Registry
 from labelq.settings import Settings
 from labelq.store import open_store
 from labelq.synth import generate
-from tests.integration.teacher_helpers import make_chunk
+from tests.support.teacher import make_chunk
 from trainer.curation import curate
 from trainer.service import ready_buckets, train_bucket
 from workers.teacher.tasks import run_teacher_chunk
@@ -124,7 +124,7 @@ def test_a_trainer_killed_mid_training_leaves_no_adapter_and_the_bucket_is_retra
     import sys
 
     from labelq.spec import load_spec
-    from tests.integration.worker_procs import ROOT, worker_env
+    from tests.support.worker_procs import ROOT, worker_env
 
     settings = settings.model_copy(update={"teacher_backend": "replay", "teacher_replay_latency_s": 0.0,
                                            "student_model": str(tiny_model), "trainer_lock_s": 2})

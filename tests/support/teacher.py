@@ -10,7 +10,7 @@ from labelq.hashing import content_hash
 from labelq.schemas import ChunkMessage, LabelRecord, chunk_wire
 from labelq.settings import Settings
 from labelq.synth import generate
-from tests.integration.helpers import jsonl_objects
+from tests.support.helpers import jsonl_objects
 
 API_KEY = "sk-test-SECRET0123456789abcdef"
 
