@@ -53,7 +53,9 @@ def test_running_worker_waits_for_an_adapter_then_follows_promotions(
     sessions = list(generate(96, seed=501))
     with celery_workers(student_env(settings, tiny_model), "student", 1, tmp_path):
         early = send(settings, redis_client, sessions[:48], 16)
-        time.sleep(3)  # no adapter yet: the queue waits, nothing is labelled
+        # No adapter yet: the worker takes a chunk, pauses on it, and labels nothing.
+        wait_until(lambda: b'"paused"' in b"".join(p.read_bytes() for p in tmp_path.glob("student-*.log")),
+                   120, "the worker to pause for want of an adapter")
         assert labelled(settings, redis_client) == 0
         publish_adapter(settings, redis_client, tiny_adapters["style"], 1)
         wait_until(lambda: labelled(settings, redis_client) + dead(settings, redis_client) == 48, 120, "v1 labels")
