@@ -23,6 +23,7 @@ from tests.support.chaos import (
     wait_until,
 )
 from tests.support.helpers import jsonl_objects, write_jsonl
+from tests.support.teacher import REPLAY_RATE_LIFTED
 from tests.support.worker_procs import worker_env
 
 pytestmark = [pytest.mark.chaos, pytest.mark.slow]
@@ -39,7 +40,7 @@ def test_poison_chunk_is_dead_lettered_while_the_queue_flows(
     run_ingest(settings, [str(write_jsonl(tmp_path / "in.jsonl", good[:7] + poison + good[7:]))],
                client=redis_client)
     env = worker_env(settings, LABELQ_MAX_ATTEMPTS=str(MAX_ATTEMPTS), LABELQ_CURATION_SEED_SIZE=str(10**6),
-                     LABELQ_TEACHER_BACKEND="replay", LABELQ_TEACHER_REPLAY_LATENCY_S="0.01")
+                     LABELQ_TEACHER_BACKEND="replay", LABELQ_TEACHER_REPLAY_LATENCY_S="0.01", **REPLAY_RATE_LIFTED)
     expected = {content_hash(s) for s in poison + good}
     started = time.monotonic()
     with Fleet(env, tmp_path, app="tests.support.crashy_app") as fleet:
