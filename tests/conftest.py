@@ -13,8 +13,6 @@ import hashlib
 import json
 import os
 import shutil
-import subprocess
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,8 +20,10 @@ from pathlib import Path
 import pytest
 import redis
 
-from labelq.redis_server import find_redis_server, free_port, redis_config_lines
+from labelq.redis_server import free_port
 from labelq.settings import Settings
+from tests.support.redis_process import RedisProcess
+from tests.support.student import CONSTANT_LABEL
 
 # Never let a test reach a real provider or a model hub by accident.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -32,42 +32,6 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.pop("OPENAI_API_KEY", None)
 for _name in [n for n in os.environ if n.startswith("LABELQ_")]:
     del os.environ[_name]
-
-
-class RedisProcess:
-    def __init__(self, data_dir: Path, password: str | None = None) -> None:
-        self.data_dir = data_dir
-        self.port = free_port()
-        self.password = password
-        self.url = f"redis://{f':{password}@' if password else ''}127.0.0.1:{self.port}/0"
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        conf = self.data_dir / "redis.conf"
-        conf.write_text("\n".join(redis_config_lines(self.data_dir, self.port, self.password)) + "\n")
-        self.proc = subprocess.Popen(
-            [find_redis_server(), str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-        )
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                if redis.Redis.from_url(self.url, socket_timeout=1).ping():
-                    return
-            except redis.RedisError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
-
-    def stop(self, *, kill: bool = False) -> None:
-        if self.proc is None:
-            return
-        if kill:
-            self.proc.kill()
-        else:
-            self.proc.terminate()
-        self.proc.wait(timeout=10)
-        self.proc = None
 
 
 @pytest.fixture(scope="session")
@@ -174,9 +138,6 @@ def tiny_adapters(tiny_model: Path) -> dict[str, Path]:
             work.rename(final)
         out[name] = final
     return out
-
-
-CONSTANT_LABEL = "Buys a gift card"
 
 
 @pytest.fixture(scope="session")

@@ -16,9 +16,9 @@ from labelq.schemas import ChunkMessage, SessionItem
 from labelq.settings import Settings
 from labelq.store import open_store
 from labelq.synth import generate
-from tests.integration.helpers import dead_letters
-from tests.integration.student_helpers import publish_adapter, student_records
-from tests.integration.teacher_helpers import make_chunk
+from tests.support.helpers import dead_letters
+from tests.support.student import publish_adapter, student_records
+from tests.support.teacher import make_chunk
 from workers.student.labeler import StudentRuntime, run_student_chunk
 
 pytestmark = pytest.mark.integration

@@ -10,7 +10,7 @@ import redis
 
 from labelq.settings import Settings
 from labelq.store import open_store
-from tests.integration.helpers import jsonl_objects
+from tests.support.helpers import jsonl_objects
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 pytest.importorskip("torch")

@@ -22,7 +22,7 @@ from labelq.queue.publish import ChunkPublisher
 from labelq.settings import Settings
 from labelq.synth import generate
 from producer.run import run_ingest
-from tests.integration.helpers import dead_letters, queued_chunks, queued_session_ids, write_jsonl
+from tests.support.helpers import dead_letters, queued_chunks, queued_session_ids, write_jsonl
 
 pytestmark = pytest.mark.integration
 

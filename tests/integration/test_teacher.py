@@ -15,9 +15,9 @@ from labelq.schemas import ChunkMessage, SessionItem
 from labelq.settings import Settings
 from labelq.store import open_store
 from labelq.synth import generate
-from tests.fakes.openai_server import FakeConfig, FakeOpenAI, answer_for
-from tests.integration.helpers import jsonl_objects
-from tests.integration.teacher_helpers import (
+from tests.support.helpers import jsonl_objects
+from tests.support.openai_server import FakeConfig, FakeOpenAI, answer_for
+from tests.support.teacher import (
     chunks_of,
     make_chunk,
     teacher_dead_letters,

@@ -14,21 +14,13 @@ from labelq.registry import Registry
 from labelq.settings import Settings
 from labelq.store import open_store
 from labelq.synth import generate
-from tests.integration.teacher_helpers import make_chunk
+from tests.support.teacher import label_with_replay
 from trainer.curation import curate
 from trainer.reports import TrainingReport
 from trainer.service import ready_buckets, train_bucket
-from workers.teacher.tasks import run_teacher_chunk
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 pytest.importorskip("torch")
-
-
-def label_with_replay(settings: Settings, client: redis.Redis, sessions: list[dict]) -> None:  # type: ignore[type-arg]
-    store = open_store(settings)
-    for start in range(0, len(sessions), 64):
-        run_teacher_chunk(settings, store, client, make_chunk(sessions[start:start + 64]),
-                          requeue=lambda c, items: pytest.fail("replay never hands work back"))
 
 
 def test_bucket_trains_promotes_and_gate_refuses_a_worse_adapter(
@@ -36,8 +28,7 @@ def test_bucket_trains_promotes_and_gate_refuses_a_worse_adapter(
 ) -> None:
     from labelq.spec import load_spec
 
-    settings = settings.model_copy(update={"teacher_backend": "replay", "teacher_replay_latency_s": 0.0,
-                                           "student_model": str(tiny_model)})
+    settings = settings.model_copy(update={"student_model": str(tiny_model)})
     store = open_store(settings)
     spec = load_spec("session-label")
     label_with_replay(settings, redis_client, list(generate(300, seed=61)))
@@ -90,7 +81,7 @@ def test_trainer_against_s3_and_its_adapter_changes_vllm_output(
     from workers.student.cache import AdapterCache
 
     settings = settings.model_copy(update={
-        "teacher_backend": "replay", "teacher_replay_latency_s": 0.0, "student_model": str(tiny_model),
+        "student_model": str(tiny_model),
         "store_url": f"s3://{s3_bucket}/deploy", "s3_endpoint_url": s3_endpoint, "curation_seed_size": 200})
     store = open_store(settings)
     label_with_replay(settings, redis_client, list(generate(200, seed=62)))
@@ -133,10 +124,9 @@ def test_a_trainer_killed_mid_training_leaves_no_adapter_and_the_bucket_is_retra
     import sys
 
     from labelq.spec import load_spec
-    from tests.integration.worker_procs import ROOT, worker_env
+    from tests.support.worker_procs import ROOT, worker_env
 
-    settings = settings.model_copy(update={"teacher_backend": "replay", "teacher_replay_latency_s": 0.0,
-                                           "student_model": str(tiny_model), "trainer_lock_s": 2})
+    settings = settings.model_copy(update={"student_model": str(tiny_model), "trainer_lock_s": 2})
     store = open_store(settings)
     label_with_replay(settings, redis_client, list(generate(120, seed=64)))
     assert curate(store, load_spec("session-label")) is not None
@@ -159,68 +149,3 @@ def test_a_trainer_killed_mid_training_leaves_no_adapter_and_the_bucket_is_retra
     metrics = train_bucket(settings, store, redis_client, "session-label", "v0001")  # the lock expired
     assert metrics is not None and metrics.version == 1 and metrics.promoted
     assert ready_buckets(store) == []
-
-
-def test_automatic_curation_at_seed_size_then_every_retrain_every(
-        settings: Settings, redis_client: redis.Redis) -> None:
-    from labelq.queue.app import create_app
-    from labelq.queue.publish import trigger_curation_if_due
-    from trainer.auto import curate_if_due
-
-    settings = settings.model_copy(update={"teacher_backend": "replay", "teacher_replay_latency_s": 0.0,
-                                           "curation_seed_size": 128, "curation_retrain_every": 128})
-    store = open_store(settings)
-    sent: list[dict[str, object]] = []
-    app = create_app(settings)
-    app.send_task = lambda name, args, queue: sent.append({"name": name, "args": args, "queue": queue})  # type: ignore[method-assign]
-    label_with_replay(settings, redis_client, list(generate(64, seed=65)))
-    assert not trigger_curation_if_due(settings, redis_client, app, "session-label")
-    assert curate_if_due(settings, store, redis_client, "session-label") is None
-    label_with_replay(settings, redis_client, list(generate(64, seed=66)))
-    assert trigger_curation_if_due(settings, redis_client, app, "session-label")
-    assert not trigger_curation_if_due(settings, redis_client, app, "session-label")  # one per threshold
-    assert sent == [{"name": "labelq.trainer.train_bucket", "args": [{"task": "session-label", "curate": True}],
-                     "queue": "trainer"}]
-    first = curate_if_due(settings, store, redis_client, "session-label")
-    assert first is not None and first.version == "v0001" and first.counts.train + first.counts.val == 128
-    assert curate_if_due(settings, store, redis_client, "session-label") is None  # not due again yet
-    label_with_replay(settings, redis_client, list(generate(128, seed=67)))
-    second = curate_if_due(settings, store, redis_client, "session-label")
-    assert second is not None and second.version == "v0002" and second.counts.train + second.counts.val == 256
-
-
-def test_review_gate_holds_a_bucket_until_approved_and_applies_edits(
-        settings: Settings, redis_client: redis.Redis) -> None:
-    from labelq.errors import ConfigError
-    from labelq.spec import load_spec
-    from trainer import review
-    from trainer.curation import read_rows
-
-    settings = settings.model_copy(update={"teacher_backend": "replay", "teacher_replay_latency_s": 0.0})
-    store = open_store(settings)
-    spec = load_spec("session-label")
-    label_with_replay(settings, redis_client, list(generate(40, seed=68)))
-    manifest = curate(store, spec, require_review=True)
-    assert manifest is not None and ready_buckets(store) == [] and review.pending(store, spec.name) == ["v0001"]
-    rows = read_rows(store, spec.name, "v0001")
-    edits = [{"content_hash": rows[0].content_hash, "label": "Browses the gift card page"},
-             {"session_id": rows[1].session_id, "drop": True}]
-    with pytest.raises(ConfigError, match="output contract"):
-        review.apply_edits(store, spec, "v0001", [{"content_hash": rows[0].content_hash,
-                                                   "label": "one two three four five six seven eight nine"}])
-    assert review.apply_edits(store, spec, "v0001", edits) == review.ReviewChanges(edited=1, dropped=1)
-    assert orjson.loads(store.get_bytes("curated/session-label/v0001/manifest.json"))["review"] == {
-        "edited": 1, "dropped": 1}
-    assert ready_buckets(store) == [("session-label", "v0001")] and review.pending(store, spec.name) == []
-    after = {r.content_hash: r for r in read_rows(store, spec.name, "v0001")}
-    assert len(after) == len(rows) - 1 and rows[1].content_hash not in after
-    assert after[rows[0].content_hash].label == "Browses the gift card page"
-    assert after[rows[0].content_hash].source == "human"
-    # The human label is kept for later buckets, and wins over the teacher's.
-    assert store.exists("labels/human/session-label/review-v0001.jsonl")
-    later = curate(store, spec, require_review=True)
-    assert later is not None
-    review.reject(store, spec.name, later.version, "spot check failed")
-    assert ready_buckets(store) == [("session-label", "v0001")] and review.pending(store, spec.name) == []
-    assert next(r for r in read_rows(store, spec.name, later.version)
-                if r.content_hash == rows[0].content_hash).label == "Browses the gift card page"

@@ -11,9 +11,10 @@ from labelq.registry import Registry, adapter_prefix
 from labelq.schemas import LabelRecord
 from labelq.settings import Settings
 from labelq.store import open_store
-from tests.integration.helpers import jsonl_objects
+from tests.support.helpers import jsonl_objects
 
 TASK = "session-label"
+CONSTANT_LABEL = "Buys a gift card"  # the only answer of the tiny_adapters fixture's ``constant`` adapter
 
 
 def publish_adapter(settings: Settings, client: redis.Redis, adapter_dir: Path, version: int,
