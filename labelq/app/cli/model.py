@@ -16,11 +16,11 @@ from labelq.app.cli.common import (
 )
 from labelq.models import read_manifest
 
-model_app = typer.Typer(help="Base models for the student (the tiny offline one, or any hub model).",
-                        no_args_is_help=True)
+app = typer.Typer(help="Base models for the student (the tiny offline one, or any hub model).",
+                  no_args_is_help=True)
 
 
-@model_app.command("tiny")
+@app.command("tiny")
 @friendly_errors
 def tiny(
     ctx: typer.Context,
