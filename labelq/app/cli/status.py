@@ -57,17 +57,23 @@ def _render_status(snapshot: StatusSnapshot, console: Console) -> None:
     for name, depth in snapshot.queues.items():
         queues.add_row(name, str(depth))
     console.print(queues)
+    # Two tables, not one of nine columns, and headers that wrap at a space ("dead letters"),
+    # so that neither table cuts a header or a count at 80 columns.
     tasks = Table(title="tasks")
-    for col in ("task", "ingested", "duplicates", "teacher labels", "student labels", "dead-lettered",
-                "teacher $", "cache hits", "budget $"):
-        tasks.add_column(col, justify="right" if col != "task" else "left")
+    tasks.add_column("task", no_wrap=True)  # narrowing goes to the headers that wrap, not the name
+    for col in ("ingested", "duplicates", "teacher labels", "student labels", "dead letters"):
+        tasks.add_column(col, justify="right")
+    spend = Table(title="teacher spend")
+    for col in ("task", "teacher $", "cache hits", "budget $"):
+        spend.add_column(col, justify="right" if col != "task" else "left")
     for name, t in snapshot.tasks.items():
         teacher = t.teacher
         budget = "-" if teacher.budget_usd is None else f"{teacher.budget_spent_usd:.2f} / {teacher.budget_usd:.2f}"
         tasks.add_row(name, f"{t.ingested:,}", f"{t.duplicates:,}", f"{t.labelled_teacher:,}",
-                      f"{t.labelled_student:,}", f"{t.dead_lettered:,}", f"{teacher.cost_usd:.4f}",
-                      f"{teacher.cache_hits:,}", budget)
+                      f"{t.labelled_student:,}", f"{t.dead_lettered:,}")
+        spend.add_row(name, f"{teacher.cost_usd:.4f}", f"{teacher.cache_hits:,}", budget)
     console.print(tasks)
+    console.print(spend)
     for name, t in snapshot.tasks.items():
         serving = t.adapter.serving
         console.print(f"{name}: adapter " + (f"v{serving}" + (" (pinned)" if t.adapter.pinned else "")
