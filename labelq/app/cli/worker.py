@@ -17,7 +17,7 @@ def worker(
     concurrency: Annotated[int | None, typer.Option(help="Worker processes (student: always 1, solo pool).")] = None,
     loglevel: Annotated[str, typer.Option(help="Celery's own log level.")] = "INFO",
 ) -> None:
-    """Start a Celery worker for one queue (same as `celery -A labelq.app.worker_app worker -Q QUEUE`)."""
+    """Start a Celery worker for one queue (same as `celery -A labelq.worker_app worker -Q QUEUE`)."""
     if queue not in QUEUES:
         err_console.print(f"[red]unknown queue {queue!r}[/red]: choose one of {', '.join(QUEUES)}")
         raise typer.Exit(2)
