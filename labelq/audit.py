@@ -19,7 +19,8 @@ from typing import Any
 import orjson
 import redis
 
-from labelq.queue.app import queue_redis_key
+from labelq import keyspace
+from labelq.keyspace import Stat
 from labelq.settings import Settings
 from labelq.status import known_tasks
 
@@ -42,11 +43,11 @@ def decode_chunk_message(envelope: bytes | str) -> dict[str, Any] | None:
 def in_flight_messages(settings: Settings, client: redis.Redis) -> Iterator[dict[str, Any]]:
     """Every chunk message waiting in a queue or reserved by a worker."""
     for queue in CHUNK_QUEUES:
-        for raw in client.lrange(queue_redis_key(settings, queue), 0, -1):
+        for raw in client.lrange(keyspace.queue(settings, queue), 0, -1):
             chunk = decode_chunk_message(raw)
             if chunk is not None:
                 yield chunk
-    for raw in client.hvals(settings.redis_key_prefix + "unacked"):
+    for raw in client.hvals(keyspace.unacked(settings)):
         chunk = decode_chunk_message(raw)
         if chunk is not None:
             yield chunk
@@ -64,13 +65,13 @@ def audit(settings: Settings, client: redis.Redis) -> dict[str, Any]:
     flying = in_flight_sessions(settings, client)
     tasks = {}
     for task in known_tasks(settings, client):
-        raw: dict[bytes, bytes] = client.hgetall(settings.redis_key("stats", task))  # type: ignore[assignment]
+        raw: dict[bytes, bytes] = client.hgetall(keyspace.stats(settings, task))  # type: ignore[assignment]
         stats = {k.decode(): int(v) for k, v in raw.items()}
-        labelled = stats.get("labelled_teacher", 0) + stats.get("labelled_student", 0)
-        dead = stats.get("dead_teacher", 0) + stats.get("dead_student", 0)
-        ingested = stats.get("ingested", 0)
+        labelled = stats.get(Stat.LABELLED_TEACHER, 0) + stats.get(Stat.LABELLED_STUDENT, 0)
+        dead = stats.get(Stat.DEAD_TEACHER, 0) + stats.get(Stat.DEAD_STUDENT, 0)
+        ingested = stats.get(Stat.INGESTED, 0)
         gap = ingested - labelled - dead - flying[task]
-        tasks[task] = {"ingested": ingested, "labelled": labelled, "labelled_teacher": stats.get("labelled_teacher", 0),
-                       "labelled_student": stats.get("labelled_student", 0), "dead_lettered": dead,
+        tasks[task] = {"ingested": ingested, "labelled": labelled, "labelled_teacher": stats.get(Stat.LABELLED_TEACHER, 0),
+                       "labelled_student": stats.get(Stat.LABELLED_STUDENT, 0), "dead_lettered": dead,
                        "in_flight": flying[task], "gap": gap}
     return {"ok": all(t["gap"] == 0 for t in tasks.values()), "tasks": tasks}

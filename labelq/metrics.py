@@ -123,13 +123,13 @@ class QueueDepthCollector:
     def collect(self) -> Any:
         from prometheus_client.core import GaugeMetricFamily
 
-        from labelq.queue.app import queue_redis_key
+        from labelq import keyspace
         from labelq.redis_server import connect
 
         family = GaugeMetricFamily("labelq_queue_depth", "Chunks waiting in a queue.", labels=["queue"])
         client = connect(self._settings)
         for queue in QUEUES:
-            family.add_metric([queue], float(client.llen(queue_redis_key(self._settings, queue))))
+            family.add_metric([queue], float(client.llen(keyspace.queue(self._settings, queue))))
         yield family
 
 

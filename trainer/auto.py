@@ -13,6 +13,8 @@ from typing import Any
 
 import redis
 
+from labelq import keyspace
+from labelq.keyspace import CurationField, Stat
 from labelq.logging import get_logger
 from labelq.settings import Settings
 from labelq.spec import load_spec
@@ -22,11 +24,11 @@ log = get_logger(__name__)
 
 
 def _teacher_labels(settings: Settings, client: redis.Redis, task: str) -> int:
-    return int(client.hget(settings.redis_key("stats", task), "labelled_teacher") or 0)
+    return int(client.hget(keyspace.stats(settings, task), Stat.LABELLED_TEACHER) or 0)
 
 
 def _curated_at(settings: Settings, client: redis.Redis, task: str) -> int | None:
-    raw = client.hget(settings.redis_key("curation", task), "labels_at")
+    raw = client.hget(keyspace.curation(settings, task), CurationField.LABELS_AT)
     return None if raw is None else int(raw)
 
 
@@ -45,8 +47,8 @@ def notify_if_due(settings: Settings, client: redis.Redis, app: Any, task: str) 
     threshold = next_threshold(settings, client, task)
     if _teacher_labels(settings, client, task) < threshold:
         return False
-    once = settings.redis_key("curation", task, "trigger", str(threshold))
-    if not client.set(once, "1", nx=True, ex=86_400):
+    once = keyspace.curation_trigger(settings, task, threshold)
+    if not client.set(once, "1", nx=True, ex=keyspace.CURATION_TRIGGER_TTL_S):
         return False
     from labelq.queue.app import TRAINER_TASK
 
@@ -61,14 +63,14 @@ def curate_if_due(settings: Settings, store: ObjectStore, client: redis.Redis, t
 
     if not is_due(settings, client, task):
         return None
-    lock = settings.redis_key("lock", "curate", task)
-    if not client.set(lock, "1", nx=True, ex=600):
+    lock = keyspace.curate_lock(settings, task)
+    if not client.set(lock, "1", nx=True, ex=keyspace.CURATE_LOCK_TTL_S):
         return None
     try:
         labels = _teacher_labels(settings, client, task)
         manifest = curate(store, load_spec(task, settings.specs_dir),
                           require_review=settings.curation_require_review)
-        client.hset(settings.redis_key("curation", task), "labels_at", labels)
+        client.hset(keyspace.curation(settings, task), CurationField.LABELS_AT, labels)
         if manifest is not None:
             log.info("curated", task=task, dataset=manifest["version"], counts=manifest["counts"],
                      review=settings.curation_require_review)

@@ -100,7 +100,3 @@ def create_app(settings: Settings, *, broker_url: str | None = None, name: str =
     app.conf.labelq_settings = settings
     return app
 
-
-def queue_redis_key(settings: Settings, queue: str) -> str:
-    """The Redis list that holds a queue's messages (kombu's key, our prefix)."""
-    return settings.redis_key_prefix + queue

@@ -21,6 +21,7 @@ import orjson
 import pytest
 import redis
 
+from labelq import keyspace
 from labelq.settings import Settings
 from tests.integration.helpers import jsonl_objects, wait_until
 from tests.integration.worker_procs import ROOT, Fleet
@@ -35,7 +36,7 @@ def reserved(settings: Settings, client: redis.Redis, queue: str) -> set[bytes]:
     """Delivery tags of ``queue``'s messages a worker has taken and not acknowledged (kombu's
     ``unacked`` hash). A message taken again after a redelivery gets a new tag."""
     tags = set()
-    for tag, raw in client.hgetall(settings.redis_key_prefix + "unacked").items():  # type: ignore[union-attr]
+    for tag, raw in client.hgetall(keyspace.unacked(settings)).items():  # type: ignore[union-attr]
         message = orjson.loads(raw)
         if isinstance(message, list) and len(message) == 3 and message[2] == queue:
             tags.add(tag)
@@ -70,7 +71,7 @@ def tally(settings: Settings, expected_hashes: Iterable[str]) -> Tally:
     """Where every session put in ended: label records and worker dead letters, by content hash."""
     expected = set(expected_hashes)
     labels = [r["content_hash"] for r in jsonl_objects(settings, "labels/")]
-    letters = [d for stage in ("teacher", "student") for d in jsonl_objects(settings, f"deadletter/{stage}/")]
+    letters = [d for stage in ("teacher", "student") for d in jsonl_objects(settings, keyspace.dead_letters_prefix(stage))]
     seen = Counter(labels) + Counter(str(d.get("content_hash")) for d in letters)
     return Tally(
         sessions=len(expected), labelled=len(labels), dead_lettered=len(letters),

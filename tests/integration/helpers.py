@@ -11,8 +11,8 @@ import orjson
 import pytest
 import redis
 
+from labelq import keyspace
 from labelq.audit import decode_chunk_message
-from labelq.queue.app import queue_redis_key
 from labelq.schemas import ChunkMessage, decode_jsonl
 from labelq.settings import Settings
 from labelq.store import open_store
@@ -30,7 +30,7 @@ def wait_until(condition: Callable[[], bool], timeout_s: float, why: str, poll_s
 
 def queued_chunks(settings: Settings, client: redis.Redis, queue: str) -> list[ChunkMessage]:
     """Decode every Celery message waiting in ``queue`` (oldest first) as a chunk."""
-    raws = reversed(client.lrange(queue_redis_key(settings, queue), 0, -1))
+    raws = reversed(client.lrange(keyspace.queue(settings, queue), 0, -1))
     return [ChunkMessage.decode(c) for c in map(decode_chunk_message, raws) if c is not None]
 
 
@@ -51,12 +51,12 @@ def jsonl_objects(settings: Settings, prefix: str) -> list[dict[str, Any]]:
 
 def in_flight_chunks(settings: Settings, client: redis.Redis) -> list[ChunkMessage]:
     """Messages a worker reserved but did not ack (kombu's ``unacked`` hash): redelivered later."""
-    raws = client.hvals(settings.redis_key_prefix + "unacked")
+    raws = client.hvals(keyspace.unacked(settings))
     return [ChunkMessage.decode(c) for c in map(decode_chunk_message, raws) if c is not None]
 
 
 def dead_letters(settings: Settings, stage: str = "ingest") -> list[dict[str, Any]]:
-    return jsonl_objects(settings, f"deadletter/{stage}/")
+    return jsonl_objects(settings, keyspace.dead_letters_prefix(stage))
 
 
 def write_jsonl(path: Path, sessions: list[dict[str, Any]], extra_lines: list[bytes] = ()) -> Path:  # type: ignore[assignment]

@@ -7,7 +7,9 @@ from pathlib import Path
 import orjson
 import redis
 
-from labelq.registry import Registry, adapter_prefix
+from labelq import keyspace
+from labelq.keyspace import AdapterFile
+from labelq.registry import Registry
 from labelq.schemas import LabelRecord
 from labelq.settings import Settings
 from labelq.store import open_store
@@ -20,12 +22,12 @@ def publish_adapter(settings: Settings, client: redis.Redis, adapter_dir: Path, 
                     *, promote: bool = True) -> None:
     """Put an adapter in the store as the trainer would (metrics.json last), then promote it."""
     store = open_store(settings)
-    for name in ("adapter_config.json", "adapter_model.safetensors"):
-        store.put_file(f"{adapter_prefix(TASK, version)}/{name}", adapter_dir / name)
-    store.put_bytes(f"{adapter_prefix(TASK, version)}/metrics.json", orjson.dumps({"version": version}))
+    for name in (AdapterFile.CONFIG, AdapterFile.WEIGHTS):
+        store.put_file(keyspace.adapter_file(TASK, version, name), adapter_dir / name)
+    store.put_bytes(keyspace.adapter_file(TASK, version, AdapterFile.METRICS), orjson.dumps({"version": version}))
     if promote:
         Registry(settings, client, store).promote(TASK, version)
 
 
 def student_records(settings: Settings) -> list[LabelRecord]:
-    return [LabelRecord.decode(row) for row in jsonl_objects(settings, f"labels/student/{TASK}/")]
+    return [LabelRecord.decode(row) for row in jsonl_objects(settings, keyspace.labels_prefix("student", TASK))]

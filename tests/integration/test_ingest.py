@@ -15,9 +15,9 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
+from labelq import keyspace
 from labelq.errors import ServiceUnavailable
 from labelq.hashing import chunk_id
-from labelq.queue.app import queue_redis_key
 from labelq.queue.publish import ChunkPublisher
 from labelq.settings import Settings
 from labelq.synth import generate
@@ -59,7 +59,7 @@ def test_counts_dead_letters_and_messages(settings: Settings, redis_client: redi
     assert by_reason["invalid_json"]["source"] == str(path)
     assert by_reason["invalid_utf8"]["raw"] == "\\xff\\xfe\\xfd"
     assert all(d["detail"] and d["stage"] == "ingest" for d in letters)
-    counts = redis_client.hgetall(settings.redis_key("dlq", "reasons"))
+    counts = redis_client.hgetall(keyspace.dlq_reasons(settings))
     assert sum(int(v) for v in counts.values()) == 6
 
 
@@ -69,7 +69,7 @@ def test_dedupe_across_runs_and_forced_queue(settings: Settings, redis_client: r
     second = run_ingest(settings, [str(path)], client=redis_client, queue="student")
     assert (first.enqueued, first.duplicates) == (70, 0)
     assert (second.enqueued, second.duplicates) == (0, 70)
-    assert redis_client.llen(queue_redis_key(settings, "teacher")) == 0
+    assert redis_client.llen(keyspace.queue(settings, "teacher")) == 0
     assert sum(len(c.sessions) for c in queued_chunks(settings, redis_client, "student")) == 70
     # Another task labels the same sessions separately.
     other = run_ingest(settings, [str(path)], client=redis_client, task="other-task")
@@ -82,7 +82,7 @@ def test_backpressure_holds_the_queue_below_high_water(
     settings = settings.model_copy(update={"chunk_size": 5, "queue_high_water_chunks": 4,
                                            "queue_low_water_chunks": 1})
     path = write_jsonl(tmp_path / "in.jsonl", list(generate(120, seed=3)))
-    key = queue_redis_key(settings, "teacher")
+    key = keyspace.queue(settings, "teacher")
     stop = threading.Event()
     drained: list[bytes] = []
     max_depth = [0]
@@ -198,4 +198,4 @@ def test_stdin_and_array_files_via_celery_worker(settings: Settings, redis_clien
             time.sleep(0.05)
     assert summary.enqueued == 40
     assert sum(len(c.sessions) for c in received) == 40
-    assert redis_client.llen(queue_redis_key(settings, "teacher")) == 0
+    assert redis_client.llen(keyspace.queue(settings, "teacher")) == 0

@@ -8,16 +8,23 @@ import time
 import pytest
 import redis.asyncio as aioredis
 
+from labelq import keyspace
 from labelq.errors import RateLimited
+from labelq.settings import Settings
 from workers.teacher.limiter import RateLimiter
 
 pytestmark = pytest.mark.integration
 
 
-def test_tokens_per_window_block_settle_and_never_deadlock(redis_url: str) -> None:
+def keys(settings: Settings, name: str) -> list[str]:
+    """The limiter's keys under a prefix of their own (each limiter here has its own limits)."""
+    return keyspace.rate_limit_keys(settings.model_copy(update={"redis_key_prefix": f"{settings.redis_key_prefix}{name}:"}))
+
+
+def test_tokens_per_window_block_settle_and_never_deadlock(redis_url: str, settings: Settings) -> None:
     async def scenario() -> None:
         client = aioredis.from_url(redis_url)
-        limiter = RateLimiter(client, "lim1:", rpm=1000, tpm=1000, window_ms=1000, burst=1000)
+        limiter = RateLimiter(client, keys(settings, "lim1"), rpm=1000, tpm=1000, window_ms=1000, burst=1000)
         far = time.monotonic() + 30
         first = await limiter.acquire(400, deadline=far)
         await limiter.acquire(400, deadline=far)
@@ -29,17 +36,17 @@ def test_tokens_per_window_block_settle_and_never_deadlock(redis_url: str) -> No
         assert time.monotonic() - started < 0.5
         await limiter.acquire(400, deadline=far)  # must wait for the window to move on
         assert time.monotonic() - started >= 0.8
-        huge = RateLimiter(client, "lim2:", rpm=1000, tpm=1000, window_ms=1000)
+        huge = RateLimiter(client, keys(settings, "lim2"), rpm=1000, tpm=1000, window_ms=1000)
         await huge.acquire(5000, deadline=far)  # larger than the limit: allowed alone, not stuck
         await client.aclose()
 
     asyncio.run(scenario())
 
 
-def test_requests_per_window_with_pacing(redis_url: str) -> None:
+def test_requests_per_window_with_pacing(redis_url: str, settings: Settings) -> None:
     async def scenario() -> list[float]:
         client = aioredis.from_url(redis_url)
-        limiter = RateLimiter(client, "lim3:", rpm=20, tpm=10**9, window_ms=1000, burst=2)
+        limiter = RateLimiter(client, keys(settings, "lim3"), rpm=20, tpm=10**9, window_ms=1000, burst=2)
         far = time.monotonic() + 30
         granted = []
         for _ in range(30):

@@ -12,6 +12,8 @@ import pytest
 import redis
 from structlog.testing import capture_logs
 
+from labelq import keyspace
+from labelq.keyspace import Stat
 from labelq.prompts import student_prompt
 from labelq.queue.task import Paused
 from labelq.registry import Registry
@@ -90,17 +92,17 @@ def test_escalation_respects_its_bound_is_stable_on_redelivery_and_stops_without
     assert len(records) + len(letters) + total == 64
     assert all(r.adapter_version == 1 and "low_confidence" in r.flags for r in records)
     assert all(r.words <= 8 and r.confidence is not None and 0 < r.confidence <= 1 for r in records)
-    stats = redis_client.hgetall(settings.redis_key("stats", TASK))
-    assert int(stats[b"escalated_student"]) == 16 and int(stats[b"labelled_student"]) == len(records)
+    stats = redis_client.hgetall(keyspace.stats(settings, TASK))
+    assert int(stats[Stat.ESCALATED_STUDENT.encode()]) == 16 and int(stats[Stat.LABELLED_STUDENT.encode()]) == len(records)
 
     # Redelivered chunk: the same sessions escalate again (same decision), nothing is counted twice.
     again: list[list[str]] = []
     run_student_chunk(rt, chunks[0], lambda c, items: again.append([s.session_id for s in items]))
     assert again == escalated[:1] or (again == [] and escalated[0] == [])
-    assert redis_client.hgetall(settings.redis_key("stats", TASK)) == stats
+    assert redis_client.hgetall(keyspace.stats(settings, TASK)) == stats
 
     # Teacher budget spent (the teacher's pause flag is up): low-confidence labels are kept, flagged.
-    redis_client.set(settings.redis_key("paused", "teacher", TASK), '{"reason": "budget", "since": 0}')
+    redis_client.set(keyspace.teacher_paused(settings, TASK), '{"reason": "budget", "since": 0}')
     run_student_chunk(rt, make_chunk(list(generate(16, seed=99)), route="steady"), no_escalation)
     assert len(student_records(settings)) + len(dead_letters(settings, "student")) == 64 - total + 16
 

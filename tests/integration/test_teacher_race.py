@@ -9,8 +9,8 @@ import orjson
 import pytest
 import redis
 
+from labelq import keyspace
 from labelq.ledger import budget_state, read_ledger
-from labelq.queue.app import queue_redis_key
 from labelq.settings import Settings
 from labelq.synth import generate
 from producer.run import run_ingest
@@ -32,7 +32,7 @@ def test_budget_never_exceeded_by_racing_workers(settings: Settings, redis_clien
         env = worker_env(settings, LABELQ_TEACHER_BACKEND="openai", LABELQ_TEACHER_BASE_URL=fake.base_url,
                          LABELQ_TEACHER_API_KEY=API_KEY, LABELQ_TEACHER_BUDGET_USD=str(budget),
                          LABELQ_TEACHER_PAUSE_S="0.3", LABELQ_TEACHER_CONCURRENCY="8")
-        paused = settings.redis_key("paused", "teacher", "session-label")
+        paused = keyspace.teacher_paused(settings, "session-label")
         with celery_workers(env, "teacher", 4, tmp_path):
             wait_until(lambda: redis_client.exists(paused) == 1, 90, "the budget to run out")
             time.sleep(2)  # let every racing worker hit the cap
@@ -83,7 +83,7 @@ def test_rate_limit_holds_and_is_used_across_workers(settings: Settings, redis_c
     # At least 90% of the limit sustained while there is work (whole windows after the first).
     busy = [t for t in permits if permits[0] + window_s <= t < permits[0] + 3 * window_s]
     assert len(busy) >= 0.9 * 2 * limit
-    assert redis_client.llen(queue_redis_key(settings, "teacher")) > 0  # work was still waiting
+    assert redis_client.llen(keyspace.queue(settings, "teacher")) > 0  # work was still waiting
 
 
 def worst_window(times: list[float], window_s: float) -> int:

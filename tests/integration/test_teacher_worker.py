@@ -9,7 +9,7 @@ import orjson
 import pytest
 import redis
 
-from labelq.queue.app import queue_redis_key
+from labelq import keyspace
 from labelq.settings import Settings
 from labelq.status import gather
 from labelq.synth import generate
@@ -40,7 +40,7 @@ def test_replay_teacher_workers_label_everything(settings: Settings, redis_clien
     assert all(r.label == by_id[r.session_id] and r.model == "replay" and "replay" in r.flags
                for r in records)
     assert all(r.cost_usd > 0 for r in records)  # priced like the real model, for honest reports
-    assert redis_client.llen(queue_redis_key(settings, "teacher")) == 0
+    assert redis_client.llen(keyspace.queue(settings, "teacher")) == 0
     snapshot = gather(settings, redis_client)["tasks"]["session-label"]
     assert snapshot["ingested"] == 200 and snapshot["dead_lettered"] == 1
     assert snapshot["teacher"]["models"]["replay"]["calls"] == 200

@@ -26,6 +26,7 @@ import redis
 from labelq.contract import Verdict, check
 from labelq.engines import Adapter, Generation, StudentBackend, make_backend
 from labelq.errors import EngineDead
+from labelq.keyspace import Stat
 from labelq.logging import get_logger
 from labelq.prompts import student_prompt
 from labelq.queue.task import Paused
@@ -143,7 +144,7 @@ def run_student_chunk(runtime: StudentRuntime, chunk: ChunkMessage, escalate: Es
         ))
     commit_chunk(settings, runtime.store, runtime.client, stage="student", task=chunk.task, chunk_id=chunk.chunk_id,
                  records=records, dead_letters=letters,
-                 extra_counts={"escalated_student": len(escalated), "student_engine_ms": int(engine_s * 1000)})
+                 extra_counts={Stat.ESCALATED_STUDENT: len(escalated), Stat.STUDENT_ENGINE_MS: int(engine_s * 1000)})
     return {"labelled": len(records), "escalated": len(escalated), "dead_lettered": len(letters),
             "adapter_version": adapter.version if adapter else None, "engine_s": round(engine_s, 3),
             "backend": backend.name, "student_usd": round(engine_s / 3600 * settings.student_gpu_usd_per_hour, 8)}

@@ -20,6 +20,7 @@ import orjson
 import redis
 import redis.asyncio as aioredis
 
+from labelq import keyspace
 from labelq.contract import check, repair_instruction
 from labelq.errors import ConfigError, ServiceUnavailable
 from labelq.ledger import budget_limit_usd, call_increments, price_usd
@@ -84,7 +85,7 @@ class BatchTeacher:
         self.summary = BatchSummary()
 
     def _cache_key(self, content_hash: str) -> str:
-        return self.settings.redis_key("cache", self.model, self.spec.prompt_version, content_hash)
+        return keyspace.teacher_cache(self.settings, self.model, self.spec.prompt_version, content_hash)
 
     async def run(self, sessions: list[tuple[Accepted, dict[str, Any]]]) -> BatchSummary:
         import openai
@@ -94,7 +95,7 @@ class BatchTeacher:
         api = openai.AsyncOpenAI(base_url=s.teacher_base_url, api_key=key, timeout=s.teacher_timeout_s,
                                  max_retries=3)
         aredis = aioredis.from_url(resolve_redis_url(s))
-        budget = Budget(aredis, s.redis_key_prefix, self.spec.name, budget_limit_usd(s, self.spec))
+        budget = Budget(aredis, keyspace.budget_keys(s, self.spec.name), budget_limit_usd(s, self.spec))
         try:
             pending = self._initial(sessions)
             while pending:

@@ -19,9 +19,10 @@ from typing import Literal
 import orjson
 import redis.asyncio as aioredis
 
+from labelq import keyspace
 from labelq.contract import check, repair_instruction
 from labelq.errors import RateLimited
-from labelq.ledger import call_increments, ledger_key, price_usd
+from labelq.ledger import call_increments, price_usd
 from labelq.logging import get_logger
 from labelq.render import render_for_task
 from labelq.schemas import ChunkMessage, DeadLetter, LabelRecord, SessionItem
@@ -33,7 +34,6 @@ from workers.teacher.limiter import RateLimiter
 from workers.teacher.prompt import build_messages, estimate_prompt_tokens, repair_messages
 
 log = get_logger(__name__)
-ATTEMPTS_TTL_S = 86_400
 
 Status = Literal["labelled", "dead", "retry_later", "paused_budget", "paused_auth"]
 
@@ -55,9 +55,6 @@ class TeacherContext:
     limiter: RateLimiter
     budget: Budget
     rng: random.Random = field(default_factory=random.Random)
-
-    def key(self, *parts: str) -> str:
-        return self.settings.redis_key(*parts)
 
 
 @dataclass
@@ -120,7 +117,7 @@ async def label_session(ctx: TeacherContext, item: SessionItem, chunk: ChunkMess
                         deadline: float) -> SessionResult:
     spec, settings = ctx.spec, ctx.settings
     model = ctx.client.model
-    cache_key = ctx.key("cache", model, spec.prompt_version, item.content_hash)
+    cache_key = keyspace.teacher_cache(settings, model, spec.prompt_version, item.content_hash)
     started = time.monotonic()
     flags = [f"route:{chunk.route}"] + (["replay"] if ctx.client.is_replay else [])
 
@@ -135,12 +132,12 @@ async def label_session(ctx: TeacherContext, item: SessionItem, chunk: ChunkMess
     cached = await ctx.redis.get(cache_key)
     if cached is not None:
         hit = orjson.loads(cached)
-        await ctx.redis.hincrby(ledger_key(settings, spec.name), "cache_hits", 1)
+        await ctx.redis.hincrby(keyspace.ledger(settings, spec.name), keyspace.LEDGER_CACHE_HITS, 1)
         return record(hit["label"], hit["words"], _Spend(), ["cache_hit"])
 
     rendered = render_for_task(spec, settings, item.payload)
     messages = build_messages(spec, rendered)
-    attempts_key = ctx.key("attempts", "teacher", spec.name, item.content_hash)
+    attempts_key = keyspace.teacher_attempts(settings, spec.name, item.content_hash)
     spend = _Spend()
     repaired = False
     while True:
@@ -152,7 +149,7 @@ async def label_session(ctx: TeacherContext, item: SessionItem, chunk: ChunkMess
             if not exc.retryable:
                 return _dead(item, chunk, exc.reason, str(exc))
             attempt = int(await ctx.redis.incr(attempts_key))
-            await ctx.redis.expire(attempts_key, ATTEMPTS_TTL_S)
+            await ctx.redis.expire(attempts_key, keyspace.TEACHER_ATTEMPTS_TTL_S)
             if attempt >= settings.teacher_max_attempts:
                 await ctx.redis.delete(attempts_key)
                 return _dead(item, chunk, exc.reason, f"gave up after {attempt} attempts: {exc}")
