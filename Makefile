@@ -35,6 +35,7 @@ chaos: install
 lint: install
 	$(BIN)/ruff check labelq producer workers trainer tests bench
 	$(BIN)/mypy
+	$(BIN)/lint-imports --no-cache
 
 demo: install
 	LABELQ_STATE_DIR=$(DEMO_DIR) HF_HUB_OFFLINE=1 VLLM_CPU_KVCACHE_SPACE=2 $(BIN)/labelq demo -n $(DEMO_N)

@@ -78,9 +78,9 @@ def main() -> None:
                                   refs, spec.contract)
     emit({
         "base_model": base if args.base_model != "tiny" else f"tiny ({Path(base).name})",
-        "base": results["base"], "adapter": results["adapter"],
-        "train_seconds": stats["train_seconds"], "train_examples": args.train, "heldout": args.heldout,
-        "device": stats["device"], "dtype": stats["dtype"], "threads": torch.get_num_threads(),
+        "base": results["base"].to_dict(), "adapter": results["adapter"].to_dict(),
+        "train_seconds": stats.train_seconds, "train_examples": args.train, "heldout": args.heldout,
+        "device": stats.device, "dtype": stats.dtype, "threads": torch.get_num_threads(),
         "base_build_seconds_this_run": base_build_s,
     }, args.json)
 

@@ -18,7 +18,6 @@ Raw runs before and after the Celery run; its mean is the reference.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import signal
 import sys
@@ -57,7 +56,6 @@ TASK = "session-label"
 
 def run(args: argparse.Namespace, url: str, tmp: Path) -> dict[str, Any]:
     import redis
-    from celery.signals import task_prerun
 
     from labelq import keyspace
     from labelq.engines.vllm_engine import VllmBackend
@@ -65,7 +63,8 @@ def run(args: argparse.Namespace, url: str, tmp: Path) -> dict[str, Any]:
     from labelq.keyspace import AdapterFile, Stat
     from labelq.prompts import chat_messages, student_prompt
     from labelq.queue.app import create_app
-    from labelq.queue.republish import republish
+    from labelq.queue.publish import republish
+    from labelq.queue.worker import on_task_start, run_worker
     from labelq.registry import Registry
     from labelq.schemas import ChunkMessage, chunk_wire
     from labelq.settings import Settings, load_settings
@@ -130,9 +129,7 @@ def run(args: argparse.Namespace, url: str, tmp: Path) -> dict[str, Any]:
         republish(settings, app, client, "student", chunk, chunk.sessions)
     marks: dict[str, float] = {}
 
-    @task_prerun.connect(weak=False)
-    def first_start(**_: Any) -> None:
-        marks.setdefault("start", time.perf_counter())
+    on_task_start(lambda: marks.setdefault("start", time.perf_counter()))
 
     def watch() -> None:
         stats = keyspace.stats(settings, TASK)
@@ -142,10 +139,7 @@ def run(args: argparse.Namespace, url: str, tmp: Path) -> dict[str, Any]:
         os.kill(os.getpid(), signal.SIGTERM)  # warm shutdown of the in-process worker
 
     threading.Thread(target=watch, daemon=True).start()
-    worker = app.Worker(queues=["student"], pool="solo", concurrency=1, without_mingle=True,
-                        without_gossip=True, without_heartbeat=True, loglevel="WARNING", hostname="bench@%h")
-    with contextlib.suppress(SystemExit):
-        worker.start()
+    run_worker(app, ["student"], hostname="bench@%h")
     celery_lps = args.n / (marks["end"] - marks["start"])
     raw_after = raw(after)
 

@@ -81,7 +81,7 @@ def bench_labels_per_s(url: str, tmp: Path, args: argparse.Namespace) -> dict[st
             while not fake.requests:
                 time.sleep(0.05)
             started = time.monotonic()
-            while gather(settings, client)["tasks"]["session-label"]["labelled_teacher"] < args.n:
+            while gather(settings, client).tasks["session-label"].labelled_teacher < args.n:
                 time.sleep(0.1)
             elapsed = time.monotonic() - started
     return {"labels_per_s_per_process": round(args.n / elapsed, 1), "concurrency": 64,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import asdict, dataclass
 
 import redis
 
@@ -12,6 +12,42 @@ from labelq.settings import Settings
 from labelq.spec import TaskSpec
 
 MICRO = 1_000_000  # dollars are stored as integer micro-dollars: no float drift across workers
+
+
+@dataclass(slots=True)
+class ModelSpend:
+    """Teacher calls of one model for one task (cache hits are not calls)."""
+
+    calls: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    usd: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class Ledger:
+    """A task's teacher spend: per model, in total, and the calls the cache saved."""
+
+    models: dict[str, ModelSpend]
+    cache_hits: int
+
+    @property
+    def usd(self) -> float:
+        return sum(m.usd for m in self.models.values())
+
+
+@dataclass(frozen=True, slots=True)
+class CostSummary:
+    """Dollars per 1,000 labels, teacher and student, and the savings against teacher-only labelling."""
+
+    teacher_usd: float
+    student_usd: float
+    teacher_per_1k_usd: float | None  # None: no teacher label yet
+    student_per_1k_usd: float | None  # None: no student label yet
+    savings: float | None  # share saved against labelling everything with the teacher
+
+    def to_dict(self) -> dict[str, float | None]:
+        return asdict(self)
 
 
 def price_usd(settings: Settings, model: str, input_tokens: int, output_tokens: int,
@@ -36,10 +72,10 @@ def call_increments(settings: Settings, *, task: str, model: str, input_tokens: 
             (key, ledger_field(model, LedgerMetric.USD_MICRO), to_micro(cost_usd))]
 
 
-def read_ledger(client: redis.Redis, settings: Settings, task: str) -> dict[str, Any]:
-    """``{"models": {model: {calls, input_tokens, output_tokens, usd}}, "usd": total, "cache_hits": n}``."""
+def read_ledger(client: redis.Redis, settings: Settings, task: str) -> Ledger:
+    """Calls, tokens and dollars per model of a task, and its cache hits."""
     raw: dict[bytes, bytes] = client.hgetall(keyspace.ledger(settings, task))  # type: ignore[assignment]
-    models: dict[str, dict[str, Any]] = {}
+    models: dict[str, ModelSpend] = {}
     cache_hits = 0
     for field, value in raw.items():
         name = field.decode()
@@ -47,12 +83,16 @@ def read_ledger(client: redis.Redis, settings: Settings, task: str) -> dict[str,
             cache_hits = int(value)
             continue
         model, metric = keyspace.parse_ledger_field(name)
-        entry = models.setdefault(model, {"calls": 0, "input_tokens": 0, "output_tokens": 0, "usd": 0.0})
+        entry = models.setdefault(model, ModelSpend())
         if metric == LedgerMetric.USD_MICRO:
-            entry["usd"] = int(value) / MICRO
-        else:
-            entry[metric] = int(value)
-    return {"models": models, "usd": sum(m["usd"] for m in models.values()), "cache_hits": cache_hits}
+            entry.usd = int(value) / MICRO
+        elif metric == LedgerMetric.CALLS:
+            entry.calls = int(value)
+        elif metric == LedgerMetric.INPUT_TOKENS:
+            entry.input_tokens = int(value)
+        elif metric == LedgerMetric.OUTPUT_TOKENS:
+            entry.output_tokens = int(value)
+    return Ledger(models=models, cache_hits=cache_hits)
 
 
 def budget_state(client: redis.Redis, settings: Settings, task: str) -> tuple[float, float]:
@@ -68,7 +108,7 @@ def budget_limit_usd(settings: Settings, spec: TaskSpec) -> float:
 
 
 def cost_summary(*, teacher_usd: float, teacher_labels: int, student_engine_s: float, student_labels: int,
-                 usd_per_gpu_hour: float) -> dict[str, float | None]:
+                 usd_per_gpu_hour: float) -> CostSummary:
     """Dollars per 1,000 labels, teacher and student, and the savings against teacher-only labelling."""
     student_usd = student_engine_s / 3600 * usd_per_gpu_hour
     teacher_per_1k = teacher_usd / teacher_labels * 1000 if teacher_labels else None
@@ -77,9 +117,9 @@ def cost_summary(*, teacher_usd: float, teacher_labels: int, student_engine_s: f
     savings = None
     if teacher_per_1k and total:
         savings = 1 - (teacher_usd + student_usd) / (teacher_per_1k * total / 1000)
-    return {
-        "teacher_usd": round(teacher_usd, 6), "student_usd": round(student_usd, 6),
-        "teacher_per_1k_usd": None if teacher_per_1k is None else round(teacher_per_1k, 4),
-        "student_per_1k_usd": None if student_per_1k is None else round(student_per_1k, 6),
-        "savings": None if savings is None else round(savings, 4),
-    }
+    return CostSummary(
+        teacher_usd=round(teacher_usd, 6), student_usd=round(student_usd, 6),
+        teacher_per_1k_usd=None if teacher_per_1k is None else round(teacher_per_1k, 4),
+        student_per_1k_usd=None if student_per_1k is None else round(student_per_1k, 6),
+        savings=None if savings is None else round(savings, 4),
+    )

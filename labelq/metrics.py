@@ -29,7 +29,8 @@ from pathlib import Path
 from typing import Any
 
 from labelq.logging import get_logger
-from labelq.settings import QUEUES, Settings
+from labelq.outcomes import ChunkOutcome
+from labelq.settings import Settings
 
 log = get_logger(__name__)
 
@@ -84,28 +85,31 @@ def metrics() -> _Metrics | None:
     return _METRICS
 
 
-def observe_chunk(stage: str, task: str, sessions: int, seconds: float, result: dict[str, Any]) -> None:
+def observe_chunk(stage: str, task: str, sessions: int, seconds: float, outcome: ChunkOutcome) -> None:
     m = metrics()
     if m is None:
         return
     m.chunk_seconds.labels(stage).observe(seconds)
     m.batch.labels(stage).observe(sessions)
-    if result.get("labelled"):
-        m.labels.labels(stage, task).inc(result["labelled"])
-    if result.get("dead_lettered"):
-        m.dead.labels(stage, task).inc(result["dead_lettered"])
-    if result.get("escalated"):
-        m.escalations.labels(task).inc(result["escalated"])
-    if result.get("engine_s") is not None and result.get("backend"):
-        m.engine.labels(result["backend"]).observe(result["engine_s"])
-    if result.get("student_usd"):
-        m.student_usd.labels(task).inc(result["student_usd"])
-    if result.get("adapter_version") is not None:
-        m.adapter.labels(task).set(result["adapter_version"])
-    if result.get("usd") is not None and result.get("model"):
-        m.teacher_usd.labels(task, result["model"]).inc(result["usd"])
-        m.teacher_tokens.labels(task, result["model"], "input").inc(result.get("input_tokens", 0))
-        m.teacher_tokens.labels(task, result["model"], "output").inc(result.get("output_tokens", 0))
+    if outcome.labelled:
+        m.labels.labels(stage, task).inc(outcome.labelled)
+    if outcome.dead_lettered:
+        m.dead.labels(stage, task).inc(outcome.dead_lettered)
+    if outcome.escalated:
+        m.escalations.labels(task).inc(outcome.escalated)
+    student = outcome.student
+    if student is not None:
+        if student.backend:
+            m.engine.labels(student.backend).observe(student.engine_s)
+        if student.student_usd:
+            m.student_usd.labels(task).inc(student.student_usd)
+        if student.adapter_version is not None:
+            m.adapter.labels(task).set(student.adapter_version)
+    teacher = outcome.teacher
+    if teacher is not None and teacher.model:
+        m.teacher_usd.labels(task, teacher.model).inc(teacher.usd)
+        m.teacher_tokens.labels(task, teacher.model, "input").inc(teacher.input_tokens)
+        m.teacher_tokens.labels(task, teacher.model, "output").inc(teacher.output_tokens)
 
 
 def observe_retry(stage: str, kind: str) -> None:
@@ -123,13 +127,12 @@ class QueueDepthCollector:
     def collect(self) -> Any:
         from prometheus_client.core import GaugeMetricFamily
 
-        from labelq import keyspace
+        from labelq.queue.inspect import queue_depths
         from labelq.redis_server import connect
 
         family = GaugeMetricFamily("labelq_queue_depth", "Chunks waiting in a queue.", labels=["queue"])
-        client = connect(self._settings)
-        for queue in QUEUES:
-            family.add_metric([queue], float(client.llen(keyspace.queue(self._settings, queue))))
+        for queue, depth in queue_depths(self._settings, connect(self._settings)).items():
+            family.add_metric([queue], float(depth))
         yield family
 
 

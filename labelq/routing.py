@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
+from typing import Literal
 
 import redis
 
@@ -11,10 +12,21 @@ from labelq.keyspace import RoutingField
 from labelq.settings import Settings
 
 
-def routing_state(settings: Settings, client: redis.Redis, task: str) -> dict[str, Any]:
+@dataclass(frozen=True, slots=True)
+class RoutingState:
+    """Where a task stands in the routing policy: seeding the teacher, or steady (sampling)."""
+
+    phase: Literal["seed", "steady"]
+    seeded: int  # sessions routed to the teacher as seed so far
+    seed_size: int
+    sample_rate: float  # steady phase: share of traffic sampled to the teacher
+    stratify_by: str | None
+
+
+def routing_state(settings: Settings, client: redis.Redis, task: str) -> RoutingState:
     """Where a task stands in the routing policy."""
     raw: dict[bytes, bytes] = client.hgetall(keyspace.routing(settings, task))  # type: ignore[assignment]
     seeded = int(raw.get(RoutingField.SEEDED.encode(), 0))
     done = bool(raw.get(RoutingField.DONE.encode())) or seeded >= settings.curation_seed_size
-    return {"phase": "steady" if done else "seed", "seeded": seeded, "seed_size": settings.curation_seed_size,
-            "sample_rate": settings.routing_sample_rate, "stratify_by": settings.routing_stratify_by}
+    return RoutingState(phase="steady" if done else "seed", seeded=seeded, seed_size=settings.curation_seed_size,
+                        sample_rate=settings.routing_sample_rate, stratify_by=settings.routing_stratify_by)

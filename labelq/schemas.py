@@ -3,6 +3,9 @@
 * ``ChunkMessage``  a queue message: one chunk of sessions for one task.
 * ``LabelRecord``   one label in ``labels/<source>/...`` (JSONL).
 * ``DeadLetter``    one thing that could not be labelled, with its reason.
+
+``decode_as`` reads a typed result (a dataclass: status snapshot, training
+report, curation manifest) back from its ``to_dict()`` JSON.
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ from datetime import UTC, datetime
 from typing import Any, Final, Literal, TypeVar
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from labelq.errors import DecodeError
 from labelq.hashing import chunk_id
@@ -168,3 +171,22 @@ def decode_jsonl(data: bytes) -> list[dict[str, Any]]:
         return [orjson.loads(line) for line in data.splitlines() if line.strip()]
     except orjson.JSONDecodeError as exc:
         raise DecodeError(f"corrupt JSONL object: {exc}") from exc
+
+
+_T = TypeVar("_T")
+
+
+_ADAPTERS: dict[type[Any], TypeAdapter[Any]] = {}  # building one is slow: once per type
+
+
+def decode_as(cls: type[_T], raw: Any, what: str) -> _T:
+    """A typed result (a dataclass) from its ``to_dict()`` form (dict, str or bytes); DecodeError when it
+    does not fit. Unknown keys are ignored, so a reader accepts files written by a newer writer."""
+    try:
+        if isinstance(raw, (bytes, str)):
+            raw = orjson.loads(raw)
+        adapter = _ADAPTERS.get(cls) or _ADAPTERS.setdefault(cls, TypeAdapter(cls))
+        value: _T = adapter.validate_python(raw)
+        return value
+    except (ValidationError, orjson.JSONDecodeError) as exc:
+        raise DecodeError(f"not a {what}: {exc}") from exc

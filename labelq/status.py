@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import orjson
 import redis
 
 from labelq import keyspace
 from labelq.keyspace import Stat
 from labelq.ledger import budget_limit_usd, budget_state, cost_summary, read_ledger
+from labelq.queue.inspect import queue_depths
 from labelq.routing import routing_state
-from labelq.settings import QUEUES, Settings
+from labelq.settings import Settings
+from labelq.snapshot import AdapterStatus, StatusSnapshot, StatusTotals, TaskStatus, TeacherStatus
 
 
 def _int_hash(client: redis.Redis, key: str) -> dict[str, int]:
@@ -35,11 +35,11 @@ def _budget_limit(settings: Settings, task: str) -> float | None:
         return None  # a task with no spec here (ingested elsewhere): no budget to show
 
 
-def gather(settings: Settings, client: redis.Redis) -> dict[str, Any]:
-    """One snapshot, as plain data (the CLI renders it as a table or JSON)."""
-    queues = {name: int(client.llen(keyspace.queue(settings, name))) for name in QUEUES}
+def gather(settings: Settings, client: redis.Redis) -> StatusSnapshot:
+    """One snapshot (the CLI renders it as a table, or ``to_dict()`` as JSON)."""
+    queues = queue_depths(settings, client)
     dead_letter = _int_hash(client, keyspace.dlq_reasons(settings))
-    tasks: dict[str, Any] = {}
+    tasks: dict[str, TaskStatus] = {}
     for task in known_tasks(settings, client):
         stats = _int_hash(client, keyspace.stats(settings, task))
         dlq = _int_hash(client, keyspace.dlq_task(settings, task))
@@ -49,42 +49,42 @@ def gather(settings: Settings, client: redis.Redis) -> dict[str, Any]:
         adapter_current, adapter_pinned = client.mget(keyspace.adapter_current(settings, task),
                                                       keyspace.adapter_pinned(settings, task))
         engine_s = stats.get(Stat.STUDENT_ENGINE_MS, 0) / 1000
-        tasks[task] = {
-            "ingested": stats.get(Stat.INGESTED, 0),
-            "duplicates": stats.get(Stat.DUPLICATES, 0),
-            "labelled_teacher": stats.get(Stat.LABELLED_TEACHER, 0),
-            "labelled_student": stats.get(Stat.LABELLED_STUDENT, 0),
-            "escalated_student": stats.get(Stat.ESCALATED_STUDENT, 0),
-            "student_engine_s": engine_s,
-            "dead_lettered": sum(dlq.values()),
-            "routing": routing_state(settings, client, task),
-            "cost": cost_summary(teacher_usd=ledger["usd"], teacher_labels=stats.get(Stat.LABELLED_TEACHER, 0),
-                                 student_engine_s=engine_s,
-                                 student_labels=stats.get(Stat.LABELLED_STUDENT, 0),
-                                 usd_per_gpu_hour=settings.student_gpu_usd_per_hour),
-            "dead_letter": dlq,
-            "adapter": {
-                "current": int(adapter_current) if adapter_current else None,
-                "pinned": int(adapter_pinned) if adapter_pinned else None,
-            },
-            "teacher": {
-                "cost_usd": round(ledger["usd"], 6),
-                "cache_hits": ledger["cache_hits"],
-                "models": ledger["models"],
-                "budget_usd": _budget_limit(settings, task),
-                "budget_spent_usd": round(spent, 6),
-                "budget_reserved_usd": round(reserved, 6),
-                "paused": orjson.loads(paused)["reason"] if paused else None,
-            },
-        }
-    return {
-        "queues": queues,
-        "dead_letter": dead_letter,
-        "tasks": tasks,
-        "totals": {
-            "ingested": sum(t["ingested"] for t in tasks.values()),
-            "duplicates": sum(t["duplicates"] for t in tasks.values()),
-            "dead_lettered": sum(dead_letter.values()),
-            "queued_chunks": sum(queues.values()),
-        },
-    }
+        tasks[task] = TaskStatus(
+            ingested=stats.get(Stat.INGESTED, 0),
+            duplicates=stats.get(Stat.DUPLICATES, 0),
+            labelled_teacher=stats.get(Stat.LABELLED_TEACHER, 0),
+            labelled_student=stats.get(Stat.LABELLED_STUDENT, 0),
+            escalated_student=stats.get(Stat.ESCALATED_STUDENT, 0),
+            student_engine_s=engine_s,
+            dead_lettered=sum(dlq.values()),
+            routing=routing_state(settings, client, task),
+            cost=cost_summary(teacher_usd=ledger.usd, teacher_labels=stats.get(Stat.LABELLED_TEACHER, 0),
+                              student_engine_s=engine_s,
+                              student_labels=stats.get(Stat.LABELLED_STUDENT, 0),
+                              usd_per_gpu_hour=settings.student_gpu_usd_per_hour),
+            dead_letter=dlq,
+            adapter=AdapterStatus(
+                current=int(adapter_current) if adapter_current else None,
+                pinned=int(adapter_pinned) if adapter_pinned else None,
+            ),
+            teacher=TeacherStatus(
+                cost_usd=round(ledger.usd, 6),
+                cache_hits=ledger.cache_hits,
+                models=ledger.models,
+                budget_usd=_budget_limit(settings, task),
+                budget_spent_usd=round(spent, 6),
+                budget_reserved_usd=round(reserved, 6),
+                paused=orjson.loads(paused)["reason"] if paused else None,
+            ),
+        )
+    return StatusSnapshot(
+        queues=queues,
+        dead_letter=dead_letter,
+        tasks=tasks,
+        totals=StatusTotals(
+            ingested=sum(t.ingested for t in tasks.values()),
+            duplicates=sum(t.duplicates for t in tasks.values()),
+            dead_lettered=sum(dead_letter.values()),
+            queued_chunks=sum(queues.values()),
+        ),
+    )

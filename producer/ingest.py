@@ -10,18 +10,33 @@ from __future__ import annotations
 import contextlib
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from labelq.deadletter import DeadLetterSink, truncate_raw
 from labelq.hashing import chunk_id
-from labelq.queue.publish import ChunkPublisher, OutgoingChunk
+from labelq.queue.publish import OutgoingChunk
 from labelq.schemas import DeadLetter, chunk_json
 from labelq.settings import Settings
 from producer.routing import Router
 from producer.sources import RawRecord
 from producer.validate import Accepted, Limits, Rejected, validate
+
+
+class ChunkOutlet(Protocol):
+    """Where the ingestor's chunks go: the queues (``ChunkPublisher``), or a list in
+    this process (``producer.local.LocalChunks``, for ``labelq teach``)."""
+
+    paused_s: float
+
+    def claim(self, task: str, hashes: Sequence[str]) -> list[bool]: ...
+
+    def release(self, task: str, hashes: Sequence[str]) -> None: ...
+
+    def publish_many(self, chunks: Sequence[tuple[str, OutgoingChunk]]) -> None: ...
+
+    def count(self, task: str, *, ingested: int, duplicates: int) -> None: ...
 
 
 def rejection_letter(record: RawRecord, result: Rejected, task: str, raw_max_bytes: int) -> DeadLetter:
@@ -60,17 +75,25 @@ class IngestSummary:
         self.queues.update(part["queues"])
         self.backpressure_paused_s += part["paused"]
 
+    @property
+    def rejected_total(self) -> int:
+        return sum(self.rejected.values())
+
+    @property
+    def sessions_per_s(self) -> float | None:
+        return round(self.read / self.elapsed_s, 1) if self.elapsed_s else None
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "read": self.read,
             "enqueued": self.enqueued,
             "duplicates": self.duplicates,
             "rejected": dict(sorted(self.rejected.items())),
-            "rejected_total": sum(self.rejected.values()),
+            "rejected_total": self.rejected_total,
             "chunks": self.chunks,
             "queues": dict(self.queues),
             "elapsed_s": round(self.elapsed_s, 3),
-            "sessions_per_s": round(self.read / self.elapsed_s, 1) if self.elapsed_s else None,
+            "sessions_per_s": self.sessions_per_s,
             "backpressure_paused_s": round(self.backpressure_paused_s, 3),
         }
 
@@ -79,7 +102,7 @@ class Ingestor:
     """Streams records into chunks for one task. Use as a context manager per run."""
 
     def __init__(
-        self, settings: Settings, publisher: ChunkPublisher, dead_letters: DeadLetterSink,
+        self, settings: Settings, publisher: ChunkOutlet, dead_letters: DeadLetterSink,
         router: Router, *, task: str, on_record: Callable[[IngestSummary], None] | None = None,
     ) -> None:
         self._settings = settings

@@ -1,31 +1,23 @@
-"""Ingest one large local JSONL file on several cores, by byte range.
+"""Line-aligned byte ranges of one large local JSONL file, and reading one range.
 
-The file is cut at line starts into ``processes`` ranges; each range runs the
-whole producer (validate, claim, publish) in its own process, so no record
-crosses a process boundary. Dedupe stays exact (claims are atomic in Redis),
-dead letters keep their true line numbers (the parent counts newlines up to
-each cut), and the summaries are added up. Gzip, JSON arrays, stdin and
-``s3://`` sources stream through one process.
+The file is cut at line starts into ``processes`` ranges, each with the line
+number it starts at (the parent counts newlines up to each cut), so a range
+read on its own yields records with their true line numbers. Gzip and JSON
+arrays cannot be cut: ``plan_ranges`` says to stream those. Running the
+ranges (one producer per process) is ``producer.run``'s job.
 """
 
 from __future__ import annotations
 
 import io
-import multiprocessing
-import threading
-import time
-from collections import Counter
 from collections.abc import Callable, Iterator
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
-from multiprocessing.sharedctypes import Synchronized
 from pathlib import Path
 from typing import Any
 
 from producer.sources import GZIP_MAGIC, RawRecord, iter_jsonl
 
 _COUNT_BLOCK_BYTES = 8 << 20
-_progress: Synchronized[int] | None = None  # bytes read, shared by the range processes
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,10 +59,11 @@ def plan_ranges(path: Path, processes: int, min_bytes: int) -> list[ByteRange] |
 
 
 class _RangeReader(io.RawIOBase):
-    def __init__(self, path: str, start: int, end: int) -> None:
+    def __init__(self, path: str, start: int, end: int, on_bytes: Callable[[int], None] | None) -> None:
         self._fh = open(path, "rb", buffering=0)  # noqa: SIM115 - closed in close()
         self._fh.seek(start)
         self._left = end - start
+        self._on_bytes = on_bytes
 
     def readable(self) -> bool:
         return True
@@ -81,9 +74,8 @@ class _RangeReader(io.RawIOBase):
         view = memoryview(buffer)[: min(len(buffer), self._left)]
         n = self._fh.readinto(view) or 0
         self._left -= n
-        if _progress is not None:
-            with _progress.get_lock():
-                _progress.value += n
+        if self._on_bytes is not None:
+            self._on_bytes(n)
         return n
 
     def close(self) -> None:
@@ -91,61 +83,9 @@ class _RangeReader(io.RawIOBase):
         super().close()
 
 
-def iter_range(rng: ByteRange, max_bytes: int) -> Iterator[RawRecord]:
-    with io.BufferedReader(_RangeReader(rng.path, rng.start, rng.end), buffer_size=1 << 20) as stream:
+def iter_range(rng: ByteRange, max_bytes: int,
+               on_bytes: Callable[[int], None] | None = None) -> Iterator[RawRecord]:
+    """The records of one range; ``on_bytes`` hears of every block read (progress)."""
+    reader = _RangeReader(rng.path, rng.start, rng.end, on_bytes)
+    with io.BufferedReader(reader, buffer_size=1 << 20) as stream:
         yield from iter_jsonl(stream, rng.path, max_bytes, first_line=rng.first_line)
-
-
-def start_context() -> Any:
-    """``fork`` when this process has no other thread, else ``spawn``.
-
-    fork skips re-importing labelq in each child (~0.5 s each, a large share of
-    a 100 MB file's time), but a forked child inherits whatever locks other
-    threads held (a progress bar's refresh thread, say), so with threads we
-    pay for spawn.
-    """
-    if threading.active_count() == 1 and "fork" in multiprocessing.get_all_start_methods():
-        return multiprocessing.get_context("fork")
-    return multiprocessing.get_context("spawn")
-
-
-def _init_worker(counter: Synchronized[int]) -> None:
-    global _progress
-    _progress = counter
-
-
-def _ingest_range(settings: Any, rng: ByteRange, task: str, router: Any) -> dict[str, Any]:
-    from producer.run import run_records
-
-    summary = run_records(settings, iter_range(rng, settings.max_session_bytes), task=task, router=router)
-    return {"read": summary.read, "enqueued": summary.enqueued, "duplicates": summary.duplicates,
-            "rejected": dict(summary.rejected), "chunks": summary.chunks, "queues": dict(summary.queues),
-            "paused": summary.backpressure_paused_s}
-
-
-def ingest_ranges(
-    settings: Any, ranges: list[ByteRange], *, task: str, router: Any,
-    on_bytes: Callable[[int], None],
-) -> dict[str, Any]:
-    """Run each range in its own process; return the added-up counts."""
-    context = start_context()
-    counter: Synchronized[int] = context.Value("q", 0)
-    total: dict[str, Any] = {"read": 0, "enqueued": 0, "duplicates": 0, "rejected": Counter(),
-                             "chunks": 0, "queues": Counter(), "paused": 0.0}
-    reported = 0
-    with ProcessPoolExecutor(len(ranges), mp_context=context, initializer=_init_worker,
-                             initargs=(counter,)) as pool:
-        futures = [pool.submit(_ingest_range, settings, rng, task, router) for rng in ranges]
-        while not all(f.done() for f in futures):
-            time.sleep(0.2)
-            now = counter.value
-            on_bytes(now - reported)
-            reported = now
-        on_bytes(counter.value - reported)
-        for future in futures:
-            part = future.result()  # re-raises a range's ServiceUnavailable here
-            for name in ("read", "enqueued", "duplicates", "chunks", "paused"):
-                total[name] += part[name]
-            total["rejected"].update(part["rejected"])
-            total["queues"].update(part["queues"])
-    return total

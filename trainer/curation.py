@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import orjson
@@ -26,7 +26,7 @@ import orjson
 from labelq import keyspace
 from labelq.contract import check
 from labelq.keyspace import BucketFile
-from labelq.schemas import LabelRecord, decode_jsonl, utc_now_iso
+from labelq.schemas import LabelRecord, decode_as, decode_jsonl, utc_now_iso
 from labelq.spec import TaskSpec
 from labelq.store import ObjectStore
 
@@ -45,6 +45,54 @@ class CuratedRow:
 
     def json(self) -> bytes:
         return orjson.dumps(self.__dict__)
+
+
+@dataclass(frozen=True, slots=True)
+class SplitCounts:
+    train: int
+    val: int
+
+    def to_dict(self) -> dict[str, int]:
+        return asdict(self)
+
+
+@dataclass(frozen=True, slots=True)
+class ReviewChanges:
+    """What a human review changed in a bucket before approving it."""
+
+    edited: int = 0
+    dropped: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Manifest:
+    """``curated/<task>/<version>/manifest.json``: ``to_dict()`` is the file, ``from_dict`` reads it."""
+
+    task: str
+    version: str
+    prompt_version: str
+    created_at: str
+    counts: SplitCounts
+    sources: dict[str, int]  # rows per label source (teacher, human)
+    dropped: dict[str, int]  # labels left out, by reason
+    labels_seen: int
+    hashes: dict[str, str]  # blake2b of each split file
+    label_ids: list[str]
+    review: ReviewChanges | None = field(default=None)  # present once a human reviewed the bucket
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        if self.review is None:
+            del data["review"]  # the file has the key only after a review
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Any) -> Manifest:
+        return decode_as(cls, data, "curation manifest")
+
+    def summary(self) -> dict[str, Any]:
+        """The manifest without its (long) list of label ids."""
+        return {k: v for k, v in self.to_dict().items() if k != "label_ids"}
 
 
 def split_of(content_hash: str, val_share: float = VAL_SHARE) -> str:
@@ -106,7 +154,7 @@ def next_version(store: ObjectStore, task: str) -> str:
 
 
 def curate(store: ObjectStore, spec: TaskSpec, *, min_rows: int = 1,
-           require_review: bool = False) -> dict[str, Any] | None:
+           require_review: bool = False) -> Manifest | None:
     """Build the next curated bucket of ``spec``'s task; None when there is too little to train on."""
     labelled = [pair for source in SOURCES for pair in _records(store, source, spec.name)]
     rows, dropped = select_rows(spec, labelled, _inputs(store, spec.name))
@@ -121,7 +169,7 @@ def curate(store: ObjectStore, spec: TaskSpec, *, min_rows: int = 1,
 
 def write_bucket(store: ObjectStore, spec: TaskSpec, version: str, rows: list[CuratedRow], *,
                  dropped: dict[str, int], labels_seen: int, marker: BucketFile,
-                 extra: dict[str, Any] | None = None) -> dict[str, Any]:
+                 review: ReviewChanges | None = None) -> Manifest:
     """Write splits and manifest, then ``marker`` (``_READY`` or ``_REVIEW``) last."""
     splits: dict[str, list[CuratedRow]] = {"train": [], "val": []}
     for row in rows:
@@ -131,14 +179,14 @@ def write_bucket(store: ObjectStore, spec: TaskSpec, version: str, rows: list[Cu
         data = b"".join(r.json() + b"\n" for r in part)
         store.put_bytes(keyspace.bucket_file(spec.name, version, keyspace.split_file(name)), data)
         hashes[name] = hashlib.blake2b(data, digest_size=16).hexdigest()
-    manifest = {
-        "task": spec.name, "version": version, "prompt_version": spec.prompt_version,
-        "created_at": utc_now_iso(), "counts": {k: len(v) for k, v in splits.items()},
-        "sources": dict(Counter(r.source for r in rows)), "dropped": dropped, "labels_seen": labels_seen,
-        "hashes": hashes, "label_ids": [r.label_id for r in rows], **(extra or {}),
-    }
+    manifest = Manifest(
+        task=spec.name, version=version, prompt_version=spec.prompt_version, created_at=utc_now_iso(),
+        counts=SplitCounts(train=len(splits["train"]), val=len(splits["val"])),
+        sources=dict(Counter(r.source for r in rows)), dropped=dropped, labels_seen=labels_seen,
+        hashes=hashes, label_ids=[r.label_id for r in rows], review=review,
+    )
     store.put_bytes(keyspace.bucket_file(spec.name, version, BucketFile.MANIFEST),
-                    orjson.dumps(manifest, option=orjson.OPT_INDENT_2))
+                    orjson.dumps(manifest.to_dict(), option=orjson.OPT_INDENT_2))
     store.put_bytes(keyspace.bucket_file(spec.name, version, marker), b"")  # last: the trainer only sees whole buckets
     return manifest
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from dataclasses import asdict, dataclass
 from functools import lru_cache
 from typing import Any
 
@@ -38,10 +39,28 @@ def embedder(name: str = EMBEDDING_MODEL) -> Any:
     return SentenceTransformer(path, device="cpu")
 
 
-def score(predictions: Sequence[str], references: Sequence[str], contract: Contract) -> dict[str, float]:
+@dataclass(frozen=True, slots=True)
+class EvalScores:
+    """Quality of answers against references: the same metrics for a base model, an adapter, a run."""
+
+    n: int
+    exact_match: float  # share equal after normalisation
+    cosine: float  # mean cosine similarity of sentence embeddings
+    within_contract: float  # share within the task's output contract
+    mean_words: float
+
+    @classmethod
+    def empty(cls) -> EvalScores:
+        return cls(n=0, exact_match=0.0, cosine=0.0, within_contract=0.0, mean_words=0.0)
+
+    def to_dict(self) -> dict[str, float]:
+        return asdict(self)
+
+
+def score(predictions: Sequence[str], references: Sequence[str], contract: Contract) -> EvalScores:
     """Quality of ``predictions`` against ``references`` (same order)."""
     if not predictions:
-        return {"n": 0, "exact_match": 0.0, "cosine": 0.0, "within_contract": 0.0, "mean_words": 0.0}
+        return EvalScores.empty()
     verdicts = [check(p, contract) for p in predictions]
     exact = sum(normalise_for_match(p) == normalise_for_match(r) for p, r in zip(predictions, references,
                                                                                strict=True))
@@ -51,10 +70,10 @@ def score(predictions: Sequence[str], references: Sequence[str], contract: Contr
     emb_r = model.encode(list(references), normalize_embeddings=True, convert_to_numpy=True)
     cosine = float((emb_p * emb_r).sum(axis=1).mean())
     n = len(predictions)
-    return {
-        "n": n,
-        "exact_match": round(exact / n, 4),
-        "cosine": round(cosine, 4),
-        "within_contract": round(sum(v.ok for v in verdicts) / n, 4),
-        "mean_words": round(sum(len(p.split()) for p in predictions) / n, 2),
-    }
+    return EvalScores(
+        n=n,
+        exact_match=round(exact / n, 4),
+        cosine=round(cosine, 4),
+        within_contract=round(sum(v.ok for v in verdicts) / n, 4),
+        mean_words=round(sum(len(p.split()) for p in predictions) / n, 2),
+    )

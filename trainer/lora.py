@@ -39,9 +39,25 @@ class LoraTrainConfig:
     qlora: bool = False  # 4-bit base weights (bitsandbytes, GPU only); else falls back to bf16/fp32
 
 
+@dataclass(frozen=True, slots=True)
+class TrainStats:
+    """What one training run did; written to ``train_config.json`` and the adapter's ``metrics.json``."""
+
+    steps: int
+    final_loss: float
+    train_seconds: float
+    device: str  # cuda or cpu
+    dtype: str  # bfloat16 or float32
+    examples: int
+    qlora: bool  # 4-bit base weights were used
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
 def train_lora(base_model: str, examples: list[tuple[str, str]], out_dir: Path,
                config: LoraTrainConfig | None = None,
-               on_step: Callable[[int, int, float], None] | None = None) -> dict[str, Any]:
+               on_step: Callable[[int, int, float], None] | None = None) -> TrainStats:
     """Train an adapter on ``(prompt, answer)`` pairs; write it to ``out_dir``; return stats."""
     import torch
     from peft import LoraConfig, get_peft_model
@@ -100,10 +116,9 @@ def train_lora(base_model: str, examples: list[tuple[str, str]], out_dir: Path,
     out_dir.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(str(out_dir), safe_serialization=True)
     seconds = round(time.monotonic() - started, 2)
-    stats = {"steps": total, "final_loss": round(loss_value, 4), "train_seconds": seconds,
-             "device": device, "dtype": str(dtype).removeprefix("torch."), "examples": len(examples),
-             "qlora": quantized}
+    stats = TrainStats(steps=total, final_loss=round(loss_value, 4), train_seconds=seconds, device=device,
+                       dtype=str(dtype).removeprefix("torch."), examples=len(examples), qlora=quantized)
     (out_dir / "train_config.json").write_text(json.dumps(
-        {"base_model": base_model, "lora": asdict(config), "stats": stats}, indent=2))
-    log.info("lora_trained", **stats)
+        {"base_model": base_model, "lora": asdict(config), "stats": stats.to_dict()}, indent=2))
+    log.info("lora_trained", **stats.to_dict())
     return stats

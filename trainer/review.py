@@ -21,7 +21,7 @@ from labelq.keyspace import BucketFile, bucket_file
 from labelq.schemas import LabelRecord, decode_jsonl, encode_jsonl
 from labelq.spec import TaskSpec
 from labelq.store import ObjectStore
-from trainer.curation import read_rows, write_bucket
+from trainer.curation import Manifest, ReviewChanges, read_rows, write_bucket
 
 
 def pending(store: ObjectStore, task: str) -> list[str]:
@@ -63,13 +63,13 @@ def parse_edits(data: bytes) -> list[dict[str, Any]]:
     return edits
 
 
-def apply_edits(store: ObjectStore, spec: TaskSpec, version: str, edits: list[dict[str, Any]]) -> dict[str, int]:
+def apply_edits(store: ObjectStore, spec: TaskSpec, version: str, edits: list[dict[str, Any]]) -> ReviewChanges:
     """Rewrite a pending bucket with human edits and approve it; return what changed."""
     _require_pending(store, spec.name, version)
     rows = read_rows(store, spec.name, version)
     by_hash = {r.content_hash: r for r in rows}
     by_session = {r.session_id: r.content_hash for r in rows}
-    changed: dict[str, int] = {"edited": 0, "dropped": 0}
+    edited = dropped = 0
     human: list[LabelRecord] = []
     for n, edit in enumerate(edits, 1):
         target = edit.get("content_hash") or by_session.get(str(edit.get("session_id")))
@@ -77,7 +77,7 @@ def apply_edits(store: ObjectStore, spec: TaskSpec, version: str, edits: list[di
             raise ConfigError(f"edits file line {n}: no such session in {spec.name} {version}")
         if edit.get("drop"):
             del by_hash[target]
-            changed["dropped"] += 1
+            dropped += 1
             continue
         verdict = check(edit["label"], spec.contract)
         if not verdict.ok:
@@ -87,13 +87,13 @@ def apply_edits(store: ObjectStore, spec: TaskSpec, version: str, edits: list[di
         human.append(LabelRecord(session_id=row.session_id, content_hash=row.content_hash, task=spec.name,
                                  label=row.label, source="human", model="review", prompt_version=spec.prompt_version,
                                  words=verdict.words, chunk_id=f"review-{version}"))
-        changed["edited"] += 1
+        edited += 1
     if human:
         store.put_bytes(keyspace.review_labels(spec.name, version), encode_jsonl(list(human)))
-    manifest = orjson.loads(store.get_bytes(bucket_file(spec.name, version, BucketFile.MANIFEST)))
+    manifest = Manifest.from_dict(store.get_bytes(bucket_file(spec.name, version, BucketFile.MANIFEST)))
+    changed = ReviewChanges(edited=edited, dropped=dropped)
     store.delete(bucket_file(spec.name, version, BucketFile.REVIEW))
     write_bucket(store, spec, version, sorted(by_hash.values(), key=lambda r: r.content_hash),
-                 dropped={**manifest["dropped"], "review_drop": changed["dropped"]},
-                 labels_seen=manifest.get("labels_seen", 0), marker=BucketFile.READY,
-                 extra={"review": changed})
+                 dropped={**manifest.dropped, "review_drop": dropped}, labels_seen=manifest.labels_seen,
+                 marker=BucketFile.READY, review=changed)
     return changed

@@ -28,7 +28,9 @@ from labelq.schemas import decode_jsonl, utc_now_iso
 from labelq.settings import Settings
 from labelq.spec import load_spec
 from labelq.store import ObjectStore
+from trainer.evaluate import EvalScores
 from trainer.gate import gate
+from trainer.reports import ServingEval, TrainingReport
 from trainer.tiny_model import resolve_base_model
 
 log = get_logger(__name__)
@@ -48,7 +50,7 @@ def ready_buckets(store: ObjectStore) -> list[tuple[str, str]]:
 
 
 def _evaluate(base_model: str, adapter_dir: str | None, prompts: list[str], refs: list[str],
-              contract: Any, max_new_tokens: int) -> dict[str, float]:
+              contract: Any, max_new_tokens: int) -> EvalScores:
     from labelq.engines.transformers_engine import generate, load_for_generation
     from trainer.evaluate import score
 
@@ -57,7 +59,7 @@ def _evaluate(base_model: str, adapter_dir: str | None, prompts: list[str], refs
 
 
 def train_bucket(settings: Settings, store: ObjectStore, client: redis.Redis, task: str,
-                 dataset_version: str) -> dict[str, Any] | None:
+                 dataset_version: str) -> TrainingReport | None:
     """Train, evaluate and maybe promote one bucket. None when another trainer holds it.
 
     The lock lives ``trainer_lock_s`` and a heartbeat renews it while this
@@ -94,7 +96,7 @@ def _log_progress(step: int, total: int, loss: float) -> None:
 
 
 def _train_locked(settings: Settings, store: ObjectStore, client: redis.Redis, task: str,
-                  dataset_version: str) -> dict[str, Any]:
+                  dataset_version: str) -> TrainingReport:
     from trainer.lora import LoraTrainConfig, train_lora
 
     started = time.monotonic()
@@ -113,32 +115,31 @@ def _train_locked(settings: Settings, store: ObjectStore, client: redis.Redis, t
         new_dir = Path(tmp) / "adapter"
         stats = train_lora(base_model, [(student_prompt(spec, settings, r["payload"]), r["label"]) for r in train],
                            new_dir, LoraTrainConfig(qlora=settings.trainer_qlora), on_step=_log_progress)
-        metrics: dict[str, Any] = {
-            "task": task, "version": version, "dataset_version": dataset_version,
-            "prompt_version": spec.prompt_version, "base_model": base_model, "train": stats,
-            "base": _evaluate(base_model, None, val_prompts, val_refs, spec.contract, max_new),
-            "adapter": _evaluate(base_model, str(new_dir), val_prompts, val_refs, spec.contract, max_new),
-            "serving": None,
-        }
+        base_scores = _evaluate(base_model, None, val_prompts, val_refs, spec.contract, max_new)
+        adapter_scores = _evaluate(base_model, str(new_dir), val_prompts, val_refs, spec.contract, max_new)
+        serving_eval = None
         if serving is not None:
             serving_dir = Path(tmp) / "serving"
             for name in ADAPTER_FILES[:2]:
                 store.get_file(keyspace.adapter_file(task, serving, name), serving_dir / name)
-            metrics["serving"] = {"version": serving, **_evaluate(
-                base_model, str(serving_dir), val_prompts, val_refs, spec.contract, max_new)}
-        promote, why = gate(metrics["adapter"], metrics["serving"], margin_exact=settings.promote_margin_exact,
-                            margin_cosine=settings.promote_margin_cosine)
-        metrics.update({"promoted": promote, "gate": why, "created_at": utc_now_iso(),
-                        "seconds": round(time.monotonic() - started, 1)})
+            serving_eval = ServingEval(serving, _evaluate(base_model, str(serving_dir), val_prompts, val_refs,
+                                                          spec.contract, max_new))
+        decision = gate(adapter_scores, serving_eval.scores if serving_eval else None,
+                        margin_exact=settings.promote_margin_exact, margin_cosine=settings.promote_margin_cosine)
+        promote, why = decision.promote, decision.why
+        report = TrainingReport(
+            task=task, version=version, dataset_version=dataset_version, prompt_version=spec.prompt_version,
+            base_model=base_model, train=stats, base=base_scores, adapter=adapter_scores, serving=serving_eval,
+            promoted=promote, gate=why, created_at=utc_now_iso(), seconds=round(time.monotonic() - started, 1))
         for name in ADAPTER_FILES:
             store.put_file(keyspace.adapter_file(task, version, name), new_dir / name)
         store.put_bytes(keyspace.adapter_file(task, version, AdapterFile.DATASET), orjson.dumps(
             {"task": task, "dataset_version": dataset_version, "bucket": bucket}))
         store.put_bytes(keyspace.adapter_file(task, version, AdapterFile.METRICS),
-                        orjson.dumps(metrics, option=orjson.OPT_INDENT_2))  # last
+                        orjson.dumps(report.to_dict(), option=orjson.OPT_INDENT_2))  # last
     if promote:
         registry.promote(task, version)
     store.put_bytes(keyspace.bucket_file(task, dataset_version, BucketFile.TRAINED),
                     orjson.dumps({"adapter_version": version, "promoted": promote}))
     log.info("bucket_trained", task=task, dataset=dataset_version, adapter=version, promoted=promote, gate=why)
-    return metrics
+    return report

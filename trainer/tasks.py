@@ -6,58 +6,59 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from celery import Celery
-
 from labelq.logging import bind, get_logger
-from labelq.queue.app import TRAINER_TASK
+from labelq.queue.app import TRAINER_TASK, QueueApp
+from labelq.queue.task import LabelqTask, register_task
 from labelq.redis_server import connect
 from labelq.settings import Settings
 from labelq.store import open_store
 from trainer.auto import curate_if_due, tasks_with_teacher_labels
+from trainer.reports import TrainingReport
 from trainer.service import ready_buckets, train_bucket
 
 log = get_logger(__name__)
 
 
-def run_once(settings: Settings) -> list[dict[str, Any]]:
-    """Curate what is due, then train every ready bucket once; return their metrics."""
+def run_once(settings: Settings) -> list[TrainingReport]:
+    """Curate what is due, then train every ready bucket once; return their reports."""
     store, client = open_store(settings), connect(settings)
     for task in tasks_with_teacher_labels(settings, client):
         curate_if_due(settings, store, client, task)
     done = []
     for task, version in ready_buckets(store):
         with bind(task=task, dataset=version):
-            metrics = train_bucket(settings, store, client, task, version)
-        if metrics is not None:
-            done.append(metrics)
+            report = train_bucket(settings, store, client, task, version)
+        if report is not None:
+            done.append(report)
     return done
 
 
-def run_forever(settings: Settings, on_result: Callable[[dict[str, Any]], None]) -> None:
+def run_forever(settings: Settings, on_result: Callable[[TrainingReport], None]) -> None:
     """Poll the store for ready buckets until interrupted."""
     while True:
-        for metrics in run_once(settings):
-            on_result(metrics)
+        for report in run_once(settings):
+            on_result(report)
         time.sleep(settings.trainer_poll_s)
 
 
-def register(app: Celery) -> None:
+def _train(job: LabelqTask, message: dict[str, Any]) -> list[dict[str, Any]]:
+    settings = job.settings
+    store, client = open_store(settings), connect(settings)
+    task = message["task"]
+    if message.get("curate"):
+        curate_if_due(settings, store, client, task)
+    versions = [message["dataset_version"]] if "dataset_version" in message else \
+        [v for t, v in ready_buckets(store) if t == task]
+    results = []
+    for version in versions:
+        with bind(celery_task_id=job.message_id, task=task, dataset=version):
+            report = train_bucket(settings, store, client, task, version)
+        if report is not None:
+            results.append({"version": report.version, "promoted": report.promoted})
+    return results
+
+
+def register(app: QueueApp) -> None:
     """A trigger on the trainer queue: ``{"task": ...}`` with ``"curate": true`` (curate if due, then
     train what is ready) or ``"dataset_version": ...`` (train that bucket)."""
-
-    @app.task(name=TRAINER_TASK, bind=True, acks_late=True, shared=False)  # type: ignore[untyped-decorator]
-    def train(self: Any, message: dict[str, Any]) -> list[dict[str, Any]]:
-        settings: Settings = self.app.conf.labelq_settings
-        store, client = open_store(settings), connect(settings)
-        task = message["task"]
-        if message.get("curate"):
-            curate_if_due(settings, store, client, task)
-        versions = [message["dataset_version"]] if "dataset_version" in message else \
-            [v for t, v in ready_buckets(store) if t == task]
-        results = []
-        for version in versions:
-            with bind(celery_task_id=self.request.id, task=task, dataset=version):
-                metrics = train_bucket(settings, store, client, task, version)
-            if metrics is not None:
-                results.append({"version": metrics["version"], "promoted": metrics["promoted"]})
-        return results
+    register_task(app, TRAINER_TASK, _train)

@@ -31,6 +31,7 @@ import orjson
 
 from labelq import keyspace
 from labelq.app.processes import start_celery_worker, stop_process_groups
+from labelq.app.report import DemoRun
 from labelq.audit import audit
 from labelq.logging import get_logger
 from labelq.redis_server import connect, resolve_redis_url
@@ -124,8 +125,8 @@ def workers(env: dict[str, str], log_dir: Path) -> Iterator[dict[str, subprocess
             out.close()
 
 
-def run_demo(base: Settings, config: DemoConfig, progress: Progress) -> dict[str, Any]:
-    """Run the loop; return the report data (see labelq/report.py)."""
+def run_demo(base: Settings, config: DemoConfig, progress: Progress) -> DemoRun:
+    """Run the loop; return what the report needs (see labelq/app/report.py)."""
     from labelq.synth import generate
     from producer.run import run_ingest
     from trainer.tiny_model import build_tiny_model, tiny_model_dir
@@ -168,13 +169,10 @@ def run_demo(base: Settings, config: DemoConfig, progress: Progress) -> dict[str
         progress("ingest", summary.read, config.sessions, f"{summary.enqueued:,} enqueued")
         clock.end("ingest")
         finished = _watch(settings, client, store, clock, procs, config, progress, summary.enqueued)
-    snapshot = gather(settings, client)
-    balance = audit(settings, client)
-    return {
-        "run_id": run_id, "run_dir": str(run_dir), "settings": settings, "model_path": model_path,
-        "references": references, "ingest": summary.to_dict(), "status": snapshot, "audit": balance,
-        "stages": clock.marks, "finished": finished, "elapsed_s": round(time.monotonic() - clock.started, 1),
-    }
+    return DemoRun(run_id=run_id, run_dir=str(run_dir), settings=settings, model_path=model_path,
+                   references=references, ingest=summary, status=gather(settings, client),
+                   audit=audit(settings, client), stages=clock.marks, finished=finished,
+                   elapsed_s=round(time.monotonic() - clock.started, 1))
 
 
 def _watch(settings: Settings, client: Any, store: Any, clock: StageClock, procs: dict[str, Any],
@@ -190,10 +188,9 @@ def _watch(settings: Settings, client: Any, store: Any, clock: StageClock, procs
             if proc.poll() is not None:
                 raise RuntimeError(f"the {name} worker exited with {proc.returncode}; see its log")
         snapshot = gather(settings, client)
-        t = snapshot["tasks"].get(TASK, {})
-        teacher, student = t.get("labelled_teacher", 0), t.get("labelled_student", 0)
-        routing = t.get("routing", {})
-        seed = min(routing.get("seeded", 0), settings.curation_seed_size)
+        t = snapshot.tasks.get(TASK)
+        teacher, student = (t.labelled_teacher, t.labelled_student) if t else (0, 0)
+        seed = min(t.routing.seeded if t else 0, settings.curation_seed_size)
         progress("teacher labels", teacher, None, f"seed {seed}, sampled and escalated sessions too")
         serving = registry.serving(TASK)
         if serving is None:
@@ -207,10 +204,10 @@ def _watch(settings: Settings, client: Any, store: Any, clock: StageClock, procs
                 clock.start("student")
             progress("curate + train", 1, 1, f"adapter v{serving} promoted")
         progress("student labels", student, None, f"adapter v{serving}" if serving else "waiting for an adapter")
-        queues_empty = snapshot["queues"]["teacher"] == snapshot["queues"]["student"] == 0
-        balance = audit(settings, client)["tasks"].get(TASK) if queues_empty else None
-        if balance and balance["in_flight"] == 0 and balance["gap"] == 0 and \
-                balance["labelled"] + balance["dead_lettered"] == enqueued:
+        queues_empty = snapshot.queues["teacher"] == snapshot.queues["student"] == 0
+        balance = audit(settings, client).tasks.get(TASK) if queues_empty else None
+        if balance and balance.in_flight == 0 and balance.gap == 0 and \
+                balance.labelled + balance.dead_lettered == enqueued:
             clock.end("student")
             clock.end("teacher")
             return True

@@ -10,31 +10,54 @@ from __future__ import annotations
 import base64
 import html
 import io
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 import redis
 
-from labelq.errors import ObjectNotFound
+from labelq.errors import DecodeError, ObjectNotFound
 from labelq.export import latest_labels
 from labelq.registry import Registry
 from labelq.schemas import LabelRecord
 from labelq.settings import Settings
-from labelq.store import open_store
+from labelq.snapshot import AuditReport, StatusSnapshot
+from labelq.store import ObjectStore, open_store
+
+if TYPE_CHECKING:
+    from producer.ingest import IngestSummary
+    from trainer.reports import TrainingReport
 
 TASK = "session-label"
 
 
+@dataclass(frozen=True, slots=True)
+class DemoRun:
+    """A finished demo run: what ``summarise`` needs to write the report."""
+
+    run_id: str
+    run_dir: str
+    settings: Settings  # the run's own settings (key prefix, store)
+    model_path: str  # the base model the students served
+    references: dict[str, str]  # session id -> reference label, for scoring
+    ingest: IngestSummary
+    status: StatusSnapshot  # at the end of the run
+    audit: AuditReport  # at the end of the run
+    stages: dict[str, dict[str, float]]  # stage -> {"start", "end"}, seconds from the run's start
+    finished: bool  # False: the run timed out
+    elapsed_s: float
+
+
 def _quality(records: list[LabelRecord], references: dict[str, str]) -> dict[str, float]:
     from labelq.spec import load_spec
-    from trainer.evaluate import score
+    from trainer.evaluate import EvalScores, score
 
     pairs = [(r.label, references[r.session_id]) for r in records if r.session_id in references]
     if not pairs:
-        return {"n": 0, "exact_match": 0.0, "cosine": 0.0, "within_contract": 0.0, "mean_words": 0.0}
-    return score([p for p, _ in pairs], [r for _, r in pairs], load_spec(TASK).contract)
+        return EvalScores.empty().to_dict()
+    return score([p for p, _ in pairs], [r for _, r in pairs], load_spec(TASK).contract).to_dict()
 
 
 def _span_s(records: list[LabelRecord]) -> float:
@@ -42,72 +65,83 @@ def _span_s(records: list[LabelRecord]) -> float:
     return (max(times) - min(times)).total_seconds() if len(times) > 1 else 0.0
 
 
-def summarise(run: dict[str, Any]) -> dict[str, Any]:
-    settings: Settings = run["settings"]
+def _serving_report(settings: Settings, store: ObjectStore) -> TrainingReport | None:
+    """The serving adapter's training report; None when there is none (the report is still useful)."""
+    from trainer.reports import TrainingReport
+
+    try:
+        from labelq.redis_server import connect
+
+        registry = Registry(settings, connect(settings), store)
+        serving = registry.serving(TASK)
+        return None if serving is None else TrainingReport.from_dict(registry.metrics(TASK, serving))
+    except (ObjectNotFound, DecodeError, OSError, redis.RedisError):
+        return None
+
+
+def summarise(run: DemoRun) -> dict[str, Any]:
+    settings = run.settings
     store = open_store(settings)
     labels = latest_labels(store, tasks=[TASK])
     by_source: dict[str, list[LabelRecord]] = {}
     for record in labels:
         by_source.setdefault(record.source, []).append(record)
     student, teacher = by_source.get("student", []), by_source.get("teacher", [])
-    balance = run["audit"]["tasks"].get(TASK, {"gap": 0, "in_flight": 0, "dead_lettered": 0})
-    task_status = run["status"]["tasks"].get(TASK, {})
-    ingest = run["ingest"]
-    sessions = len(run["references"])
+    balance = run.audit.tasks.get(TASK)
+    in_flight = balance.in_flight if balance else 0
+    task_status = run.status.tasks.get(TASK)
+    ingest = run.ingest
+    sessions = len(run.references)
     labelled = len(labels)
-    dead = balance["dead_lettered"] + ingest["rejected_total"]
-    registry_state: dict[str, Any] = {}
-    adapter_metrics: dict[str, Any] = {}
-    try:
-        from labelq.redis_server import connect
-
-        registry = Registry(settings, connect(settings), store)
-        serving = registry.serving(TASK)
-        if serving is not None:
-            adapter_metrics = registry.metrics(TASK, serving)
-            registry_state = {"version": serving, "dataset_version": adapter_metrics.get("dataset_version")}
-    except (ObjectNotFound, OSError, redis.RedisError):  # the report is still useful without them
-        pass
-    stages = run["stages"]
+    dead = (balance.dead_lettered if balance else 0) + ingest.rejected_total
+    trained = _serving_report(settings, store)
+    stages = run.stages
     student_wall = stages.get("student", {}).get("end", 0) - stages.get("student", {}).get("start", 0)
-    stats_engine_s = task_status.get("student_engine_s", 0.0)
+    stats_engine_s = task_status.student_engine_s if task_status else 0.0
     teacher_span = _span_s(teacher)
-    escalated = task_status.get("escalated_student", 0)
-    cost = task_status.get("cost", {})
+    escalated = task_status.escalated_student if task_status else 0
+    cost = task_status.cost if task_status else None
     throughput = {
-        "ingest_sessions_per_s": ingest.get("sessions_per_s"),
+        "ingest_sessions_per_s": ingest.sessions_per_s,
         "teacher_labels_per_s": round(len(teacher) / teacher_span, 1) if teacher_span else None,
-        "train_seconds": adapter_metrics.get("train", {}).get("train_seconds"),
-        "train_and_evaluate_seconds": adapter_metrics.get("seconds"),
+        "train_seconds": trained.train.train_seconds if trained else None,
+        "train_and_evaluate_seconds": trained.seconds if trained else None,
         "student_labels_per_s_wall": round(len(student) / student_wall, 1) if student_wall > 0 else None,
         "student_labels_per_s_engine": round(len(student) / stats_engine_s, 1) if stats_engine_s else None,
         "student_engine_seconds": round(stats_engine_s, 1) if stats_engine_s else None,
     }
+    adapter: dict[str, Any] = {"val": {"base": None, "adapter": None}}
+    if trained is not None:
+        adapter = {"version": trained.version, "dataset_version": trained.dataset_version,
+                   "val": {"base": trained.base.to_dict(), "adapter": trained.adapter.to_dict()}}
     return {
         "sessions": sessions,
-        "ingested": ingest["enqueued"],
-        "duplicates": ingest["duplicates"],
+        "ingested": ingest.enqueued,
+        "duplicates": ingest.duplicates,
         "labelled": labelled,
         "labelled_teacher": len(teacher),
         "labelled_student": len(student),
         "escalated": escalated,
         "dead_lettered": dead,
-        "lost": sessions - ingest["duplicates"] - labelled - dead,
-        "in_flight": balance["in_flight"],
-        "audit_ok": run["audit"]["ok"] and balance["in_flight"] == 0,
-        "finished": run["finished"],
-        "quality": _quality(student, run["references"]),
-        "quality_all_labels": _quality(labels, run["references"]),
-        "adapter": {**registry_state, "val": {k: adapter_metrics.get(k) for k in ("base", "adapter")}},
+        "lost": sessions - ingest.duplicates - labelled - dead,
+        "in_flight": in_flight,
+        "audit_ok": run.audit.ok and in_flight == 0,
+        "finished": run.finished,
+        "quality": _quality(student, run.references),
+        "quality_all_labels": _quality(labels, run.references),
+        "adapter": adapter,
         "throughput": throughput,
-        "cost": {k: cost.get(k) for k in ("teacher_per_1k_usd", "student_per_1k_usd", "savings",
-                                          "teacher_usd", "student_usd")},
+        "cost": {"teacher_per_1k_usd": cost.teacher_per_1k_usd if cost else None,
+                 "student_per_1k_usd": cost.student_per_1k_usd if cost else None,
+                 "savings": cost.savings if cost else None,
+                 "teacher_usd": cost.teacher_usd if cost else None,
+                 "student_usd": cost.student_usd if cost else None},
         "teacher": "replay (reference labels, priced as the real model)" if settings.resolved_teacher_backend
         == "replay" else settings.teacher_model,
         "student_gpu_usd_per_hour": settings.student_gpu_usd_per_hour,
         "stages": stages,
-        "elapsed_s": run["elapsed_s"],
-        "run_dir": run["run_dir"],
+        "elapsed_s": run.elapsed_s,
+        "run_dir": run.run_dir,
     }
 
 

@@ -3,12 +3,13 @@
 At-least-once with idempotent output: late acks, reject on worker lost,
 prefetch 1, one shared visibility timeout, JSON only. Tasks are routed to
 queues by name (``labelq.<queue>.*``), so the producer publishes by task
-name and never imports worker code.
+name and never imports worker code. The worker process's app is built by
+:mod:`labelq.queue.worker`.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeAlias
 
 import orjson
 from celery import Celery
@@ -28,12 +29,8 @@ TASK_FOR_QUEUE: dict[str, str] = {
     "student": STUDENT_TASK,
     "trainer": TRAINER_TASK,
 }
-# Worker modules that register tasks; imported by workers only, never by the producer.
-WORKER_MODULES: dict[str, str] = {
-    "teacher": "workers.teacher.tasks",
-    "student": "workers.student.tasks",
-    "trainer": "trainer.tasks",
-}
+# The app type stage packages name (in ``register(app)``) without importing Celery.
+QueueApp: TypeAlias = Celery
 
 
 def _orjson_dumps(obj: Any) -> str:
@@ -93,10 +90,9 @@ def celery_config(settings: Settings, broker_url: str) -> dict[str, Any]:
 
 
 def create_app(settings: Settings, *, broker_url: str | None = None, name: str = "labelq") -> Celery:
-    """A configured Celery app (no worker modules imported)."""
+    """A configured Celery app (no tasks registered: stage packages register theirs)."""
     use_orjson_for_json()
     app = Celery(name, set_as_current=False)
     app.conf.update(celery_config(settings, broker_url or resolve_redis_url(settings)))
     app.conf.labelq_settings = settings
     return app
-

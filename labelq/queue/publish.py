@@ -1,4 +1,8 @@
-"""Publishing chunks: atomic dedupe claim, backpressure, then Celery messages.
+"""Everything that puts messages on the queues: chunks from the producer and from workers,
+and the trainer's trigger.
+
+The producer's chunks (:class:`ChunkPublisher`): atomic dedupe claim,
+backpressure, then Celery messages.
 
 Order matters for "nothing lost": the content hashes of a batch of chunks are
 claimed atomically in Redis (so two producers never enqueue the same session
@@ -12,6 +16,11 @@ after Redis ran it but the reply was lost returns the first answer instead of
 running twice (a claim run twice would call its own sessions duplicates). A
 publish retried after a partial success enqueues a chunk twice: the same chunk
 id, so the same output, written and counted once.
+
+Workers put sessions back on a queue with :func:`republish` (a teacher's
+unfinished sessions, a student's escalations, the halves of a poisoned
+chunk); those sessions were claimed when they were ingested. A teacher asks
+for curation with :func:`trigger_curation_if_due`.
 """
 
 from __future__ import annotations
@@ -22,6 +31,7 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any, TypeVar
 
+import orjson
 import redis
 from celery import Celery
 from celery.utils.nodenames import anon_nodename
@@ -29,10 +39,14 @@ from kombu.exceptions import OperationalError as KombuOperationalError
 from kombu.utils.uuid import uuid
 
 from labelq import keyspace, lua
+from labelq.curation_schedule import claim_trigger
 from labelq.errors import ServiceUnavailable
+from labelq.hashing import chunk_id
 from labelq.keyspace import Stat
 from labelq.logging import get_logger
-from labelq.queue.app import TASK_FOR_QUEUE
+from labelq.queue.app import TASK_FOR_QUEUE, TRAINER_TASK
+from labelq.queue.inspect import queue_depth
+from labelq.schemas import ChunkMessage, SessionItem, chunk_json
 from labelq.settings import Settings
 
 log = get_logger(__name__)
@@ -123,8 +137,8 @@ class ChunkPublisher:
             self._redis.srem(self.seen_key(task), *[bytes.fromhex(h) for h in hashes])
 
     def queue_depth(self, queue: str) -> int:
-        return int(self._retrying("reading queue depth",
-                                  lambda: self._redis.llen(keyspace.queue(self._settings, queue))))
+        return self._retrying("reading queue depth",
+                              lambda: queue_depth(self._settings, self._redis, queue))
 
     def wait_for_room(self, queue: str, incoming: int = 1) -> None:
         """Backpressure: while ``queue`` is above the high-water mark, wait for the low one."""
@@ -189,3 +203,32 @@ class ChunkPublisher:
         keys = [keyspace.stats(self._settings, task), keyspace.count_reply(self._settings, uuid())]
         args: list[str | int] = [Stat.INGESTED, ingested, Stat.DUPLICATES, duplicates]
         self._retrying("counting", lambda: self._count(keys=keys, args=args))
+
+
+def republish(settings: Settings, app: Celery, client: redis.Redis, queue: str,
+              source: ChunkMessage, items: Sequence[SessionItem], route: str | None = None) -> None:
+    """Put ``items`` of ``source`` on ``queue`` as new chunks of at most ``chunk_size`` sessions.
+
+    They bypass the dedupe claim (claimed at ingest); each new chunk's id is
+    derived from its content like any other, and backpressure applies.
+    """
+    route = route or source.route
+    with ChunkPublisher(settings, app, client) as publisher:
+        outgoing = []
+        for start in range(0, len(items), settings.chunk_size):
+            part = items[start:start + settings.chunk_size]
+            triples = [(s.session_id, s.content_hash, orjson.dumps(s.payload)) for s in part]
+            cid = chunk_id(source.task, (s.content_hash for s in part))
+            outgoing.append((queue, OutgoingChunk(cid, source.task, len(part),
+                                                  chunk_json(source.task, route, triples, cid))))
+        publisher.publish_many(outgoing)
+
+
+def trigger_curation_if_due(settings: Settings, client: redis.Redis, app: Celery, task: str) -> bool:
+    """Send one trainer trigger when ``task`` crossed its next curation threshold."""
+    threshold = claim_trigger(settings, client, task)
+    if threshold is None:
+        return False
+    app.send_task(TRAINER_TASK, args=[{"task": task, "curate": True}], queue="trainer")
+    log.info("trainer_triggered", task=task, teacher_labels=threshold)
+    return True

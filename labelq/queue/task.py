@@ -1,4 +1,8 @@
-"""What every chunk task shares, written once: a base Celery task class.
+"""What every labelq task shares, written once: base Celery task classes and their registration.
+
+Stage packages define a task with :func:`register_chunk_task` (a chunk on the
+teacher or student queue) or :func:`register_task` (a trigger message), so
+they never import Celery themselves. A chunk task (:class:`ChunkTask`) has:
 
 * logging context (Celery task id, chunk id, task spec) bound for the whole run;
 * the message decoded against its schema; undecodable messages are
@@ -17,11 +21,13 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Sequence
 from functools import cached_property
 from typing import Any
 
+import orjson
 import redis
-from celery import Task
+from celery import Celery, Task
 from celery.exceptions import Reject
 
 from labelq import keyspace
@@ -29,9 +35,11 @@ from labelq.deadletter import truncate_raw
 from labelq.errors import DecodeError
 from labelq.logging import bind, get_logger
 from labelq.metrics import observe_chunk, observe_retry
+from labelq.outcomes import ChunkOutcome
+from labelq.queue.publish import republish, trigger_curation_if_due
 from labelq.records import commit_chunk
 from labelq.redis_server import connect
-from labelq.schemas import ChunkMessage, DeadLetter
+from labelq.schemas import ChunkMessage, DeadLetter, SessionItem
 from labelq.settings import Settings
 from labelq.store import ObjectStore, open_store
 
@@ -47,13 +55,11 @@ class Paused(Exception):
         self.wait_s = wait_s
 
 
-class ChunkTask(Task):  # type: ignore[misc]
-    """Base class of the teacher and student chunk tasks."""
+class LabelqTask(Task):  # type: ignore[misc]
+    """Base class of every labelq task: the settings, Redis and store of the app it runs in."""
 
     abstract = True
-    stage = "worker"
     acks_late = True
-    reject_on_worker_lost = True
 
     @cached_property
     def settings(self) -> Settings:
@@ -68,22 +74,44 @@ class ChunkTask(Task):  # type: ignore[misc]
     def store(self) -> ObjectStore:
         return open_store(self.settings)
 
+    @property
+    def message_id(self) -> str | None:
+        """The id of the message being run (Celery's task id)."""
+        return self.request.id  # type: ignore[no-any-return]
+
+    def trigger_curation_if_due(self, task: str) -> bool:
+        """Send one trainer trigger when ``task`` crossed its next curation threshold."""
+        return trigger_curation_if_due(self.settings, self.redis, self.app, task)
+
+
+class ChunkTask(LabelqTask):
+    """Base class of the teacher and student chunk tasks."""
+
+    abstract = True
+    stage = "worker"
+    reject_on_worker_lost = True
+
+    def republish(self, queue: str, source: ChunkMessage, items: Sequence[SessionItem],
+                  route: str | None = None) -> None:
+        """Put ``items`` of ``source`` on ``queue`` as new chunks (hand-back, escalation, bisection)."""
+        republish(self.settings, self.app, self.redis, queue, source, items, route)
+
     def __call__(self, message: Any) -> Any:
         with bind(celery_task_id=self.request.id, stage=self.stage):
             try:
                 chunk = ChunkMessage.decode(message)
             except DecodeError as exc:
                 self._dead_letter_message(message, exc)
-                return {"status": "decode_error"}
+                return ChunkOutcome(status="decode_error").as_log()
             with bind(chunk_id=chunk.chunk_id, task=chunk.task):
                 attempts_key = keyspace.chunk_attempts(self.settings, self.stage, chunk.chunk_id)
                 deliveries = int(self.redis.incr(attempts_key))
                 self.redis.expire(attempts_key, keyspace.CHUNK_ATTEMPTS_TTL_S)
                 if deliveries > self.settings.max_attempts:
-                    return self._poisoned(chunk, deliveries)
+                    return self._poisoned(chunk, deliveries).as_log()
                 started = time.monotonic()
                 try:
-                    result = super().__call__(chunk)
+                    outcome: ChunkOutcome = super().__call__(chunk)
                 except Paused as pause:
                     observe_retry(self.stage, "paused")
                     self.redis.decr(attempts_key)  # a pause is not a failed delivery
@@ -97,21 +125,20 @@ class ChunkTask(Task):  # type: ignore[misc]
                     raise Reject(f"{type(exc).__name__}: {str(exc)[:200]}", requeue=True) from None
                 self.redis.delete(attempts_key)
                 elapsed = time.monotonic() - started
-                observe_chunk(self.stage, chunk.task, len(chunk.sessions), elapsed, result or {})
-                log.info("chunk_done", sessions=len(chunk.sessions), elapsed_s=round(elapsed, 3), **(result or {}))
-                return result
+                observe_chunk(self.stage, chunk.task, len(chunk.sessions), elapsed, outcome)
+                fields = outcome.as_log()
+                log.info("chunk_done", sessions=len(chunk.sessions), elapsed_s=round(elapsed, 3), **fields)
+                return fields  # JSON-able; Celery ignores task results
 
-    def _poisoned(self, chunk: ChunkMessage, deliveries: int) -> dict[str, Any]:
+    def _poisoned(self, chunk: ChunkMessage, deliveries: int) -> ChunkOutcome:
         if len(chunk.sessions) > 1:
             # Bisect: each half is a new chunk (its own id and delivery counter). Redelivered
             # after a crash here, the same halves are published again: same ids, same output.
-            from labelq.queue.republish import republish
-
             half = len(chunk.sessions) // 2
             for part in (chunk.sessions[:half], chunk.sessions[half:]):
-                republish(self.settings, self.app, self.redis, self.stage, chunk, part)
+                self.republish(self.stage, chunk, part)
             log.error("poison_chunk_split", deliveries=deliveries, sessions=len(chunk.sessions))
-            return {"status": "poison_chunk_split", "sessions": len(chunk.sessions)}
+            return ChunkOutcome(status="poison_chunk_split", split_sessions=len(chunk.sessions))
         log.error("poison_chunk", deliveries=deliveries)
         letters = [DeadLetter(reason="poison_chunk", stage=self.stage, task=chunk.task,
                               session_id=s.session_id, content_hash=s.content_hash, chunk_id=chunk.chunk_id,
@@ -119,11 +146,9 @@ class ChunkTask(Task):  # type: ignore[misc]
                    for s in chunk.sessions]
         commit_chunk(self.settings, self.store, self.redis, stage=self.stage, task=chunk.task,
                      chunk_id=chunk.chunk_id, records=[], dead_letters=letters)
-        return {"status": "poison_chunk", "dead_lettered": len(letters)}
+        return ChunkOutcome(status="poison_chunk", dead_lettered=len(letters))
 
     def _dead_letter_message(self, message: Any, exc: DecodeError) -> None:
-        import orjson
-
         try:
             raw = orjson.dumps(message)
         except TypeError:
@@ -135,3 +160,21 @@ class ChunkTask(Task):  # type: ignore[misc]
         commit_chunk(self.settings, self.store, self.redis, stage=self.stage, task="_undecodable",
                      chunk_id=message_id, records=[], dead_letters=[letter])
         log.error("undecodable_message", reason=str(exc)[:200])
+
+
+def register_chunk_task(app: Celery, name: str, stage: str,
+                        run: Callable[[ChunkTask, ChunkMessage], ChunkOutcome]) -> None:
+    """Define the chunk task ``name`` on ``app``: :class:`ChunkTask` decodes, counts deliveries and
+    logs, then calls ``run(task, chunk)``."""
+
+    @app.task(name=name, base=ChunkTask, bind=True, stage=stage, shared=False)  # type: ignore[untyped-decorator]
+    def chunk_task(self: ChunkTask, chunk: ChunkMessage) -> ChunkOutcome:
+        return run(self, chunk)
+
+
+def register_task(app: Celery, name: str, run: Callable[[LabelqTask, dict[str, Any]], Any]) -> None:
+    """Define the task ``name`` on ``app`` that calls ``run(task, message)`` (acknowledged late)."""
+
+    @app.task(name=name, base=LabelqTask, bind=True, shared=False)  # type: ignore[untyped-decorator]
+    def plain_task(self: LabelqTask, message: dict[str, Any]) -> Any:
+        return run(self, message)

@@ -19,7 +19,6 @@ from typing import Any
 
 import orjson
 import pytest
-import redis
 
 from labelq import keyspace
 from labelq.settings import Settings
@@ -30,17 +29,6 @@ __all__ = ["ROOT", "Fleet", "wait_until"]
 
 POISON = "chaos-poison-pill"  # tests/chaos/crashy_app.py kills the process that meets it
 RESULTS = Path(os.environ.get("LABELQ_CHAOS_RESULTS", ROOT / ".labelq" / "chaos" / "results.jsonl"))
-
-
-def reserved(settings: Settings, client: redis.Redis, queue: str) -> set[bytes]:
-    """Delivery tags of ``queue``'s messages a worker has taken and not acknowledged (kombu's
-    ``unacked`` hash). A message taken again after a redelivery gets a new tag."""
-    tags = set()
-    for tag, raw in client.hgetall(keyspace.unacked(settings)).items():  # type: ignore[union-attr]
-        message = orjson.loads(raw)
-        if isinstance(message, list) and len(message) == 3 and message[2] == queue:
-            tags.add(tag)
-    return tags
 
 
 def fake_adapter(tmp_path: Path) -> Path:

@@ -90,12 +90,12 @@ def test_hostile_inputs_are_all_accounted_for_and_contained(
             alive = all(p.poll() is None for ps in fleet.procs.values() for p in ps)
             logs = fleet.logs()
         hijacked = sum(1 for r in fake.requests if "HACKED" in str(r))
-    balance = audit(settings, redis_client)["tasks"]["session-label"]
+    balance = audit(settings, redis_client).tasks["session-label"]
 
     # Workers: nothing crashed, every accepted session ended exactly once.
     assert alive and b"chunk_failed" not in logs and b"Traceback" not in logs
     assert final.lost == 0 and final.duplicates == 0 and final.unexpected == 0
-    assert balance["gap"] == 0 and balance["in_flight"] == 0
+    assert balance.gap == 0 and balance.in_flight == 0
     # No label outside the output contract; ids (path-like ones included) kept exactly as given.
     spec = load_spec("session-label")
     records = jsonl_objects(settings, "labels/")

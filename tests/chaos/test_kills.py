@@ -11,10 +11,11 @@ import redis
 
 from labelq.audit import audit
 from labelq.hashing import content_hash
+from labelq.queue.inspect import unacked_tags
 from labelq.settings import Settings
 from labelq.synth import generate
 from producer.run import run_ingest
-from tests.chaos.harness import Fleet, record_result, reserved, tally, tally_row, wait_until
+from tests.chaos.harness import Fleet, record_result, tally, tally_row, wait_until
 from tests.integration.helpers import write_jsonl
 from tests.integration.student_helpers import publish_adapter
 from tests.integration.worker_procs import worker_env
@@ -50,24 +51,24 @@ def test_repeated_sigkills_lose_and_duplicate_nothing(
             queue = ("teacher", "student")[turn % 2]
             [proc] = fleet.live(queue)
             while True:  # until this worker is caught inside a chunk it took
-                wait_until(lambda q=queue: bool(reserved(settings, redis_client, q) - known[q]), 120,
+                wait_until(lambda q=queue: bool(unacked_tags(settings, redis_client, q) - known[q]), 120,
                            f"the {queue} worker to take a chunk")
-                taken = reserved(settings, redis_client, queue) - known[queue]
+                taken = unacked_tags(settings, redis_client, queue) - known[queue]
                 known[queue] |= taken
                 time.sleep(rng.uniform(0.05, 0.3))  # somewhere inside the chunk
-                if taken & reserved(settings, redis_client, queue):  # not acknowledged yet: mid-chunk
+                if taken & unacked_tags(settings, redis_client, queue):  # not acknowledged yet: mid-chunk
                     break
             fleet.kill(proc, queue)
             fleet.start(queue)
         expected = {content_hash(s) for s in sessions}
         waited = wait_until(lambda: tally(settings, expected).done, 240, "every session to be labelled", poll_s=1)
         final = tally(settings, expected)
-        balance = audit(settings, redis_client)["tasks"]["session-label"]
+        balance = audit(settings, redis_client).tasks["session-label"]
     assert fleet.kills == {"teacher": KILLS_PER_QUEUE, "student": KILLS_PER_QUEUE}
     assert final.lost == 0 and final.duplicates == 0 and final.unexpected == 0
     # Nothing was given up for the kills; the tiny model rarely answers too long (escalation is off).
     assert all(r.startswith("student_too_") for r in final.dead_reasons) and final.dead_lettered <= 7
-    assert balance["gap"] == 0 and balance["in_flight"] == 0
+    assert balance.gap == 0 and balance.in_flight == 0
     record_result(request, scenario="worker SIGKILL mid-chunk",
                   load=f"{len(sessions)} sessions, chunks of 24, 1 teacher + 1 student worker",
                   faults=f"{sum(fleet.kills.values())} SIGKILLs (6 teacher, 6 student), visibility {VISIBILITY_S} s",

@@ -48,7 +48,7 @@ def test_poison_chunk_is_dead_lettered_while_the_queue_flows(
         fleet.start("teacher", pool="prefork", concurrency=2)
         wait_until(lambda: tally(settings, expected).done, 120, "every session to be labelled or dead-lettered")
         final = tally(settings, expected)
-        balance = audit(settings, redis_client)["tasks"]["session-label"]
+        balance = audit(settings, redis_client).tasks["session-label"]
         crashes = fleet.logs().count(b"exited with 'exitcode 70'")
     letters = jsonl_objects(settings, keyspace.dead_letters_prefix("teacher"))
     assert {d["session_id"] for d in letters} == {s["session_id"] for s in poison}
@@ -60,7 +60,7 @@ def test_poison_chunk_is_dead_lettered_while_the_queue_flows(
     # It really killed its worker each time it was tried: max_attempts crashes per bisection level
     # (10 -> 5 -> 2 or 3 -> 1 or 2 -> 1 sessions).
     assert crashes % MAX_ATTEMPTS == 0 and 3 * MAX_ATTEMPTS <= crashes <= 5 * MAX_ATTEMPTS
-    assert balance["gap"] == 0 and balance["in_flight"] == 0
+    assert balance.gap == 0 and balance.in_flight == 0
     record_result(request, scenario="poison chunk (kills its worker on every delivery)",
                   load=f"{len(good)} good + 1 poison session, chunks of 10, prefork teacher (2 children)",
                   faults=f"{crashes} worker-process crashes; max_attempts {MAX_ATTEMPTS}, then bisection",

@@ -74,7 +74,7 @@ def test_redis_restart_mid_run_loses_nothing(
             expected = {content_hash(s) for s in sessions}
             wait_until(lambda: tally(settings, expected).done, 240, "every session to be labelled", poll_s=1)
             final = tally(settings, expected)
-            balance = audit(settings, client)["tasks"]["session-label"]
+            balance = audit(settings, client).tasks["session-label"]
             assert all(p.poll() is None for ps in fleet.procs.values() for p in ps), "a worker died"
     finally:
         server.stop()
@@ -84,7 +84,7 @@ def test_redis_restart_mid_run_loses_nothing(
     assert final.lost == 0 and final.duplicates == 0 and final.unexpected == 0
     # The tiny model rarely answers too long (escalation is off here): the only dead letters allowed.
     assert all(r.startswith("student_too_") for r in final.dead_reasons) and final.dead_lettered <= 12
-    assert balance["ingested"] == len(sessions) and balance["gap"] == 0 and balance["in_flight"] == 0
+    assert balance.ingested == len(sessions) and balance.gap == 0 and balance.in_flight == 0
     record_result(request, scenario="Redis restart (AOF everysec) mid-run",
                   load=f"{len(sessions)} sessions via `labelq ingest` (backpressure at 6 chunks), "
                        "prefork teacher + student worker",

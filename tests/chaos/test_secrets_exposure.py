@@ -11,6 +11,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections import Counter
 from pathlib import Path
 
 import boto3
@@ -19,13 +20,14 @@ import pytest
 import redis
 from pydantic import SecretStr
 
-from labelq.app.report import summarise, write_report
+from labelq.app.report import DemoRun, summarise, write_report
 from labelq.audit import audit
 from labelq.hashing import content_hash
 from labelq.redis_server import free_port
 from labelq.settings import Settings
 from labelq.status import gather
 from labelq.synth import generate
+from producer.ingest import IngestSummary
 from tests.chaos.harness import ROOT, Fleet, fake_adapter, record_result, tally, wait_until
 from tests.conftest import RedisProcess
 from tests.fakes.openai_server import FakeConfig, FakeOpenAI
@@ -137,10 +139,13 @@ def test_secrets_never_appear_in_any_output(settings: Settings, s3_endpoint: str
             outputs["export_missing_bucket"] = cli_output(no_bucket, "export", str(tmp_path / "never.jsonl"))
         report_dir = tmp_path / "report"
         ingested = orjson.loads(next(line for line in outputs["ingest"].splitlines() if line.startswith(b'{"read"')))
-        summary = summarise({"settings": settings, "audit": audit(settings, client), "ingest": ingested,
-                             "status": gather(settings, client), "stages": {}, "finished": True, "elapsed_s": 1.0,
-                             "references": {s["session_id"]: s["_reference"]["label"] for s in sessions},
-                             "run_dir": str(report_dir)})
+        summary = summarise(DemoRun(
+            run_id="secrets", run_dir=str(report_dir), settings=settings, model_path="",
+            references={s["session_id"]: s["_reference"]["label"] for s in sessions},
+            ingest=IngestSummary(read=ingested["read"], enqueued=ingested["enqueued"],
+                                 duplicates=ingested["duplicates"], rejected=Counter(ingested["rejected"]),
+                                 chunks=ingested["chunks"], elapsed_s=ingested["elapsed_s"]),
+            status=gather(settings, client), audit=audit(settings, client), stages={}, finished=True, elapsed_s=1.0))
         report = b"".join(p.read_bytes() for p in write_report(summary, report_dir).values())
         keys = [o["Key"] for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket)
                 for o in page.get("Contents", [])]

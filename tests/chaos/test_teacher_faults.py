@@ -83,9 +83,9 @@ def test_faults_with_racing_workers_every_session_accounted_and_rate_limit_held(
     # The budget held and the ledger agrees with the records.
     spent, _ = budget_state(redis_client, settings, "session-label")
     records = jsonl_objects(settings, keyspace.labels_prefix("teacher"))
-    assert spent <= budget and abs(read_ledger(redis_client, settings, "session-label")["usd"] - spent) < 1e-6
+    assert spent <= budget and abs(read_ledger(redis_client, settings, "session-label").usd - spent) < 1e-6
     assert sum(r["cost_usd"] for r in records) <= spent + len(records) * 1e-6  # the budget counts micro-dollars
-    assert audit(settings, redis_client)["tasks"]["session-label"]["gap"] == 0
+    assert audit(settings, redis_client).tasks["session-label"].gap == 0
     record_result(request, scenario="teacher API faults, 8 racing worker processes",
                   load=f"{len(expected)} sessions, {len(arrivals)} API calls, rate limit {limit} per {window_s:g} s",
                   faults=f"{FAULTS_TEXT} ({faults} faults)", lost=final.lost, duplicates=final.duplicates,
@@ -111,7 +111,7 @@ def test_faults_with_racing_workers_never_exceed_the_budget(
             final = tally(settings, expected)
     records = jsonl_objects(settings, keyspace.labels_prefix("teacher"))
     assert spent <= budget and sum(r["cost_usd"] for r in records) <= budget
-    assert read_ledger(redis_client, settings, "session-label")["usd"] <= budget + 1e-6
+    assert read_ledger(redis_client, settings, "session-label").usd <= budget + 1e-6
     assert spent > 0.5 * budget  # it did spend up to near the cap (reservations at worst-case prices)
     # Nothing lost: what was not labelled or dead-lettered waits in the queue for more budget.
     waiting = {s.content_hash for c in queued_chunks(settings, redis_client, "teacher")

@@ -12,7 +12,7 @@ import pytest
 import redis
 
 from labelq import keyspace
-from labelq.audit import decode_chunk_message
+from labelq.queue import inspect
 from labelq.schemas import ChunkMessage, decode_jsonl
 from labelq.settings import Settings
 from labelq.store import open_store
@@ -30,8 +30,7 @@ def wait_until(condition: Callable[[], bool], timeout_s: float, why: str, poll_s
 
 def queued_chunks(settings: Settings, client: redis.Redis, queue: str) -> list[ChunkMessage]:
     """Decode every Celery message waiting in ``queue`` (oldest first) as a chunk."""
-    raws = reversed(client.lrange(keyspace.queue(settings, queue), 0, -1))
-    return [ChunkMessage.decode(c) for c in map(decode_chunk_message, raws) if c is not None]
+    return [ChunkMessage.decode(c) for c in inspect.queued_chunks(settings, client, queue)]
 
 
 def queued_session_ids(settings: Settings, client: redis.Redis) -> list[str]:
@@ -50,9 +49,8 @@ def jsonl_objects(settings: Settings, prefix: str) -> list[dict[str, Any]]:
 
 
 def in_flight_chunks(settings: Settings, client: redis.Redis) -> list[ChunkMessage]:
-    """Messages a worker reserved but did not ack (kombu's ``unacked`` hash): redelivered later."""
-    raws = client.hvals(keyspace.unacked(settings))
-    return [ChunkMessage.decode(c) for c in map(decode_chunk_message, raws) if c is not None]
+    """Messages a worker reserved but did not ack: redelivered later."""
+    return [ChunkMessage.decode(c) for c in inspect.unacked_chunks(settings, client)]
 
 
 def dead_letters(settings: Settings, stage: str = "ingest") -> list[dict[str, Any]]:

@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 from labelq import keyspace
 from labelq.errors import ServiceUnavailable
 from labelq.hashing import chunk_id
+from labelq.queue.inspect import queue_depth
 from labelq.queue.publish import ChunkPublisher
 from labelq.settings import Settings
 from labelq.synth import generate
@@ -69,7 +70,7 @@ def test_dedupe_across_runs_and_forced_queue(settings: Settings, redis_client: r
     second = run_ingest(settings, [str(path)], client=redis_client, queue="student")
     assert (first.enqueued, first.duplicates) == (70, 0)
     assert (second.enqueued, second.duplicates) == (0, 70)
-    assert redis_client.llen(keyspace.queue(settings, "teacher")) == 0
+    assert queue_depth(settings, redis_client, "teacher") == 0
     assert sum(len(c.sessions) for c in queued_chunks(settings, redis_client, "student")) == 70
     # Another task labels the same sessions separately.
     other = run_ingest(settings, [str(path)], client=redis_client, task="other-task")
@@ -176,9 +177,8 @@ def test_s3_prefix_source_with_gzip_and_arrays(
 
 def test_stdin_and_array_files_via_celery_worker(settings: Settings, redis_client: redis.Redis, tmp_path: Path) -> None:
     """A real Celery worker consumes what the producer published, by task name."""
-    from celery.contrib.testing.worker import start_worker
-
     from labelq.queue.app import TEACHER_TASK, create_app
+    from labelq.queue.worker import worker_thread
     from labelq.schemas import ChunkMessage
 
     path = tmp_path / "arr.json"
@@ -192,10 +192,10 @@ def test_stdin_and_array_files_via_celery_worker(settings: Settings, redis_clien
         received.append(ChunkMessage.decode(message))
 
     summary = run_ingest(settings, [str(path)], client=redis_client, app=app)
-    with start_worker(app, pool="solo", perform_ping_check=False, queues=["teacher"], shutdown_timeout=10):
+    with worker_thread(app, ["teacher"]):
         deadline = time.monotonic() + 30
         while sum(len(c.sessions) for c in received) < 40 and time.monotonic() < deadline:
             time.sleep(0.05)
     assert summary.enqueued == 40
     assert sum(len(c.sessions) for c in received) == 40
-    assert redis_client.llen(keyspace.queue(settings, "teacher")) == 0
+    assert queue_depth(settings, redis_client, "teacher") == 0

@@ -15,6 +15,7 @@ from labelq.audit import audit
 from labelq.export import latest_labels, write_export
 from labelq.keyspace import Stat
 from labelq.records import commit_chunk
+from labelq.routing import RoutingState
 from labelq.schemas import LabelRecord
 from labelq.settings import Settings
 from labelq.status import gather
@@ -45,8 +46,8 @@ def test_seed_then_sample_then_students(settings: Settings, redis_client: redis.
                                                              ("student", "steady")}
     sampled = counts[("teacher", "sample")]
     assert abs(sampled - 0.1 * 1950) < 4 * math.sqrt(1950 * 0.1 * 0.9)  # within 4 sigma
-    routing = gather(settings, redis_client)["tasks"]["session-label"]["routing"]
-    assert routing == {"phase": "steady", "seeded": 50, "seed_size": 50, "sample_rate": 0.1, "stratify_by": None}
+    routing = gather(settings, redis_client).tasks["session-label"].routing
+    assert routing == RoutingState(phase="steady", seeded=50, seed_size=50, sample_rate=0.1, stratify_by=None)
     # A second file: the seed phase is over for this task, and the sample is a pure function of content.
     more = list(generate(500, seed=92))
     run_ingest(settings, [str(write_jsonl(tmp_path / "b.jsonl", more))], client=redis_client)
@@ -75,7 +76,7 @@ def test_audit_balances_and_export_round_trips(settings: Settings, redis_client:
     sessions = list(generate(30, seed=94))
     run_ingest(settings, [str(write_jsonl(tmp_path / "a.jsonl", sessions))], client=redis_client)
     result = audit(settings, redis_client)
-    assert result["ok"] and result["tasks"]["session-label"]["in_flight"] == 30
+    assert result.ok and result.tasks["session-label"].in_flight == 30
     store = open_store(settings)
     chunks = [c for q in ("teacher", "student") for c in queued_chunks(settings, redis_client, q)]
     for n, chunk in enumerate(chunks):  # label them as workers would, then take them off the queues
@@ -87,7 +88,7 @@ def test_audit_balances_and_export_round_trips(settings: Settings, redis_client:
         commit_chunk(settings, store, redis_client, stage=source, task=chunk.task, chunk_id=chunk.chunk_id,
                      records=records, dead_letters=[])
     redis_client.delete(keyspace.queue(settings, "teacher"), keyspace.queue(settings, "student"))
-    assert audit(settings, redis_client)["ok"]
+    assert audit(settings, redis_client).ok
     # A human relabels one session later: export keeps the latest label.
     first = sessions[0]["session_id"]
     human = next(r for r in latest_labels(store) if r.session_id == first).model_copy(
@@ -108,4 +109,4 @@ def test_audit_balances_and_export_round_trips(settings: Settings, redis_client:
     # A lost chunk shows as a gap.
     redis_client.hincrby(keyspace.stats(settings, "session-label"), Stat.INGESTED, 5)
     gap = audit(settings, redis_client)
-    assert not gap["ok"] and gap["tasks"]["session-label"]["gap"] == 5
+    assert not gap.ok and gap.tasks["session-label"].gap == 5

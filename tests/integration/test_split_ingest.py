@@ -11,7 +11,7 @@ import redis
 
 from labelq.settings import Settings
 from labelq.synth import generate
-from producer import split
+from producer import run, split
 from producer.run import run_ingest
 from producer.split import plan_ranges
 from tests.integration.helpers import dead_letters, queued_session_ids, write_jsonl
@@ -44,7 +44,7 @@ def test_split_ingest_matches_streaming(
     settings: Settings, redis_client: redis.Redis, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
     method: str,
 ) -> None:
-    monkeypatch.setattr(split, "start_context", lambda: multiprocessing.get_context(method))
+    monkeypatch.setattr(run, "start_context", lambda: multiprocessing.get_context(method))
     sessions = list(generate(900, seed=12))
     bad = [b"{oops", b'{"no_id": 1}']
     path = write_jsonl(tmp_path / "big.jsonl", sessions[:500] + sessions[:100] + sessions[500:], bad)

@@ -63,7 +63,7 @@ def test_no_adapter_waits_unless_base_model_allowed(settings: Settings, redis_cl
 
     allowed = settings.model_copy(update={"student_allow_base_model": True, "student_escalation_share": 0.0})
     result = run_student_chunk(runtime(allowed, redis_client, hf_backend), chunk, no_escalation)
-    assert result["adapter_version"] is None
+    assert result.student is not None and result.student.adapter_version is None
     records, letters = student_records(allowed), dead_letters(allowed, "student")
     assert len(records) + len(letters) == 6
     # The bare base is wordy: its answers break the 8-word contract and are dead-lettered with

@@ -13,7 +13,7 @@ import redis
 from labelq import keyspace
 from labelq.keyspace import Stat
 from labelq.queue.app import create_app
-from labelq.queue.republish import republish
+from labelq.queue.publish import republish
 from labelq.settings import Settings
 from labelq.synth import generate
 from tests.integration.helpers import dead_letters, wait_until

@@ -11,6 +11,7 @@ import redis
 
 from labelq import keyspace
 from labelq.ledger import budget_state, read_ledger
+from labelq.queue.inspect import queue_depth
 from labelq.settings import Settings
 from labelq.synth import generate
 from producer.run import run_ingest
@@ -39,7 +40,7 @@ def test_budget_never_exceeded_by_racing_workers(settings: Settings, redis_clien
         spent, _reserved = budget_state(redis_client, settings, "session-label")
         ledger = read_ledger(redis_client, settings, "session-label")
         records = teacher_records(settings)
-        assert spent <= budget and ledger["usd"] <= budget + 1e-6
+        assert spent <= budget and ledger.usd <= budget + 1e-6
         assert sum(r.cost_usd for r in records) <= budget
         # The cap was reached, not undershot. When the pause is declared, up to 4 workers x 8 calls hold
         # reservations at the worst-case price; what they do not spend is released, so spend settles
@@ -83,7 +84,7 @@ def test_rate_limit_holds_and_is_used_across_workers(settings: Settings, redis_c
     # At least 90% of the limit sustained while there is work (whole windows after the first).
     busy = [t for t in permits if permits[0] + window_s <= t < permits[0] + 3 * window_s]
     assert len(busy) >= 0.9 * 2 * limit
-    assert redis_client.llen(keyspace.queue(settings, "teacher")) > 0  # work was still waiting
+    assert queue_depth(settings, redis_client, "teacher") > 0  # work was still waiting
 
 
 def worst_window(times: list[float], window_s: float) -> int:

@@ -9,7 +9,7 @@ import orjson
 import pytest
 import redis
 
-from labelq import keyspace
+from labelq.queue.inspect import queue_depth
 from labelq.settings import Settings
 from labelq.status import gather
 from labelq.synth import generate
@@ -31,7 +31,7 @@ def test_replay_teacher_workers_label_everything(settings: Settings, redis_clien
     with celery_workers(env, "teacher", 2, tmp_path, pool="prefork", concurrency=2):
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
-            if gather(settings, redis_client)["tasks"]["session-label"]["labelled_teacher"] == 200:
+            if gather(settings, redis_client).tasks["session-label"].labelled_teacher == 200:
                 break
             time.sleep(0.3)
     records = teacher_records(settings)
@@ -40,10 +40,10 @@ def test_replay_teacher_workers_label_everything(settings: Settings, redis_clien
     assert all(r.label == by_id[r.session_id] and r.model == "replay" and "replay" in r.flags
                for r in records)
     assert all(r.cost_usd > 0 for r in records)  # priced like the real model, for honest reports
-    assert redis_client.llen(keyspace.queue(settings, "teacher")) == 0
-    snapshot = gather(settings, redis_client)["tasks"]["session-label"]
-    assert snapshot["ingested"] == 200 and snapshot["dead_lettered"] == 1
-    assert snapshot["teacher"]["models"]["replay"]["calls"] == 200
+    assert queue_depth(settings, redis_client, "teacher") == 0
+    snapshot = gather(settings, redis_client).tasks["session-label"]
+    assert snapshot.ingested == 200 and snapshot.dead_lettered == 1
+    assert snapshot.teacher.models["replay"].calls == 200
     logs = b"".join(p.read_bytes() for p in tmp_path.glob("teacher-*.log"))
     assert b'"teacher_replay"' in logs
     assert any(orjson.loads(line).get("event") == "chunk_done" for line in logs.splitlines()

@@ -56,12 +56,12 @@ def test_lora_adapter_is_vllm_shaped_and_learns_the_style(tiny_model: Path, tmp_
     assert adapter_config["bias"] == "none" and not adapter_config.get("modules_to_save")
     assert (tmp_path / "adapter" / "adapter_model.safetensors").exists()
     assert not (tmp_path / "adapter" / "added_tokens.json").exists()
-    assert json.loads((tmp_path / "adapter" / "train_config.json").read_text())["stats"] == stats
+    assert json.loads((tmp_path / "adapter" / "train_config.json").read_text())["stats"] == stats.to_dict()
     prompts, refs = held_out(100)
     base, tok = load_for_generation(str(tiny_model))
     tuned, tok2 = load_for_generation(str(tiny_model), str(tmp_path / "adapter"))
     before = score(gen(base, tok, prompts, max_new_tokens=48), refs, spec.contract)
     after = score(gen(tuned, tok2, prompts, max_new_tokens=24), refs, spec.contract)
-    assert before["within_contract"] <= 0.1 and after["within_contract"] >= 0.9
-    assert after["mean_words"] <= 8 < before["mean_words"]
-    assert after["exact_match"] > before["exact_match"]
+    assert before.within_contract <= 0.1 and after.within_contract >= 0.9
+    assert after.mean_words <= 8 < before.mean_words
+    assert after.exact_match > before.exact_match

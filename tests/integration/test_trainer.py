@@ -17,6 +17,7 @@ from labelq.store import open_store
 from labelq.synth import generate
 from tests.integration.teacher_helpers import make_chunk
 from trainer.curation import curate
+from trainer.reports import TrainingReport
 from trainer.service import ready_buckets, train_bucket
 from workers.teacher.tasks import run_teacher_chunk
 
@@ -42,13 +43,14 @@ def test_bucket_trains_promotes_and_gate_refuses_a_worse_adapter(
     spec = load_spec("session-label")
     label_with_replay(settings, redis_client, list(generate(300, seed=61)))
     manifest = curate(store, spec)
-    assert manifest is not None and manifest["counts"]["train"] > 200
+    assert manifest is not None and manifest.counts.train > 200
     assert ready_buckets(store) == [("session-label", "v0001")]
     first = train_bucket(settings, store, redis_client, "session-label", "v0001")
-    assert first is not None and first["promoted"] and first["version"] == 1
-    assert first["adapter"]["within_contract"] > first["base"]["within_contract"]
-    assert first["adapter"]["mean_words"] < first["base"]["mean_words"]
+    assert first is not None and first.promoted and first.version == 1
+    assert first.adapter.within_contract > first.base.within_contract
+    assert first.adapter.mean_words < first.base.mean_words
     registry = Registry(settings, redis_client, store)
+    assert TrainingReport.from_dict(registry.metrics("session-label", 1)) == first
     assert registry.serving("session-label") == 1 and ready_buckets(store) == []
     for name in AdapterFile:
         assert store.exists(keyspace.adapter_file("session-label", 1, name))
@@ -64,8 +66,10 @@ def test_bucket_trains_promotes_and_gate_refuses_a_worse_adapter(
                         b"".join(orjson.dumps(r) + b"\n" for r in rows))
     store.put_bytes(keyspace.bucket_file("session-label", "v0002", BucketFile.READY), b"")
     second = train_bucket(settings, store, redis_client, "session-label", "v0002")
-    assert second is not None and not second["promoted"] and "worse than the serving adapter" in second["gate"]
-    assert second["serving"]["version"] == 1
+    assert second is not None and not second.promoted and "worse than the serving adapter" in second.gate
+    assert second.serving is not None and second.serving.version == 1
+    assert registry.metrics("session-label", 2)["serving"] == second.serving.to_dict()
+    assert TrainingReport.from_dict(registry.metrics("session-label", 2)) == second
     assert registry.serving("session-label") == 1 and registry.versions("session-label") == [1, 2]
 
 
@@ -88,7 +92,7 @@ def test_trainer_against_s3_and_its_adapter_changes_vllm_output(
     store = open_store(settings)
     label_with_replay(settings, redis_client, list(generate(200, seed=62)))
     [metrics] = run_once(settings)  # automatic curation at seed_size, then training, all in S3
-    assert metrics["promoted"] and metrics["dataset_version"] == "v0001"
+    assert metrics.promoted and metrics.dataset_version == "v0001"
     assert store.exists(keyspace.bucket_file("session-label", "v0001", BucketFile.TRAINED))
     assert store.exists(keyspace.adapter_file("session-label", 1, AdapterFile.METRICS))
     assert run_once(settings) == []  # nothing new is due
@@ -151,36 +155,36 @@ def test_a_trainer_killed_mid_training_leaves_no_adapter_and_the_bucket_is_retra
     while redis_client.exists(lock) and time.monotonic() < deadline:
         time.sleep(0.2)
     metrics = train_bucket(settings, store, redis_client, "session-label", "v0001")  # the lock expired
-    assert metrics is not None and metrics["version"] == 1 and metrics["promoted"]
+    assert metrics is not None and metrics.version == 1 and metrics.promoted
     assert ready_buckets(store) == []
 
 
 def test_automatic_curation_at_seed_size_then_every_retrain_every(
         settings: Settings, redis_client: redis.Redis) -> None:
-    from celery import Celery
-
-    from trainer.auto import curate_if_due, notify_if_due
+    from labelq.queue.app import create_app
+    from labelq.queue.publish import trigger_curation_if_due
+    from trainer.auto import curate_if_due
 
     settings = settings.model_copy(update={"teacher_backend": "replay", "teacher_replay_latency_s": 0.0,
                                            "curation_seed_size": 128, "curation_retrain_every": 128})
     store = open_store(settings)
     sent: list[dict[str, object]] = []
-    app = Celery(set_as_current=False)
+    app = create_app(settings)
     app.send_task = lambda name, args, queue: sent.append({"name": name, "args": args, "queue": queue})  # type: ignore[method-assign]
     label_with_replay(settings, redis_client, list(generate(64, seed=65)))
-    assert not notify_if_due(settings, redis_client, app, "session-label")
+    assert not trigger_curation_if_due(settings, redis_client, app, "session-label")
     assert curate_if_due(settings, store, redis_client, "session-label") is None
     label_with_replay(settings, redis_client, list(generate(64, seed=66)))
-    assert notify_if_due(settings, redis_client, app, "session-label")
-    assert not notify_if_due(settings, redis_client, app, "session-label")  # one trigger per threshold
+    assert trigger_curation_if_due(settings, redis_client, app, "session-label")
+    assert not trigger_curation_if_due(settings, redis_client, app, "session-label")  # one per threshold
     assert sent == [{"name": "labelq.trainer.train_bucket", "args": [{"task": "session-label", "curate": True}],
                      "queue": "trainer"}]
     first = curate_if_due(settings, store, redis_client, "session-label")
-    assert first is not None and first["version"] == "v0001" and sum(first["counts"].values()) == 128
+    assert first is not None and first.version == "v0001" and first.counts.train + first.counts.val == 128
     assert curate_if_due(settings, store, redis_client, "session-label") is None  # not due again yet
     label_with_replay(settings, redis_client, list(generate(128, seed=67)))
     second = curate_if_due(settings, store, redis_client, "session-label")
-    assert second is not None and second["version"] == "v0002" and sum(second["counts"].values()) == 256
+    assert second is not None and second.version == "v0002" and second.counts.train + second.counts.val == 256
 
 
 def test_review_gate_holds_a_bucket_until_approved_and_applies_edits(
@@ -202,7 +206,9 @@ def test_review_gate_holds_a_bucket_until_approved_and_applies_edits(
     with pytest.raises(ConfigError, match="output contract"):
         review.apply_edits(store, spec, "v0001", [{"content_hash": rows[0].content_hash,
                                                    "label": "one two three four five six seven eight nine"}])
-    assert review.apply_edits(store, spec, "v0001", edits) == {"edited": 1, "dropped": 1}
+    assert review.apply_edits(store, spec, "v0001", edits) == review.ReviewChanges(edited=1, dropped=1)
+    assert orjson.loads(store.get_bytes(keyspace.bucket_file("session-label", "v0001", BucketFile.MANIFEST)))["review"] == {
+        "edited": 1, "dropped": 1}
     assert ready_buckets(store) == [("session-label", "v0001")] and review.pending(store, spec.name) == []
     after = {r.content_hash: r for r in read_rows(store, spec.name, "v0001")}
     assert len(after) == len(rows) - 1 and rows[1].content_hash not in after
@@ -212,7 +218,7 @@ def test_review_gate_holds_a_bucket_until_approved_and_applies_edits(
     assert store.exists(keyspace.review_labels("session-label", "v0001"))
     later = curate(store, spec, require_review=True)
     assert later is not None
-    review.reject(store, spec.name, later["version"], "spot check failed")
+    review.reject(store, spec.name, later.version, "spot check failed")
     assert ready_buckets(store) == [("session-label", "v0001")] and review.pending(store, spec.name) == []
-    assert next(r for r in read_rows(store, spec.name, later["version"])
+    assert next(r for r in read_rows(store, spec.name, later.version)
                 if r.content_hash == rows[0].content_hash).label == "Browses the gift card page"

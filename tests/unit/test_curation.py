@@ -4,10 +4,12 @@ from pathlib import Path
 
 import orjson
 
+from labelq import keyspace
+from labelq.keyspace import BucketFile
 from labelq.schemas import LabelRecord
 from labelq.spec import load_spec
 from labelq.store import LocalStore
-from trainer.curation import curate, select_rows, split_of
+from trainer.curation import Manifest, curate, select_rows, split_of
 
 SPEC = load_spec("session-label")
 
@@ -53,9 +55,16 @@ def test_bucket_written_whole_with_ready_last(tmp_path: Path) -> None:
     real_put = store.put_bytes
     store.put_bytes = lambda k, d: (writes.append(k), real_put(k, d))[1]  # type: ignore[method-assign]
     manifest = curate(store, SPEC)
-    assert manifest is not None and manifest["version"] == "v0001"
-    assert manifest["counts"]["train"] + manifest["counts"]["val"] == 50
+    assert manifest is not None and manifest.version == "v0001"
+    assert manifest.counts.train + manifest.counts.val == 50
     assert writes[-1] == "curated/session-label/v0001/_READY"
-    assert manifest["prompt_version"] == SPEC.prompt_version and len(manifest["label_ids"]) == 50
-    assert curate(store, SPEC)["version"] == "v0002"  # type: ignore[index]
+    assert manifest.prompt_version == SPEC.prompt_version and len(manifest.label_ids) == 50
+    # The file holds exactly the manifest's fields, and reads back equal (no "review" key before a review).
+    stored = orjson.loads(store.get_bytes(keyspace.bucket_file("session-label", "v0001", BucketFile.MANIFEST)))
+    assert list(stored) == ["task", "version", "prompt_version", "created_at", "counts", "sources", "dropped",
+                            "labels_seen", "hashes", "label_ids"]
+    assert stored["counts"] == {"train": manifest.counts.train, "val": manifest.counts.val}
+    assert Manifest.from_dict(stored) == manifest
+    second = curate(store, SPEC)
+    assert second is not None and second.version == "v0002"
     assert curate(LocalStore(tmp_path / "empty"), SPEC) is None

@@ -19,7 +19,6 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import redis
 
@@ -28,6 +27,7 @@ from labelq.engines import Adapter, Generation, StudentBackend, make_backend
 from labelq.errors import EngineDead
 from labelq.keyspace import Stat
 from labelq.logging import get_logger
+from labelq.outcomes import ChunkOutcome, StudentEngine
 from labelq.prompts import student_prompt
 from labelq.queue.task import Paused
 from labelq.records import commit_chunk
@@ -96,7 +96,7 @@ def _escalation_order(verdicts: Sequence[Verdict], gens: Sequence[Generation], t
     return [i for *_, i in sorted(doubtful)]
 
 
-def run_student_chunk(runtime: StudentRuntime, chunk: ChunkMessage, escalate: Escalate) -> dict[str, Any]:
+def run_student_chunk(runtime: StudentRuntime, chunk: ChunkMessage, escalate: Escalate) -> ChunkOutcome:
     """Label a chunk, escalate what the bound allows, commit the output once."""
     settings = runtime.settings
     spec = load_spec(chunk.task, settings.specs_dir)
@@ -145,6 +145,8 @@ def run_student_chunk(runtime: StudentRuntime, chunk: ChunkMessage, escalate: Es
     commit_chunk(settings, runtime.store, runtime.client, stage="student", task=chunk.task, chunk_id=chunk.chunk_id,
                  records=records, dead_letters=letters,
                  extra_counts={Stat.ESCALATED_STUDENT: len(escalated), Stat.STUDENT_ENGINE_MS: int(engine_s * 1000)})
-    return {"labelled": len(records), "escalated": len(escalated), "dead_lettered": len(letters),
-            "adapter_version": adapter.version if adapter else None, "engine_s": round(engine_s, 3),
-            "backend": backend.name, "student_usd": round(engine_s / 3600 * settings.student_gpu_usd_per_hour, 8)}
+    return ChunkOutcome(labelled=len(records), escalated=len(escalated), dead_lettered=len(letters),
+                        student=StudentEngine(adapter_version=adapter.version if adapter else None,
+                                              engine_s=round(engine_s, 3), backend=backend.name,
+                                              student_usd=round(engine_s / 3600 * settings.student_gpu_usd_per_hour,
+                                                                8)))

@@ -10,13 +10,13 @@ from typing import Any
 import orjson
 import redis
 import redis.asyncio as aioredis
-from celery import Celery
 
 from labelq import keyspace
 from labelq.ledger import budget_limit_usd
 from labelq.logging import get_logger
-from labelq.queue.app import TEACHER_TASK
-from labelq.queue.task import ChunkTask, Paused
+from labelq.outcomes import ChunkOutcome, TeacherSpend
+from labelq.queue.app import TEACHER_TASK, QueueApp
+from labelq.queue.task import ChunkTask, Paused, register_chunk_task
 from labelq.records import commit_chunk
 from labelq.redis_server import resolve_redis_url
 from labelq.schemas import ChunkMessage
@@ -65,7 +65,7 @@ def _clear_pause(client: redis.Redis, pause_key: str, chunk_started_at: float) -
 
 
 def run_teacher_chunk(settings: Settings, store: ObjectStore, client: redis.Redis,
-                      chunk: ChunkMessage, requeue: Any) -> dict[str, Any]:
+                      chunk: ChunkMessage, requeue: Any) -> ChunkOutcome:
     """Label a chunk, commit its output once, hand unfinished sessions back, or pause."""
     deadline = time.monotonic() + settings.visibility_timeout_s * DEADLINE_SHARE
     started_at = time.time()
@@ -88,23 +88,20 @@ def run_teacher_chunk(settings: Settings, store: ObjectStore, client: redis.Redi
     unfinished = [r.item for r in results if r.status == "retry_later"]
     if unfinished:
         requeue(chunk, unfinished)
-    return {"labelled": len(records), "dead_lettered": len(letters), "handed_back": len(unfinished),
-            "model": records[0].model if records else None, "usd": round(sum(r.cost_usd for r in records), 6),
-            "input_tokens": sum(r.input_tokens for r in records),
-            "output_tokens": sum(r.output_tokens for r in records)}
+    return ChunkOutcome(labelled=len(records), dead_lettered=len(letters), handed_back=len(unfinished),
+                        teacher=TeacherSpend(model=records[0].model if records else None,
+                                             usd=round(sum(r.cost_usd for r in records), 6),
+                                             input_tokens=sum(r.input_tokens for r in records),
+                                             output_tokens=sum(r.output_tokens for r in records)))
 
 
-def register(app: Celery) -> None:
+def _label_teacher_chunk(job: ChunkTask, chunk: ChunkMessage) -> ChunkOutcome:
+    result = run_teacher_chunk(job.settings, job.store, job.redis, chunk,
+                               requeue=lambda c, items: job.republish("teacher", c, items))
+    job.trigger_curation_if_due(chunk.task)  # seed_size / retrain_every reached
+    return result
+
+
+def register(app: QueueApp) -> None:
     """Define the teacher task on ``app`` (the worker app, or a test's app)."""
-
-    @app.task(name=TEACHER_TASK, base=ChunkTask, bind=True, stage="teacher", shared=False)  # type: ignore[untyped-decorator]
-    def label_teacher_chunk(self: ChunkTask, chunk: ChunkMessage) -> dict[str, Any]:
-        from labelq.queue.republish import republish
-        from trainer.auto import notify_if_due
-
-        result = run_teacher_chunk(
-            self.settings, self.store, self.redis, chunk,
-            requeue=lambda c, items: republish(self.settings, self.app, self.redis, "teacher", c, items),
-        )
-        notify_if_due(self.settings, self.redis, self.app, chunk.task)  # seed_size / retrain_every reached
-        return result
+    register_chunk_task(app, TEACHER_TASK, "teacher", _label_teacher_chunk)

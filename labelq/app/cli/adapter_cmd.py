@@ -89,11 +89,10 @@ def curate(ctx: typer.Context, task: Annotated[str, typer.Argument(help="Task sp
     if manifest is None:
         err_console.print(f"nothing to curate for {task}: no usable teacher or human labels yet")
         raise typer.Exit(1)
-    summary = {k: v for k, v in manifest.items() if k != "label_ids"}
-    err_console.print(f"curated {task} {manifest['version']}: {manifest['counts']}, dropped {manifest['dropped']}"
+    err_console.print(f"curated {task} {manifest.version}: {manifest.counts.to_dict()}, dropped {manifest.dropped}"
                       + (" (waits for `labelq review`)" if settings.curation_require_review else ""))
     if json_out:
-        print_json_line(summary)
+        print_json_line(manifest.summary())
 
 
 @friendly_errors
@@ -134,7 +133,7 @@ def review(
     elif edits is not None:
         changed = gate.apply_edits(store, load_spec(task, settings.specs_dir), version,
                                    gate.parse_edits(edits.read_bytes()))
-        typer.echo(f"{task} {version}: {changed['edited']} edited, {changed['dropped']} dropped; approved")
+        typer.echo(f"{task} {version}: {changed.edited} edited, {changed.dropped} dropped; approved")
     else:
         table = Table(title=f"{task} {version} (approve with --approve)")
         for col in ("session_id", "content_hash", "source", "label"):

@@ -123,20 +123,20 @@ def audit(ctx: typer.Context,
     settings = settings_of(ctx)
     result = run_audit(settings, connect(settings))
     if json_out:
-        print_json_line(result)
+        print_json_line(result.to_dict())
     else:
         table = Table(title="audit: ingested = labelled + dead-lettered + in flight")
         for col in ("task", "ingested", "labelled", "dead-lettered", "in flight", "gap"):
             table.add_column(col, justify="left" if col == "task" else "right")
-        for task, t in result["tasks"].items():
-            gap = f"[red]{t['gap']:,}[/red]" if t["gap"] else "0"
-            table.add_row(task, f"{t['ingested']:,}", f"{t['labelled']:,}", f"{t['dead_lettered']:,}",
-                          f"{t['in_flight']:,}", gap)
+        for task, t in result.tasks.items():
+            gap = f"[red]{t.gap:,}[/red]" if t.gap else "0"
+            table.add_row(task, f"{t.ingested:,}", f"{t.labelled:,}", f"{t.dead_lettered:,}",
+                          f"{t.in_flight:,}", gap)
         Console().print(table)
-        for task, t in result["tasks"].items():
-            if t["gap"]:
-                err_console.print(f"[red]{task}: {t['gap']:,} sessions unaccounted for[/red]")
-    if not result["ok"]:
+        for task, t in result.tasks.items():
+            if t.gap:
+                err_console.print(f"[red]{task}: {t.gap:,} sessions unaccounted for[/red]")
+    if not result.ok:
         raise typer.Exit(1)
 
 

@@ -6,7 +6,7 @@ import io
 import sys
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import orjson
 import typer
@@ -23,6 +23,9 @@ from labelq.app.cli.common import (
 )
 from labelq.redis_server import EmbeddedRedis, connect
 from labelq.settings import QUEUES, masked_dump
+
+if TYPE_CHECKING:
+    from labelq.snapshot import StatusSnapshot
 
 config_app = typer.Typer(help="Inspect the effective configuration.", no_args_is_help=True)
 redis_app = typer.Typer(help="Manage the embedded Redis server (when LABELQ_REDIS_URL is unset).",
@@ -93,7 +96,7 @@ def status(
     settings = settings_of(ctx)
     client = connect(settings)
     if json_out:
-        print_json_line(gather(settings, client))
+        print_json_line(gather(settings, client).to_dict())
         return
     if not watch:
         _render_status(gather(settings, client), Console())
@@ -112,51 +115,49 @@ def status(
         pass
 
 
-def _render_status(snapshot: dict[str, Any], console: Console) -> None:
+def _render_status(snapshot: StatusSnapshot, console: Console) -> None:
     queues = Table(title="queues (chunks waiting)")
     queues.add_column("queue")
     queues.add_column("depth", justify="right")
-    for name, depth in snapshot["queues"].items():
+    for name, depth in snapshot.queues.items():
         queues.add_row(name, str(depth))
     console.print(queues)
     tasks = Table(title="tasks")
     for col in ("task", "ingested", "duplicates", "teacher labels", "student labels", "dead-lettered",
                 "teacher $", "cache hits", "budget $"):
         tasks.add_column(col, justify="right" if col != "task" else "left")
-    for name, t in snapshot["tasks"].items():
-        teacher = t["teacher"]
-        budget = "-" if teacher["budget_usd"] is None else (
-            f"{teacher['budget_spent_usd']:.2f} / {teacher['budget_usd']:.2f}")
-        tasks.add_row(name, f"{t['ingested']:,}", f"{t['duplicates']:,}", f"{t['labelled_teacher']:,}",
-                      f"{t['labelled_student']:,}", f"{t['dead_lettered']:,}", f"{teacher['cost_usd']:.4f}",
-                      f"{teacher['cache_hits']:,}", budget)
+    for name, t in snapshot.tasks.items():
+        teacher = t.teacher
+        budget = "-" if teacher.budget_usd is None else f"{teacher.budget_spent_usd:.2f} / {teacher.budget_usd:.2f}"
+        tasks.add_row(name, f"{t.ingested:,}", f"{t.duplicates:,}", f"{t.labelled_teacher:,}",
+                      f"{t.labelled_student:,}", f"{t.dead_lettered:,}", f"{teacher.cost_usd:.4f}",
+                      f"{teacher.cache_hits:,}", budget)
     console.print(tasks)
-    for name, t in snapshot["tasks"].items():
-        adapter = t["adapter"]
-        serving = adapter["pinned"] or adapter["current"]
-        console.print(f"{name}: adapter " + (f"v{serving}" + (" (pinned)" if adapter["pinned"] else "")
+    for name, t in snapshot.tasks.items():
+        serving = t.adapter.serving
+        console.print(f"{name}: adapter " + (f"v{serving}" + (" (pinned)" if t.adapter.pinned else "")
                                               if serving else "none yet (students wait)"), highlight=False)
-        routing, cost = t["routing"], t["cost"]
-        phase = (f"seed phase {routing['seeded']}/{routing['seed_size']} to the teacher" if routing["phase"] == "seed"
-                 else f"steady: {routing['sample_rate']:.0%} sampled to the teacher, the rest to students")
-        console.print(f"  routing: {phase}" + (f", seed stratified by {routing['stratify_by']}"
-                                                 if routing["stratify_by"] else "")
-                      + f"; {t['escalated_student']:,} escalated by students", highlight=False)
-        per_1k = [f"teacher ${cost['teacher_per_1k_usd']:.4f}" if cost["teacher_per_1k_usd"] is not None else None,
-                  f"student ${cost['student_per_1k_usd']:.6f}" if cost["student_per_1k_usd"] is not None else None]
+        routing, cost = t.routing, t.cost
+        phase = (f"seed phase {routing.seeded}/{routing.seed_size} to the teacher" if routing.phase == "seed"
+                 else f"steady: {routing.sample_rate:.0%} sampled to the teacher, the rest to students")
+        console.print(f"  routing: {phase}" + (f", seed stratified by {routing.stratify_by}"
+                                                 if routing.stratify_by else "")
+                      + f"; {t.escalated_student:,} escalated by students", highlight=False)
+        per_1k = [f"teacher ${cost.teacher_per_1k_usd:.4f}" if cost.teacher_per_1k_usd is not None else None,
+                  f"student ${cost.student_per_1k_usd:.6f}" if cost.student_per_1k_usd is not None else None]
         if any(per_1k):
             console.print("  cost per 1,000 labels: " + ", ".join(p for p in per_1k if p)
-                          + (f"; savings vs teacher-only {cost['savings']:.1%}" if cost["savings"] is not None
+                          + (f"; savings vs teacher-only {cost.savings:.1%}" if cost.savings is not None
                              else ""), highlight=False)
-        if t["teacher"]["paused"]:
-            console.print(f"[yellow]teacher paused for {name}:[/yellow] {t['teacher']['paused']}")
-        for model, m in t["teacher"]["models"].items():
-            console.print(f"  {name} / {model}: {m['calls']:,} calls, {m['input_tokens']:,} tokens in, "
-                          f"{m['output_tokens']:,} out, ${m['usd']:.4f}", highlight=False)
+        if t.teacher.paused:
+            console.print(f"[yellow]teacher paused for {name}:[/yellow] {t.teacher.paused}")
+        for model, m in t.teacher.models.items():
+            console.print(f"  {name} / {model}: {m.calls:,} calls, {m.input_tokens:,} tokens in, "
+                          f"{m.output_tokens:,} out, ${m.usd:.4f}", highlight=False)
     dlq = Table(title="dead letters by reason")
     dlq.add_column("reason")
     dlq.add_column("count", justify="right")
-    for reason, count in snapshot["dead_letter"].items():
+    for reason, count in snapshot.dead_letter.items():
         dlq.add_row(reason, f"{count:,}")
     console.print(dlq)
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 from typing import Annotated, Any
 
-import orjson
 import typer
 
 from labelq.app.cli.common import (
@@ -15,35 +14,12 @@ from labelq.app.cli.common import (
     progress_bar,
     settings_of,
 )
-from labelq.deadletter import DeadLetterSink
-from labelq.hashing import content_hash
 from labelq.redis_server import connect
 from labelq.schemas import ChunkMessage, chunk_wire
 from labelq.settings import Settings
 from labelq.spec import load_spec
 from labelq.store import ObjectStore, open_store
-from producer.ingest import rejection_letter
-from producer.sources import iter_source
-from producer.validate import Accepted, Limits, Rejected, validate
-
-
-def _read(settings: Settings, store: ObjectStore, client: Any, sources: list[str],
-          task: str) -> tuple[list[tuple[Accepted, dict[str, Any]]], int]:
-    limits = Limits.from_settings(settings)
-    sink = DeadLetterSink(settings, store, client, stage="ingest")
-    out: list[tuple[Accepted, dict[str, Any]]] = []
-    rejected = 0
-    for spec in sources:
-        for record in iter_source(spec, max_bytes=settings.max_session_bytes,
-                                  open_store=lambda url: open_store(settings, url)):
-            result = validate(record, limits)
-            if isinstance(result, Rejected):
-                rejected += 1
-                sink.add(rejection_letter(record, result, task, settings.dead_letter_raw_max_bytes))
-            else:
-                out.append((result, orjson.loads(result.raw)))
-    sink.flush()
-    return out, rejected
+from producer.local import read_chunks
 
 
 @friendly_errors
@@ -66,7 +42,7 @@ def teach(
     spec = load_spec(task or settings.default_task, settings.specs_dir)
     client = connect(settings)
     store = open_store(settings)
-    sessions, rejected = _read(settings, store, client, sources, spec.name)
+    chunks, read = read_chunks(settings, sources, task=spec.name, route="seed", store=store, client=client)
     if batch_api:
         from workers.teacher.batch import BatchTeacher
 
@@ -74,27 +50,26 @@ def teach(
             bar = progress.add_task("teacher batch", total=None, info="")
             teacher = BatchTeacher(settings, spec, store, client, poll_s=poll_s,
                                    on_status=lambda text: progress.update(bar, info=text))
+            sessions = [item for chunk in chunks for item in chunk.sessions]
             summary = asyncio.run(teacher.run(sessions)).to_dict()
     else:
-        summary = _teach_realtime(settings, store, client, spec.name, sessions)
-    summary["rejected"] = rejected
+        summary = _teach_realtime(settings, store, client, chunks)
+    summary["sessions"] = read.enqueued + read.duplicates  # every valid session read, as before
+    summary["rejected"] = sum(read.rejected.values())
     err_console.print(f"teacher: {summary}", highlight=False)
     if json_out:
         print_json_line(summary)
 
 
-def _teach_realtime(settings: Settings, store: ObjectStore, client: Any, task: str,
-                    sessions: list[tuple[Accepted, dict[str, Any]]]) -> dict[str, Any]:
+def _teach_realtime(settings: Settings, store: ObjectStore, client: Any,
+                    chunks: list[ChunkMessage]) -> dict[str, Any]:
     from workers.teacher.tasks import run_teacher_chunk
 
-    queue: list[ChunkMessage] = []
-    for start in range(0, len(sessions), settings.chunk_size):
-        part = sessions[start:start + settings.chunk_size]
-        queue.append(ChunkMessage.decode(chunk_wire(
-            task, "seed", [(a.session_id, content_hash(p), p) for a, p in part])))
-    totals = {"sessions": len(sessions), "labelled": 0, "dead_lettered": 0}
-    with progress_bar(total_items=len(sessions)) as progress:
-        bar = progress.add_task("teacher", total=len(sessions), info="")
+    queue = list(chunks)
+    sessions = sum(len(c.sessions) for c in chunks)
+    totals = {"sessions": sessions, "labelled": 0, "dead_lettered": 0}
+    with progress_bar(total_items=sessions) as progress:
+        bar = progress.add_task("teacher", total=sessions, info="")
         while queue:
             chunk = queue.pop(0)
 
@@ -103,7 +78,7 @@ def _teach_realtime(settings: Settings, store: ObjectStore, client: Any, task: s
                     c.task, c.route, [(i.session_id, i.content_hash, i.payload) for i in items])))
 
             result = run_teacher_chunk(settings, store, client, chunk, requeue=hand_back)
-            totals["labelled"] += result["labelled"]
-            totals["dead_lettered"] += result["dead_lettered"]
+            totals["labelled"] += result.labelled
+            totals["dead_lettered"] += result.dead_lettered
             progress.update(bar, completed=totals["labelled"] + totals["dead_lettered"])
     return totals

@@ -2,23 +2,26 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from labelq.app.cli.common import err_console, friendly_errors, print_json_line, settings_of
 
+if TYPE_CHECKING:
+    from trainer.reports import TrainingReport
+
 trainer_app = typer.Typer(help="The trainer service: curated buckets -> LoRA adapters -> promotion gate.",
                           no_args_is_help=True)
 
 
-def _report(metrics: dict[str, Any]) -> None:
-    adapter = metrics["adapter"]
+def _report(report: TrainingReport) -> None:
+    adapter = report.adapter
     err_console.print(
-        f"{metrics['task']} {metrics['dataset_version']} -> adapter v{metrics['version']}: "
-        f"exact {adapter['exact_match']:.3f}, cosine {adapter['cosine']:.3f}, "
-        f"within contract {adapter['within_contract']:.3f}; "
-        f"{'promoted' if metrics['promoted'] else 'not promoted'} ({metrics['gate']})", highlight=False)
+        f"{report.task} {report.dataset_version} -> adapter v{report.version}: "
+        f"exact {adapter.exact_match:.3f}, cosine {adapter.cosine:.3f}, "
+        f"within contract {adapter.within_contract:.3f}; "
+        f"{'promoted' if report.promoted else 'not promoted'} ({report.gate})", highlight=False)
 
 
 @trainer_app.command("run")
@@ -42,10 +45,10 @@ def trainer_run(
         run_forever(settings, _report)
         return
     results = run_once(settings)
-    for metrics in results:
-        _report(metrics)
+    for report in results:
+        _report(report)
     if not results:
         err_console.print("no curated bucket is waiting for training")
     if json_out:
-        print_json_line([{k: m[k] for k in ("task", "version", "dataset_version", "promoted", "gate",
-                                            "base", "adapter", "serving")} for m in results])
+        print_json_line([{k: r.to_dict()[k] for k in ("task", "version", "dataset_version", "promoted", "gate",
+                                                      "base", "adapter", "serving")} for r in results])

@@ -1,0 +1,84 @@
+"""Running workers: the app a worker process serves, and in-process workers for tests and benchmarks.
+
+A worker process's app (:func:`create_worker_app`) reads its broker URL only
+when Celery first reads its configuration, so ``celery ... --help`` starts
+no embedded Redis; its metrics endpoint starts with the worker (``worker_init``),
+in the main process, so prefork children share it. Which modules register
+tasks on it is the caller's business (the app layer names the stage packages).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+from celery import Celery
+from celery.signals import task_prerun, worker_init
+
+from labelq.metrics import serve
+from labelq.queue.app import celery_config, use_orjson_for_json
+from labelq.redis_server import resolve_redis_url
+from labelq.settings import Settings
+
+
+class _LazyConfig:
+    """Celery reads this object on first access to ``app.conf``."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._values: dict[str, Any] | None = None
+
+    def _load(self) -> dict[str, Any]:
+        if self._values is None:
+            self._values = celery_config(self._settings, resolve_redis_url(self._settings))
+        return self._values
+
+    def __dir__(self) -> list[str]:
+        return list(self._load())
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self._load()[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+
+def create_worker_app(settings: Settings) -> Celery:
+    """The app ``celery -A ... worker`` runs: configured lazily, serving metrics once the worker starts."""
+    use_orjson_for_json()
+    app = Celery("labelq", set_as_current=False)
+    app.config_from_object(_LazyConfig(settings))
+    app.conf.labelq_settings = settings
+
+    @worker_init.connect(weak=False)  # type: ignore[untyped-decorator]
+    def _serve_metrics(**_: Any) -> None:
+        serve(settings)
+
+    return app
+
+
+@contextlib.contextmanager
+def worker_thread(app: Celery, queues: Sequence[str], shutdown_timeout_s: float = 10) -> Iterator[None]:
+    """A solo-pool worker for ``queues`` in a thread of this process, for tests."""
+    from celery.contrib.testing.worker import start_worker
+
+    with start_worker(app, pool="solo", perform_ping_check=False, queues=list(queues),
+                      shutdown_timeout=shutdown_timeout_s):
+        yield
+
+
+def run_worker(app: Celery, queues: Sequence[str], hostname: str) -> None:
+    """A solo-pool worker in this process until it is stopped (SIGTERM: a warm shutdown)."""
+    worker = app.Worker(queues=list(queues), pool="solo", concurrency=1, without_mingle=True,
+                        without_gossip=True, without_heartbeat=True, loglevel="WARNING", hostname=hostname)
+    with contextlib.suppress(SystemExit):
+        worker.start()
+
+
+def on_task_start(callback: Callable[[], object]) -> None:
+    """Call ``callback`` in the worker each time it starts running a task."""
+
+    @task_prerun.connect(weak=False)  # type: ignore[untyped-decorator]
+    def _started(**_: Any) -> None:
+        callback()

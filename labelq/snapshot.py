@@ -1,0 +1,110 @@
+"""What ``labelq status`` and ``labelq audit`` report, as typed values.
+
+``labelq.status.gather`` and ``labelq.audit.audit`` read Redis and return these;
+the CLI, the demo and its report read attributes. ``to_dict()`` is the JSON
+that ``--json`` prints (``from_dict`` reads it back)::
+
+    StatusSnapshot
+      queues: {queue: chunks waiting}     dead_letter: {reason: sessions}
+      tasks: {task: TaskStatus}           totals: StatusTotals
+    TaskStatus
+      counts ...  routing: RoutingState   cost: CostSummary
+      dead_letter: {reason: sessions}     adapter: AdapterStatus   teacher: TeacherStatus
+    AuditReport
+      ok                                  tasks: {task: TaskBalance}
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from labelq.ledger import CostSummary, ModelSpend
+from labelq.routing import RoutingState
+from labelq.schemas import decode_as
+
+
+@dataclass(frozen=True, slots=True)
+class AdapterStatus:
+    current: int | None  # the promoted version
+    pinned: int | None  # a pin beats the promoted version
+
+    @property
+    def serving(self) -> int | None:
+        return self.pinned or self.current
+
+
+@dataclass(frozen=True, slots=True)
+class TeacherStatus:
+    cost_usd: float
+    cache_hits: int
+    models: dict[str, ModelSpend]
+    budget_usd: float | None  # None: the task has no spec here, so no budget to show
+    budget_spent_usd: float
+    budget_reserved_usd: float
+    paused: str | None  # why the teacher waits (budget spent, key refused); None when it works
+
+
+@dataclass(frozen=True, slots=True)
+class TaskStatus:
+    ingested: int
+    duplicates: int
+    labelled_teacher: int
+    labelled_student: int
+    escalated_student: int
+    student_engine_s: float
+    dead_lettered: int
+    routing: RoutingState
+    cost: CostSummary
+    dead_letter: dict[str, int]  # sessions dead-lettered by workers, by reason
+    adapter: AdapterStatus
+    teacher: TeacherStatus
+
+
+@dataclass(frozen=True, slots=True)
+class StatusTotals:
+    ingested: int
+    duplicates: int
+    dead_lettered: int
+    queued_chunks: int
+
+
+@dataclass(frozen=True, slots=True)
+class StatusSnapshot:
+    queues: dict[str, int]
+    dead_letter: dict[str, int]  # every stage (ingest included), by reason
+    tasks: dict[str, TaskStatus]
+    totals: StatusTotals
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Any) -> StatusSnapshot:
+        return decode_as(cls, data, "status snapshot")
+
+
+@dataclass(frozen=True, slots=True)
+class TaskBalance:
+    """``ingested = labelled + dead_lettered + in_flight + gap``; a gap is a loss (negative: a double count)."""
+
+    ingested: int
+    labelled: int
+    labelled_teacher: int
+    labelled_student: int
+    dead_lettered: int
+    in_flight: int
+    gap: int
+
+
+@dataclass(frozen=True, slots=True)
+class AuditReport:
+    ok: bool
+    tasks: dict[str, TaskBalance]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Any) -> AuditReport:
+        return decode_as(cls, data, "audit report")
