@@ -30,7 +30,7 @@ test-fast: install
 # The chaos suite alone (it also runs in `make test`), then docs/reliability.md's table from its results.
 chaos: install
 	$(BIN)/python -m pytest -q tests/chaos
-	$(BIN)/python -m tests.chaos.table
+	$(BIN)/python -m tests.support.chaos_table
 
 lint: install
 	$(BIN)/ruff check labelq producer workers trainer tests bench

@@ -61,6 +61,7 @@ def run(args: argparse.Namespace, url: str, tmp: Path) -> dict[str, Any]:
     from labelq.engines.vllm_engine import VllmBackend
     from labelq.hashing import content_hash
     from labelq.keyspace import AdapterFile, Stat
+    from labelq.models import resolve_base_model
     from labelq.prompts import chat_messages, student_prompt
     from labelq.queue.app import create_app
     from labelq.queue.publish import republish
@@ -71,10 +72,10 @@ def run(args: argparse.Namespace, url: str, tmp: Path) -> dict[str, Any]:
     from labelq.spec import load_spec
     from labelq.store import open_store
     from labelq.synth import generate
-    from trainer.tiny_model import resolve_base_model
     from workers.student import tasks as student_tasks
     from workers.student.labeler import StudentRuntime
 
+    # Never builds: `tiny` needs `labelq model tiny` first (ConfigError says so).
     base = resolve_base_model(load_settings(state_dir=args.state_dir, student_model=args.base_model))
     adapter_dir = adapter_for(base, ROOT / "bench" / "results" / "cache")
     settings = Settings(state_dir=tmp / "state", redis_url=url, store_url=f"file://{tmp / 'store'}",  # type: ignore[arg-type]

@@ -1,6 +1,6 @@
 """Teacher throughput and rate-limit accuracy against a local OpenAI-protocol server.
 
-The server (tests/fakes/openai_server.py) answers every chat request after
+The server (tests/support/openai_server.py) answers every chat request after
 ``--latency-s`` (default 0.3 s). Real ``celery -A labelq.app.worker_app`` worker
 processes do the work, on a private redis-server.
 
@@ -33,8 +33,8 @@ from labelq.settings import Settings
 from labelq.status import gather
 from labelq.synth import generate
 from producer.run import run_ingest
-from tests.fakes.openai_server import FakeConfig, FakeOpenAI
-from tests.integration.worker_procs import celery_workers, worker_env
+from tests.support.openai_server import FakeConfig, FakeOpenAI
+from tests.support.worker_procs import celery_workers, worker_env
 
 WINDOW_S = 60.0
 

@@ -5,6 +5,9 @@ is mirrored in the store (``adapters/<task>/registry.json``), so a lost Redis
 loses no state that matters: ``restore`` puts the pointer back. ``pin`` makes
 students serve one version whatever is promoted; ``rollback`` returns to the
 version promoted before the current one.
+
+Each version's ``train_config.json`` records the hash of the base it was
+trained on (:func:`recorded_base_hash`; see ``labelq.models``).
 """
 
 from __future__ import annotations
@@ -20,6 +23,16 @@ from labelq.keyspace import AdapterFile
 from labelq.schemas import utc_now_iso
 from labelq.settings import Settings
 from labelq.store import ObjectStore
+
+
+def recorded_base_hash(store: ObjectStore, task: str, version: int) -> str | None:
+    """The base hash an adapter version was trained on; None for one trained before bases were recorded."""
+    try:
+        config = orjson.loads(store.get_bytes(keyspace.adapter_file(task, version, AdapterFile.TRAIN_CONFIG)))
+    except (ObjectNotFound, orjson.JSONDecodeError):
+        return None
+    recorded = config.get("base_hash") if isinstance(config, dict) else None
+    return recorded if isinstance(recorded, str) else None
 
 
 class Registry:

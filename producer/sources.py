@@ -80,11 +80,25 @@ def _first_significant_byte(stream: IO[bytes]) -> bytes:
 
 
 def iter_stream(stream: IO[bytes], source: str, max_bytes: int) -> Iterator[RawRecord]:
-    """Records from one decompressed stream: a JSON array or JSON lines."""
-    if _first_significant_byte(stream) == b"[":
-        yield from iter_json_array(stream, source, max_bytes)
-    else:
-        yield from iter_jsonl(stream, source, max_bytes)
+    """Records from one decompressed stream: a JSON array or JSON lines.
+
+    A gzip stream that turns out to be broken (it starts with gzip's magic bytes but is not one, or it is
+    cut short) ends the source with one ``invalid_gzip`` record: what was read before it still flows.
+    """
+    import gzip
+    import zlib
+
+    line = 0
+    try:
+        if _first_significant_byte(stream) == b"[":
+            records = iter_json_array(stream, source, max_bytes)
+        else:
+            records = iter_jsonl(stream, source, max_bytes)
+        for record in records:
+            line = record.line
+            yield record
+    except (gzip.BadGzipFile, EOFError, zlib.error) as exc:
+        yield RawRecord(source, line + 1, str(exc).encode()[:256], structural_error="invalid_gzip")
 
 
 def iter_jsonl(

@@ -3,7 +3,7 @@
 Reasons (stable codes, counted in status and the ingest summary):
 ``too_large``, ``invalid_utf8``, ``invalid_json``, ``not_an_object``,
 ``too_deep``, ``missing_id``, ``invalid_id``, ``unterminated_array``,
-``trailing_data``.
+``trailing_data``, ``invalid_gzip``.
 """
 
 from __future__ import annotations
@@ -47,6 +47,13 @@ class Rejected(NamedTuple):
     detail: str
 
 
+_STRUCTURAL = {
+    "unterminated_array": "the JSON array around this element is broken",
+    "trailing_data": "the JSON array around this element is broken",
+    "invalid_gzip": "the source starts like gzip but does not decompress: the rest of it was not read",
+}
+
+
 def nesting_depth(obj: Any) -> int:
     """Depth of nested objects/arrays (a scalar is 0), without recursion."""
     depth = 0
@@ -74,7 +81,7 @@ def extract_id(payload: dict[str, Any], path: tuple[str, ...]) -> Any:
 def validate(record: RawRecord, limits: Limits) -> Accepted | Rejected:
     """Accept a session or say exactly why not."""
     if record.structural_error:
-        return Rejected(record.structural_error, "the JSON array around this element is broken")
+        return Rejected(record.structural_error, _STRUCTURAL.get(record.structural_error, record.structural_error))
     if record.oversize or len(record.data) > limits.max_bytes:
         return Rejected("too_large", f"session exceeds {limits.max_bytes} bytes")
     try:

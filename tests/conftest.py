@@ -8,10 +8,11 @@
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import json
 import os
 import shutil
-import subprocess
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,8 +20,10 @@ from pathlib import Path
 import pytest
 import redis
 
-from labelq.redis_server import find_redis_server, free_port, redis_config_lines
+from labelq.redis_server import free_port
 from labelq.settings import Settings
+from tests.support.redis_process import RedisProcess
+from tests.support.student import CONSTANT_LABEL
 
 # Never let a test reach a real provider or a model hub by accident.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -29,42 +32,6 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.pop("OPENAI_API_KEY", None)
 for _name in [n for n in os.environ if n.startswith("LABELQ_")]:
     del os.environ[_name]
-
-
-class RedisProcess:
-    def __init__(self, data_dir: Path, password: str | None = None) -> None:
-        self.data_dir = data_dir
-        self.port = free_port()
-        self.password = password
-        self.url = f"redis://{f':{password}@' if password else ''}127.0.0.1:{self.port}/0"
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        conf = self.data_dir / "redis.conf"
-        conf.write_text("\n".join(redis_config_lines(self.data_dir, self.port, self.password)) + "\n")
-        self.proc = subprocess.Popen(
-            [find_redis_server(), str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-        )
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                if redis.Redis.from_url(self.url, socket_timeout=1).ping():
-                    return
-            except redis.RedisError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
-
-    def stop(self, *, kill: bool = False) -> None:
-        if self.proc is None:
-            return
-        if kill:
-            self.proc.kill()
-        else:
-            self.proc.terminate()
-        self.proc.wait(timeout=10)
-        self.proc = None
 
 
 @pytest.fixture(scope="session")
@@ -120,44 +87,57 @@ MODEL_CACHE = Path(__file__).resolve().parent.parent / ".labelq" / "test-cache"
 
 @pytest.fixture(scope="session")
 def tiny_model() -> Path:
-    """The default tiny base model, built offline (about 2 minutes on 2 cores, once)."""
+    """The default tiny base model, built offline (about 3 minutes on 2 cores, once), with its manifest.
+
+    Built explicitly here (the tests are an app): workers and the trainer never build it.
+    """
     pytest.importorskip("torch")
     from trainer.tiny_model import build_tiny_model
 
     return build_tiny_model(Settings(state_dir=MODEL_CACHE))
 
 
+def adapter_cache_key(base_hash: str, prompt_version: str, config: dict[str, object],
+                      examples: list[tuple[str, str]]) -> str:
+    """A trained test adapter's cache key: everything that shapes it (the base's content hash, the
+    spec's prompt version, the training config, and the examples, which hold the student prompt text)."""
+    body = json.dumps({"base_hash": base_hash, "prompt_version": prompt_version,
+                       "config": config, "examples": examples}, sort_keys=True)
+    return hashlib.sha256(body.encode()).hexdigest()[:16]
+
+
 @pytest.fixture(scope="session")
 def tiny_adapters(tiny_model: Path) -> dict[str, Path]:
-    """Two adapters on the tiny base, cached beside it: ``style`` (300 replay labels: the short
-    label style) and ``constant`` (taught one fixed answer: any output from it is recognisable)."""
+    """Two adapters on the tiny base, cached under ``adapters/<name>-<key>`` (:func:`adapter_cache_key`):
+    ``style`` (300 replay labels: the short label style) and ``constant`` (taught one fixed answer: any
+    output from it is recognisable)."""
+    from labelq.models import base_hash
     from labelq.prompts import student_prompt
     from labelq.spec import load_spec
     from labelq.synth import generate
     from trainer.lora import LoraTrainConfig, train_lora
 
     spec, settings = load_spec("session-label"), Settings()
-    root = MODEL_CACHE / f"adapters-{tiny_model.name}"
+    base = base_hash(str(tiny_model))
+    root = MODEL_CACHE / "adapters"
     sessions = list(generate(300, seed=5))
     plans = {
-        "style": ([(student_prompt(spec, settings, s), s["_reference"]["label"]) for s in sessions], None),
+        "style": ([(student_prompt(spec, settings, s), s["_reference"]["label"]) for s in sessions],
+                  LoraTrainConfig()),
         "constant": ([(student_prompt(spec, settings, s), CONSTANT_LABEL) for s in sessions[:128]],
                      LoraTrainConfig(epochs=4)),
     }
     out = {}
     for name, (examples, config) in plans.items():
-        final = root / name
+        final = root / f"{name}-{adapter_cache_key(base, spec.prompt_version, dataclasses.asdict(config), examples)}"
         if not (final / "adapter_model.safetensors").exists():
             work = root / f".{name}.partial"
             shutil.rmtree(work, ignore_errors=True)
-            train_lora(str(tiny_model), examples, work, config)
+            train_lora(str(tiny_model), examples, work, config, base_hash=base)
             shutil.rmtree(final, ignore_errors=True)
             work.rename(final)
         out[name] = final
     return out
-
-
-CONSTANT_LABEL = "Buys a gift card"
 
 
 @pytest.fixture(scope="session")

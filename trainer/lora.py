@@ -1,7 +1,9 @@
 """LoRA training with PEFT, top to bottom: config, data, loop, save.
 
 The adapter is saved in the form vLLM loads: no ``modules_to_save``, no added
-tokens, ``bias="none"``; its full training config is written beside it.
+tokens, ``bias="none"``; its full training config is written beside it, with
+the hash of the base it was trained on (``base_hash``, see ``labelq.models``):
+students refuse to serve it on another base.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from labelq.logging import get_logger
+from labelq.models import base_hash as model_base_hash
 from labelq.prompts import encode_example
 from trainer.tiny_model import answer_loss, collate
 
@@ -57,13 +60,18 @@ class TrainStats:
 
 def train_lora(base_model: str, examples: list[tuple[str, str]], out_dir: Path,
                config: LoraTrainConfig | None = None,
-               on_step: Callable[[int, int, float], None] | None = None) -> TrainStats:
-    """Train an adapter on ``(prompt, answer)`` pairs; write it to ``out_dir``; return stats."""
+               on_step: Callable[[int, int, float], None] | None = None,
+               base_hash: str | None = None) -> TrainStats:
+    """Train an adapter on ``(prompt, answer)`` pairs; write it to ``out_dir``; return stats.
+
+    ``base_hash``: the base model's hash (default: computed from ``base_model``), kept in ``train_config.json``.
+    """
     import torch
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     config = config or LoraTrainConfig()
+    base_hash = base_hash or model_base_hash(base_model)
     started = time.monotonic()
     torch.manual_seed(config.seed)
     device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -119,6 +127,6 @@ def train_lora(base_model: str, examples: list[tuple[str, str]], out_dir: Path,
     stats = TrainStats(steps=total, final_loss=round(loss_value, 4), train_seconds=seconds, device=device,
                        dtype=str(dtype).removeprefix("torch."), examples=len(examples), qlora=quantized)
     (out_dir / "train_config.json").write_text(json.dumps(
-        {"base_model": base_model, "lora": asdict(config), "stats": stats.to_dict()}, indent=2))
+        {"base_model": base_model, "base_hash": base_hash, "lora": asdict(config), "stats": stats.to_dict()}, indent=2))
     log.info("lora_trained", **stats.to_dict())
     return stats

@@ -42,11 +42,13 @@ class TrainingReport:
     gate: str  # why the promotion gate decided so
     created_at: str
     seconds: float  # training and evaluation, wall time
+    base_hash: str | None = None  # the base it was trained on (labelq.models); None in reports before it was kept
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "task": self.task, "version": self.version, "dataset_version": self.dataset_version,
-            "prompt_version": self.prompt_version, "base_model": self.base_model, "train": self.train.to_dict(),
+            "prompt_version": self.prompt_version, "base_model": self.base_model,
+            "base_hash": self.base_hash, "train": self.train.to_dict(),
             "base": self.base.to_dict(), "adapter": self.adapter.to_dict(),
             "serving": None if self.serving is None else self.serving.to_dict(),
             "promoted": self.promoted, "gate": self.gate, "created_at": self.created_at, "seconds": self.seconds,

@@ -22,8 +22,9 @@ import redis
 from labelq import keyspace, lua
 from labelq.keyspace import AdapterFile, BucketFile
 from labelq.logging import get_logger
+from labelq.models import resolve_base_model, same_base, settings_base_hash
 from labelq.prompts import student_prompt
-from labelq.registry import Registry
+from labelq.registry import Registry, recorded_base_hash
 from labelq.schemas import decode_jsonl, utc_now_iso
 from labelq.settings import Settings
 from labelq.spec import load_spec
@@ -31,7 +32,6 @@ from labelq.store import ObjectStore
 from trainer.evaluate import EvalScores
 from trainer.gate import gate
 from trainer.reports import ServingEval, TrainingReport
-from trainer.tiny_model import resolve_base_model
 
 log = get_logger(__name__)
 ADAPTER_FILES = (AdapterFile.WEIGHTS, AdapterFile.CONFIG, AdapterFile.TRAIN_CONFIG)
@@ -89,6 +89,19 @@ def train_bucket(settings: Settings, store: ObjectStore, client: redis.Redis, ta
         lua.script(client, "lock_release")(keys=[lock], args=[token])
 
 
+def serving_on_other_base(store: ObjectStore, task: str, serving: int | None, base_hash: str) -> str | None:
+    """The base hash the serving adapter recorded when it is not ``base_hash`` (else None): such an
+    adapter is not evaluated against the new one (it may not even load on this base)."""
+    if serving is None:
+        return None
+    recorded = recorded_base_hash(store, task, serving)
+    if recorded is None or same_base(recorded, base_hash):
+        return None
+    log.warning("serving_adapter_on_other_base", task=task, serving=serving, serving_base=recorded,
+                base_hash=base_hash)
+    return recorded
+
+
 def _log_progress(step: int, total: int, loss: float) -> None:
     """About ten progress lines per training run."""
     if step == total or step % max(1, total // 10) == 0:
@@ -100,11 +113,12 @@ def _train_locked(settings: Settings, store: ObjectStore, client: redis.Redis, t
     from trainer.lora import LoraTrainConfig, train_lora
 
     started = time.monotonic()
+    base_model = resolve_base_model(settings)  # ConfigError (never a build) when `tiny` is not built
+    base_hash = settings_base_hash(settings, base_model)
     spec = load_spec(task, settings.specs_dir)
     bucket = keyspace.bucket(task, dataset_version)
     train = decode_jsonl(store.get_bytes(keyspace.bucket_file(task, dataset_version, BucketFile.TRAIN)))
     val = decode_jsonl(store.get_bytes(keyspace.bucket_file(task, dataset_version, BucketFile.VAL)))
-    base_model = resolve_base_model(settings)
     registry = Registry(settings, client, store)
     version = registry.next_version(task)
     serving = registry.serving(task)
@@ -114,11 +128,13 @@ def _train_locked(settings: Settings, store: ObjectStore, client: redis.Redis, t
     with tempfile.TemporaryDirectory(prefix="labelq-train-") as tmp:
         new_dir = Path(tmp) / "adapter"
         stats = train_lora(base_model, [(student_prompt(spec, settings, r["payload"]), r["label"]) for r in train],
-                           new_dir, LoraTrainConfig(qlora=settings.trainer_qlora), on_step=_log_progress)
+                           new_dir, LoraTrainConfig(qlora=settings.trainer_qlora), on_step=_log_progress,
+                           base_hash=base_hash)
         base_scores = _evaluate(base_model, None, val_prompts, val_refs, spec.contract, max_new)
         adapter_scores = _evaluate(base_model, str(new_dir), val_prompts, val_refs, spec.contract, max_new)
         serving_eval = None
-        if serving is not None:
+        other_base = serving_on_other_base(store, task, serving, base_hash)
+        if serving is not None and other_base is None:
             serving_dir = Path(tmp) / "serving"
             for name in ADAPTER_FILES[:2]:
                 store.get_file(keyspace.adapter_file(task, serving, name), serving_dir / name)
@@ -127,10 +143,13 @@ def _train_locked(settings: Settings, store: ObjectStore, client: redis.Redis, t
         decision = gate(adapter_scores, serving_eval.scores if serving_eval else None,
                         margin_exact=settings.promote_margin_exact, margin_cosine=settings.promote_margin_cosine)
         promote, why = decision.promote, decision.why
+        if other_base is not None:  # not comparable, and students on this base refuse it anyway
+            why = f"the serving adapter v{serving} was trained on another base ({other_base})"
         report = TrainingReport(
             task=task, version=version, dataset_version=dataset_version, prompt_version=spec.prompt_version,
-            base_model=base_model, train=stats, base=base_scores, adapter=adapter_scores, serving=serving_eval,
-            promoted=promote, gate=why, created_at=utc_now_iso(), seconds=round(time.monotonic() - started, 1))
+            base_model=base_model, base_hash=base_hash, train=stats, base=base_scores, adapter=adapter_scores,
+            serving=serving_eval, promoted=promote, gate=why, created_at=utc_now_iso(),
+            seconds=round(time.monotonic() - started, 1))
         for name in ADAPTER_FILES:
             store.put_file(keyspace.adapter_file(task, version, name), new_dir / name)
         store.put_bytes(keyspace.adapter_file(task, version, AdapterFile.DATASET), orjson.dumps(

@@ -7,8 +7,12 @@
    prose (the real-world story: a base model answers in 15 words where 8 are
    wanted), with the spec's student prompt in the chat template.
 
-Saved under ``<state_dir>/models/tiny-<version>/``, where transformers and
-vLLM both load it by path. Any hub model replaces it by name.
+Saved under ``<state_dir>/models/tiny-<config hash>/`` with a manifest
+(``labelq_model.json``: the base hash over its files, and this config), where
+transformers and vLLM both load it by path; ``<state_dir>/models/tiny.json``
+then points ``LABELQ_STUDENT_MODEL=tiny`` at it (see ``labelq.models``, which
+only resolves: only ``labelq model tiny``, the demo and tests build). Any hub
+model replaces it by name.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from labelq.logging import get_logger
+from labelq.models import MANIFEST, models_dir, point_tiny_at, read_manifest, write_manifest
 from labelq.prompts import encode_example, student_prompt
 from labelq.settings import Settings
 from labelq.spec import load_spec
@@ -71,14 +76,7 @@ class TinyConfig:
 
 
 def tiny_model_dir(settings: Settings, config: TinyConfig | None = None) -> Path:
-    return settings.state_dir / "models" / (config or TinyConfig()).name
-
-
-def resolve_base_model(settings: Settings) -> str:
-    """The student's base model: ``tiny`` is built (or found) under the state dir; else the name as given."""
-    if settings.student_model == "tiny":
-        return str(build_tiny_model(settings))
-    return settings.student_model
+    return models_dir(settings) / (config or TinyConfig()).name
 
 
 def _corpus(settings: Settings, config: TinyConfig) -> list[tuple[str, str]]:
@@ -110,14 +108,26 @@ def train_tokenizer(texts: list[str], config: TinyConfig, out: Path) -> Any:
 
 def build_tiny_model(settings: Settings, config: TinyConfig | None = None, *, force: bool = False,
                      on_step: Callable[[int, int, float], None] | None = None) -> Path:
-    """Build (or reuse) the tiny base model; return its directory."""
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
-
+    """Build (or reuse) the tiny base model, write its manifest, point ``tiny`` at it; return its directory."""
     config = config or TinyConfig()
     final = tiny_model_dir(settings, config)
     if (final / "config.json").exists() and not force:
+        if read_manifest(final) is None:  # built before manifests existed: hash it now
+            legacy = final / "labelq_tiny.json"
+            write_manifest(final, kind="tiny", builder=json.loads(legacy.read_text()) if legacy.exists()
+                           else {"config": asdict(config)})
+        point_tiny_at(settings, final)
         return final
+    _pretrain(settings, config, final, on_step)
+    point_tiny_at(settings, final)
+    return final
+
+
+def _pretrain(settings: Settings, config: TinyConfig, final: Path,
+              on_step: Callable[[int, int, float], None] | None) -> None:
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
     started = time.monotonic()
     torch.manual_seed(config.seed)
     work = final.with_name(final.name + ".partial")
@@ -154,12 +164,12 @@ def build_tiny_model(settings: Settings, config: TinyConfig | None = None, *, fo
             on_step(step, config.train_steps, loss.detach().item())
     model.eval()
     model.save_pretrained(work, safe_serialization=True)
-    (work / "labelq_tiny.json").write_text(json.dumps(
-        {"config": asdict(config), "train_seconds": round(time.monotonic() - started, 1)}, indent=2))
+    manifest = write_manifest(work, kind="tiny", builder={
+        "config": asdict(config), "train_seconds": round(time.monotonic() - started, 1)})
     shutil.rmtree(final, ignore_errors=True)
-    work.rename(final)  # appears whole or not at all
-    log.info("tiny_model_built", path=str(final), seconds=round(time.monotonic() - started, 1))
-    return final
+    work.rename(final)  # appears whole or not at all (the manifest inside it)
+    log.info("tiny_model_built", path=str(final), base_hash=manifest["base_hash"], manifest=MANIFEST,
+             seconds=round(time.monotonic() - started, 1))
 
 
 def length_batches(examples: list[dict[str, list[int]]], size: int,

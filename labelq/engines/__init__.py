@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 
 from labelq.engines.base import Adapter, Generation, StudentBackend, fit_prompts
+from labelq.models import resolve_base_model
 from labelq.settings import Settings
 
 __all__ = ["Adapter", "Generation", "StudentBackend", "fit_prompts", "make_backend", "resolve_backend_name"]
@@ -17,10 +18,9 @@ def resolve_backend_name(settings: Settings) -> str:
 
 
 def make_backend(settings: Settings, model: str | None = None) -> StudentBackend:
-    """The configured backend on ``model`` (default: the settings' student model, ``tiny`` built if needed)."""
+    """The configured backend on ``model`` (default: the settings' student model, resolved by
+    :func:`labelq.models.resolve_base_model`: ConfigError when ``tiny`` is not built; nothing is built here)."""
     if model is None:
-        from trainer.tiny_model import resolve_base_model
-
         model = resolve_base_model(settings)
     name = resolve_backend_name(settings)
     if name == "vllm":

@@ -17,11 +17,11 @@ from labelq.schemas import ChunkMessage, SessionItem
 from labelq.settings import Settings
 from labelq.spec import load_spec
 from labelq.store import open_store
-from tests.chaos.harness import record_result
-from tests.chaos.hostile import hostile_inputs
-from tests.integration.helpers import jsonl_objects
-from tests.integration.student_helpers import TASK, publish_adapter
-from tests.integration.teacher_helpers import make_chunk
+from tests.support.chaos import record_result
+from tests.support.helpers import jsonl_objects
+from tests.support.hostile import hostile_inputs
+from tests.support.student import TASK, publish_adapter
+from tests.support.teacher import make_chunk
 
 pytestmark = [pytest.mark.chaos, pytest.mark.slow]
 pytest.importorskip("vllm")

@@ -21,7 +21,7 @@ from labelq.redis_server import free_port
 from labelq.settings import Settings
 from labelq.spec import load_spec
 from producer.run import run_ingest
-from tests.chaos.harness import (
+from tests.support.chaos import (
     Fleet,
     fake_adapter,
     record_result,
@@ -29,12 +29,12 @@ from tests.chaos.harness import (
     tally_row,
     wait_until,
 )
-from tests.chaos.hostile import CANARY, HUGE_BYTES, hostile_inputs
-from tests.fakes.openai_server import FakeOpenAI
-from tests.integration.helpers import jsonl_objects
-from tests.integration.student_helpers import publish_adapter
-from tests.integration.teacher_helpers import API_KEY
-from tests.integration.worker_procs import worker_env
+from tests.support.helpers import jsonl_objects
+from tests.support.hostile import CANARY, HUGE_BYTES, hostile_inputs
+from tests.support.openai_server import FakeOpenAI
+from tests.support.student import publish_adapter
+from tests.support.teacher import API_KEY
+from tests.support.worker_procs import worker_env
 
 pytestmark = [pytest.mark.chaos, pytest.mark.slow]
 N = 10_500

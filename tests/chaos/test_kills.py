@@ -15,10 +15,10 @@ from labelq.queue.inspect import unacked_tags
 from labelq.settings import Settings
 from labelq.synth import generate
 from producer.run import run_ingest
-from tests.chaos.harness import Fleet, record_result, tally, tally_row, wait_until
-from tests.integration.helpers import write_jsonl
-from tests.integration.student_helpers import publish_adapter
-from tests.integration.worker_procs import worker_env
+from tests.support.chaos import Fleet, record_result, tally, tally_row, wait_until
+from tests.support.helpers import write_jsonl
+from tests.support.student import publish_adapter
+from tests.support.worker_procs import worker_env
 
 pytestmark = [pytest.mark.chaos, pytest.mark.slow]
 pytest.importorskip("torch")

@@ -15,7 +15,7 @@ from labelq.hashing import content_hash
 from labelq.settings import Settings
 from labelq.synth import generate
 from producer.run import run_ingest
-from tests.chaos.harness import (
+from tests.support.chaos import (
     POISON,
     Fleet,
     record_result,
@@ -23,8 +23,9 @@ from tests.chaos.harness import (
     tally_row,
     wait_until,
 )
-from tests.integration.helpers import jsonl_objects, write_jsonl
-from tests.integration.worker_procs import worker_env
+from tests.support.helpers import jsonl_objects, write_jsonl
+from tests.support.teacher import REPLAY_RATE_LIFTED
+from tests.support.worker_procs import worker_env
 
 pytestmark = [pytest.mark.chaos, pytest.mark.slow]
 MAX_ATTEMPTS = 3
@@ -40,10 +41,10 @@ def test_poison_chunk_is_dead_lettered_while_the_queue_flows(
     run_ingest(settings, [str(write_jsonl(tmp_path / "in.jsonl", good[:7] + poison + good[7:]))],
                client=redis_client)
     env = worker_env(settings, LABELQ_MAX_ATTEMPTS=str(MAX_ATTEMPTS), LABELQ_CURATION_SEED_SIZE=str(10**6),
-                     LABELQ_TEACHER_BACKEND="replay", LABELQ_TEACHER_REPLAY_LATENCY_S="0.01")
+                     LABELQ_TEACHER_BACKEND="replay", LABELQ_TEACHER_REPLAY_LATENCY_S="0.01", **REPLAY_RATE_LIFTED)
     expected = {content_hash(s) for s in poison + good}
     started = time.monotonic()
-    with Fleet(env, tmp_path, app="tests.chaos.crashy_app") as fleet:
+    with Fleet(env, tmp_path, app="tests.support.crashy_app") as fleet:
         # Prefork: the pool replaces a dead child; the parent rejects its message back to the queue.
         fleet.start("teacher", pool="prefork", concurrency=2)
         wait_until(lambda: tally(settings, expected).done, 120, "every session to be labelled or dead-lettered")

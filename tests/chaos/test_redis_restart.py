@@ -17,11 +17,11 @@ from labelq.hashing import content_hash
 from labelq.keyspace import Stat
 from labelq.settings import Settings
 from labelq.synth import generate
-from tests.chaos.harness import ROOT, Fleet, record_result, tally, tally_row, wait_until
-from tests.conftest import RedisProcess
-from tests.integration.helpers import write_jsonl
-from tests.integration.student_helpers import publish_adapter
-from tests.integration.worker_procs import worker_env
+from tests.support.chaos import ROOT, Fleet, record_result, tally, tally_row, wait_until
+from tests.support.helpers import write_jsonl
+from tests.support.redis_process import RedisProcess
+from tests.support.student import publish_adapter
+from tests.support.worker_procs import worker_env
 
 pytestmark = [pytest.mark.chaos, pytest.mark.slow]
 pytest.importorskip("torch")

@@ -28,12 +28,12 @@ from labelq.settings import Settings
 from labelq.status import gather
 from labelq.synth import generate
 from producer.ingest import IngestSummary
-from tests.chaos.harness import ROOT, Fleet, fake_adapter, record_result, tally, wait_until
-from tests.conftest import RedisProcess
-from tests.fakes.openai_server import FakeConfig, FakeOpenAI
-from tests.integration.helpers import write_jsonl
-from tests.integration.student_helpers import publish_adapter
-from tests.integration.worker_procs import worker_env
+from tests.support.chaos import ROOT, Fleet, fake_adapter, record_result, tally, wait_until
+from tests.support.helpers import write_jsonl
+from tests.support.openai_server import FakeConfig, FakeOpenAI
+from tests.support.redis_process import RedisProcess
+from tests.support.student import publish_adapter
+from tests.support.worker_procs import worker_env
 
 pytestmark = [pytest.mark.chaos, pytest.mark.slow]
 CLI = [sys.executable, "-m", "labelq.app.cli.main"]

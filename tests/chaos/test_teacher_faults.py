@@ -17,11 +17,11 @@ from labelq.ledger import budget_state, read_ledger
 from labelq.settings import Settings
 from labelq.synth import generate
 from producer.run import run_ingest
-from tests.chaos.harness import Fleet, record_result, tally, tally_row, wait_until
-from tests.fakes.openai_server import FakeConfig, FakeOpenAI
-from tests.integration.helpers import in_flight_chunks, jsonl_objects, queued_chunks, write_jsonl
-from tests.integration.teacher_helpers import API_KEY
-from tests.integration.worker_procs import worker_env
+from tests.support.chaos import Fleet, record_result, tally, tally_row, wait_until
+from tests.support.helpers import in_flight_chunks, jsonl_objects, queued_chunks, write_jsonl
+from tests.support.openai_server import FakeConfig, FakeOpenAI
+from tests.support.teacher import API_KEY
+from tests.support.worker_procs import worker_env
 
 pytestmark = [pytest.mark.chaos, pytest.mark.slow]
 

@@ -12,7 +12,7 @@ from labelq import keyspace
 from labelq.keyspace import AdapterFile
 from labelq.settings import Settings
 from labelq.store import open_store
-from tests.integration.helpers import jsonl_objects
+from tests.support.helpers import jsonl_objects
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 pytest.importorskip("torch")

@@ -23,7 +23,7 @@ from labelq.queue.publish import ChunkPublisher
 from labelq.settings import Settings
 from labelq.synth import generate
 from producer.run import run_ingest
-from tests.integration.helpers import dead_letters, queued_chunks, queued_session_ids, write_jsonl
+from tests.support.helpers import dead_letters, queued_chunks, queued_session_ids, write_jsonl
 
 pytestmark = pytest.mark.integration
 
@@ -199,3 +199,17 @@ def test_stdin_and_array_files_via_celery_worker(settings: Settings, redis_clien
     assert summary.enqueued == 40
     assert sum(len(c.sessions) for c in received) == 40
     assert queue_depth(settings, redis_client, "teacher") == 0
+
+
+@pytest.mark.parametrize("body", [b"\x1f\x8b", b"\x1f\x8bnot gzip at all\n",
+                                  gzip.compress(b'{"session_id": "a"}\n{"session_id": "b"}\n')[:-12]])
+def test_a_broken_gzip_source_is_dead_lettered_not_a_crash(settings: Settings, redis_client: redis.Redis,
+                                                            tmp_path: Path, body: bytes) -> None:
+    """Hypothesis found it: a .jsonl starting with gzip's magic bytes raised BadGzipFile out of ingest."""
+    path = tmp_path / "looks-like.jsonl"
+    path.write_bytes(body)
+    summary = run_ingest(settings, [str(path)], client=redis_client)
+    assert summary.rejected == {"invalid_gzip": 1}
+    assert summary.read == summary.enqueued + summary.duplicates + 1
+    letters = [d for d in dead_letters(settings) if d["reason"] == "invalid_gzip"]
+    assert len(letters) == 1 and letters[0]["source"] == str(path)

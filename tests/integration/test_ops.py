@@ -19,8 +19,9 @@ from labelq.redis_server import free_port
 from labelq.settings import Settings
 from labelq.synth import generate
 from producer.run import run_ingest
-from tests.integration.helpers import write_jsonl
-from tests.integration.worker_procs import ROOT, celery_workers, worker_env
+from tests.support.helpers import write_jsonl
+from tests.support.teacher import REPLAY_RATE_LIFTED
+from tests.support.worker_procs import ROOT, celery_workers, worker_env
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -49,6 +50,7 @@ def test_teacher_worker_serves_prometheus_metrics_without_session_content(
     run_ingest(settings, [str(write_jsonl(tmp_path / "in.jsonl", sessions))], client=redis_client, queue="teacher")
     port = free_port()
     env = worker_env(settings, LABELQ_TEACHER_BACKEND="replay", LABELQ_TEACHER_REPLAY_LATENCY_S="0.001",
+                     **REPLAY_RATE_LIFTED,
                      LABELQ_METRICS_PORT=str(port), LABELQ_METRICS_HOST="127.0.0.1")
     with celery_workers(env, "teacher", 1, tmp_path, pool="prefork", concurrency=2):
         deadline = time.monotonic() + 60

@@ -22,7 +22,7 @@ from labelq.status import gather
 from labelq.store import open_store
 from labelq.synth import generate
 from producer.run import run_ingest
-from tests.integration.helpers import queued_chunks, write_jsonl
+from tests.support.helpers import queued_chunks, write_jsonl
 
 pytestmark = pytest.mark.integration
 

@@ -14,7 +14,7 @@ from labelq.synth import generate
 from producer import run, split
 from producer.run import run_ingest
 from producer.split import plan_ranges
-from tests.integration.helpers import dead_letters, queued_session_ids, write_jsonl
+from tests.support.helpers import dead_letters, queued_session_ids, write_jsonl
 
 pytestmark = pytest.mark.integration
 

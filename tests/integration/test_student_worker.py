@@ -16,10 +16,10 @@ from labelq.queue.app import create_app
 from labelq.queue.publish import republish
 from labelq.settings import Settings
 from labelq.synth import generate
-from tests.integration.helpers import dead_letters, wait_until
-from tests.integration.student_helpers import TASK, publish_adapter, student_records
-from tests.integration.teacher_helpers import make_chunk
-from tests.integration.worker_procs import celery_workers, worker_env
+from tests.support.helpers import dead_letters, wait_until
+from tests.support.student import TASK, publish_adapter, student_records
+from tests.support.teacher import make_chunk
+from tests.support.worker_procs import celery_workers, worker_env
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 pytest.importorskip("torch")
@@ -55,7 +55,9 @@ def test_running_worker_waits_for_an_adapter_then_follows_promotions(
     sessions = list(generate(96, seed=501))
     with celery_workers(student_env(settings, tiny_model), "student", 1, tmp_path):
         early = send(settings, redis_client, sessions[:48], 16)
-        time.sleep(3)  # no adapter yet: the queue waits, nothing is labelled
+        # No adapter yet: the worker takes a chunk, pauses on it, and labels nothing.
+        wait_until(lambda: b'"paused"' in b"".join(p.read_bytes() for p in tmp_path.glob("student-*.log")),
+                   120, "the worker to pause for want of an adapter")
         assert labelled(settings, redis_client) == 0
         publish_adapter(settings, redis_client, tiny_adapters["style"], 1)
         wait_until(lambda: labelled(settings, redis_client) + dead(settings, redis_client) == 48, 120, "v1 labels")

@@ -17,9 +17,9 @@ from labelq.schemas import ChunkMessage, SessionItem
 from labelq.settings import Settings
 from labelq.store import open_store
 from labelq.synth import generate
-from tests.fakes.openai_server import FakeConfig, FakeOpenAI, answer_for
-from tests.integration.helpers import jsonl_objects
-from tests.integration.teacher_helpers import (
+from tests.support.helpers import jsonl_objects
+from tests.support.openai_server import FakeConfig, FakeOpenAI, answer_for
+from tests.support.teacher import (
     chunks_of,
     make_chunk,
     teacher_dead_letters,
@@ -69,7 +69,7 @@ def test_labels_records_ledger_and_cache(settings: Settings, redis_client: redis
         stats = redis_client.hgetall(keyspace.stats(s, "session-label"))
         assert int(stats[Stat.LABELLED_TEACHER.encode()]) == 30
         # The labelled sessions are kept beside their labels, for curation.
-        inputs = jsonl_objects(s, "inputs/teacher/session-label/")
+        inputs = jsonl_objects(s, keyspace.inputs_prefix("teacher", "session-label"))
         assert sorted(i["content_hash"] for i in inputs) == sorted(r.content_hash for r in records)
 
 

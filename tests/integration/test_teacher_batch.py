@@ -16,9 +16,9 @@ from labelq.settings import Settings
 from labelq.spec import load_spec
 from labelq.store import open_store
 from labelq.synth import generate
-from tests.fakes.openai_server import FakeConfig, FakeOpenAI
-from tests.integration.teacher_helpers import API_KEY, teacher_records, teacher_settings
-from tests.integration.test_cli import labelq
+from tests.support.cli import labelq
+from tests.support.openai_server import FakeConfig, FakeOpenAI
+from tests.support.teacher import API_KEY, teacher_records, teacher_settings
 from workers.teacher.batch import BatchTeacher
 
 pytestmark = pytest.mark.integration

@@ -15,10 +15,10 @@ from labelq.queue.inspect import queue_depth
 from labelq.settings import Settings
 from labelq.synth import generate
 from producer.run import run_ingest
-from tests.fakes.openai_server import FakeConfig, FakeOpenAI
-from tests.integration.helpers import in_flight_chunks, queued_chunks, wait_until, write_jsonl
-from tests.integration.teacher_helpers import API_KEY, teacher_records
-from tests.integration.worker_procs import celery_workers, worker_env
+from tests.support.helpers import in_flight_chunks, queued_chunks, wait_until, write_jsonl
+from tests.support.openai_server import FakeConfig, FakeOpenAI
+from tests.support.teacher import API_KEY, teacher_records
+from tests.support.worker_procs import celery_workers, worker_env
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -81,9 +81,9 @@ def test_rate_limit_holds_and_is_used_across_workers(settings: Settings, redis_c
     # measured at the server in bench/teacher.py.
     span_s = arrivals[-1] - arrivals[0]
     assert len(arrivals) <= limit * (span_s / window_s + 1)
-    # At least 90% of the limit sustained while there is work (whole windows after the first).
-    busy = [t for t in permits if permits[0] + window_s <= t < permits[0] + 3 * window_s]
-    assert len(busy) >= 0.9 * 2 * limit
+    # Every request the server saw went through the limiter: one permit each. (That the limit can be
+    # used in full is counted exactly in test_limiter.py, not measured here as a rate.)
+    assert len(permits) == len(arrivals)
     assert queue_depth(settings, redis_client, "teacher") > 0  # work was still waiting
 
 

@@ -14,9 +14,9 @@ from labelq.settings import Settings
 from labelq.status import gather
 from labelq.synth import generate
 from producer.run import run_ingest
-from tests.integration.helpers import write_jsonl
-from tests.integration.teacher_helpers import teacher_records
-from tests.integration.worker_procs import celery_workers, worker_env
+from tests.support.helpers import write_jsonl
+from tests.support.teacher import REPLAY_RATE_LIFTED, teacher_records
+from tests.support.worker_procs import celery_workers, worker_env
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -27,7 +27,8 @@ def test_replay_teacher_workers_label_everything(settings: Settings, redis_clien
     path = write_jsonl(tmp_path / "in.jsonl", sessions, [b"not json"])
     settings = settings.model_copy(update={"chunk_size": 16})
     assert run_ingest(settings, [str(path)], client=redis_client).enqueued == 200
-    env = worker_env(settings, LABELQ_TEACHER_BACKEND="replay", LABELQ_TEACHER_REPLAY_LATENCY_S="0.001")
+    env = worker_env(settings, LABELQ_TEACHER_BACKEND="replay", LABELQ_TEACHER_REPLAY_LATENCY_S="0.001",
+                     **REPLAY_RATE_LIFTED)
     with celery_workers(env, "teacher", 2, tmp_path, pool="prefork", concurrency=2):
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
+from labelq.models import MANIFEST, folder_hash, resolve_base_model
 from labelq.prompts import student_prompt
 from labelq.settings import Settings
 from labelq.spec import load_spec
@@ -56,7 +60,9 @@ def test_lora_adapter_is_vllm_shaped_and_learns_the_style(tiny_model: Path, tmp_
     assert adapter_config["bias"] == "none" and not adapter_config.get("modules_to_save")
     assert (tmp_path / "adapter" / "adapter_model.safetensors").exists()
     assert not (tmp_path / "adapter" / "added_tokens.json").exists()
-    assert json.loads((tmp_path / "adapter" / "train_config.json").read_text())["stats"] == stats.to_dict()
+    train_config = json.loads((tmp_path / "adapter" / "train_config.json").read_text())
+    assert train_config["stats"] == stats.to_dict()
+    assert train_config["base_hash"] == json.loads((tiny_model / MANIFEST).read_text())["base_hash"]
     prompts, refs = held_out(100)
     base, tok = load_for_generation(str(tiny_model))
     tuned, tok2 = load_for_generation(str(tiny_model), str(tmp_path / "adapter"))
@@ -65,3 +71,30 @@ def test_lora_adapter_is_vllm_shaped_and_learns_the_style(tiny_model: Path, tmp_
     assert before.within_contract <= 0.1 and after.within_contract >= 0.9
     assert after.mean_words <= 8 < before.mean_words
     assert after.exact_match > before.exact_match
+
+
+def test_labelq_model_tiny_writes_a_manifest_with_the_hash_and_tiny_then_resolves(tmp_path: Path) -> None:
+    """A 2-step build (about 10 s): the manifest's hash is over the model's files; `tiny` resolves to it."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LABELQ_")}
+    env["LABELQ_STATE_DIR"] = str(tmp_path / "state")
+
+    def build() -> dict[str, str]:
+        done = subprocess.run([sys.executable, "-m", "labelq.app.cli.main", "model", "tiny", "--steps", "2", "--json"],
+                              capture_output=True, env=env, timeout=300, check=True)
+        out: dict[str, str] = json.loads(done.stdout.splitlines()[-1])
+        return out
+
+    built = build()
+    folder = Path(built["path"])
+    manifest = json.loads((folder / MANIFEST).read_text())
+    assert manifest["base_hash"] == built["base_hash"] == folder_hash(folder)[0]
+    assert manifest["kind"] == "tiny" and manifest["builder"]["config"]["train_steps"] == 2
+    assert {"model.safetensors", "config.json", "tokenizer.json"} <= set(manifest["files"])
+    assert resolve_base_model(Settings(state_dir=tmp_path / "state", student_model="tiny")) == str(folder)
+    assert build()["base_hash"] == built["base_hash"]
+    assert json.loads((folder / MANIFEST).read_text())["created_at"] == manifest["created_at"]  # found, not rebuilt
+
+
+def test_session_tiny_model_has_its_manifest(tiny_model: Path) -> None:
+    manifest = json.loads((tiny_model / MANIFEST).read_text())
+    assert manifest["base_hash"] == folder_hash(tiny_model)[0]

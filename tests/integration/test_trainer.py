@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -15,21 +16,13 @@ from labelq.registry import Registry
 from labelq.settings import Settings
 from labelq.store import open_store
 from labelq.synth import generate
-from tests.integration.teacher_helpers import make_chunk
+from tests.support.teacher import label_with_replay
 from trainer.curation import curate
 from trainer.reports import TrainingReport
 from trainer.service import ready_buckets, train_bucket
-from workers.teacher.tasks import run_teacher_chunk
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 pytest.importorskip("torch")
-
-
-def label_with_replay(settings: Settings, client: redis.Redis, sessions: list[dict]) -> None:  # type: ignore[type-arg]
-    store = open_store(settings)
-    for start in range(0, len(sessions), 64):
-        run_teacher_chunk(settings, store, client, make_chunk(sessions[start:start + 64]),
-                          requeue=lambda c, items: pytest.fail("replay never hands work back"))
 
 
 def test_bucket_trains_promotes_and_gate_refuses_a_worse_adapter(
@@ -37,8 +30,7 @@ def test_bucket_trains_promotes_and_gate_refuses_a_worse_adapter(
 ) -> None:
     from labelq.spec import load_spec
 
-    settings = settings.model_copy(update={"teacher_backend": "replay", "teacher_replay_latency_s": 0.0,
-                                           "student_model": str(tiny_model)})
+    settings = settings.model_copy(update={"student_model": str(tiny_model)})
     store = open_store(settings)
     spec = load_spec("session-label")
     label_with_replay(settings, redis_client, list(generate(300, seed=61)))
@@ -54,6 +46,11 @@ def test_bucket_trains_promotes_and_gate_refuses_a_worse_adapter(
     assert registry.serving("session-label") == 1 and ready_buckets(store) == []
     for name in AdapterFile:
         assert store.exists(keyspace.adapter_file("session-label", 1, name))
+    # The adapter records the base it was trained on: the tiny model's manifest hash.
+    base_hash = json.loads((tiny_model / "labelq_model.json").read_text())["base_hash"]
+    assert first.base_hash == base_hash
+    train_config = store.get_bytes(keyspace.adapter_file("session-label", 1, AdapterFile.TRAIN_CONFIG))
+    assert orjson.loads(train_config)["base_hash"] == base_hash
     # A worse bucket: every label wrong. Its adapter is evaluated on its own val set against the
     # serving adapter there, and refused.
     for split in (BucketFile.TRAIN, BucketFile.VAL):
@@ -87,7 +84,7 @@ def test_trainer_against_s3_and_its_adapter_changes_vllm_output(
     from workers.student.cache import AdapterCache
 
     settings = settings.model_copy(update={
-        "teacher_backend": "replay", "teacher_replay_latency_s": 0.0, "student_model": str(tiny_model),
+        "student_model": str(tiny_model),
         "store_url": f"s3://{s3_bucket}/deploy", "s3_endpoint_url": s3_endpoint, "curation_seed_size": 200})
     store = open_store(settings)
     label_with_replay(settings, redis_client, list(generate(200, seed=62)))
@@ -131,10 +128,9 @@ def test_a_trainer_killed_mid_training_leaves_no_adapter_and_the_bucket_is_retra
     import sys
 
     from labelq.spec import load_spec
-    from tests.integration.worker_procs import ROOT, worker_env
+    from tests.support.worker_procs import ROOT, worker_env
 
-    settings = settings.model_copy(update={"teacher_backend": "replay", "teacher_replay_latency_s": 0.0,
-                                           "student_model": str(tiny_model), "trainer_lock_s": 2})
+    settings = settings.model_copy(update={"student_model": str(tiny_model), "trainer_lock_s": 2})
     store = open_store(settings)
     label_with_replay(settings, redis_client, list(generate(120, seed=64)))
     assert curate(store, load_spec("session-label")) is not None
@@ -147,7 +143,7 @@ def test_a_trainer_killed_mid_training_leaves_no_adapter_and_the_bucket_is_retra
             break
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
-    assert not [k for k in store.list("adapters/")], "a killed trainer must leave no adapter files"
+    assert not [k for k in store.list(keyspace.adapter_prefix("session-label"))], "a killed trainer must leave no adapter files"
     assert ready_buckets(store) == [("session-label", "v0001")]
     lock = keyspace.train_lock(settings, "session-label", "v0001")
     assert train_bucket(settings, store, redis_client, "session-label", "v0001") is None  # still locked
@@ -157,68 +153,3 @@ def test_a_trainer_killed_mid_training_leaves_no_adapter_and_the_bucket_is_retra
     metrics = train_bucket(settings, store, redis_client, "session-label", "v0001")  # the lock expired
     assert metrics is not None and metrics.version == 1 and metrics.promoted
     assert ready_buckets(store) == []
-
-
-def test_automatic_curation_at_seed_size_then_every_retrain_every(
-        settings: Settings, redis_client: redis.Redis) -> None:
-    from labelq.queue.app import create_app
-    from labelq.queue.publish import trigger_curation_if_due
-    from trainer.auto import curate_if_due
-
-    settings = settings.model_copy(update={"teacher_backend": "replay", "teacher_replay_latency_s": 0.0,
-                                           "curation_seed_size": 128, "curation_retrain_every": 128})
-    store = open_store(settings)
-    sent: list[dict[str, object]] = []
-    app = create_app(settings)
-    app.send_task = lambda name, args, queue: sent.append({"name": name, "args": args, "queue": queue})  # type: ignore[method-assign]
-    label_with_replay(settings, redis_client, list(generate(64, seed=65)))
-    assert not trigger_curation_if_due(settings, redis_client, app, "session-label")
-    assert curate_if_due(settings, store, redis_client, "session-label") is None
-    label_with_replay(settings, redis_client, list(generate(64, seed=66)))
-    assert trigger_curation_if_due(settings, redis_client, app, "session-label")
-    assert not trigger_curation_if_due(settings, redis_client, app, "session-label")  # one per threshold
-    assert sent == [{"name": "labelq.trainer.train_bucket", "args": [{"task": "session-label", "curate": True}],
-                     "queue": "trainer"}]
-    first = curate_if_due(settings, store, redis_client, "session-label")
-    assert first is not None and first.version == "v0001" and first.counts.train + first.counts.val == 128
-    assert curate_if_due(settings, store, redis_client, "session-label") is None  # not due again yet
-    label_with_replay(settings, redis_client, list(generate(128, seed=67)))
-    second = curate_if_due(settings, store, redis_client, "session-label")
-    assert second is not None and second.version == "v0002" and second.counts.train + second.counts.val == 256
-
-
-def test_review_gate_holds_a_bucket_until_approved_and_applies_edits(
-        settings: Settings, redis_client: redis.Redis) -> None:
-    from labelq.errors import ConfigError
-    from labelq.spec import load_spec
-    from trainer import review
-    from trainer.curation import read_rows
-
-    settings = settings.model_copy(update={"teacher_backend": "replay", "teacher_replay_latency_s": 0.0})
-    store = open_store(settings)
-    spec = load_spec("session-label")
-    label_with_replay(settings, redis_client, list(generate(40, seed=68)))
-    manifest = curate(store, spec, require_review=True)
-    assert manifest is not None and ready_buckets(store) == [] and review.pending(store, spec.name) == ["v0001"]
-    rows = read_rows(store, spec.name, "v0001")
-    edits = [{"content_hash": rows[0].content_hash, "label": "Browses the gift card page"},
-             {"session_id": rows[1].session_id, "drop": True}]
-    with pytest.raises(ConfigError, match="output contract"):
-        review.apply_edits(store, spec, "v0001", [{"content_hash": rows[0].content_hash,
-                                                   "label": "one two three four five six seven eight nine"}])
-    assert review.apply_edits(store, spec, "v0001", edits) == review.ReviewChanges(edited=1, dropped=1)
-    assert orjson.loads(store.get_bytes(keyspace.bucket_file("session-label", "v0001", BucketFile.MANIFEST)))["review"] == {
-        "edited": 1, "dropped": 1}
-    assert ready_buckets(store) == [("session-label", "v0001")] and review.pending(store, spec.name) == []
-    after = {r.content_hash: r for r in read_rows(store, spec.name, "v0001")}
-    assert len(after) == len(rows) - 1 and rows[1].content_hash not in after
-    assert after[rows[0].content_hash].label == "Browses the gift card page"
-    assert after[rows[0].content_hash].source == "human"
-    # The human label is kept for later buckets, and wins over the teacher's.
-    assert store.exists(keyspace.review_labels("session-label", "v0001"))
-    later = curate(store, spec, require_review=True)
-    assert later is not None
-    review.reject(store, spec.name, later.version, "spot check failed")
-    assert ready_buckets(store) == [("session-label", "v0001")] and review.pending(store, spec.name) == []
-    assert next(r for r in read_rows(store, spec.name, later.version)
-                if r.content_hash == rows[0].content_hash).label == "Browses the gift card page"

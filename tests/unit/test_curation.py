@@ -6,17 +6,13 @@ import orjson
 
 from labelq import keyspace
 from labelq.keyspace import BucketFile
-from labelq.schemas import LabelRecord
 from labelq.spec import load_spec
 from labelq.store import LocalStore
+from tests.support.labels import label_record as rec
+from tests.support.labels import put_teacher_labels
 from trainer.curation import Manifest, curate, select_rows, split_of
 
 SPEC = load_spec("session-label")
-
-
-def rec(h: str, label: str, source: str = "teacher", at: str = "2026-01-01T00:00:00") -> LabelRecord:
-    return LabelRecord(session_id=f"s-{h}", content_hash=h, task="session-label", label=label, source=source,
-                       model="m", prompt_version="p", words=len(label.split()), chunk_id="c", created_at=at)
 
 
 def test_filters_dedupes_and_prefers_humans() -> None:
@@ -45,19 +41,14 @@ def test_split_is_deterministic_and_about_80_20() -> None:
 
 def test_bucket_written_whole_with_ready_last(tmp_path: Path) -> None:
     store = LocalStore(tmp_path)
-    records = [rec(f"{i:032x}", "Buys a gift card") for i in range(50)]
-    store.put_bytes("labels/teacher/session-label/c1.jsonl",
-                    b"".join(orjson.dumps(r.model_dump(mode="json")) + b"\n" for r in records))
-    store.put_bytes("inputs/teacher/session-label/c1.jsonl", b"".join(
-        orjson.dumps({"session_id": r.session_id, "content_hash": r.content_hash, "payload": {"x": i}}) + b"\n"
-        for i, r in enumerate(records)))
+    put_teacher_labels(store, [rec(f"{i:032x}", "Buys a gift card") for i in range(50)])
     writes: list[str] = []
     real_put = store.put_bytes
     store.put_bytes = lambda k, d: (writes.append(k), real_put(k, d))[1]  # type: ignore[method-assign]
     manifest = curate(store, SPEC)
     assert manifest is not None and manifest.version == "v0001"
     assert manifest.counts.train + manifest.counts.val == 50
-    assert writes[-1] == "curated/session-label/v0001/_READY"
+    assert writes[-1] == keyspace.bucket_file("session-label", "v0001", BucketFile.READY)
     assert manifest.prompt_version == SPEC.prompt_version and len(manifest.label_ids) == 50
     # The file holds exactly the manifest's fields, and reads back equal (no "review" key before a review).
     stored = orjson.loads(store.get_bytes(keyspace.bucket_file("session-label", "v0001", BucketFile.MANIFEST)))

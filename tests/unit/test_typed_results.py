@@ -119,7 +119,7 @@ def test_training_report_is_the_metrics_file() -> None:
         gate="no worse than the serving adapter on the same val set", created_at="2026-01-01T00:00:00.000+00:00",
         seconds=9.5)
     data = report.to_dict()
-    assert list(data) == ["task", "version", "dataset_version", "prompt_version", "base_model", "train", "base",
+    assert list(data) == ["task", "version", "dataset_version", "prompt_version", "base_model", "base_hash", "train", "base",
                           "adapter", "serving", "promoted", "gate", "created_at", "seconds"]
     assert data["serving"] == {"version": 1, "n": 20, "exact_match": 0.5, "cosine": 0.9, "within_contract": 1.0,
                                "mean_words": 5.5}

@@ -4,6 +4,8 @@
 temp folder, then renamed). Each (task, version) gets an integer id, new for
 every version this process sees, because vLLM keeps serving the weights it
 first loaded under an id. Older versions beyond ``keep`` are evicted.
+:meth:`AdapterCache.base_hash` reads which base a version was trained on
+(``train_config.json`` in the store), once per version.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from labelq import keyspace
 from labelq.engines import Adapter
 from labelq.keyspace import AdapterFile
 from labelq.logging import get_logger
+from labelq.registry import recorded_base_hash
 from labelq.store import ObjectStore, segment
 
 log = get_logger(__name__)
@@ -28,6 +31,7 @@ class AdapterCache:
         self._store, self._root, self._keep = store, root, keep
         self._ids: dict[tuple[str, int], int] = {}
         self._next_id = itertools.count(1)
+        self._base_hashes: dict[tuple[str, int], str | None] = {}
 
     def _dir(self, task: str, version: int) -> Path:
         return self._root / segment(task) / f"v{version}"
@@ -50,6 +54,13 @@ class AdapterCache:
         if (task, version) not in self._ids:
             self._ids[(task, version)] = next(self._next_id)
         return Adapter(task, version, str(final), self._ids[(task, version)])
+
+    def base_hash(self, task: str, version: int) -> str | None:
+        """The hash of the base the version was trained on; None for adapters trained before bases were
+        recorded (no ``train_config.json``, or one without ``base_hash``)."""
+        if (task, version) not in self._base_hashes:
+            self._base_hashes[(task, version)] = recorded_base_hash(self._store, task, version)
+        return self._base_hashes[(task, version)]
 
     def _evict(self, task: str, keep_version: int) -> None:
         folder = self._root / segment(task)

@@ -10,6 +10,16 @@ answer is kept with a ``low_confidence`` flag and a contract-breaking one is
 dead-lettered with its reason (no label outside the contract is ever written).
 An engine that died (``EngineDead``) is dropped: its chunk goes back to the
 queue and the next chunk starts a new engine.
+
+An adapter is served only on the base it was trained on: one that recorded
+another base hash (``labelq.models``) is refused and its chunks wait
+(``Paused``, nothing dead-lettered) until an operator sets
+``LABELQ_STUDENT_MODEL`` to its base or promotes/pins one trained on this
+base. Adapters trained before bases were recorded are served, with one
+``adapter_base_unknown`` warning per version; so are all adapters when the
+engine's base cannot be hashed here (an ``openai`` engine serving a path on its
+own machine), with one ``base_unverifiable`` warning. A base model that cannot
+be resolved (``tiny`` not built) makes chunks wait the same way.
 """
 
 from __future__ import annotations
@@ -24,9 +34,10 @@ import redis
 
 from labelq.contract import Verdict, check
 from labelq.engines import Adapter, Generation, StudentBackend, make_backend
-from labelq.errors import EngineDead
+from labelq.errors import ConfigError, EngineDead
 from labelq.keyspace import Stat
 from labelq.logging import get_logger
+from labelq.models import mismatch_message, same_base, settings_base_hash
 from labelq.outcomes import ChunkOutcome, StudentEngine
 from labelq.prompts import student_prompt
 from labelq.queue.task import Paused
@@ -53,12 +64,29 @@ class StudentRuntime:
     backend_factory: Callable[[Settings], StudentBackend] = make_backend
     _backend: StudentBackend | None = field(default=None, init=False)
     _cache: AdapterCache | None = field(default=None, init=False)
+    _base_hash: str | None = field(default=None, init=False)
+    _unchecked_warned: set[tuple[str, int]] = field(default_factory=set, init=False)
 
     @property
     def backend(self) -> StudentBackend:
         if self._backend is None:
-            self._backend = self.backend_factory(self.settings)
+            try:
+                self._backend = self.backend_factory(self.settings)
+            except ConfigError as exc:  # e.g. `tiny` not built: the operator must act; chunks wait
+                raise Paused(str(exc), self.settings.student_wait_s) from None
         return self._backend
+
+    @property
+    def base_hash(self) -> str:
+        """The hash of the base the engine serves (computed once, when an adapter needs checking);
+        empty when the engine is remote and its base is a path this machine does not have."""
+        if self._base_hash is None:
+            try:
+                self._base_hash = settings_base_hash(self.settings, self.backend.model)
+            except ConfigError as exc:
+                log.warning("base_unverifiable", model=self.backend.model, detail=str(exc))
+                self._base_hash = ""
+        return self._base_hash
 
     @property
     def cache(self) -> AdapterCache:
@@ -81,7 +109,21 @@ class StudentRuntime:
                 raise Paused(f"task {task!r} has no promoted adapter yet (set LABELQ_STUDENT_ALLOW_BASE_MODEL=true "
                              "to label with the bare base model)", self.settings.student_wait_s)
             return None
+        self.check_base(task, version)
         return self.cache.get(task, version)
+
+    def check_base(self, task: str, version: int) -> None:
+        """Paused when the adapter was trained on another base than the engine serves."""
+        recorded = self.cache.base_hash(task, version)
+        if recorded is None:
+            if (task, version) not in self._unchecked_warned:
+                self._unchecked_warned.add((task, version))
+                log.warning("adapter_base_unknown", task=task, adapter_version=version,
+                            detail="adapter trained before bases were recorded: served without a base check")
+            return
+        if self.base_hash and not same_base(recorded, self.base_hash):
+            raise Paused(mismatch_message(task, version, recorded, self.base_hash, self.backend.model),
+                         self.settings.student_wait_s)
 
 
 def _escalation_order(verdicts: Sequence[Verdict], gens: Sequence[Generation], threshold: float,

@@ -1,4 +1,4 @@
-"""Entry point: parse global options, load settings once, configure logging, dispatch."""
+"""Entry point: parse global options, load settings once, configure logging, register the commands."""
 
 from __future__ import annotations
 
@@ -9,10 +9,25 @@ from typing import Annotated
 import typer
 
 from labelq import __version__
-from labelq.app.cli import ops_cmd
+from labelq.app.cli import (
+    adapter,
+    audit,
+    config,
+    curate,
+    demo,
+    export,
+    flower,
+    ingest,
+    model,
+    redis,
+    review,
+    status,
+    synth,
+    teach,
+    trainer,
+    worker,
+)
 from labelq.app.cli.common import friendly_errors
-from labelq.app.cli.ingest_cmd import ingest
-from labelq.app.cli.teach_cmd import teach
 from labelq.logging import configure
 from labelq.settings import load_settings
 
@@ -50,9 +65,23 @@ def main_callback(
     ctx.obj = {"settings": settings}
 
 
-app.command(no_args_is_help=True)(ingest)
-app.command(no_args_is_help=True)(teach)
-ops_cmd.register(app)
+# `labelq --help` lists the commands, then the groups, each in the order added here.
+app.command(no_args_is_help=True)(ingest.ingest)
+app.command(no_args_is_help=True)(teach.teach)
+app.command(no_args_is_help=True)(curate.curate)
+app.command(no_args_is_help=True)(review.review)
+app.command()(synth.synth)
+app.command()(status.status)
+app.command()(demo.demo)
+app.command()(flower.flower)
+app.command()(audit.audit)
+app.command(no_args_is_help=True)(export.export)
+app.command(no_args_is_help=True)(worker.worker)
+app.add_typer(adapter.app, name="adapter")
+app.add_typer(trainer.app, name="trainer")
+app.add_typer(config.app, name="config")
+app.add_typer(model.app, name="model")
+app.add_typer(redis.app, name="redis")
 
 
 def main() -> None:

@@ -11,8 +11,8 @@ from labelq.app.cli.common import err_console, friendly_errors, print_json_line,
 if TYPE_CHECKING:
     from trainer.reports import TrainingReport
 
-trainer_app = typer.Typer(help="The trainer service: curated buckets -> LoRA adapters -> promotion gate.",
-                          no_args_is_help=True)
+app = typer.Typer(help="The trainer service: curated buckets -> LoRA adapters -> promotion gate.",
+                  no_args_is_help=True)
 
 
 def _report(report: TrainingReport) -> None:
@@ -24,7 +24,7 @@ def _report(report: TrainingReport) -> None:
         f"{'promoted' if report.promoted else 'not promoted'} ({report.gate})", highlight=False)
 
 
-@trainer_app.command("run")
+@app.command("run")
 @friendly_errors
 def trainer_run(
     ctx: typer.Context,

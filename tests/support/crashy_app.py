@@ -1,6 +1,6 @@
 """labelq's worker app with one injected fault: a chunk holding a session whose payload
 carries ``POISON`` kills the process that runs it (``os._exit``, like a segfault or
-the OOM killer would). Started as ``celery -A tests.chaos.crashy_app worker``."""
+the OOM killer would). Started as ``celery -A tests.support.crashy_app worker``."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import Any
 import workers.teacher.tasks as teacher_tasks
 from labelq.app.worker_app import app
 from labelq.schemas import ChunkMessage
-from tests.chaos.harness import POISON
+from tests.support.chaos import POISON
 
 _run = teacher_tasks.run_teacher_chunk
 

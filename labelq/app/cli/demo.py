@@ -1,4 +1,4 @@
-"""``labelq demo``, ``labelq audit`` and ``labelq export``."""
+"""``labelq demo``: the whole loop on this machine, with a live stage display and a summary."""
 
 from __future__ import annotations
 
@@ -6,7 +6,6 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -18,7 +17,6 @@ from rich.progress import (
 from rich.table import Table
 
 from labelq.app.cli.common import err_console, friendly_errors, print_json_line, settings_of
-from labelq.redis_server import connect
 
 
 class _StageDisplay:
@@ -111,51 +109,3 @@ def _print_summary(summary: dict[str, Any], paths: dict[str, Path]) -> None:
     for name, value in rows:
         table.add_row(name, value)
     err_console.print(table)
-
-
-@friendly_errors
-def audit(ctx: typer.Context,
-          json_out: Annotated[bool, typer.Option("--json", help="Print one JSON object as the last line.")] = False
-          ) -> None:
-    """Check that ingested = labelled + in flight + dead-lettered for each task; exit 1 on any gap."""
-    from labelq.audit import audit as run_audit
-
-    settings = settings_of(ctx)
-    result = run_audit(settings, connect(settings))
-    if json_out:
-        print_json_line(result.to_dict())
-    else:
-        table = Table(title="audit: ingested = labelled + dead-lettered + in flight")
-        for col in ("task", "ingested", "labelled", "dead-lettered", "in flight", "gap"):
-            table.add_column(col, justify="left" if col == "task" else "right")
-        for task, t in result.tasks.items():
-            gap = f"[red]{t.gap:,}[/red]" if t.gap else "0"
-            table.add_row(task, f"{t.ingested:,}", f"{t.labelled:,}", f"{t.dead_lettered:,}",
-                          f"{t.in_flight:,}", gap)
-        Console().print(table)
-        for task, t in result.tasks.items():
-            if t.gap:
-                err_console.print(f"[red]{task}: {t.gap:,} sessions unaccounted for[/red]")
-    if not result.ok:
-        raise typer.Exit(1)
-
-
-@friendly_errors
-def export(
-    ctx: typer.Context,
-    out: Annotated[Path, typer.Argument(help="Output file: .jsonl, or .parquet for Parquet.")],
-    task: Annotated[list[str] | None, typer.Option(help="Only these tasks (repeatable).")] = None,
-    source: Annotated[list[str] | None, typer.Option(help="Only teacher, student or human (repeatable).")] = None,
-    since: Annotated[str | None, typer.Option(help="Labels created at or after this date/time (ISO).")] = None,
-    until: Annotated[str | None, typer.Option(help="Labels created before this date/time (ISO).")] = None,
-    fmt: Annotated[str | None, typer.Option("--format", help="jsonl or parquet (default: from the name).")]
-    = None,
-) -> None:
-    """Write the latest label per session to one JSONL or Parquet file."""
-    from labelq.export import latest_labels, write_export
-    from labelq.store import open_store
-
-    settings = settings_of(ctx)
-    records = latest_labels(open_store(settings), tasks=task, sources=source, since=since, until=until)
-    written = write_export(records, out, fmt)
-    err_console.print(f"{len(records):,} labels written to {out} ({written})", highlight=False)

@@ -1,4 +1,4 @@
-"""Helpers shared by integration tests."""
+"""Helpers shared by tests: waiting, store rows, queued and in-flight chunks, dead letters."""
 
 from __future__ import annotations
 

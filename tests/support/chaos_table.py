@@ -1,6 +1,6 @@
 """Print docs/reliability.md's results table from the rows the chaos tests appended.
 
-    pytest tests/chaos && python -m tests.chaos.table
+    pytest tests/chaos && python -m tests.support.chaos_table
 
 Rows come from ``LABELQ_CHAOS_RESULTS`` (default ``.labelq/chaos/results.jsonl``);
 the latest row of each scenario is shown.
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import orjson
 
-from tests.chaos.harness import RESULTS
+from tests.support.chaos import RESULTS
 
 
 def main() -> None:

@@ -14,23 +14,26 @@ from labelq.app.cli.common import (
     progress_bar,
     settings_of,
 )
+from labelq.models import read_manifest
 
-model_app = typer.Typer(help="Base models for the student (the tiny offline one, or any hub model).",
-                        no_args_is_help=True)
+app = typer.Typer(help="Base models for the student (the tiny offline one, or any hub model).",
+                  no_args_is_help=True)
 
 
-@model_app.command("tiny")
+@app.command("tiny")
 @friendly_errors
 def tiny(
     ctx: typer.Context,
     force: Annotated[bool, typer.Option("--force", help="Rebuild even when cached.")] = False,
-    steps: Annotated[int | None, typer.Option(min=1, help="Pre-training steps (default 600).")] = None,
-    json_out: Annotated[bool, typer.Option("--json", help="Print the model path as JSON (last line).")] = False,
+    steps: Annotated[int | None, typer.Option(min=1, help="Pre-training steps (default 1200).")] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Print path and base hash as JSON (last line).")] = False,
 ) -> None:
     """Build the tiny Llama-architecture base model and BPE tokenizer offline (cached in the state dir).
 
     It is pre-trained for a minute or two of CPU to describe sessions in long,
     wordy prose, like a general model that has not learned the label style.
+    Its manifest (labelq_model.json) keeps its content hash; LABELQ_STUDENT_MODEL=tiny
+    then means this model (workers and the trainer never build it themselves).
     """
     try:
         from trainer.tiny_model import TinyConfig, build_tiny_model
@@ -43,6 +46,8 @@ def tiny(
         path = build_tiny_model(
             settings_of(ctx), config, force=force,
             on_step=lambda step, total, loss: progress.update(bar, completed=step, info=f"loss {loss:.3f}"))
-    err_console.print(f"tiny base model: {path}")
+    manifest = read_manifest(path) or {}
+    err_console.print(f"tiny base model: {path}", soft_wrap=True)
+    err_console.print(f"base hash: {manifest.get('base_hash')}", soft_wrap=True)
     if json_out:
-        print_json_line({"path": str(path), "name": path.name})
+        print_json_line({"path": str(path), "name": path.name, "base_hash": manifest.get("base_hash")})

@@ -22,12 +22,12 @@ import pytest
 
 from labelq import keyspace
 from labelq.settings import Settings
-from tests.integration.helpers import jsonl_objects, wait_until
-from tests.integration.worker_procs import ROOT, Fleet
+from tests.support.helpers import jsonl_objects, wait_until
+from tests.support.worker_procs import ROOT, Fleet
 
 __all__ = ["ROOT", "Fleet", "wait_until"]
 
-POISON = "chaos-poison-pill"  # tests/chaos/crashy_app.py kills the process that meets it
+POISON = "chaos-poison-pill"  # tests/support/crashy_app.py kills the process that meets it
 RESULTS = Path(os.environ.get("LABELQ_CHAOS_RESULTS", ROOT / ".labelq" / "chaos" / "results.jsonl"))
 
 

@@ -1,0 +1,74 @@
+"""``labelq adapter list|promote|rollback|pin``: adapter versions and which one serves."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from labelq.app.cli.common import err_console, friendly_errors, print_json_line, settings_of
+from labelq.redis_server import connect
+from labelq.registry import Registry
+from labelq.store import open_store
+
+app = typer.Typer(help="List, promote, roll back and pin adapter versions (running students follow).",
+                  no_args_is_help=True)
+
+
+def _registry(ctx: typer.Context) -> Registry:
+    settings = settings_of(ctx)
+    return Registry(settings, connect(settings), open_store(settings))
+
+
+@app.command("list")
+@friendly_errors
+def adapter_list(ctx: typer.Context, task: Annotated[str, typer.Argument(help="Task spec name.")],
+                 json_out: Annotated[bool, typer.Option("--json", help="Print JSON (last line).")] = False) -> None:
+    """Adapter versions in the store with their metrics, and which one serves."""
+    reg = _registry(ctx)
+    state = reg.state(task)
+    rows: list[dict[str, Any]] = [{"version": v, "metrics": reg.metrics(task, v)} for v in reg.versions(task)]
+    if json_out:
+        print_json_line({"task": task, **state, "serving": reg.serving(task), "versions": rows})
+        return
+    table = Table(title=f"adapters for {task} (serving: v{reg.serving(task)})")
+    for col in ("version", "exact_match", "cosine", "within_contract", "state"):
+        table.add_column(col)
+    for row in rows:
+        m = row["metrics"].get("adapter", row["metrics"])
+        flags = [f for f, on in (("current", row["version"] == state["current"]),
+                                 ("pinned", row["version"] == state["pinned"])) if on]
+        table.add_row(f"v{row['version']}", str(m.get("exact_match", "-")), str(m.get("cosine", "-")),
+                      str(m.get("within_contract", "-")), ", ".join(flags))
+    Console().print(table)
+
+
+@app.command("promote")
+@friendly_errors
+def adapter_promote(ctx: typer.Context, task: Annotated[str, typer.Argument()],
+                    version: Annotated[int, typer.Argument(min=1)]) -> None:
+    """Make VERSION the current adapter (students switch before their next chunk)."""
+    _registry(ctx).promote(task, version)
+    typer.echo(f"{task}: v{version} promoted")
+
+
+@app.command("rollback")
+@friendly_errors
+def adapter_rollback(ctx: typer.Context, task: Annotated[str, typer.Argument()]) -> None:
+    """Return to the adapter promoted before the current one."""
+    typer.echo(f"{task}: rolled back to v{_registry(ctx).rollback(task)}")
+
+
+@app.command("pin")
+@friendly_errors
+def adapter_pin(ctx: typer.Context, task: Annotated[str, typer.Argument()],
+                version: Annotated[int | None, typer.Argument(min=1, help="Omit with --clear.")] = None,
+                clear: Annotated[bool, typer.Option("--clear", help="Remove the pin.")] = False) -> None:
+    """Serve VERSION whatever gets promoted, until --clear."""
+    if version is None and not clear:
+        err_console.print("[red]give a VERSION to pin, or --clear[/red]")
+        raise typer.Exit(2)
+    _registry(ctx).pin(task, None if clear else version)
+    typer.echo(f"{task}: pin cleared" if clear else f"{task}: pinned to v{version}")

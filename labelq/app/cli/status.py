@@ -1,0 +1,103 @@
+"""``labelq status``: queue depths, routing, labels, adapters, cost and dead letters, as tables."""
+
+from __future__ import annotations
+
+import io
+import time
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from labelq.app.cli.common import friendly_errors, print_json_line, settings_of
+from labelq.redis_server import connect
+
+if TYPE_CHECKING:
+    from labelq.snapshot import StatusSnapshot
+
+
+@friendly_errors
+def status(
+    ctx: typer.Context,
+    json_out: Annotated[bool, typer.Option("--json", help="Print one JSON object as the last line.")] = False,
+    watch: Annotated[bool, typer.Option("--watch", help="Keep the view live until Ctrl-C.")] = False,
+    interval_s: Annotated[float, typer.Option(help="Refresh period of --watch.")] = 2.0,
+) -> None:
+    """Queue depths, routing phase, labels, adapters, cost per 1,000 labels, dead letters by reason."""
+    from labelq.status import gather
+
+    settings = settings_of(ctx)
+    client = connect(settings)
+    if json_out:
+        print_json_line(gather(settings, client).to_dict())
+        return
+    if not watch:
+        _render_status(gather(settings, client), Console())
+        return
+    from rich.live import Live
+
+    console = Console(record=False)
+    try:
+        with Live(console=console, refresh_per_second=4, screen=False) as live:
+            while True:
+                buffer = Console(width=console.width, record=True, file=io.StringIO())
+                _render_status(gather(settings, client), buffer)
+                live.update(Text.from_ansi(buffer.export_text(styles=True)))
+                time.sleep(interval_s)
+    except KeyboardInterrupt:
+        pass
+
+
+def _render_status(snapshot: StatusSnapshot, console: Console) -> None:
+    queues = Table(title="queues (chunks waiting)")
+    queues.add_column("queue")
+    queues.add_column("depth", justify="right")
+    for name, depth in snapshot.queues.items():
+        queues.add_row(name, str(depth))
+    console.print(queues)
+    # Two tables, not one of nine columns, and headers that wrap at a space ("dead letters"),
+    # so that neither table cuts a header or a count at 80 columns.
+    tasks = Table(title="tasks")
+    tasks.add_column("task", no_wrap=True)  # narrowing goes to the headers that wrap, not the name
+    for col in ("ingested", "duplicates", "teacher labels", "student labels", "dead letters"):
+        tasks.add_column(col, justify="right")
+    spend = Table(title="teacher spend")
+    for col in ("task", "teacher $", "cache hits", "budget $"):
+        spend.add_column(col, justify="right" if col != "task" else "left")
+    for name, t in snapshot.tasks.items():
+        teacher = t.teacher
+        budget = "-" if teacher.budget_usd is None else f"{teacher.budget_spent_usd:.2f} / {teacher.budget_usd:.2f}"
+        tasks.add_row(name, f"{t.ingested:,}", f"{t.duplicates:,}", f"{t.labelled_teacher:,}",
+                      f"{t.labelled_student:,}", f"{t.dead_lettered:,}")
+        spend.add_row(name, f"{teacher.cost_usd:.4f}", f"{teacher.cache_hits:,}", budget)
+    console.print(tasks)
+    console.print(spend)
+    for name, t in snapshot.tasks.items():
+        serving = t.adapter.serving
+        console.print(f"{name}: adapter " + (f"v{serving}" + (" (pinned)" if t.adapter.pinned else "")
+                                              if serving else "none yet (students wait)"), highlight=False)
+        routing, cost = t.routing, t.cost
+        phase = (f"seed phase {routing.seeded}/{routing.seed_size} to the teacher" if routing.phase == "seed"
+                 else f"steady: {routing.sample_rate:.0%} sampled to the teacher, the rest to students")
+        console.print(f"  routing: {phase}" + (f", seed stratified by {routing.stratify_by}"
+                                                 if routing.stratify_by else "")
+                      + f"; {t.escalated_student:,} escalated by students", highlight=False)
+        per_1k = [f"teacher ${cost.teacher_per_1k_usd:.4f}" if cost.teacher_per_1k_usd is not None else None,
+                  f"student ${cost.student_per_1k_usd:.6f}" if cost.student_per_1k_usd is not None else None]
+        if any(per_1k):
+            console.print("  cost per 1,000 labels: " + ", ".join(p for p in per_1k if p)
+                          + (f"; savings vs teacher-only {cost.savings:.1%}" if cost.savings is not None
+                             else ""), highlight=False)
+        if t.teacher.paused:
+            console.print(f"[yellow]teacher paused for {name}:[/yellow] {t.teacher.paused}")
+        for model, m in t.teacher.models.items():
+            console.print(f"  {name} / {model}: {m.calls:,} calls, {m.input_tokens:,} tokens in, "
+                          f"{m.output_tokens:,} out, ${m.usd:.4f}", highlight=False)
+    dlq = Table(title="dead letters by reason")
+    dlq.add_column("reason")
+    dlq.add_column("count", justify="right")
+    for reason, count in snapshot.dead_letter.items():
+        dlq.add_row(reason, f"{count:,}")
+    console.print(dlq)

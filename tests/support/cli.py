@@ -1,0 +1,24 @@
+"""The `labelq` CLI run as a user runs it: a subprocess with the test's settings in its environment."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+from labelq.settings import Settings
+
+
+def labelq(args: list[str], settings: Settings | None = None, stdin: bytes | None = None,
+           env: dict[str, str] | None = None) -> subprocess.CompletedProcess[bytes]:
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("LABELQ_")}
+    if settings is not None:
+        full_env.update({
+            "LABELQ_STATE_DIR": str(settings.state_dir),
+            "LABELQ_REDIS_URL": settings.redis_url.get_secret_value() if settings.redis_url else "",
+            "LABELQ_REDIS_KEY_PREFIX": settings.redis_key_prefix,
+            "LABELQ_STORE_URL": settings.effective_store_url,
+        })
+    full_env.update(env or {})
+    return subprocess.run([sys.executable, "-m", "labelq.app.cli.main", *args], input=stdin,
+                          capture_output=True, env=full_env, timeout=120)
