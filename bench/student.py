@@ -57,14 +57,16 @@ TASK = "session-label"
 def run(args: argparse.Namespace, url: str, tmp: Path) -> dict[str, Any]:
     import redis
 
+    from labelq import keyspace
     from labelq.engines.vllm_engine import VllmBackend
     from labelq.hashing import content_hash
+    from labelq.keyspace import AdapterFile, Stat
     from labelq.models import resolve_base_model
     from labelq.prompts import chat_messages, student_prompt
     from labelq.queue.app import create_app
     from labelq.queue.publish import republish
     from labelq.queue.worker import on_task_start, run_worker
-    from labelq.registry import Registry, adapter_prefix
+    from labelq.registry import Registry
     from labelq.schemas import ChunkMessage, chunk_wire
     from labelq.settings import Settings, load_settings
     from labelq.spec import load_spec
@@ -81,9 +83,9 @@ def run(args: argparse.Namespace, url: str, tmp: Path) -> dict[str, Any]:
                         student_max_model_len=1024, queue_high_water_chunks=100_000)
     client = redis.Redis.from_url(url)
     store = open_store(settings)
-    for name in ("adapter_config.json", "adapter_model.safetensors"):
-        store.put_file(f"{adapter_prefix(TASK, 1)}/{name}", adapter_dir / name)
-    store.put_bytes(f"{adapter_prefix(TASK, 1)}/metrics.json", b"{}")
+    for name in (AdapterFile.CONFIG, AdapterFile.WEIGHTS):
+        store.put_file(keyspace.adapter_file(TASK, 1, name), adapter_dir / name)
+    store.put_bytes(keyspace.adapter_file(TASK, 1, AdapterFile.METRICS), b"{}")
     Registry(settings, client, store).promote(TASK, 1)
     backend = VllmBackend(settings, base)
     spec = load_spec(TASK)
@@ -131,8 +133,8 @@ def run(args: argparse.Namespace, url: str, tmp: Path) -> dict[str, Any]:
     on_task_start(lambda: marks.setdefault("start", time.perf_counter()))
 
     def watch() -> None:
-        stats = settings.redis_key("stats", TASK)
-        while int(client.hget(stats, "labelled_student") or 0) < args.n:
+        stats = keyspace.stats(settings, TASK)
+        while int(client.hget(stats, Stat.LABELLED_STUDENT) or 0) < args.n:
             time.sleep(0.01)
         marks["end"] = time.perf_counter()
         os.kill(os.getpid(), signal.SIGTERM)  # warm shutdown of the in-process worker

@@ -15,6 +15,8 @@ from collections import Counter
 
 import redis
 
+from labelq import keyspace
+from labelq.keyspace import Stat
 from labelq.queue.inspect import in_flight_chunks
 from labelq.settings import Settings
 from labelq.snapshot import AuditReport, TaskBalance
@@ -33,14 +35,14 @@ def audit(settings: Settings, client: redis.Redis) -> AuditReport:
     flying = in_flight_sessions(settings, client)
     tasks = {}
     for task in known_tasks(settings, client):
-        raw: dict[bytes, bytes] = client.hgetall(settings.redis_key("stats", task))  # type: ignore[assignment]
+        raw: dict[bytes, bytes] = client.hgetall(keyspace.stats(settings, task))  # type: ignore[assignment]
         stats = {k.decode(): int(v) for k, v in raw.items()}
-        labelled = stats.get("labelled_teacher", 0) + stats.get("labelled_student", 0)
-        dead = stats.get("dead_teacher", 0) + stats.get("dead_student", 0)
-        ingested = stats.get("ingested", 0)
+        labelled = stats.get(Stat.LABELLED_TEACHER, 0) + stats.get(Stat.LABELLED_STUDENT, 0)
+        dead = stats.get(Stat.DEAD_TEACHER, 0) + stats.get(Stat.DEAD_STUDENT, 0)
+        ingested = stats.get(Stat.INGESTED, 0)
         gap = ingested - labelled - dead - flying[task]
         tasks[task] = TaskBalance(ingested=ingested, labelled=labelled,
-                                  labelled_teacher=stats.get("labelled_teacher", 0),
-                                  labelled_student=stats.get("labelled_student", 0), dead_lettered=dead,
+                                  labelled_teacher=stats.get(Stat.LABELLED_TEACHER, 0),
+                                  labelled_student=stats.get(Stat.LABELLED_STUDENT, 0), dead_lettered=dead,
                                   in_flight=flying[task], gap=gap)
     return AuditReport(ok=all(t.gap == 0 for t in tasks.values()), tasks=tasks)

@@ -11,23 +11,23 @@ from __future__ import annotations
 
 import redis
 
+from labelq import keyspace
+from labelq.keyspace import CurationField, Stat
 from labelq.settings import Settings
-
-TRIGGER_TTL_S = 86_400
 
 
 def teacher_labels(settings: Settings, client: redis.Redis, task: str) -> int:
-    return int(client.hget(settings.redis_key("stats", task), "labelled_teacher") or 0)
+    return int(client.hget(keyspace.stats(settings, task), Stat.LABELLED_TEACHER) or 0)
 
 
 def _curated_at(settings: Settings, client: redis.Redis, task: str) -> int | None:
-    raw = client.hget(settings.redis_key("curation", task), "labels_at")
+    raw = client.hget(keyspace.curation(settings, task), CurationField.LABELS_AT)
     return None if raw is None else int(raw)
 
 
 def record_curated(settings: Settings, client: redis.Redis, task: str, labels: int) -> None:
     """Curation ran at ``labels`` teacher labels: the next bucket is due ``retrain_every`` later."""
-    client.hset(settings.redis_key("curation", task), "labels_at", labels)
+    client.hset(keyspace.curation(settings, task), CurationField.LABELS_AT, labels)
 
 
 def next_threshold(settings: Settings, client: redis.Redis, task: str) -> int:
@@ -45,7 +45,7 @@ def claim_trigger(settings: Settings, client: redis.Redis, task: str) -> int | N
     threshold = next_threshold(settings, client, task)
     if teacher_labels(settings, client, task) < threshold:
         return None
-    once = settings.redis_key("curation", task, "trigger", str(threshold))
-    if not client.set(once, "1", nx=True, ex=TRIGGER_TTL_S):
+    once = keyspace.curation_trigger(settings, task, threshold)
+    if not client.set(once, "1", nx=True, ex=keyspace.CURATION_TRIGGER_TTL_S):
         return None
     return threshold

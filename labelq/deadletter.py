@@ -1,10 +1,12 @@
 """The dead-letter store: everything that could not be labelled, with its reason.
 
-Records are buffered and written as one JSONL object per batch under
-``deadletter/<stage>/<date>/<batch>.jsonl``; counts per reason (overall and
-per task) are kept in Redis for ``labelq status`` and ``labelq audit``. The
-object is written before the counters move, so a count never points at a
-record that does not exist.
+Records are buffered and written as one JSONL object per batch and task under
+``deadletter/<stage>/<task>/<date>-<batch>-<seq>.jsonl``, the layout of the
+workers' dead letters (``deadletter/<stage>/<task>/<chunk>.jsonl``, see
+``records.commit_chunk``); counts per reason (overall and per task) are kept
+in Redis for ``labelq status`` and ``labelq audit``. The object is written
+before the counters move, so a count never points at a record that does not
+exist.
 """
 
 from __future__ import annotations
@@ -15,9 +17,10 @@ from datetime import UTC, datetime
 
 import redis
 
+from labelq import keyspace
 from labelq.schemas import DeadLetter, encode_jsonl
 from labelq.settings import Settings
-from labelq.store import ObjectStore, key, segment
+from labelq.store import ObjectStore
 
 
 def truncate_raw(data: bytes, max_bytes: int) -> tuple[str, bool]:
@@ -52,17 +55,20 @@ class DeadLetterSink:
     def flush(self) -> None:
         if not self._buffer:
             return
-        day = datetime.now(UTC).strftime("%Y-%m-%d")
-        name = f"{segment(self._batch)}-{self._seq:06d}.jsonl"
-        self._store.put_bytes(key("deadletter", self._stage, day, name), encode_jsonl(list(self._buffer)))
+        name = f"{datetime.now(UTC):%Y-%m-%d}-{self._batch}-{self._seq:06d}"
+        per_task: dict[str | None, list[DeadLetter]] = {}
+        for letter in self._buffer:
+            per_task.setdefault(letter.task, []).append(letter)
+        for task, letters in per_task.items():
+            self._store.put_bytes(keyspace.dead_letters(self._stage, task, name), encode_jsonl(list(letters)))
         per_reason: Counter[tuple[str | None, str]] = Counter(
             (d.task, d.reason) for d in self._buffer
         )
         pipe = self._redis.pipeline(transaction=True)
         for (task, reason), n in per_reason.items():
-            pipe.hincrby(self._settings.redis_key("dlq", "reasons"), reason, n)
+            pipe.hincrby(keyspace.dlq_reasons(self._settings), reason, n)
             if task:
-                pipe.hincrby(self._settings.redis_key("dlq", "task", task), reason, n)
+                pipe.hincrby(keyspace.dlq_task(self._settings, task), reason, n)
         pipe.execute()
         self._seq += 1
         self._buffer.clear()

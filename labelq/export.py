@@ -15,6 +15,7 @@ from typing import Any
 
 import orjson
 
+from labelq import keyspace
 from labelq.errors import ConfigError
 from labelq.schemas import LabelRecord, decode_jsonl
 from labelq.store import ObjectStore
@@ -44,8 +45,8 @@ def latest_labels(store: ObjectStore, *, tasks: Iterable[str] | None = None, sou
     low, high = (_when(since) if since else None), (_when(until) if until else None)
     best: dict[tuple[str, str], tuple[tuple[datetime, int], LabelRecord]] = {}
     for source in wanted_sources:
-        for key in store.list(f"labels/{source}/"):
-            task = key.split("/")[2]
+        for key in store.list(keyspace.labels_prefix(source)):
+            task = keyspace.task_of_labels(key)
             if wanted_tasks is not None and task not in wanted_tasks:
                 continue
             for row in decode_jsonl(store.get_bytes(key)):

@@ -6,6 +6,8 @@ from dataclasses import asdict, dataclass
 
 import redis
 
+from labelq import keyspace
+from labelq.keyspace import LEDGER_CACHE_HITS, BudgetField, LedgerMetric, ledger_field
 from labelq.settings import Settings
 from labelq.spec import TaskSpec
 
@@ -60,49 +62,42 @@ def to_micro(usd: float) -> int:
     return round(usd * MICRO)
 
 
-def ledger_key(settings: Settings, task: str) -> str:
-    return settings.redis_key("ledger", task)
-
-
 def call_increments(settings: Settings, *, task: str, model: str, input_tokens: int,
                     output_tokens: int, cost_usd: float) -> list[tuple[str, str, int]]:
     """The ledger's ``HINCRBY`` triples for one paid call (sync and async clients apply them)."""
-    key = ledger_key(settings, task)
-    return [(key, f"{model}|calls", 1), (key, f"{model}|input_tokens", input_tokens),
-            (key, f"{model}|output_tokens", output_tokens), (key, f"{model}|usd_micro", to_micro(cost_usd))]
+    key = keyspace.ledger(settings, task)
+    return [(key, ledger_field(model, LedgerMetric.CALLS), 1),
+            (key, ledger_field(model, LedgerMetric.INPUT_TOKENS), input_tokens),
+            (key, ledger_field(model, LedgerMetric.OUTPUT_TOKENS), output_tokens),
+            (key, ledger_field(model, LedgerMetric.USD_MICRO), to_micro(cost_usd))]
 
 
 def read_ledger(client: redis.Redis, settings: Settings, task: str) -> Ledger:
     """Calls, tokens and dollars per model of a task, and its cache hits."""
-    raw: dict[bytes, bytes] = client.hgetall(ledger_key(settings, task))  # type: ignore[assignment]
+    raw: dict[bytes, bytes] = client.hgetall(keyspace.ledger(settings, task))  # type: ignore[assignment]
     models: dict[str, ModelSpend] = {}
     cache_hits = 0
     for field, value in raw.items():
         name = field.decode()
-        if name == "cache_hits":
+        if name == LEDGER_CACHE_HITS:
             cache_hits = int(value)
             continue
-        model, metric = name.rsplit("|", 1)
+        model, metric = keyspace.parse_ledger_field(name)
         entry = models.setdefault(model, ModelSpend())
-        if metric == "usd_micro":
+        if metric == LedgerMetric.USD_MICRO:
             entry.usd = int(value) / MICRO
-        elif metric == "calls":
+        elif metric == LedgerMetric.CALLS:
             entry.calls = int(value)
-        elif metric == "input_tokens":
+        elif metric == LedgerMetric.INPUT_TOKENS:
             entry.input_tokens = int(value)
-        elif metric == "output_tokens":
+        elif metric == LedgerMetric.OUTPUT_TOKENS:
             entry.output_tokens = int(value)
     return Ledger(models=models, cache_hits=cache_hits)
 
 
-def budget_keys(prefix: str, task: str) -> list[str]:
-    """Redis keys of a task's budget: totals, reservation expiries, reservation amounts."""
-    return [f"{prefix}budget:{task}", f"{prefix}budget:{task}:exp", f"{prefix}budget:{task}:amt"]
-
-
 def budget_state(client: redis.Redis, settings: Settings, task: str) -> tuple[float, float]:
     """``(spent_usd, reserved_usd)`` of a task, for status."""
-    raw = client.hmget(budget_keys(settings.redis_key_prefix, task)[0], "spent", "reserved")
+    raw = client.hmget(keyspace.budget_keys(settings, task)[0], [BudgetField.SPENT, BudgetField.RESERVED])
     spent, reserved = (int(v or 0) for v in raw)
     return spent / MICRO, reserved / MICRO
 

@@ -13,31 +13,10 @@ from collections import Counter
 import orjson
 import redis
 
+from labelq import keyspace, lua
 from labelq.schemas import DeadLetter, LabelRecord, SessionItem, encode_jsonl
 from labelq.settings import Settings
-from labelq.store import ObjectStore, key, segment
-
-_COMMIT_LUA = """
-if redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[1]) == false then return 0 end
-for i = 2, #ARGV, 3 do
-  redis.call('HINCRBY', ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2]))
-end
-return 1
-"""
-DONE_TTL_S = 30 * 86_400
-
-
-def labels_key(source: str, task: str, chunk_id: str) -> str:
-    return key("labels", source, segment(task), f"{segment(chunk_id)}.jsonl")
-
-
-def inputs_key(stage: str, task: str, chunk_id: str) -> str:
-    """The sessions a chunk labelled (curation turns them into training prompts)."""
-    return key("inputs", stage, segment(task), f"{segment(chunk_id)}.jsonl")
-
-
-def dead_letters_key(stage: str, task: str, chunk_id: str) -> str:
-    return key("deadletter", stage, segment(task), f"{segment(chunk_id)}.jsonl")
+from labelq.store import ObjectStore
 
 
 def commit_chunk(
@@ -47,23 +26,22 @@ def commit_chunk(
 ) -> bool:
     """Write the chunk's objects, then count them unless this chunk was committed before."""
     if inputs:
-        store.put_bytes(inputs_key(stage, task, chunk_id), b"".join(
+        store.put_bytes(keyspace.inputs(stage, task, chunk_id), b"".join(
             orjson.dumps({"session_id": s.session_id, "content_hash": s.content_hash, "payload": s.payload})
             + b"\n" for s in inputs))
     if records:
-        store.put_bytes(labels_key(stage, task, chunk_id), encode_jsonl(list(records)))
+        store.put_bytes(keyspace.labels(stage, task, chunk_id), encode_jsonl(list(records)))
     if dead_letters:
-        store.put_bytes(dead_letters_key(stage, task, chunk_id), encode_jsonl(list(dead_letters)))
-    stats = settings.redis_key("stats", task)
-    args: list[str | int] = [DONE_TTL_S]
+        store.put_bytes(keyspace.dead_letters(stage, task, chunk_id), encode_jsonl(list(dead_letters)))
+    stats = keyspace.stats(settings, task)
+    args: list[str | int] = [keyspace.CHUNK_DONE_TTL_S]
     if records:
-        args += [stats, f"labelled_{stage}", len(records)]
+        args += [stats, keyspace.labelled_stat(stage), len(records)]
     if dead_letters:
-        args += [stats, f"dead_{stage}", len(dead_letters)]
+        args += [stats, keyspace.dead_stat(stage), len(dead_letters)]
     for reason, n in Counter(d.reason for d in dead_letters).items():
-        args += [settings.redis_key("dlq", "reasons"), reason, n,
-                 settings.redis_key("dlq", "task", task), reason, n]
+        args += [keyspace.dlq_reasons(settings), reason, n, keyspace.dlq_task(settings, task), reason, n]
     for name, n in (extra_counts or {}).items():
         args += [stats, name, n]
-    done = settings.redis_key("done", stage, chunk_id)
-    return bool(client.eval(_COMMIT_LUA, 1, done, *args))
+    done = keyspace.chunk_done(settings, stage, chunk_id)
+    return bool(lua.script(client, "commit_chunk")(keys=[done], args=args))

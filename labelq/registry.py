@@ -17,21 +17,18 @@ from typing import Any
 import orjson
 import redis
 
+from labelq import keyspace
 from labelq.errors import ConfigError, ObjectNotFound
+from labelq.keyspace import AdapterFile
 from labelq.schemas import utc_now_iso
 from labelq.settings import Settings
-from labelq.store import ObjectStore, key, segment
-
-
-def adapter_prefix(task: str, version: int | None = None) -> str:
-    base = key("adapters", segment(task))
-    return base if version is None else f"{base}/v{version}"
+from labelq.store import ObjectStore
 
 
 def recorded_base_hash(store: ObjectStore, task: str, version: int) -> str | None:
     """The base hash an adapter version was trained on; None for one trained before bases were recorded."""
     try:
-        config = orjson.loads(store.get_bytes(f"{adapter_prefix(task, version)}/train_config.json"))
+        config = orjson.loads(store.get_bytes(keyspace.adapter_file(task, version, AdapterFile.TRAIN_CONFIG)))
     except (ObjectNotFound, orjson.JSONDecodeError):
         return None
     recorded = config.get("base_hash") if isinstance(config, dict) else None
@@ -42,35 +39,38 @@ class Registry:
     def __init__(self, settings: Settings, client: redis.Redis, store: ObjectStore) -> None:
         self._settings, self._redis, self._store = settings, client, store
 
-    def _key(self, task: str, what: str) -> str:
-        return self._settings.redis_key("adapter", task, what)
+    def _current(self, task: str) -> str:
+        return keyspace.adapter_current(self._settings, task)
 
-    def _mirror_key(self, task: str) -> str:
-        return f"{adapter_prefix(task)}/registry.json"
+    def _pinned(self, task: str) -> str:
+        return keyspace.adapter_pinned(self._settings, task)
+
+    def _history(self, task: str) -> str:
+        return keyspace.adapter_history(self._settings, task)
 
     def state(self, task: str) -> dict[str, Any]:
-        current, pinned = self._redis.mget(self._key(task, "current"), self._key(task, "pinned"))
-        history = [int(v) for v in self._redis.lrange(self._key(task, "history"), 0, -1)]
+        current, pinned = self._redis.mget(self._current(task), self._pinned(task))
+        history = [int(v) for v in self._redis.lrange(self._history(task), 0, -1)]
         return {"current": int(current) if current else None, "pinned": int(pinned) if pinned else None,
                 "history": history}
 
     def serving(self, task: str) -> int | None:
         """The version students must use now: the pinned one, else the current one."""
-        pinned, current = self._redis.mget(self._key(task, "pinned"), self._key(task, "current"))
+        pinned, current = self._redis.mget(self._pinned(task), self._current(task))
         value = pinned or current
         return int(value) if value else None
 
     def versions(self, task: str) -> list[int]:
         """Adapter versions present in the store (those with a metrics.json)."""
         found = set()
-        for k in self._store.list(adapter_prefix(task) + "/v"):
-            part = k.split("/")[2]
-            if part[1:].isdigit() and k.endswith("/metrics.json"):
-                found.add(int(part[1:]))
+        for k in self._store.list(keyspace.adapter_prefix(task) + "/v"):
+            version = keyspace.adapter_version_of(k)
+            if version is not None and k.endswith(f"/{AdapterFile.METRICS}"):
+                found.add(version)
         return sorted(found)
 
     def metrics(self, task: str, version: int) -> dict[str, Any]:
-        data: dict[str, Any] = orjson.loads(self._store.get_bytes(f"{adapter_prefix(task, version)}/metrics.json"))
+        data: dict[str, Any] = orjson.loads(self._store.get_bytes(keyspace.adapter_file(task, version, AdapterFile.METRICS)))
         return data
 
     def next_version(self, task: str) -> int:
@@ -80,8 +80,8 @@ class Registry:
         if version not in self.versions(task):
             raise ConfigError(f"no adapter v{version} for task {task!r} in the store")
         pipe = self._redis.pipeline(transaction=True)
-        pipe.set(self._key(task, "current"), version)
-        pipe.rpush(self._key(task, "history"), version)
+        pipe.set(self._current(task), version)
+        pipe.rpush(self._history(task), version)
         pipe.execute()
         self._mirror(task)
 
@@ -91,38 +91,38 @@ class Registry:
             raise ConfigError(f"task {task!r} has no earlier promoted adapter to roll back to")
         previous: int = history[-2]
         pipe = self._redis.pipeline(transaction=True)
-        pipe.rpop(self._key(task, "history"))
-        pipe.set(self._key(task, "current"), previous)
+        pipe.rpop(self._history(task))
+        pipe.set(self._current(task), previous)
         pipe.execute()
         self._mirror(task)
         return previous
 
     def pin(self, task: str, version: int | None) -> None:
         if version is None:
-            self._redis.delete(self._key(task, "pinned"))
+            self._redis.delete(self._pinned(task))
         elif version not in self.versions(task):
             raise ConfigError(f"no adapter v{version} for task {task!r} in the store")
         else:
-            self._redis.set(self._key(task, "pinned"), version)
+            self._redis.set(self._pinned(task), version)
         self._mirror(task)
 
     def _mirror(self, task: str) -> None:
         body = {**self.state(task), "updated_at": utc_now_iso()}
-        self._store.put_bytes(self._mirror_key(task), orjson.dumps(body, option=orjson.OPT_INDENT_2))
+        self._store.put_bytes(keyspace.registry_mirror(task), orjson.dumps(body, option=orjson.OPT_INDENT_2))
 
     def restore(self, task: str) -> bool:
         """Put the pointer back from the store's mirror (after a Redis loss). False if none."""
         try:
-            mirror = orjson.loads(self._store.get_bytes(self._mirror_key(task)))
+            mirror = orjson.loads(self._store.get_bytes(keyspace.registry_mirror(task)))
         except ObjectNotFound:
             return False
         pipe = self._redis.pipeline(transaction=True)
-        pipe.delete(self._key(task, "history"), self._key(task, "current"), self._key(task, "pinned"))
+        pipe.delete(self._history(task), self._current(task), self._pinned(task))
         if mirror["history"]:
-            pipe.rpush(self._key(task, "history"), *mirror["history"])
+            pipe.rpush(self._history(task), *mirror["history"])
         if mirror["current"] is not None:
-            pipe.set(self._key(task, "current"), mirror["current"])
+            pipe.set(self._current(task), mirror["current"])
         if mirror["pinned"] is not None:
-            pipe.set(self._key(task, "pinned"), mirror["pinned"])
+            pipe.set(self._pinned(task), mirror["pinned"])
         pipe.execute()
         return True

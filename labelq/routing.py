@@ -7,6 +7,8 @@ from typing import Literal
 
 import redis
 
+from labelq import keyspace
+from labelq.keyspace import RoutingField
 from labelq.settings import Settings
 
 
@@ -21,15 +23,10 @@ class RoutingState:
     stratify_by: str | None
 
 
-def routing_keys(settings: Settings, task: str) -> list[str]:
-    """The seed phase's counters of a task, and its per-stratum seed counts."""
-    return [settings.redis_key("routing", task), settings.redis_key("routing", task, "strata")]
-
-
 def routing_state(settings: Settings, client: redis.Redis, task: str) -> RoutingState:
     """Where a task stands in the routing policy."""
-    raw: dict[bytes, bytes] = client.hgetall(routing_keys(settings, task)[0])  # type: ignore[assignment]
-    seeded = int(raw.get(b"seeded", 0))
-    done = bool(raw.get(b"done")) or seeded >= settings.curation_seed_size
+    raw: dict[bytes, bytes] = client.hgetall(keyspace.routing(settings, task))  # type: ignore[assignment]
+    seeded = int(raw.get(RoutingField.SEEDED.encode(), 0))
+    done = bool(raw.get(RoutingField.DONE.encode())) or seeded >= settings.curation_seed_size
     return RoutingState(phase="steady" if done else "seed", seeded=seeded, seed_size=settings.curation_seed_size,
                         sample_rate=settings.routing_sample_rate, stratify_by=settings.routing_stratify_by)

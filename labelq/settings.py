@@ -333,10 +333,6 @@ class Settings(BaseSettings):
             return self.teacher_backend
         return "openai" if (self.teacher_api_key or self.teacher_base_url) else "replay"
 
-    def redis_key(self, *parts: str) -> str:
-        """A Redis key under this deployment's prefix."""
-        return self.redis_key_prefix + ":".join(parts)
-
 
 class FlatTomlSource(PydanticBaseSettingsSource):
     """Reads ``LABELQ_CONFIG_FILE`` (TOML), flattening tables into ``table_key`` names."""

@@ -5,6 +5,8 @@ from __future__ import annotations
 import orjson
 import redis
 
+from labelq import keyspace
+from labelq.keyspace import Stat
 from labelq.ledger import budget_limit_usd, budget_state, cost_summary, read_ledger
 from labelq.queue.inspect import queue_depths
 from labelq.routing import routing_state
@@ -18,7 +20,7 @@ def _int_hash(client: redis.Redis, key: str) -> dict[str, int]:
 
 
 def known_tasks(settings: Settings, client: redis.Redis) -> list[str]:
-    prefix = settings.redis_key("stats", "")
+    prefix = keyspace.stats_prefix(settings)
     names = {k.decode()[len(prefix):] for k in client.scan_iter(match=prefix + "*", count=500)}
     return sorted(names)
 
@@ -36,29 +38,29 @@ def _budget_limit(settings: Settings, task: str) -> float | None:
 def gather(settings: Settings, client: redis.Redis) -> StatusSnapshot:
     """One snapshot (the CLI renders it as a table, or ``to_dict()`` as JSON)."""
     queues = queue_depths(settings, client)
-    dead_letter = _int_hash(client, settings.redis_key("dlq", "reasons"))
+    dead_letter = _int_hash(client, keyspace.dlq_reasons(settings))
     tasks: dict[str, TaskStatus] = {}
     for task in known_tasks(settings, client):
-        stats = _int_hash(client, settings.redis_key("stats", task))
-        dlq = _int_hash(client, settings.redis_key("dlq", "task", task))
+        stats = _int_hash(client, keyspace.stats(settings, task))
+        dlq = _int_hash(client, keyspace.dlq_task(settings, task))
         ledger = read_ledger(client, settings, task)
         spent, reserved = budget_state(client, settings, task)
-        paused: bytes | None = client.get(settings.redis_key("paused", "teacher", task))  # type: ignore[assignment]
-        adapter_current, adapter_pinned = client.mget(settings.redis_key("adapter", task, "current"),
-                                                      settings.redis_key("adapter", task, "pinned"))
-        engine_s = stats.get("student_engine_ms", 0) / 1000
+        paused: bytes | None = client.get(keyspace.teacher_paused(settings, task))  # type: ignore[assignment]
+        adapter_current, adapter_pinned = client.mget(keyspace.adapter_current(settings, task),
+                                                      keyspace.adapter_pinned(settings, task))
+        engine_s = stats.get(Stat.STUDENT_ENGINE_MS, 0) / 1000
         tasks[task] = TaskStatus(
-            ingested=stats.get("ingested", 0),
-            duplicates=stats.get("duplicates", 0),
-            labelled_teacher=stats.get("labelled_teacher", 0),
-            labelled_student=stats.get("labelled_student", 0),
-            escalated_student=stats.get("escalated_student", 0),
+            ingested=stats.get(Stat.INGESTED, 0),
+            duplicates=stats.get(Stat.DUPLICATES, 0),
+            labelled_teacher=stats.get(Stat.LABELLED_TEACHER, 0),
+            labelled_student=stats.get(Stat.LABELLED_STUDENT, 0),
+            escalated_student=stats.get(Stat.ESCALATED_STUDENT, 0),
             student_engine_s=engine_s,
             dead_lettered=sum(dlq.values()),
             routing=routing_state(settings, client, task),
-            cost=cost_summary(teacher_usd=ledger.usd, teacher_labels=stats.get("labelled_teacher", 0),
+            cost=cost_summary(teacher_usd=ledger.usd, teacher_labels=stats.get(Stat.LABELLED_TEACHER, 0),
                               student_engine_s=engine_s,
-                              student_labels=stats.get("labelled_student", 0),
+                              student_labels=stats.get(Stat.LABELLED_STUDENT, 0),
                               usd_per_gpu_hour=settings.student_gpu_usd_per_hour),
             dead_letter=dlq,
             adapter=AdapterStatus(

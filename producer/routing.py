@@ -4,8 +4,8 @@
   (``route=seed``); with ``routing_stratify_by`` (a field path such as
   ``site`` or ``user.device``) no value takes more than its fair share of the
   seed set, so rare values are labelled too. The phase's state is in Redis, so
-  every producer process shares it; it costs one round trip per session while
-  it lasts and none after.
+  every producer process shares it (``labelq/lua/seed_route.lua``); it costs one
+  round trip per session while it lasts and none after.
 * **steady state**: a ``routing_sample_rate`` share goes to the teacher
   (``route=sample``: drift monitoring and fresh training data), chosen by
   content hash (the same session always routes the same way); the rest go to
@@ -22,8 +22,8 @@ from typing import Any, Protocol
 import orjson
 import redis
 
+from labelq import keyspace, lua
 from labelq.errors import ConfigError
-from labelq.routing import routing_keys
 from labelq.settings import QUEUES, Settings
 from producer.validate import Accepted
 
@@ -45,25 +45,6 @@ class FixedRouter:
 
     def route(self, task: str, session: Accepted) -> tuple[str, str]:
         return self.queue, self.route_name
-
-
-_SEED_LUA = """
-local total = tonumber(redis.call('HGET', KEYS[1], 'seeded') or '0')
-local seen = redis.call('HINCRBY', KEYS[1], 'considered', 1)
-if total >= tonumber(ARGV[1]) or seen > tonumber(ARGV[1]) * 10 then
-  redis.call('HSET', KEYS[1], 'done', 1)
-  return 0
-end
-local count = tonumber(redis.call('HGET', KEYS[2], ARGV[2]) or '0')
-local strata = redis.call('HLEN', KEYS[2])
-if count == 0 then strata = strata + 1 end
-if count < math.ceil(tonumber(ARGV[1]) / strata) then
-  redis.call('HINCRBY', KEYS[2], ARGV[2], 1)
-  redis.call('HINCRBY', KEYS[1], 'seeded', 1)
-  return 1
-end
-return 2
-"""
 
 
 def sample_fraction(content_hash: str) -> float:
@@ -100,8 +81,9 @@ class PolicyRouter:
         settings = self._settings
         if task not in self._done:
             stratum = _field(session.raw, settings.routing_stratify_by) if settings.routing_stratify_by else ""
-            keys = routing_keys(settings, task)
-            verdict = self._redis().eval(_SEED_LUA, 2, *keys, settings.curation_seed_size, stratum)
+            client = self._redis()
+            keys = [keyspace.routing(settings, task), keyspace.routing_strata(settings, task)]
+            verdict = lua.script(client, "seed_route")(keys=keys, args=[settings.curation_seed_size, stratum])
             if verdict == 1:
                 return "teacher", "seed"
             if verdict == 0:

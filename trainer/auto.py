@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 import redis
 
+from labelq import keyspace
 from labelq.curation_schedule import is_due, record_curated, teacher_labels
 from labelq.logging import get_logger
 from labelq.settings import Settings
@@ -29,8 +30,8 @@ def curate_if_due(settings: Settings, store: ObjectStore, client: redis.Redis, t
 
     if not is_due(settings, client, task):
         return None
-    lock = settings.redis_key("lock", "curate", task)
-    if not client.set(lock, "1", nx=True, ex=600):
+    lock = keyspace.curate_lock(settings, task)
+    if not client.set(lock, "1", nx=True, ex=keyspace.CURATE_LOCK_TTL_S):
         return None
     try:
         labels = teacher_labels(settings, client, task)

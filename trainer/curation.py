@@ -23,10 +23,12 @@ from typing import Any
 
 import orjson
 
+from labelq import keyspace
 from labelq.contract import check
+from labelq.keyspace import BucketFile
 from labelq.schemas import LabelRecord, decode_as, decode_jsonl, utc_now_iso
 from labelq.spec import TaskSpec
-from labelq.store import ObjectStore, key, segment
+from labelq.store import ObjectStore
 
 SOURCES = ("teacher", "human")  # later sources win on ties of time
 VAL_SHARE = 0.2
@@ -101,7 +103,7 @@ def split_of(content_hash: str, val_share: float = VAL_SHARE) -> str:
 
 def _records(store: ObjectStore, source: str, task: str) -> list[tuple[str, LabelRecord]]:
     out = []
-    for obj in store.list(key("labels", source, segment(task)) + "/"):
+    for obj in store.list(keyspace.labels_prefix(source, task)):
         for row in decode_jsonl(store.get_bytes(obj)):
             record = LabelRecord.decode(row)
             out.append((f"{obj}#{record.content_hash}", record))
@@ -111,7 +113,7 @@ def _records(store: ObjectStore, source: str, task: str) -> list[tuple[str, Labe
 def _inputs(store: ObjectStore, task: str) -> dict[str, dict[str, Any]]:
     payloads: dict[str, dict[str, Any]] = {}
     for source in SOURCES:
-        for obj in store.list(key("inputs", source, segment(task)) + "/"):
+        for obj in store.list(keyspace.inputs_prefix(source, task)):
             for row in decode_jsonl(store.get_bytes(obj)):
                 payloads[row["content_hash"]] = row["payload"]
     return payloads
@@ -145,7 +147,8 @@ def select_rows(spec: TaskSpec, labelled: list[tuple[str, LabelRecord]],
 
 
 def next_version(store: ObjectStore, task: str) -> str:
-    existing = {k.split("/")[2] for k in store.list(key("curated", segment(task)) + "/")}
+    existing = {parsed[1] for k in store.list(keyspace.curated_prefix(task))
+                if (parsed := keyspace.parse_bucket_file(k)) is not None}
     numbers = [int(v[1:]) for v in existing if v.startswith("v") and v[1:].isdigit()]
     return f"v{max(numbers, default=0) + 1:04d}"
 
@@ -159,22 +162,22 @@ def curate(store: ObjectStore, spec: TaskSpec, *, min_rows: int = 1,
         return None
     version = next_version(store, spec.name)
     manifest = write_bucket(store, spec, version, rows, dropped=dict(dropped),
-                            labels_seen=len(labelled), marker="_REVIEW" if require_review else "_READY")
+                            labels_seen=len(labelled),
+                            marker=BucketFile.REVIEW if require_review else BucketFile.READY)
     return manifest
 
 
 def write_bucket(store: ObjectStore, spec: TaskSpec, version: str, rows: list[CuratedRow], *,
-                 dropped: dict[str, int], labels_seen: int, marker: str,
+                 dropped: dict[str, int], labels_seen: int, marker: BucketFile,
                  review: ReviewChanges | None = None) -> Manifest:
     """Write splits and manifest, then ``marker`` (``_READY`` or ``_REVIEW``) last."""
     splits: dict[str, list[CuratedRow]] = {"train": [], "val": []}
     for row in rows:
         splits[split_of(row.content_hash)].append(row)
-    base = key("curated", segment(spec.name), version)
     hashes = {}
     for name, part in splits.items():
         data = b"".join(r.json() + b"\n" for r in part)
-        store.put_bytes(f"{base}/{name}.jsonl", data)
+        store.put_bytes(keyspace.bucket_file(spec.name, version, keyspace.split_file(name)), data)
         hashes[name] = hashlib.blake2b(data, digest_size=16).hexdigest()
     manifest = Manifest(
         task=spec.name, version=version, prompt_version=spec.prompt_version, created_at=utc_now_iso(),
@@ -182,12 +185,12 @@ def write_bucket(store: ObjectStore, spec: TaskSpec, version: str, rows: list[Cu
         sources=dict(Counter(r.source for r in rows)), dropped=dropped, labels_seen=labels_seen,
         hashes=hashes, label_ids=[r.label_id for r in rows], review=review,
     )
-    store.put_bytes(f"{base}/manifest.json", orjson.dumps(manifest.to_dict(), option=orjson.OPT_INDENT_2))
-    store.put_bytes(f"{base}/{marker}", b"")  # last: the trainer only sees whole buckets
+    store.put_bytes(keyspace.bucket_file(spec.name, version, BucketFile.MANIFEST),
+                    orjson.dumps(manifest.to_dict(), option=orjson.OPT_INDENT_2))
+    store.put_bytes(keyspace.bucket_file(spec.name, version, marker), b"")  # last: the trainer only sees whole buckets
     return manifest
 
 
 def read_rows(store: ObjectStore, task: str, version: str) -> list[CuratedRow]:
-    base = key("curated", segment(task), version)
-    return [CuratedRow(**row) for split in ("train", "val")
-            for row in decode_jsonl(store.get_bytes(f"{base}/{split}.jsonl"))]
+    return [CuratedRow(**row) for split in (BucketFile.TRAIN, BucketFile.VAL)
+            for row in decode_jsonl(store.get_bytes(keyspace.bucket_file(task, version, split)))]

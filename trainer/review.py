@@ -14,27 +14,25 @@ from typing import Any
 
 import orjson
 
+from labelq import keyspace
 from labelq.contract import check
 from labelq.errors import ConfigError, DecodeError
+from labelq.keyspace import BucketFile, bucket_file
 from labelq.schemas import LabelRecord, decode_jsonl, encode_jsonl
 from labelq.spec import TaskSpec
-from labelq.store import ObjectStore, key, segment
+from labelq.store import ObjectStore
 from trainer.curation import Manifest, ReviewChanges, read_rows, write_bucket
 
 
 def pending(store: ObjectStore, task: str) -> list[str]:
     """Bucket versions of ``task`` that wait for review."""
     marks: dict[str, set[str]] = {}
-    for k in store.list(key("curated", segment(task)) + "/"):
-        parts = k.split("/")
-        if len(parts) == 4:
-            marks.setdefault(parts[2], set()).add(parts[3])
+    for k in store.list(keyspace.curated_prefix(task)):
+        parsed = keyspace.parse_bucket_file(k)
+        if parsed is not None:
+            marks.setdefault(parsed[1], set()).add(parsed[2])
     return sorted(v for v, files in marks.items()
-                  if "_REVIEW" in files and not files & {"_READY", "_REJECTED"})
-
-
-def _bucket(task: str, version: str) -> str:
-    return key("curated", segment(task), version)
+                  if BucketFile.REVIEW in files and not files & {BucketFile.READY, BucketFile.REJECTED})
 
 
 def _require_pending(store: ObjectStore, task: str, version: str) -> None:
@@ -44,12 +42,12 @@ def _require_pending(store: ObjectStore, task: str, version: str) -> None:
 
 def approve(store: ObjectStore, task: str, version: str) -> None:
     _require_pending(store, task, version)
-    store.put_bytes(f"{_bucket(task, version)}/_READY", b"")
+    store.put_bytes(bucket_file(task, version, BucketFile.READY), b"")
 
 
 def reject(store: ObjectStore, task: str, version: str, reason: str) -> None:
     _require_pending(store, task, version)
-    store.put_bytes(f"{_bucket(task, version)}/_REJECTED", orjson.dumps({"reason": reason}))
+    store.put_bytes(bucket_file(task, version, BucketFile.REJECTED), orjson.dumps({"reason": reason}))
 
 
 def parse_edits(data: bytes) -> list[dict[str, Any]]:
@@ -91,11 +89,11 @@ def apply_edits(store: ObjectStore, spec: TaskSpec, version: str, edits: list[di
                                  words=verdict.words, chunk_id=f"review-{version}"))
         edited += 1
     if human:
-        store.put_bytes(key("labels", "human", segment(spec.name), f"review-{version}.jsonl"), encode_jsonl(list(human)))
-    manifest = Manifest.from_dict(store.get_bytes(f"{_bucket(spec.name, version)}/manifest.json"))
+        store.put_bytes(keyspace.review_labels(spec.name, version), encode_jsonl(list(human)))
+    manifest = Manifest.from_dict(store.get_bytes(bucket_file(spec.name, version, BucketFile.MANIFEST)))
     changed = ReviewChanges(edited=edited, dropped=dropped)
-    store.delete(f"{_bucket(spec.name, version)}/_REVIEW")
+    store.delete(bucket_file(spec.name, version, BucketFile.REVIEW))
     write_bucket(store, spec, version, sorted(by_hash.values(), key=lambda r: r.content_hash),
                  dropped={**manifest.dropped, "review_drop": dropped}, labels_seen=manifest.labels_seen,
-                 marker="_READY", review=changed)
+                 marker=BucketFile.READY, review=changed)
     return changed

@@ -19,30 +19,33 @@ from typing import Any
 import orjson
 import redis
 
+from labelq import keyspace, lua
+from labelq.keyspace import AdapterFile, BucketFile
 from labelq.logging import get_logger
 from labelq.models import resolve_base_model, same_base, settings_base_hash
 from labelq.prompts import student_prompt
-from labelq.registry import Registry, adapter_prefix, recorded_base_hash
+from labelq.registry import Registry, recorded_base_hash
 from labelq.schemas import decode_jsonl, utc_now_iso
 from labelq.settings import Settings
 from labelq.spec import load_spec
-from labelq.store import ObjectStore, key, segment
+from labelq.store import ObjectStore
 from trainer.evaluate import EvalScores
 from trainer.gate import gate
 from trainer.reports import ServingEval, TrainingReport
 
 log = get_logger(__name__)
-ADAPTER_FILES = ("adapter_model.safetensors", "adapter_config.json", "train_config.json")
+ADAPTER_FILES = (AdapterFile.WEIGHTS, AdapterFile.CONFIG, AdapterFile.TRAIN_CONFIG)
 
 
 def ready_buckets(store: ObjectStore) -> list[tuple[str, str]]:
     """``(task, version)`` of curated buckets that are complete and not trained yet, oldest first."""
     ready: set[tuple[str, str]] = set()
     trained: set[tuple[str, str]] = set()
-    for k in store.list("curated/"):
-        parts = k.split("/")
-        if len(parts) == 4 and parts[3] in ("_READY", "_TRAINED"):
-            (ready if parts[3] == "_READY" else trained).add((parts[1], parts[2]))
+    for k in store.list(keyspace.curated_prefix()):
+        parsed = keyspace.parse_bucket_file(k)
+        if parsed is not None and parsed[2] in (BucketFile.READY, BucketFile.TRAINED):
+            task, version, name = parsed
+            (ready if name == BucketFile.READY else trained).add((task, version))
     return sorted(ready - trained, key=lambda tv: (tv[1], tv[0]))
 
 
@@ -62,16 +65,17 @@ def train_bucket(settings: Settings, store: ObjectStore, client: redis.Redis, ta
     The lock lives ``trainer_lock_s`` and a heartbeat renews it while this
     trainer works, so a killed trainer's bucket is free again within that time.
     """
-    lock = settings.redis_key("lock", "train", task, dataset_version)
+    lock = keyspace.train_lock(settings, task, dataset_version)
     token = uuid.uuid4().hex
     if not client.set(lock, token, nx=True, ex=settings.trainer_lock_s):
         log.info("bucket_locked", task=task, dataset=dataset_version)
         return None
     stop = threading.Event()
+    renew = lua.script(client, "lock_renew")
 
     def heartbeat() -> None:
         while not stop.wait(settings.trainer_lock_s / 3):
-            if client.eval(_RENEW_LUA, 1, lock, token, settings.trainer_lock_s) == 0:
+            if renew(keys=[lock], args=[token, settings.trainer_lock_s]) == 0:
                 log.error("lock_lost", task=task, dataset=dataset_version)
                 return
 
@@ -82,17 +86,7 @@ def train_bucket(settings: Settings, store: ObjectStore, client: redis.Redis, ta
     finally:
         stop.set()
         beat.join()
-        client.eval(_RELEASE_LUA, 1, lock, token)
-
-
-_RENEW_LUA = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('EXPIRE', KEYS[1], ARGV[2]) end
-return 0
-"""
-_RELEASE_LUA = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-"""
+        lua.script(client, "lock_release")(keys=[lock], args=[token])
 
 
 def serving_on_other_base(store: ObjectStore, task: str, serving: int | None, base_hash: str) -> str | None:
@@ -122,9 +116,9 @@ def _train_locked(settings: Settings, store: ObjectStore, client: redis.Redis, t
     base_model = resolve_base_model(settings)  # ConfigError (never a build) when `tiny` is not built
     base_hash = settings_base_hash(settings, base_model)
     spec = load_spec(task, settings.specs_dir)
-    bucket = key("curated", segment(task), dataset_version)
-    train = decode_jsonl(store.get_bytes(f"{bucket}/train.jsonl"))
-    val = decode_jsonl(store.get_bytes(f"{bucket}/val.jsonl"))
+    bucket = keyspace.bucket(task, dataset_version)
+    train = decode_jsonl(store.get_bytes(keyspace.bucket_file(task, dataset_version, BucketFile.TRAIN)))
+    val = decode_jsonl(store.get_bytes(keyspace.bucket_file(task, dataset_version, BucketFile.VAL)))
     registry = Registry(settings, client, store)
     version = registry.next_version(task)
     serving = registry.serving(task)
@@ -143,7 +137,7 @@ def _train_locked(settings: Settings, store: ObjectStore, client: redis.Redis, t
         if serving is not None and other_base is None:
             serving_dir = Path(tmp) / "serving"
             for name in ADAPTER_FILES[:2]:
-                store.get_file(f"{adapter_prefix(task, serving)}/{name}", serving_dir / name)
+                store.get_file(keyspace.adapter_file(task, serving, name), serving_dir / name)
             serving_eval = ServingEval(serving, _evaluate(base_model, str(serving_dir), val_prompts, val_refs,
                                                           spec.contract, max_new))
         decision = gate(adapter_scores, serving_eval.scores if serving_eval else None,
@@ -156,14 +150,15 @@ def _train_locked(settings: Settings, store: ObjectStore, client: redis.Redis, t
             base_model=base_model, base_hash=base_hash, train=stats, base=base_scores, adapter=adapter_scores,
             serving=serving_eval, promoted=promote, gate=why, created_at=utc_now_iso(),
             seconds=round(time.monotonic() - started, 1))
-        target = adapter_prefix(task, version)
         for name in ADAPTER_FILES:
-            store.put_file(f"{target}/{name}", new_dir / name)
-        store.put_bytes(f"{target}/dataset.json", orjson.dumps(
+            store.put_file(keyspace.adapter_file(task, version, name), new_dir / name)
+        store.put_bytes(keyspace.adapter_file(task, version, AdapterFile.DATASET), orjson.dumps(
             {"task": task, "dataset_version": dataset_version, "bucket": bucket}))
-        store.put_bytes(f"{target}/metrics.json", orjson.dumps(report.to_dict(), option=orjson.OPT_INDENT_2))  # last
+        store.put_bytes(keyspace.adapter_file(task, version, AdapterFile.METRICS),
+                        orjson.dumps(report.to_dict(), option=orjson.OPT_INDENT_2))  # last
     if promote:
         registry.promote(task, version)
-    store.put_bytes(f"{bucket}/_TRAINED", orjson.dumps({"adapter_version": version, "promoted": promote}))
+    store.put_bytes(keyspace.bucket_file(task, dataset_version, BucketFile.TRAINED),
+                    orjson.dumps({"adapter_version": version, "promoted": promote}))
     log.info("bucket_trained", task=task, dataset=dataset_version, adapter=version, promoted=promote, gate=why)
     return report

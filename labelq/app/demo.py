@@ -29,6 +29,7 @@ from typing import Any
 
 import orjson
 
+from labelq import keyspace
 from labelq.app.processes import start_celery_worker, stop_process_groups
 from labelq.app.report import DemoRun
 from labelq.audit import audit
@@ -193,7 +194,8 @@ def _watch(settings: Settings, client: Any, store: Any, clock: StageClock, procs
         progress("teacher labels", teacher, None, f"seed {seed}, sampled and escalated sessions too")
         serving = registry.serving(TASK)
         if serving is None:
-            buckets = sorted({k.split("/")[2] for k in store.list(f"curated/{TASK}/")})
+            buckets = sorted({parsed[1] for k in store.list(keyspace.curated_prefix(TASK))
+                              if (parsed := keyspace.parse_bucket_file(k)) is not None})
             progress("curate + train", 0, 1, f"bucket {buckets[-1]} training" if buckets else
                      f"waiting for {settings.curation_seed_size} teacher labels")
         else:

@@ -5,8 +5,9 @@ kombu's Redis transport keeps a queue as a Redis list named after the queue
 pop on the right. A message a worker has taken and not yet acknowledged sits
 in kombu's private ``unacked`` hash (delivery tag -> ``[message, exchange,
 routing key]``) until it is acknowledged, or restored to its list when it is
-older than the visibility timeout. Both names are kombu's, so they live here
-and nowhere else.
+older than the visibility timeout. Both keys are named in the keyspace
+(:func:`labelq.keyspace.queue`, :func:`labelq.keyspace.unacked`); reading and
+decoding kombu's messages happens here and nowhere else.
 
 Messages are Celery protocol 2: a JSON envelope whose base64 ``body`` is
 ``[args, kwargs, embed]``; a chunk task's only argument is the chunk's wire dict.
@@ -21,24 +22,15 @@ from typing import Any
 import orjson
 import redis
 
+from labelq import keyspace
 from labelq.settings import QUEUES, Settings
 
 CHUNK_QUEUES = ("teacher", "student")
-_UNACKED_HASH = "unacked"  # kombu.transport.redis Channel.unacked_key
-
-
-def queue_redis_key(settings: Settings, queue: str) -> str:
-    """The Redis list that holds a queue's messages (kombu's key, our prefix)."""
-    return settings.redis_key_prefix + queue
-
-
-def _unacked_redis_key(settings: Settings) -> str:
-    return settings.redis_key_prefix + _UNACKED_HASH
 
 
 def queue_depth(settings: Settings, client: redis.Redis, queue: str) -> int:
     """Messages waiting in ``queue`` (not counting those a worker holds unacknowledged)."""
-    return int(client.llen(queue_redis_key(settings, queue)))
+    return int(client.llen(keyspace.queue(settings, queue)))
 
 
 def queue_depths(settings: Settings, client: redis.Redis) -> dict[str, int]:
@@ -65,12 +57,12 @@ def _chunks(raws: Any) -> list[dict[str, Any]]:
 
 def queued_chunks(settings: Settings, client: redis.Redis, queue: str) -> list[dict[str, Any]]:
     """The chunks waiting in ``queue``, oldest (next to be taken) first."""
-    return _chunks(reversed(client.lrange(queue_redis_key(settings, queue), 0, -1)))
+    return _chunks(reversed(client.lrange(keyspace.queue(settings, queue), 0, -1)))
 
 
 def unacked_chunks(settings: Settings, client: redis.Redis) -> list[dict[str, Any]]:
     """The chunks workers have taken and not acknowledged (redelivered if their worker dies)."""
-    return _chunks(client.hvals(_unacked_redis_key(settings)))
+    return _chunks(client.hvals(keyspace.unacked(settings)))
 
 
 def in_flight_chunks(settings: Settings, client: redis.Redis) -> Iterator[dict[str, Any]]:
@@ -84,7 +76,7 @@ def unacked_tags(settings: Settings, client: redis.Redis, queue: str) -> set[byt
     """Delivery tags of ``queue``'s messages a worker has taken and not acknowledged.
     A message taken again after a redelivery gets a new tag."""
     tags = set()
-    raw: dict[bytes, bytes] = client.hgetall(_unacked_redis_key(settings))  # type: ignore[assignment]
+    raw: dict[bytes, bytes] = client.hgetall(keyspace.unacked(settings))  # type: ignore[assignment]
     for tag, entry in raw.items():
         message = orjson.loads(entry)
         if isinstance(message, list) and len(message) == 3 and message[2] == queue:

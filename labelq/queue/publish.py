@@ -38,9 +38,11 @@ from celery.utils.nodenames import anon_nodename
 from kombu.exceptions import OperationalError as KombuOperationalError
 from kombu.utils.uuid import uuid
 
+from labelq import keyspace, lua
 from labelq.curation_schedule import claim_trigger
 from labelq.errors import ServiceUnavailable
 from labelq.hashing import chunk_id
+from labelq.keyspace import Stat
 from labelq.logging import get_logger
 from labelq.queue.app import TASK_FOR_QUEUE, TRAINER_TASK
 from labelq.queue.inspect import queue_depth
@@ -50,30 +52,7 @@ from labelq.settings import Settings
 log = get_logger(__name__)
 _T = TypeVar("_T")
 
-# Claim hashes atomically in two commands (not one SADD each: that made Redis the
-# bottleneck). Reply: one character per hash, '1' claimed now, '0' seen before
-# (in the set, or earlier in this same call).
-# KEYS[2] remembers the reply for a retry of the same call.
-_CLAIM_LUA = """
-local prior = redis.call('GET', KEYS[2])
-if prior then return prior end
-local known = redis.call('SMISMEMBER', KEYS[1], unpack(ARGV))
-local out, here = {}, {}
-for i, h in ipairs(ARGV) do
-  if known[i] == 1 or here[h] then out[i] = '0' else out[i] = '1'; here[h] = true end
-end
-redis.call('SADD', KEYS[1], unpack(ARGV))
-local reply = table.concat(out)
-redis.call('SET', KEYS[2], reply, 'EX', 3600)
-return reply
-"""
-_CLAIM_MAX_ARGS = 4_000  # below Lua's unpack() limit
-_COUNT_LUA = """
-if redis.call('SET', KEYS[2], '1', 'NX', 'EX', 3600) == false then return 0 end
-redis.call('HINCRBY', KEYS[1], 'ingested', ARGV[1])
-redis.call('HINCRBY', KEYS[1], 'duplicates', ARGV[2])
-return 1
-"""
+_CLAIM_MAX_ARGS = 4_000  # below Lua's unpack() limit (claim.lua)
 _TRANSIENT = (redis.ConnectionError, redis.TimeoutError, OSError, KombuOperationalError)
 # The rest of a protocol-2 body after the args: no kwargs, no callbacks or chains.
 _BODY_TAIL = b'],{},{"callbacks":null,"errbacks":null,"chain":null,"chord":null}]'
@@ -102,8 +81,8 @@ class ChunkPublisher:
         self._settings = settings
         self._app = app
         self._redis = client
-        self._claim = client.register_script(_CLAIM_LUA)
-        self._count = client.register_script(_COUNT_LUA)
+        self._claim = lua.script(client, "claim")
+        self._count = lua.script(client, "count_once")
         self._on_pause = on_pause or (lambda queue, depth: None)
         self._producer_ctx: Any = None
         self._producer: Any = None
@@ -122,7 +101,7 @@ class ChunkPublisher:
         self._producer_ctx = self._producer = None
 
     def seen_key(self, task: str) -> str:
-        return self._settings.redis_key("seen", task)
+        return keyspace.seen(self._settings, task)
 
     def _retrying(self, action: str, step: Callable[[], _T]) -> _T:
         """Run a Redis step; through a Redis restart, retry it for up to ``redis_outage_max_s``.
@@ -147,7 +126,7 @@ class ChunkPublisher:
         flags: list[bool] = []
         for start in range(0, len(hashes), _CLAIM_MAX_ARGS):
             part = [bytes.fromhex(h) for h in hashes[start:start + _CLAIM_MAX_ARGS]]
-            keys = [self.seen_key(task), self._settings.redis_key("claim", uuid())]
+            keys = [self.seen_key(task), keyspace.claim_reply(self._settings, uuid())]
             reply = self._retrying("deduplicating", partial(self._claim, keys=keys, args=part))
             flags.extend(c == 49 for c in reply)  # ord("1")
         return flags
@@ -221,8 +200,9 @@ class ChunkPublisher:
         self._declared.add(queue)
 
     def count(self, task: str, *, ingested: int, duplicates: int) -> None:
-        keys = [self._settings.redis_key("stats", task), self._settings.redis_key("counted", uuid())]
-        self._retrying("counting", lambda: self._count(keys=keys, args=[ingested, duplicates]))
+        keys = [keyspace.stats(self._settings, task), keyspace.count_reply(self._settings, uuid())]
+        args: list[str | int] = [Stat.INGESTED, ingested, Stat.DUPLICATES, duplicates]
+        self._retrying("counting", lambda: self._count(keys=keys, args=args))
 
 
 def republish(settings: Settings, app: Celery, client: redis.Redis, queue: str,

@@ -30,6 +30,7 @@ import redis
 from celery import Celery, Task
 from celery.exceptions import Reject
 
+from labelq import keyspace
 from labelq.deadletter import truncate_raw
 from labelq.errors import DecodeError
 from labelq.logging import bind, get_logger
@@ -43,7 +44,6 @@ from labelq.settings import Settings
 from labelq.store import ObjectStore, open_store
 
 log = get_logger(__name__)
-ATTEMPTS_TTL_S = 7 * 86_400
 
 
 class Paused(Exception):
@@ -104,9 +104,9 @@ class ChunkTask(LabelqTask):
                 self._dead_letter_message(message, exc)
                 return ChunkOutcome(status="decode_error").as_log()
             with bind(chunk_id=chunk.chunk_id, task=chunk.task):
-                attempts_key = self.settings.redis_key("attempts", self.stage, chunk.chunk_id)
+                attempts_key = keyspace.chunk_attempts(self.settings, self.stage, chunk.chunk_id)
                 deliveries = int(self.redis.incr(attempts_key))
-                self.redis.expire(attempts_key, ATTEMPTS_TTL_S)
+                self.redis.expire(attempts_key, keyspace.CHUNK_ATTEMPTS_TTL_S)
                 if deliveries > self.settings.max_attempts:
                     return self._poisoned(chunk, deliveries).as_log()
                 started = time.monotonic()

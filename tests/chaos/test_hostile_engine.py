@@ -11,6 +11,7 @@ import orjson
 import pytest
 import redis
 
+from labelq import keyspace
 from labelq.contract import check
 from labelq.schemas import ChunkMessage, SessionItem
 from labelq.settings import Settings
@@ -60,7 +61,8 @@ def test_hostile_sessions_through_the_vllm_engine(settings: Settings, redis_clie
         len(tokenizer.apply_chat_template(chat_messages(p), add_generation_prompt=True)) <= room for p in fitted)
     for start in range(0, len(sessions), 64):
         run_student_chunk(runtime, make_chunk(sessions[start:start + 64], route="steady"), escalate)
-    records, letters = jsonl_objects(settings, "labels/student/"), jsonl_objects(settings, "deadletter/student/")
+    records, letters = jsonl_objects(settings, keyspace.labels_prefix("student")), jsonl_objects(
+        settings, keyspace.dead_letters_prefix("student"))
     assert not escalated
     assert len(records) + len(letters) == len(sessions)
     assert {r["session_id"] for r in records} | {d["session_id"] for d in letters} == {

@@ -13,6 +13,7 @@ import orjson
 import pytest
 import redis
 
+from labelq import keyspace
 from labelq.audit import audit
 from labelq.contract import check
 from labelq.hashing import content_hash
@@ -57,7 +58,7 @@ def test_hostile_inputs_are_all_accounted_for_and_contained(
     # Ingest: every line read once, and ended as enqueued, duplicate or rejected with its category's reason.
     assert summary.read == len(lines) and summary.duplicates == 0
     assert summary.enqueued + sum(summary.rejected.values()) == len(lines)
-    rejected = {d["line"]: d for d in jsonl_objects(settings, "deadletter/ingest/")}
+    rejected = {d["line"]: d for d in jsonl_objects(settings, keyspace.dead_letters_prefix("ingest"))}
     assert len(rejected) == sum(summary.rejected.values())
     accepted_hashes, accepted_ids = set(), {}
     for line_no, (category, line) in enumerate(zip(categories, lines, strict=True), 1):

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import redis
 
+from labelq import keyspace
 from labelq.audit import audit
 from labelq.hashing import content_hash
 from labelq.settings import Settings
@@ -50,11 +51,11 @@ def test_poison_chunk_is_dead_lettered_while_the_queue_flows(
         final = tally(settings, expected)
         balance = audit(settings, redis_client).tasks["session-label"]
         crashes = fleet.logs().count(b"exited with 'exitcode 70'")
-    letters = jsonl_objects(settings, "deadletter/teacher/")
+    letters = jsonl_objects(settings, keyspace.dead_letters_prefix("teacher"))
     assert {d["session_id"] for d in letters} == {s["session_id"] for s in poison}
     assert [d["reason"] for d in letters] == ["poison_chunk"]
     assert f"delivered {MAX_ATTEMPTS + 1} times" in letters[0]["detail"]
-    labelled = {r["session_id"] for r in jsonl_objects(settings, "labels/teacher/")}
+    labelled = {r["session_id"] for r in jsonl_objects(settings, keyspace.labels_prefix("teacher"))}
     assert labelled == {s["session_id"] for s in good}  # its chunk-mates and the rest of the queue
     assert final.lost == 0 and final.duplicates == 0 and final.unexpected == 0
     # It really killed its worker each time it was tried: max_attempts crashes per bisection level

@@ -11,8 +11,10 @@ import pytest
 import redis
 from pydantic import SecretStr
 
+from labelq import keyspace
 from labelq.audit import audit
 from labelq.hashing import content_hash
+from labelq.keyspace import Stat
 from labelq.settings import Settings
 from labelq.synth import generate
 from tests.support.chaos import ROOT, Fleet, record_result, tally, tally_row, wait_until
@@ -29,7 +31,7 @@ VISIBILITY_S = 10
 
 def stats(client: redis.Redis, settings: Settings) -> dict[str, int]:
     try:
-        raw = client.hgetall(settings.redis_key("stats", "session-label"))
+        raw = client.hgetall(keyspace.stats(settings, "session-label"))
     except redis.RedisError:
         return {}
     return {k.decode(): int(v) for k, v in raw.items()}  # type: ignore[union-attr]
@@ -61,7 +63,7 @@ def test_redis_restart_mid_run_loses_nothing(
             fleet.start("student")
             producer = subprocess.Popen([str(Path(sys.executable).parent / "labelq"), "ingest", str(source), "--json"],
                                         env=env, cwd=ROOT, stdout=producer_log, stderr=subprocess.STDOUT)
-            wait_until(lambda: stats(client, settings).get("labelled_student", 0) >= 40, 180,
+            wait_until(lambda: stats(client, settings).get(Stat.LABELLED_STUDENT, 0) >= 40, 180,
                        "the student to be labelling")
             before = stats(client, settings)
             assert producer.poll() is None, "the producer finished before the restart: raise the load"
@@ -78,7 +80,7 @@ def test_redis_restart_mid_run_loses_nothing(
         server.stop()
     produced = (tmp_path / "producer.log").read_bytes()
     assert b"redis_unavailable_retrying" in produced  # the producer met the outage and rode it out
-    assert before["ingested"] < len(sessions)  # the restart happened mid-ingest
+    assert before[Stat.INGESTED] < len(sessions)  # the restart happened mid-ingest
     assert final.lost == 0 and final.duplicates == 0 and final.unexpected == 0
     # The tiny model rarely answers too long (escalation is off here): the only dead letters allowed.
     assert all(r.startswith("student_too_") for r in final.dead_reasons) and final.dead_lettered <= 12
@@ -88,4 +90,4 @@ def test_redis_restart_mid_run_loses_nothing(
                        "prefork teacher + student worker",
                   faults="redis-server stopped (SIGTERM) for 2 s while ingesting and labelling",
                   lost=final.lost, duplicates=final.duplicates, seconds=round(time.monotonic() - started, 1),
-                  ingested_before_restart=before["ingested"], **tally_row(final))
+                  ingested_before_restart=before[Stat.INGESTED], **tally_row(final))

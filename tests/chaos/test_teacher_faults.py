@@ -10,6 +10,7 @@ import orjson
 import pytest
 import redis
 
+from labelq import keyspace
 from labelq.audit import audit
 from labelq.hashing import content_hash
 from labelq.ledger import budget_state, read_ledger
@@ -68,7 +69,7 @@ def test_faults_with_racing_workers_every_session_accounted_and_rate_limit_held(
             logs = fleet.logs()
         arrivals = sorted(r["t"] for r in fake.requests)
         faults = sum(1 for r in fake.requests if r["fault"])
-    letters = jsonl_objects(settings, "deadletter/teacher/")
+    letters = jsonl_objects(settings, keyspace.dead_letters_prefix("teacher"))
     assert final.lost == 0 and final.duplicates == 0 and final.unexpected == 0
     assert all(d["reason"] in RETRY_REASONS and "gave up after 4 attempts" in d["detail"] for d in letters)
     assert final.labelled >= 0.95 * len(expected)  # 4 attempts at 30% faults: ~1% give up
@@ -81,7 +82,7 @@ def test_faults_with_racing_workers_every_session_accounted_and_rate_limit_held(
     assert len(arrivals) <= limit * ((arrivals[-1] - arrivals[0]) / window_s + 1)
     # The budget held and the ledger agrees with the records.
     spent, _ = budget_state(redis_client, settings, "session-label")
-    records = jsonl_objects(settings, "labels/teacher/")
+    records = jsonl_objects(settings, keyspace.labels_prefix("teacher"))
     assert spent <= budget and abs(read_ledger(redis_client, settings, "session-label").usd - spent) < 1e-6
     assert sum(r["cost_usd"] for r in records) <= spent + len(records) * 1e-6  # the budget counts micro-dollars
     assert audit(settings, redis_client).tasks["session-label"].gap == 0
@@ -98,7 +99,7 @@ def test_faults_with_racing_workers_never_exceed_the_budget(
     started = time.monotonic()
     settings = settings.model_copy(update={"chunk_size": 10, "curation_seed_size": 10**6})
     expected = ingest(settings, redis_client, tmp_path, 300, seed=7302)
-    paused = settings.redis_key("paused", "teacher", "session-label")
+    paused = keyspace.teacher_paused(settings, "session-label")
     with FakeOpenAI(FakeConfig(latency_s=0.01, fault_rates=FAULTS, hang_s=1.5, seed=74)) as fake:
         env = fault_env(settings, fake, LABELQ_TEACHER_BUDGET_USD=str(budget), LABELQ_TEACHER_PAUSE_S="0.3")
         with Fleet(env, tmp_path) as fleet:
@@ -108,7 +109,7 @@ def test_faults_with_racing_workers_never_exceed_the_budget(
             time.sleep(2)  # every racing worker meets the cap
             spent, _ = budget_state(redis_client, settings, "session-label")
             final = tally(settings, expected)
-    records = jsonl_objects(settings, "labels/teacher/")
+    records = jsonl_objects(settings, keyspace.labels_prefix("teacher"))
     assert spent <= budget and sum(r["cost_usd"] for r in records) <= budget
     assert read_ledger(redis_client, settings, "session-label").usd <= budget + 1e-6
     assert spent > 0.5 * budget  # it did spend up to near the cap (reservations at worst-case prices)
@@ -116,7 +117,7 @@ def test_faults_with_racing_workers_never_exceed_the_budget(
     waiting = {s.content_hash for c in queued_chunks(settings, redis_client, "teacher")
                + in_flight_chunks(settings, redis_client) for s in c.sessions}
     ended = {r["content_hash"] for r in records} | {
-        d["content_hash"] for d in jsonl_objects(settings, "deadletter/teacher/")}
+        d["content_hash"] for d in jsonl_objects(settings, keyspace.dead_letters_prefix("teacher"))}
     assert ended | waiting == expected and not ended & waiting
     assert final.duplicates == 0 and final.unexpected == 0
     record_result(request, scenario="teacher budget cap under faults, 8 racing worker processes",

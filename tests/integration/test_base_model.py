@@ -9,7 +9,9 @@ import pytest
 import redis
 from structlog.testing import capture_logs
 
+from labelq import keyspace
 from labelq.engines import Adapter, Generation
+from labelq.keyspace import AdapterFile
 from labelq.models import write_manifest
 from labelq.queue.task import Paused
 from labelq.schemas import ChunkMessage, SessionItem
@@ -50,10 +52,10 @@ def built_model(folder: Path, weights: bytes) -> tuple[Path, str]:
 
 def adapter_files(folder: Path, base_hash: str | None) -> Path:
     folder.mkdir(parents=True)
-    (folder / "adapter_config.json").write_text('{"r": 8}')
-    (folder / "adapter_model.safetensors").write_bytes(b"\0" * 64)
+    (folder / AdapterFile.CONFIG).write_text('{"r": 8}')
+    (folder / AdapterFile.WEIGHTS).write_bytes(b"\0" * 64)
     if base_hash is not None:
-        (folder / "train_config.json").write_text(json.dumps({"base_model": "x", "base_hash": base_hash}))
+        (folder / AdapterFile.TRAIN_CONFIG).write_text(json.dumps({"base_model": "x", "base_hash": base_hash}))
     return folder
 
 
@@ -130,7 +132,7 @@ def test_trainer_does_not_compare_with_a_serving_adapter_on_another_base(setting
     _, there = built_model(tmp_path / "there", b"\2" * 32)
     store = open_store(settings)
     for version, recorded in ((1, there), (2, here)):
-        store.put_bytes(f"adapters/session-label/v{version}/train_config.json",
+        store.put_bytes(keyspace.adapter_file("session-label", version, AdapterFile.TRAIN_CONFIG),
                         json.dumps({"base_hash": recorded}).encode())
     assert serving_on_other_base(store, "session-label", 1, here) == there
     assert serving_on_other_base(store, "session-label", 2, here) is None

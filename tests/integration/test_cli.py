@@ -7,6 +7,8 @@ from pathlib import Path
 import orjson
 import pytest
 
+from labelq import keyspace
+from labelq.keyspace import AdapterFile
 from labelq.settings import Settings
 from tests.support.cli import labelq
 
@@ -84,7 +86,7 @@ def test_adapter_and_curate_commands(settings: Settings) -> None:
 
     store = open_store(settings)
     for v in (1, 2):
-        store.put_bytes(f"adapters/session-label/v{v}/metrics.json",
+        store.put_bytes(keyspace.adapter_file("session-label", v, AdapterFile.METRICS),
                         orjson.dumps({"adapter": {"exact_match": 0.5 + v / 10}}))
     assert labelq(["adapter", "promote", "session-label", "1"], settings).returncode == 0
     assert labelq(["adapter", "promote", "session-label", "2"], settings).returncode == 0

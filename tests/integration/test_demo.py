@@ -8,6 +8,8 @@ import orjson
 import pytest
 import redis
 
+from labelq import keyspace
+from labelq.keyspace import AdapterFile
 from labelq.settings import Settings
 from labelq.store import open_store
 from tests.support.helpers import jsonl_objects
@@ -34,7 +36,7 @@ def test_demo_loop_labels_everything_and_reports(settings: Settings, redis_clien
     assert summary["labelled_teacher"] >= 120 and summary["labelled_student"] >= 200
     assert summary["adapter"]["version"] == 1
     assert summary["quality"]["within_contract"] == 1.0 and summary["quality"]["n"] == summary["labelled_student"]
-    letters = jsonl_objects(run.settings, "deadletter/")
+    letters = jsonl_objects(run.settings, keyspace.dead_letters_prefix())
     assert len(letters) == summary["dead_lettered"] and all(d["reason"] for d in letters)
     cost = summary["cost"]
     assert cost["teacher_per_1k_usd"] > cost["student_per_1k_usd"] > 0 and 0 < cost["savings"] < 1
@@ -47,6 +49,6 @@ def test_demo_loop_labels_everything_and_reports(settings: Settings, redis_clien
     assert orjson.loads(paths["json"].read_bytes())["labelled"] == summary["labelled"]
     # every session of the input has its latest label in the store, exactly once per source it went to
     store = open_store(run.settings)
-    student_ids = [r["session_id"] for r in jsonl_objects(run.settings, "labels/student/")]
+    student_ids = [r["session_id"] for r in jsonl_objects(run.settings, keyspace.labels_prefix("student"))]
     assert len(student_ids) == len(set(student_ids)) == summary["labelled_student"]
-    assert store.exists("adapters/session-label/v1/metrics.json")
+    assert store.exists(keyspace.adapter_file("session-label", 1, AdapterFile.METRICS))

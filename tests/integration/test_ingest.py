@@ -15,9 +15,10 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
+from labelq import keyspace
 from labelq.errors import ServiceUnavailable
 from labelq.hashing import chunk_id
-from labelq.queue.inspect import queue_depth, queue_redis_key
+from labelq.queue.inspect import queue_depth
 from labelq.queue.publish import ChunkPublisher
 from labelq.settings import Settings
 from labelq.synth import generate
@@ -59,7 +60,7 @@ def test_counts_dead_letters_and_messages(settings: Settings, redis_client: redi
     assert by_reason["invalid_json"]["source"] == str(path)
     assert by_reason["invalid_utf8"]["raw"] == "\\xff\\xfe\\xfd"
     assert all(d["detail"] and d["stage"] == "ingest" for d in letters)
-    counts = redis_client.hgetall(settings.redis_key("dlq", "reasons"))
+    counts = redis_client.hgetall(keyspace.dlq_reasons(settings))
     assert sum(int(v) for v in counts.values()) == 6
 
 
@@ -82,7 +83,7 @@ def test_backpressure_holds_the_queue_below_high_water(
     settings = settings.model_copy(update={"chunk_size": 5, "queue_high_water_chunks": 4,
                                            "queue_low_water_chunks": 1})
     path = write_jsonl(tmp_path / "in.jsonl", list(generate(120, seed=3)))
-    key = queue_redis_key(settings, "teacher")
+    key = keyspace.queue(settings, "teacher")
     stop = threading.Event()
     drained: list[bytes] = []
     max_depth = [0]

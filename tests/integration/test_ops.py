@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 import redis
 
+from labelq import keyspace
+from labelq.keyspace import Stat
 from labelq.redis_server import free_port
 from labelq.settings import Settings
 from labelq.synth import generate
@@ -52,7 +54,7 @@ def test_teacher_worker_serves_prometheus_metrics_without_session_content(
                      LABELQ_METRICS_PORT=str(port), LABELQ_METRICS_HOST="127.0.0.1")
     with celery_workers(env, "teacher", 1, tmp_path, pool="prefork", concurrency=2):
         deadline = time.monotonic() + 60
-        while int(redis_client.hget(settings.redis_key("stats", "session-label"), "labelled_teacher") or 0) < 96:
+        while int(redis_client.hget(keyspace.stats(settings, "session-label"), Stat.LABELLED_TEACHER) or 0) < 96:
             assert time.monotonic() < deadline, "teacher did not finish"
             time.sleep(0.2)
         status, text = fetch(f"http://127.0.0.1:{port}/metrics")

@@ -4,7 +4,9 @@ import orjson
 import pytest
 import redis
 
+from labelq import keyspace
 from labelq.errors import ConfigError
+from labelq.keyspace import AdapterFile
 from labelq.registry import Registry
 from labelq.settings import Settings
 from labelq.store import open_store
@@ -17,7 +19,7 @@ def test_promote_pin_rollback_and_restore(settings: Settings, redis_client: redi
     reg = Registry(settings, redis_client, store)
     assert reg.serving("t") is None and reg.next_version("t") == 1
     for v in (1, 2, 3):
-        store.put_bytes(f"adapters/t/v{v}/metrics.json", orjson.dumps({"exact_match": v / 10}))
+        store.put_bytes(keyspace.adapter_file("t", v, AdapterFile.METRICS), orjson.dumps({"exact_match": v / 10}))
     with pytest.raises(ConfigError, match="no adapter v9"):
         reg.promote("t", 9)
     reg.promote("t", 1)
@@ -32,7 +34,8 @@ def test_promote_pin_rollback_and_restore(settings: Settings, redis_client: redi
     reg.promote("t", 2)
     reg.pin("t", 3)
     before = reg.state("t")
-    redis_client.delete(*redis_client.keys(settings.redis_key("adapter", "t", "*")))  # Redis lost
+    redis_client.delete(keyspace.adapter_current(settings, "t"), keyspace.adapter_pinned(settings, "t"),  # Redis lost
+                        keyspace.adapter_history(settings, "t"))
     assert reg.serving("t") is None
     assert reg.restore("t") is True
     assert reg.state("t") == before and reg.serving("t") == 3

@@ -10,9 +10,10 @@ import orjson
 import pytest
 import redis
 
+from labelq import keyspace
 from labelq.audit import audit
 from labelq.export import latest_labels, write_export
-from labelq.queue.inspect import queue_redis_key
+from labelq.keyspace import Stat
 from labelq.records import commit_chunk
 from labelq.routing import RoutingState
 from labelq.schemas import LabelRecord
@@ -86,13 +87,13 @@ def test_audit_balances_and_export_round_trips(settings: Settings, redis_client:
                    for i, s in enumerate(chunk.sessions)]
         commit_chunk(settings, store, redis_client, stage=source, task=chunk.task, chunk_id=chunk.chunk_id,
                      records=records, dead_letters=[])
-    redis_client.delete(queue_redis_key(settings, "teacher"), queue_redis_key(settings, "student"))
+    redis_client.delete(keyspace.queue(settings, "teacher"), keyspace.queue(settings, "student"))
     assert audit(settings, redis_client).ok
     # A human relabels one session later: export keeps the latest label.
     first = sessions[0]["session_id"]
     human = next(r for r in latest_labels(store) if r.session_id == first).model_copy(
         update={"source": "human", "label": "Relabelled by a person", "created_at": "2026-04-01T00:00:00+00:00"})
-    store.put_bytes("labels/human/session-label/fix.jsonl", orjson.dumps(human.model_dump(mode="json")) + b"\n")
+    store.put_bytes(keyspace.labels("human", "session-label", "fix"), orjson.dumps(human.model_dump(mode="json")) + b"\n")
     everything = latest_labels(store)
     assert len(everything) == 30 and {r.session_id for r in everything} == {s["session_id"] for s in sessions}
     assert next(r for r in everything if r.session_id == first).label == "Relabelled by a person"
@@ -106,6 +107,6 @@ def test_audit_balances_and_export_round_trips(settings: Settings, redis_client:
     march = latest_labels(store, sources=["teacher", "student"], since="2026-03-02", until="2026-03-03")
     assert march and all(r.created_at.startswith("2026-03-02") for r in march)
     # A lost chunk shows as a gap.
-    redis_client.hincrby(settings.redis_key("stats", "session-label"), "ingested", 5)
+    redis_client.hincrby(keyspace.stats(settings, "session-label"), Stat.INGESTED, 5)
     gap = audit(settings, redis_client)
     assert not gap.ok and gap.tasks["session-label"].gap == 5

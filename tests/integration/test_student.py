@@ -12,6 +12,8 @@ import pytest
 import redis
 from structlog.testing import capture_logs
 
+from labelq import keyspace
+from labelq.keyspace import Stat
 from labelq.prompts import student_prompt
 from labelq.queue.task import Paused
 from labelq.registry import Registry
@@ -86,8 +88,8 @@ def test_escalation_on_the_tiny_model_sends_the_bounded_share_and_keeps_the_rest
     assert len(records) + len(letters) + 4 == 16
     assert all(r.adapter_version == 1 and "low_confidence" in r.flags for r in records)
     assert all(r.words <= 8 and r.confidence is not None and 0 < r.confidence <= 1 for r in records)
-    stats = redis_client.hgetall(settings.redis_key("stats", TASK))
-    assert int(stats[b"escalated_student"]) == 4 and int(stats[b"labelled_student"]) == len(records)
+    stats = redis_client.hgetall(keyspace.stats(settings, TASK))
+    assert int(stats[Stat.ESCALATED_STUDENT.encode()]) == 4 and int(stats[Stat.LABELLED_STUDENT.encode()]) == len(records)
 
 
 def test_vllm_adapter_changes_output_and_agrees_with_transformers_in_fp32(

@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 import redis
 
+from labelq import keyspace
+from labelq.keyspace import Stat
 from labelq.queue.app import create_app
 from labelq.queue.publish import republish
 from labelq.settings import Settings
@@ -35,11 +37,11 @@ def send(settings: Settings, client: redis.Redis, sessions: list[dict], size: in
 
 
 def labelled(settings: Settings, client: redis.Redis) -> int:
-    return int(client.hget(settings.redis_key("stats", TASK), "labelled_student") or 0)
+    return int(client.hget(keyspace.stats(settings, TASK), Stat.LABELLED_STUDENT) or 0)
 
 
 def dead(settings: Settings, client: redis.Redis) -> int:
-    return int(client.hget(settings.redis_key("stats", TASK), "dead_student") or 0)
+    return int(client.hget(keyspace.stats(settings, TASK), Stat.DEAD_STUDENT) or 0)
 
 
 def student_env(settings: Settings, tiny_model: Path, **extra: str) -> dict[str, str]:
@@ -77,7 +79,7 @@ def test_worker_killed_mid_chunk_loses_nothing_and_writes_once(
     sessions = list(generate(768, seed=601))  # one chunk: ~10 s of generation to be killed in
     [chunk_id] = send(settings, redis_client, sessions, 768)
     env = student_env(settings, tiny_model, LABELQ_VISIBILITY_TIMEOUT_S="3")
-    attempts = settings.redis_key("attempts", "student", chunk_id)
+    attempts = keyspace.chunk_attempts(settings, "student", chunk_id)
     with celery_workers(env, "student", 1, tmp_path) as [proc]:
         wait_until(lambda: redis_client.exists(attempts) == 1, 120, "the chunk to start")
         time.sleep(1.0)

@@ -8,6 +8,8 @@ import orjson
 import pytest
 import redis
 
+from labelq import keyspace
+from labelq.keyspace import Stat
 from labelq.ledger import read_ledger
 from labelq.outcomes import ChunkOutcome
 from labelq.queue.task import Paused
@@ -64,10 +66,10 @@ def test_labels_records_ledger_and_cache(settings: Settings, redis_client: redis
         assert len(fake.requests) == 30
         assert read_ledger(redis_client, s, "session-label").cache_hits == 30
         assert len(teacher_records(s)) == 30
-        stats = redis_client.hgetall(s.redis_key("stats", "session-label"))
-        assert int(stats[b"labelled_teacher"]) == 30
+        stats = redis_client.hgetall(keyspace.stats(s, "session-label"))
+        assert int(stats[Stat.LABELLED_TEACHER.encode()]) == 30
         # The labelled sessions are kept beside their labels, for curation.
-        inputs = jsonl_objects(s, "inputs/teacher/session-label/")
+        inputs = jsonl_objects(s, keyspace.inputs_prefix("teacher", "session-label"))
         assert sorted(i["content_hash"] for i in inputs) == sorted(r.content_hash for r in records)
 
 
@@ -123,7 +125,7 @@ def test_budget_pauses_without_loss(settings: Settings, redis_client: redis.Redi
                 done += run(s, redis_client, chunk).labelled
         spent = read_ledger(redis_client, s, "session-label").usd
         assert 0 < spent <= 0.02
-        flag = orjson.loads(redis_client.get(s.redis_key("paused", "teacher", "session-label")))
+        flag = orjson.loads(redis_client.get(keyspace.teacher_paused(s, "session-label")))
         assert flag["reason"].startswith("budget")
         # Raise the budget: the paused chunk runs again and nothing is paid for twice.
         s_more = s.model_copy(update={"teacher_budget_usd": 1.0})

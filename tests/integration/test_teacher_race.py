@@ -9,6 +9,7 @@ import orjson
 import pytest
 import redis
 
+from labelq import keyspace
 from labelq.ledger import budget_state, read_ledger
 from labelq.queue.inspect import queue_depth
 from labelq.settings import Settings
@@ -32,7 +33,7 @@ def test_budget_never_exceeded_by_racing_workers(settings: Settings, redis_clien
         env = worker_env(settings, LABELQ_TEACHER_BACKEND="openai", LABELQ_TEACHER_BASE_URL=fake.base_url,
                          LABELQ_TEACHER_API_KEY=API_KEY, LABELQ_TEACHER_BUDGET_USD=str(budget),
                          LABELQ_TEACHER_PAUSE_S="0.3", LABELQ_TEACHER_CONCURRENCY="8")
-        paused = settings.redis_key("paused", "teacher", "session-label")
+        paused = keyspace.teacher_paused(settings, "session-label")
         with celery_workers(env, "teacher", 4, tmp_path):
             wait_until(lambda: redis_client.exists(paused) == 1, 90, "the budget to run out")
             time.sleep(2)  # let every racing worker hit the cap

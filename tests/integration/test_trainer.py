@@ -10,6 +10,8 @@ import orjson
 import pytest
 import redis
 
+from labelq import keyspace
+from labelq.keyspace import AdapterFile, BucketFile
 from labelq.registry import Registry
 from labelq.settings import Settings
 from labelq.store import open_store
@@ -42,23 +44,24 @@ def test_bucket_trains_promotes_and_gate_refuses_a_worse_adapter(
     registry = Registry(settings, redis_client, store)
     assert TrainingReport.from_dict(registry.metrics("session-label", 1)) == first
     assert registry.serving("session-label") == 1 and ready_buckets(store) == []
-    for name in ("adapter_model.safetensors", "adapter_config.json", "train_config.json", "metrics.json",
-                 "dataset.json"):
-        assert store.exists(f"adapters/session-label/v1/{name}")
+    for name in AdapterFile:
+        assert store.exists(keyspace.adapter_file("session-label", 1, name))
     # The adapter records the base it was trained on: the tiny model's manifest hash.
     base_hash = json.loads((tiny_model / "labelq_model.json").read_text())["base_hash"]
-    assert first["base_hash"] == base_hash
-    assert orjson.loads(store.get_bytes("adapters/session-label/v1/train_config.json"))["base_hash"] == base_hash
+    assert first.base_hash == base_hash
+    train_config = store.get_bytes(keyspace.adapter_file("session-label", 1, AdapterFile.TRAIN_CONFIG))
+    assert orjson.loads(train_config)["base_hash"] == base_hash
     # A worse bucket: every label wrong. Its adapter is evaluated on its own val set against the
     # serving adapter there, and refused.
-    for key_ in list(store.list("curated/session-label/v0001/")):
-        if key_.endswith(".jsonl"):
-            rows = [orjson.loads(line) for line in store.get_bytes(key_).splitlines()]
-            if key_.endswith("train.jsonl"):
-                for row in rows:
-                    row["label"] = "Buys a gift card"
-            store.put_bytes(key_.replace("v0001", "v0002"), b"".join(orjson.dumps(r) + b"\n" for r in rows))
-    store.put_bytes("curated/session-label/v0002/_READY", b"")
+    for split in (BucketFile.TRAIN, BucketFile.VAL):
+        rows = [orjson.loads(line) for line in
+                store.get_bytes(keyspace.bucket_file("session-label", "v0001", split)).splitlines()]
+        if split == BucketFile.TRAIN:
+            for row in rows:
+                row["label"] = "Buys a gift card"
+        store.put_bytes(keyspace.bucket_file("session-label", "v0002", split),
+                        b"".join(orjson.dumps(r) + b"\n" for r in rows))
+    store.put_bytes(keyspace.bucket_file("session-label", "v0002", BucketFile.READY), b"")
     second = train_bucket(settings, store, redis_client, "session-label", "v0002")
     assert second is not None and not second.promoted and "worse than the serving adapter" in second.gate
     assert second.serving is not None and second.serving.version == 1
@@ -68,7 +71,7 @@ def test_bucket_trains_promotes_and_gate_refuses_a_worse_adapter(
 
 
 def test_a_locked_bucket_is_left_to_its_trainer(settings: Settings, redis_client: redis.Redis) -> None:
-    redis_client.set(settings.redis_key("lock", "train", "session-label", "v0009"), "1")
+    redis_client.set(keyspace.train_lock(settings, "session-label", "v0009"), "1")
     assert train_bucket(settings, open_store(settings), redis_client, "session-label", "v0009") is None
 
 
@@ -87,7 +90,8 @@ def test_trainer_against_s3_and_its_adapter_changes_vllm_output(
     label_with_replay(settings, redis_client, list(generate(200, seed=62)))
     [metrics] = run_once(settings)  # automatic curation at seed_size, then training, all in S3
     assert metrics.promoted and metrics.dataset_version == "v0001"
-    assert store.exists("curated/session-label/v0001/_TRAINED") and store.exists("adapters/session-label/v1/metrics.json")
+    assert store.exists(keyspace.bucket_file("session-label", "v0001", BucketFile.TRAINED))
+    assert store.exists(keyspace.adapter_file("session-label", 1, AdapterFile.METRICS))
     assert run_once(settings) == []  # nothing new is due
     adapter = AdapterCache(store, settings.state_dir / "cache").get("session-label", 1)
     spec = load_spec("session-label")
@@ -139,9 +143,9 @@ def test_a_trainer_killed_mid_training_leaves_no_adapter_and_the_bucket_is_retra
             break
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
-    assert not [k for k in store.list("adapters/")], "a killed trainer must leave no adapter files"
+    assert not [k for k in store.list(keyspace.adapter_prefix("session-label"))], "a killed trainer must leave no adapter files"
     assert ready_buckets(store) == [("session-label", "v0001")]
-    lock = settings.redis_key("lock", "train", "session-label", "v0001")
+    lock = keyspace.train_lock(settings, "session-label", "v0001")
     assert train_bucket(settings, store, redis_client, "session-label", "v0001") is None  # still locked
     deadline = time.monotonic() + 10
     while redis_client.exists(lock) and time.monotonic() < deadline:

@@ -20,6 +20,7 @@ from typing import Any
 import orjson
 import pytest
 
+from labelq import keyspace
 from labelq.settings import Settings
 from tests.support.helpers import jsonl_objects, wait_until
 from tests.support.worker_procs import ROOT, Fleet
@@ -58,7 +59,7 @@ def tally(settings: Settings, expected_hashes: Iterable[str]) -> Tally:
     """Where every session put in ended: label records and worker dead letters, by content hash."""
     expected = set(expected_hashes)
     labels = [r["content_hash"] for r in jsonl_objects(settings, "labels/")]
-    letters = [d for stage in ("teacher", "student") for d in jsonl_objects(settings, f"deadletter/{stage}/")]
+    letters = [d for stage in ("teacher", "student") for d in jsonl_objects(settings, keyspace.dead_letters_prefix(stage))]
     seen = Counter(labels) + Counter(str(d.get("content_hash")) for d in letters)
     return Tally(
         sessions=len(expected), labelled=len(labels), dead_lettered=len(letters),

@@ -11,6 +11,7 @@ import orjson
 import pytest
 import redis
 
+from labelq import keyspace
 from labelq.queue import inspect
 from labelq.schemas import ChunkMessage, decode_jsonl
 from labelq.settings import Settings
@@ -53,7 +54,7 @@ def in_flight_chunks(settings: Settings, client: redis.Redis) -> list[ChunkMessa
 
 
 def dead_letters(settings: Settings, stage: str = "ingest") -> list[dict[str, Any]]:
-    return jsonl_objects(settings, f"deadletter/{stage}/")
+    return jsonl_objects(settings, keyspace.dead_letters_prefix(stage))
 
 
 def write_jsonl(path: Path, sessions: list[dict[str, Any]], extra_lines: list[bytes] = ()) -> Path:  # type: ignore[assignment]

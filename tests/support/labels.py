@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import orjson
 
+from labelq import keyspace
 from labelq.schemas import LabelRecord
 from labelq.store import ObjectStore
 
@@ -19,8 +20,8 @@ def label_record(content_hash: str, label: str, source: str = "teacher",
 
 def put_teacher_labels(store: ObjectStore, records: list[LabelRecord], chunk_id: str = "c1") -> None:
     """The teacher's labels of one chunk and the inputs it kept (curation trains on both)."""
-    store.put_bytes(f"labels/teacher/{TASK}/{chunk_id}.jsonl",
+    store.put_bytes(keyspace.labels("teacher", TASK, chunk_id),
                     b"".join(orjson.dumps(r.model_dump(mode="json")) + b"\n" for r in records))
-    store.put_bytes(f"inputs/teacher/{TASK}/{chunk_id}.jsonl", b"".join(
+    store.put_bytes(keyspace.inputs("teacher", TASK, chunk_id), b"".join(
         orjson.dumps({"session_id": r.session_id, "content_hash": r.content_hash, "payload": {"x": i}}) + b"\n"
         for i, r in enumerate(records)))

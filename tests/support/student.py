@@ -7,7 +7,9 @@ from pathlib import Path
 import orjson
 import redis
 
-from labelq.registry import Registry, adapter_prefix
+from labelq import keyspace
+from labelq.keyspace import AdapterFile
+from labelq.registry import Registry
 from labelq.schemas import LabelRecord
 from labelq.settings import Settings
 from labelq.store import open_store
@@ -24,13 +26,13 @@ def publish_adapter(settings: Settings, client: redis.Redis, adapter_dir: Path, 
     Its ``train_config.json`` (which records the base it was trained on) goes too when it has one.
     """
     store = open_store(settings)
-    for name in ("adapter_config.json", "adapter_model.safetensors", "train_config.json"):
-        if name != "train_config.json" or (adapter_dir / name).exists():
-            store.put_file(f"{adapter_prefix(TASK, version)}/{name}", adapter_dir / name)
-    store.put_bytes(f"{adapter_prefix(TASK, version)}/metrics.json", orjson.dumps({"version": version}))
+    for name in (AdapterFile.CONFIG, AdapterFile.WEIGHTS, AdapterFile.TRAIN_CONFIG):
+        if name != AdapterFile.TRAIN_CONFIG or (adapter_dir / name).exists():
+            store.put_file(keyspace.adapter_file(TASK, version, name), adapter_dir / name)
+    store.put_bytes(keyspace.adapter_file(TASK, version, AdapterFile.METRICS), orjson.dumps({"version": version}))
     if promote:
         Registry(settings, client, store).promote(TASK, version)
 
 
 def student_records(settings: Settings) -> list[LabelRecord]:
-    return [LabelRecord.decode(row) for row in jsonl_objects(settings, f"labels/student/{TASK}/")]
+    return [LabelRecord.decode(row) for row in jsonl_objects(settings, keyspace.labels_prefix("student", TASK))]

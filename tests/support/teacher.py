@@ -7,6 +7,7 @@ from typing import Any
 import redis
 from pydantic import SecretStr
 
+from labelq import keyspace
 from labelq.hashing import content_hash
 from labelq.schemas import ChunkMessage, LabelRecord, chunk_wire
 from labelq.settings import Settings
@@ -44,11 +45,11 @@ def chunks_of(n: int, size: int, seed: int = 1) -> list[ChunkMessage]:
 
 
 def teacher_records(settings: Settings, task: str = "session-label") -> list[LabelRecord]:
-    return [LabelRecord.decode(row) for row in jsonl_objects(settings, f"labels/teacher/{task}/")]
+    return [LabelRecord.decode(row) for row in jsonl_objects(settings, keyspace.labels_prefix("teacher", task))]
 
 
 def teacher_dead_letters(settings: Settings, task: str = "session-label") -> list[dict[str, Any]]:
-    return jsonl_objects(settings, f"deadletter/teacher/{task}/")
+    return jsonl_objects(settings, keyspace.dead_letters_prefix("teacher", task))
 
 
 def label_with_replay(settings: Settings, client: redis.Redis, sessions: list[dict[str, Any]]) -> None:

@@ -8,6 +8,7 @@ from typing import Any
 
 import redis
 
+from labelq import keyspace
 from labelq.curation_schedule import is_due, next_threshold
 from labelq.queue.publish import trigger_curation_if_due
 from labelq.settings import Settings
@@ -62,10 +63,10 @@ def test_a_second_trainer_does_not_curate_while_one_holds_the_lock(
     settings = settings.model_copy(update={"curation_seed_size": 16})
     store = open_store(settings)
     label_with_replay(settings, redis_client, list(generate(16, seed=68)))
-    lock = settings.redis_key("lock", "curate", TASK)
+    lock = keyspace.curate_lock(settings, TASK)
     redis_client.set(lock, "other-trainer")
     assert is_due(settings, redis_client, TASK)
-    assert curate_if_due(settings, store, redis_client, TASK) is None and list(store.list("curated/")) == []
+    assert curate_if_due(settings, store, redis_client, TASK) is None and list(store.list(keyspace.curated_prefix())) == []
     redis_client.delete(lock)
     manifest = curate_if_due(settings, store, redis_client, TASK)
     assert manifest is not None and manifest.version == "v0001" and not redis_client.exists(lock)

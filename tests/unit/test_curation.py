@@ -4,6 +4,8 @@ from pathlib import Path
 
 import orjson
 
+from labelq import keyspace
+from labelq.keyspace import BucketFile
 from labelq.spec import load_spec
 from labelq.store import LocalStore
 from tests.support.labels import label_record as rec
@@ -46,10 +48,10 @@ def test_bucket_written_whole_with_ready_last(tmp_path: Path) -> None:
     manifest = curate(store, SPEC)
     assert manifest is not None and manifest.version == "v0001"
     assert manifest.counts.train + manifest.counts.val == 50
-    assert writes[-1] == "curated/session-label/v0001/_READY"
+    assert writes[-1] == keyspace.bucket_file("session-label", "v0001", BucketFile.READY)
     assert manifest.prompt_version == SPEC.prompt_version and len(manifest.label_ids) == 50
     # The file holds exactly the manifest's fields, and reads back equal (no "review" key before a review).
-    stored = orjson.loads(store.get_bytes("curated/session-label/v0001/manifest.json"))
+    stored = orjson.loads(store.get_bytes(keyspace.bucket_file("session-label", "v0001", BucketFile.MANIFEST)))
     assert list(stored) == ["task", "version", "prompt_version", "created_at", "counts", "sources", "dropped",
                             "labels_seen", "hashes", "label_ids"]
     assert stored["counts"] == {"train": manifest.counts.train, "val": manifest.counts.val}

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 import yaml
 
+from labelq import keyspace
 from labelq.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -93,8 +94,6 @@ def _k8s_commands() -> list[tuple[str, list[str]]]:
 
 
 def test_k8s_manifests_parse_and_keda_scales_real_deployments_on_real_queues() -> None:
-    from labelq.queue.inspect import queue_redis_key
-
     docs = k8s_documents()
     deployments = {d["metadata"]["name"]: d for d in docs if d["kind"] == "Deployment"}
     assert {"labelq-teacher", "labelq-student", "labelq-trainer", "labelq-flower"} <= set(deployments)
@@ -107,7 +106,7 @@ def test_k8s_manifests_parse_and_keda_scales_real_deployments_on_real_queues() -
         assert obj["spec"]["scaleTargetRef"]["name"] in deployments
         [trigger] = obj["spec"]["triggers"]
         queue = name.removeprefix("labelq-")
-        assert trigger["type"] == "redis" and trigger["metadata"]["listName"] == queue_redis_key(settings, queue)
+        assert trigger["type"] == "redis" and trigger["metadata"]["listName"] == keyspace.queue(settings, queue)
     config = next(d for d in docs if d["kind"] == "ConfigMap")
     unknown = {k for k in config["data"] if k.startswith("LABELQ_") and k[7:].lower() not in Settings.model_fields}
     assert not unknown

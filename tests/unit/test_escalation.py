@@ -8,7 +8,9 @@ from collections.abc import Sequence
 import pytest
 import redis
 
+from labelq import keyspace
 from labelq.engines import Adapter, Generation
+from labelq.keyspace import Stat
 from labelq.schemas import ChunkMessage, SessionItem
 from labelq.settings import Settings
 from labelq.store import open_store
@@ -53,7 +55,7 @@ def student(settings: Settings, client: redis.Redis, answers: dict[int, Generati
 
 
 def stats(settings: Settings, client: redis.Redis) -> dict[str, int]:
-    return {k.decode(): int(v) for k, v in client.hgetall(settings.redis_key("stats", TASK)).items()}  # type: ignore[union-attr]
+    return {k.decode(): int(v) for k, v in client.hgetall(keyspace.stats(settings, TASK)).items()}  # type: ignore[union-attr]
 
 
 def test_grant_is_bounded_by_the_share_of_sessions_seen_and_the_same_on_redelivery(
@@ -90,7 +92,7 @@ def test_the_worst_answers_escalate_first_within_the_bound_and_the_rest_are_kept
     assert [sid for sid, r in records.items() if "low_confidence" in r.flags] == [ids[3]]
     assert all("base_model" in r.flags for r in records.values())
     counted = stats(rt.settings, redis_client)
-    assert counted["labelled_student"] == 6 and counted["escalated_student"] == 2
+    assert counted[Stat.LABELLED_STUDENT] == 6 and counted[Stat.ESCALATED_STUDENT] == 2
 
     again = Escalated()
     run_student_chunk(rt, chunk, again)  # redelivered: the same sessions escalate, nothing counted twice
@@ -112,7 +114,7 @@ def test_nothing_escalates_when_the_teacher_cannot_take_it(
     rt = student(settings, redis_client, {0: TOO_LONG, 1: Generation("Searches shoes", 0.1, 2)},
                  student_escalation_share=1.0)
     if why == "teacher paused":  # the budget is spent: low-confidence labels are kept, flagged
-        redis_client.set(rt.settings.redis_key("paused", "teacher", TASK), '{"reason": "budget", "since": 0}')
+        redis_client.set(keyspace.teacher_paused(rt.settings, TASK), '{"reason": "budget", "since": 0}')
     escalate = Escalated()
     chunk = make_chunk(sessions, route="escalation" if why == "escalated chunk" else "steady")
     result = run_student_chunk(rt, chunk, escalate)

@@ -6,7 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from labelq import keyspace
 from labelq.errors import ConfigError
+from labelq.keyspace import BucketFile
 from labelq.spec import load_spec
 from labelq.store import LocalStore
 from tests.support.labels import label_record, put_teacher_labels
@@ -38,7 +40,7 @@ def test_a_bucket_under_review_is_not_ready_until_approved(store: LocalStore) ->
 def test_a_rejected_bucket_is_never_ready(store: LocalStore) -> None:
     review.reject(store, SPEC.name, "v0001", "spot check failed")
     assert ready_buckets(store) == [] and review.pending(store, SPEC.name) == []
-    assert store.get_bytes("curated/session-label/v0001/_REJECTED") == b'{"reason":"spot check failed"}'
+    assert store.get_bytes(keyspace.bucket_file(SPEC.name, "v0001", BucketFile.REJECTED)) == b'{"reason":"spot check failed"}'
     with pytest.raises(ConfigError, match="not waiting for review"):
         review.approve(store, SPEC.name, "v0001")
 
@@ -60,7 +62,7 @@ def test_edits_relabel_and_drop_rows_then_approve_and_win_later(store: LocalStor
     assert after[rows[0].content_hash].label == "Browses the gift card page"
     assert after[rows[0].content_hash].source == "human"
     # The human label is kept for later buckets and wins over the teacher's.
-    assert store.exists("labels/human/session-label/review-v0001.jsonl")
+    assert store.exists(keyspace.review_labels(SPEC.name, "v0001"))
     later = curate(store, SPEC, require_review=True)
     assert later is not None and later.version == "v0002" and later.sources == {"teacher": 39, "human": 1}
     assert next(r for r in read_rows(store, SPEC.name, "v0002")

@@ -15,13 +15,15 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from labelq import keyspace
 from labelq.engines import Adapter
+from labelq.keyspace import AdapterFile
 from labelq.logging import get_logger
-from labelq.registry import adapter_prefix, recorded_base_hash
+from labelq.registry import recorded_base_hash
 from labelq.store import ObjectStore, segment
 
 log = get_logger(__name__)
-SERVED_FILES = ("adapter_config.json", "adapter_model.safetensors")
+SERVED_FILES = (AdapterFile.CONFIG, AdapterFile.WEIGHTS)
 
 
 class AdapterCache:
@@ -42,7 +44,7 @@ class AdapterCache:
             work = Path(tempfile.mkdtemp(prefix=f".v{version}-", dir=final.parent))
             try:
                 for name in SERVED_FILES:
-                    self._store.get_file(f"{adapter_prefix(task, version)}/{name}", work / name)
+                    self._store.get_file(keyspace.adapter_file(task, version, name), work / name)
                 shutil.rmtree(final, ignore_errors=True)
                 work.rename(final)
             finally:

@@ -35,6 +35,7 @@ import redis
 from labelq.contract import Verdict, check
 from labelq.engines import Adapter, Generation, StudentBackend, make_backend
 from labelq.errors import ConfigError, EngineDead
+from labelq.keyspace import Stat
 from labelq.logging import get_logger
 from labelq.models import mismatch_message, same_base, settings_base_hash
 from labelq.outcomes import ChunkOutcome, StudentEngine
@@ -185,7 +186,7 @@ def run_student_chunk(runtime: StudentRuntime, chunk: ChunkMessage, escalate: Es
         ))
     commit_chunk(settings, runtime.store, runtime.client, stage="student", task=chunk.task, chunk_id=chunk.chunk_id,
                  records=records, dead_letters=letters,
-                 extra_counts={"escalated_student": len(escalated), "student_engine_ms": int(engine_s * 1000)})
+                 extra_counts={Stat.ESCALATED_STUDENT: len(escalated), Stat.STUDENT_ENGINE_MS: int(engine_s * 1000)})
     return ChunkOutcome(labelled=len(records), escalated=len(escalated), dead_lettered=len(letters),
                         student=StudentEngine(adapter_version=adapter.version if adapter else None,
                                               engine_s=round(engine_s, 3), backend=backend.name,

@@ -24,6 +24,7 @@ import orjson
 import redis
 import redis.asyncio as aioredis
 
+from labelq import keyspace
 from labelq.errors import ConfigError, ServiceUnavailable
 from labelq.ledger import budget_limit_usd, price_usd
 from labelq.logging import get_logger
@@ -102,7 +103,7 @@ class BatchTeacher:
                                  max_retries=3)
         aredis = aioredis.from_url(resolve_redis_url(s))
         books = TeacherBooks(s, self.spec, aredis, self.model)
-        budget = Budget(aredis, s.redis_key_prefix, self.spec.name, budget_limit_usd(s, self.spec))
+        budget = Budget(aredis, keyspace.budget_keys(s, self.spec.name), budget_limit_usd(s, self.spec))
         try:
             pending = await self._initial(books, sessions)
             while pending:

@@ -12,7 +12,8 @@ from __future__ import annotations
 import orjson
 import redis.asyncio as aioredis
 
-from labelq.ledger import call_increments, ledger_key, price_usd
+from labelq import keyspace
+from labelq.ledger import call_increments, price_usd
 from labelq.schemas import SessionItem
 from labelq.settings import Settings
 from labelq.spec import TaskSpec
@@ -27,7 +28,7 @@ class TeacherBooks:
         self.settings, self.spec, self.redis, self.model = settings, spec, client, model
 
     def cache_key(self, content_hash: str) -> str:
-        return self.settings.redis_key("cache", self.model, self.spec.prompt_version, content_hash)
+        return keyspace.teacher_cache(self.settings, self.model, self.spec.prompt_version, content_hash)
 
     async def start(self, item: SessionItem) -> SessionLabelling:
         cached = await self.redis.get(self.cache_key(item.content_hash))
@@ -35,7 +36,7 @@ class TeacherBooks:
         if cached is not None:
             entry = orjson.loads(cached)
             hit = CachedLabel(entry["label"], entry["words"])
-            await self.redis.hincrby(ledger_key(self.settings, self.spec.name), "cache_hits", 1)
+            await self.redis.hincrby(keyspace.ledger(self.settings, self.spec.name), keyspace.LEDGER_CACHE_HITS, 1)
         return SessionLabelling.start(self.spec, self.settings, item, hit)
 
     async def charge(self, completion: Completion, *, discount: float = 1.0) -> float:

@@ -22,6 +22,7 @@ from typing import Literal
 
 import redis.asyncio as aioredis
 
+from labelq import keyspace
 from labelq.errors import RateLimited
 from labelq.ledger import price_usd
 from labelq.logging import get_logger
@@ -36,7 +37,6 @@ from workers.teacher.prompt import Messages, estimate_prompt_tokens
 from workers.teacher.session import Dead, Labelled, Paused, Retry, SessionLabelling
 
 log = get_logger(__name__)
-ATTEMPTS_TTL_S = 86_400
 
 Status = Literal["labelled", "dead", "retry_later", "paused_budget", "paused_auth"]
 
@@ -62,9 +62,6 @@ class TeacherContext:
 
     def __post_init__(self) -> None:
         self.books = TeacherBooks(self.settings, self.spec, self.redis, self.client.model)
-
-    def key(self, *parts: str) -> str:
-        return self.settings.redis_key(*parts)
 
 
 def backoff_s(settings: Settings, attempt: int, retry_after_s: float | None, rng: random.Random) -> float:
@@ -111,7 +108,7 @@ async def label_session(ctx: TeacherContext, item: SessionItem, chunk: ChunkMess
     started = time.monotonic()
     state = await ctx.books.start(item)
     # Failed attempts are counted in Redis: a redelivered chunk does not start again at one.
-    attempts_key = ctx.key("attempts", "teacher", ctx.spec.name, item.content_hash)
+    attempts_key = keyspace.teacher_attempts(settings, ctx.spec.name, item.content_hash)
     while not state.done:
         try:
             paid = await _call(ctx, item, state.request, deadline)
@@ -119,7 +116,7 @@ async def label_session(ctx: TeacherContext, item: SessionItem, chunk: ChunkMess
             attempt = None
             if exc.retryable and not exc.operational:
                 attempt = int(await ctx.redis.incr(attempts_key))
-                await ctx.redis.expire(attempts_key, ATTEMPTS_TTL_S)
+                await ctx.redis.expire(attempts_key, keyspace.TEACHER_ATTEMPTS_TTL_S)
             step = state.failed(exc, attempt)
             if isinstance(step, Retry):
                 delay = backoff_s(settings, step.attempt, step.retry_after_s, ctx.rng)

@@ -11,6 +11,7 @@ import orjson
 import redis
 import redis.asyncio as aioredis
 
+from labelq import keyspace
 from labelq.ledger import budget_limit_usd
 from labelq.logging import get_logger
 from labelq.outcomes import ChunkOutcome, TeacherSpend
@@ -41,10 +42,10 @@ async def _label(settings: Settings, chunk: ChunkMessage, deadline: float) -> li
     try:
         ctx = TeacherContext(
             settings=settings, spec=spec, client=client, redis=aredis,
-            limiter=RateLimiter(aredis, settings.redis_key_prefix, rpm=settings.teacher_rpm,
+            limiter=RateLimiter(aredis, keyspace.rate_limit_keys(settings), rpm=settings.teacher_rpm,
                                 tpm=settings.teacher_tpm,
                                 window_ms=int(settings.teacher_rate_window_s * 1000)),
-            budget=Budget(aredis, settings.redis_key_prefix, spec.name, budget_limit_usd(settings, spec)),
+            budget=Budget(aredis, keyspace.budget_keys(settings, spec.name), budget_limit_usd(settings, spec)),
         )
         return await label_chunk(ctx, chunk, deadline)
     finally:
@@ -70,7 +71,7 @@ def run_teacher_chunk(settings: Settings, store: ObjectStore, client: redis.Redi
     started_at = time.time()
     results = asyncio.run(_label(settings, chunk, deadline))
     statuses = Counter(r.status for r in results)
-    pause_key = settings.redis_key("paused", "teacher", chunk.task)
+    pause_key = keyspace.teacher_paused(settings, chunk.task)
     if statuses["paused_auth"] or statuses["paused_budget"]:
         why = ("the teacher API refused the key (401/403)" if statuses["paused_auth"]
                else f"budget of ${budget_limit_usd(settings, load_spec(chunk.task, settings.specs_dir)):.2f}"

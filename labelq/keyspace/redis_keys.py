@@ -1,0 +1,160 @@
+"""Redis key families: ``<redis_key_prefix><part>:<part>...``, what each holds and its TTL."""
+
+from __future__ import annotations
+
+from labelq.settings import Settings
+
+
+def _redis(settings: Settings, *parts: str) -> str:
+    return settings.redis_key_prefix + ":".join(parts)
+
+
+CHUNK_DONE_TTL_S = 30 * 86_400
+CHUNK_ATTEMPTS_TTL_S = 7 * 86_400
+TEACHER_ATTEMPTS_TTL_S = 86_400
+ESCALATION_DECISION_TTL_S = 30 * 86_400
+CURATION_TRIGGER_TTL_S = 86_400
+CURATE_LOCK_TTL_S = 600
+
+
+def queue(settings: Settings, name: str) -> str:
+    """Kombu's list of a queue's waiting messages (KEDA scales on its length); no TTL."""
+    return settings.redis_key_prefix + name
+
+
+def unacked(settings: Settings) -> str:
+    """Kombu's hash of delivered, unacknowledged messages (redelivered after the visibility timeout)."""
+    return settings.redis_key_prefix + "unacked"
+
+
+def stats(settings: Settings, task: str) -> str:
+    """Hash of a task's counters (fields: :class:`Stat`); no TTL."""
+    return _redis(settings, "stats", task)
+
+
+def stats_prefix(settings: Settings) -> str:
+    """What every ``stats`` key starts with (scan it to list the known tasks)."""
+    return _redis(settings, "stats", "")
+
+
+def dlq_reasons(settings: Settings) -> str:
+    """Hash: dead-letter reason -> sessions, all tasks; no TTL."""
+    return _redis(settings, "dlq", "reasons")
+
+
+def dlq_task(settings: Settings, task: str) -> str:
+    """Hash: dead-letter reason -> sessions, one task; no TTL."""
+    return _redis(settings, "dlq", "task", task)
+
+
+def chunk_done(settings: Settings, stage: str, chunk_id: str) -> str:
+    """Marker: the chunk's output is committed and counted; ``CHUNK_DONE_TTL_S``."""
+    return _redis(settings, "done", stage, chunk_id)
+
+
+def chunk_attempts(settings: Settings, stage: str, chunk_id: str) -> str:
+    """Counter of a chunk's deliveries (poison after ``max_attempts``); ``CHUNK_ATTEMPTS_TTL_S``."""
+    return _redis(settings, "attempts", stage, chunk_id)
+
+
+def teacher_attempts(settings: Settings, task: str, content_hash: str) -> str:
+    """Counter of a session's failed teacher calls; ``TEACHER_ATTEMPTS_TTL_S``."""
+    return _redis(settings, "attempts", "teacher", task, content_hash)
+
+
+def seen(settings: Settings, task: str) -> str:
+    """Set of the content hashes (16 raw bytes) ever enqueued for a task (dedupe); no TTL."""
+    return _redis(settings, "seen", task)
+
+
+def claim_reply(settings: Settings, token: str) -> str:
+    """A dedupe claim's reply, kept for a retry of the same call; 1 h (set in ``claim.lua``)."""
+    return _redis(settings, "claim", token)
+
+
+def count_reply(settings: Settings, token: str) -> str:
+    """Marker: a producer count ran, so its retry does not count twice; 1 h (``count_once.lua``)."""
+    return _redis(settings, "counted", token)
+
+
+def routing(settings: Settings, task: str) -> str:
+    """Hash of the seed phase's counters (fields: :class:`RoutingField`); no TTL."""
+    return _redis(settings, "routing", task)
+
+
+def routing_strata(settings: Settings, task: str) -> str:
+    """Hash: stratum value -> sessions seeded; no TTL."""
+    return _redis(settings, "routing", task, "strata")
+
+
+def ledger(settings: Settings, task: str) -> str:
+    """Hash of teacher spend per model (fields: :func:`ledger_field`, ``LEDGER_CACHE_HITS``); no TTL."""
+    return _redis(settings, "ledger", task)
+
+
+def budget_keys(settings: Settings, task: str) -> list[str]:
+    """A task's budget: totals (hash, :class:`BudgetField`), reservation expiries (zset) and
+    amounts (hash); no TTL (reservations expire inside the scripts)."""
+    base = _redis(settings, "budget", task)
+    return [base, f"{base}:exp", f"{base}:amt"]
+
+
+def rate_limit_keys(settings: Settings) -> list[str]:
+    """The teacher rate limiter, shared by every task: request log (zset), token log (zset),
+    token sum, pacing time (GCRA); each expires two windows after its last use."""
+    return [_redis(settings, "rl", name) for name in ("req", "tok", "tok_sum", "tat")]
+
+
+def teacher_cache(settings: Settings, model: str, prompt_version: str, content_hash: str) -> str:
+    """A teacher answer (``{"label", "words"}``) for one input; ``teacher_cache_ttl_s``."""
+    return _redis(settings, "cache", model, prompt_version, content_hash)
+
+
+def teacher_paused(settings: Settings, task: str) -> str:
+    """JSON ``{"reason", "since"}`` while the teacher waits (budget, key); 4x ``teacher_pause_s``."""
+    return _redis(settings, "paused", "teacher", task)
+
+
+def adapter_current(settings: Settings, task: str) -> str:
+    """The promoted adapter version; no TTL (mirrored in the store)."""
+    return _redis(settings, "adapter", task, "current")
+
+
+def adapter_pinned(settings: Settings, task: str) -> str:
+    """The version students serve whatever is promoted; no TTL (mirrored in the store)."""
+    return _redis(settings, "adapter", task, "pinned")
+
+
+def adapter_history(settings: Settings, task: str) -> str:
+    """List of promoted versions, oldest first (rollback pops it); no TTL (mirrored)."""
+    return _redis(settings, "adapter", task, "history")
+
+
+def train_lock(settings: Settings, task: str, dataset_version: str) -> str:
+    """A trainer's token on one bucket; ``trainer_lock_s``, renewed by its heartbeat."""
+    return _redis(settings, "lock", "train", task, dataset_version)
+
+
+def curate_lock(settings: Settings, task: str) -> str:
+    """One curation at a time per task; ``CURATE_LOCK_TTL_S``."""
+    return _redis(settings, "lock", "curate", task)
+
+
+def curation(settings: Settings, task: str) -> str:
+    """Hash of automatic curation's state (fields: :class:`CurationField`); no TTL."""
+    return _redis(settings, "curation", task)
+
+
+def curation_trigger(settings: Settings, task: str, threshold: int) -> str:
+    """Marker: the trainer trigger for one threshold was sent; ``CURATION_TRIGGER_TTL_S``."""
+    return _redis(settings, "curation", task, "trigger", str(threshold))
+
+
+def escalation(settings: Settings, task: str) -> str:
+    """Hash of the students' escalation share (fields: :class:`EscalationField`); no TTL."""
+    return _redis(settings, "escalation", task)
+
+
+def escalation_decision(settings: Settings, chunk_id: str) -> str:
+    """How many sessions a chunk may escalate, fixed at its first delivery; ``ESCALATION_DECISION_TTL_S``."""
+    return _redis(settings, "escalation", "chunk", chunk_id)

@@ -1,0 +1,125 @@
+"""Object-store paths, built with :func:`~labelq.store.keys.key` and :func:`~labelq.store.keys.segment`
+so a task name or chunk id from data can never leave its folder."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from labelq.store.keys import key, segment
+
+NO_TASK = "_none"  # the task folder of dead letters that belong to no task
+
+
+class BucketFile(StrEnum):
+    """The files of a curated bucket ``curated/<task>/<version>/``; a marker is written last."""
+
+    TRAIN = "train.jsonl"
+    VAL = "val.jsonl"
+    MANIFEST = "manifest.json"
+    READY = "_READY"  # complete; the trainer takes it
+    REVIEW = "_REVIEW"  # complete, waiting for ``labelq review``
+    REJECTED = "_REJECTED"  # never trained
+    TRAINED = "_TRAINED"  # an adapter was built from it
+
+
+def split_file(split: str) -> BucketFile:
+    """The file of a ``train`` or ``val`` split."""
+    return BucketFile(f"{split}.jsonl")
+
+
+def labels(source: str, task: str, name: str) -> str:
+    """Label records of one chunk (or review, or batch) of a task."""
+    return key("labels", source, segment(task), f"{segment(name)}.jsonl")
+
+
+def labels_prefix(source: str, task: str | None = None) -> str:
+    """Every label object of a source, or of one task of it."""
+    return key("labels", source, *([segment(task)] if task is not None else [])) + "/"
+
+
+def task_of_labels(path: str) -> str:
+    """The task folder (as stored) of a ``labels/<source>/<task>/...`` path."""
+    return path.split("/")[2]
+
+
+def review_labels(task: str, version: str) -> str:
+    """The human labels one review of a bucket produced."""
+    return labels("human", task, f"review-{version}")
+
+
+def inputs(stage: str, task: str, name: str) -> str:
+    """The sessions a chunk labelled (curation turns them into training prompts)."""
+    return key("inputs", stage, segment(task), f"{segment(name)}.jsonl")
+
+
+def inputs_prefix(stage: str, task: str) -> str:
+    return key("inputs", stage, segment(task)) + "/"
+
+
+def dead_letters(stage: str, task: str | None, name: str) -> str:
+    """Dead letters of one chunk (workers) or one flushed batch (ingest), with their reasons."""
+    return key("deadletter", stage, segment(task or NO_TASK), f"{segment(name)}.jsonl")
+
+
+def dead_letters_prefix(stage: str | None = None, task: str | None = None) -> str:
+    """Every dead letter, those of one stage, or of one stage and task."""
+    parts = [stage] if stage else []
+    if stage and task is not None:
+        parts.append(segment(task))
+    return key("deadletter", *parts) + "/"
+
+
+def curated_prefix(task: str | None = None) -> str:
+    """Every curated bucket, or those of one task."""
+    return key("curated", *([segment(task)] if task is not None else [])) + "/"
+
+
+def bucket(task: str, version: str) -> str:
+    """A curated bucket's folder (``version`` is ``v0001``, ``v0002``...)."""
+    return key("curated", segment(task), version)
+
+
+def bucket_file(task: str, version: str, name: BucketFile) -> str:
+    return f"{bucket(task, version)}/{name}"
+
+
+def parse_bucket_file(path: str) -> tuple[str, str, str] | None:
+    """``(task folder as stored, version, file name)`` of a path inside a bucket, else None."""
+    parts = path.split("/")
+    if len(parts) != 4 or parts[0] != "curated":
+        return None
+    return parts[1], parts[2], parts[3]
+
+
+class AdapterFile(StrEnum):
+    """The files of an adapter version ``adapters/<task>/v<N>/``; ``metrics.json`` is written last."""
+
+    WEIGHTS = "adapter_model.safetensors"
+    CONFIG = "adapter_config.json"  # vLLM loads these two
+    TRAIN_CONFIG = "train_config.json"
+    DATASET = "dataset.json"  # the curated bucket it was trained on
+    METRICS = "metrics.json"  # evaluation and gate; a version exists once this exists
+
+
+def adapter_prefix(task: str, version: int | None = None) -> str:
+    """A task's adapters folder, or one version's (``adapters/<task>/v<N>``)."""
+    base = key("adapters", segment(task))
+    return base if version is None else f"{base}/v{version}"
+
+
+def adapter_file(task: str, version: int, name: AdapterFile) -> str:
+    """One file of an adapter version."""
+    return f"{adapter_prefix(task, version)}/{name}"
+
+
+def adapter_version_of(path: str) -> int | None:
+    """The version of an ``adapters/<task>/v<N>/...`` path, else None."""
+    parts = path.split("/")
+    if len(parts) < 4 or parts[0] != "adapters" or not parts[2].startswith("v") or not parts[2][1:].isdigit():
+        return None
+    return int(parts[2][1:])
+
+
+def registry_mirror(task: str) -> str:
+    """The store's copy of a task's adapter pointer (Redis may be lost; this is not)."""
+    return f"{adapter_prefix(task)}/registry.json"
