@@ -8,7 +8,8 @@ import pytest
 
 from labelq.errors import ConfigError
 from labelq.logging import bind, configure, get_logger, scrub_text
-from labelq.settings import Settings, load_settings, masked_dump
+from labelq.masking import masked_dump
+from labelq.settings import Settings, load_settings
 
 
 def test_env_prefix_and_toml_sections(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

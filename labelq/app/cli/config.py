@@ -9,7 +9,8 @@ from rich.console import Console
 from rich.table import Table
 
 from labelq.app.cli.common import friendly_errors, print_json_line, settings_of
-from labelq.settings import Settings, masked_dump
+from labelq.masking import masked_dump
+from labelq.settings import Settings
 
 app = typer.Typer(help="Inspect the effective configuration.", no_args_is_help=True)
 
