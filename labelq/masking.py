@@ -14,7 +14,7 @@ SECRET_MARKERS = ("key", "secret", "password", "token")
 
 
 def mask_url(url: str) -> str:
-    """Hide the password (and key-like query values) of a URL."""
+    """Hide the password of a URL (``redis://:***@host``)."""
     parts = urlsplit(url)
     if parts.password:
         host = parts.hostname or ""

@@ -58,7 +58,7 @@ def free_port() -> int:
 
 
 def redis_config_lines(data_dir: Path, port: int, password: str | None) -> list[str]:
-    """The settings ARCHITECTURE.md asks of the broker: AOF everysec, noeviction."""
+    """The settings docs/architecture.md asks of the broker: AOF everysec, noeviction."""
     lines = [
         "bind 127.0.0.1",
         f"port {port}",

@@ -113,7 +113,7 @@ Source = Literal["teacher", "student", "human"]
 
 
 class LabelRecord(BaseModel):
-    """One label; the fields of ARCHITECTURE.md's label record contract."""
+    """One label; the fields of docs/architecture.md's label record contract."""
 
     model_config = ConfigDict(extra="forbid")
 

@@ -1,4 +1,4 @@
-"""The Celery app factory: ARCHITECTURE.md's delivery guarantees in one place.
+"""The Celery app factory: docs/architecture.md's delivery guarantees in one place.
 
 At-least-once with idempotent output: late acks, reject on worker lost,
 prefetch 1, one shared visibility timeout, JSON only. Tasks are routed to

@@ -52,7 +52,8 @@ def test_automatic_curation_at_seed_size_then_every_retrain_every(
     assert next_threshold(settings, redis_client, TASK) == 128 + 64 and not is_due(settings, redis_client, TASK)
     assert curate_if_due(settings, store, redis_client, TASK) is None  # not due again yet
     label_with_replay(settings, redis_client, list(generate(64, seed=67)))
-    assert trigger_curation_if_due(settings, redis_client, app, TASK)  # type: ignore[arg-type] and len(app.sent) == 2
+    assert trigger_curation_if_due(settings, redis_client, app, TASK)  # type: ignore[arg-type]
+    assert len(app.sent) == 2
     second = curate_if_due(settings, store, redis_client, TASK)
     assert second is not None and second.version == "v0002" and second.counts.train + second.counts.val == 192
     assert next_threshold(settings, redis_client, TASK) == 256
