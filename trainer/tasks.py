@@ -43,7 +43,7 @@ def run_forever(settings: Settings, on_result: Callable[[TrainingReport], None])
 
 def _train(job: LabelqTask, message: dict[str, Any]) -> list[dict[str, Any]]:
     settings = job.settings
-    store, client = open_store(settings), connect(settings)
+    store, client = job.store, job.redis
     task = message["task"]
     if message.get("curate"):
         curate_if_due(settings, store, client, task)

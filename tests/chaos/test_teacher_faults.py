@@ -18,7 +18,7 @@ from labelq.settings import Settings
 from labelq.synth import generate
 from producer.run import run_ingest
 from tests.support.chaos import Fleet, record_result, tally, tally_row, wait_until
-from tests.support.helpers import in_flight_chunks, jsonl_objects, queued_chunks, write_jsonl
+from tests.support.helpers import jsonl_objects, queued_chunks, unacked_chunks, write_jsonl
 from tests.support.openai_server import FakeConfig, FakeOpenAI
 from tests.support.teacher import API_KEY
 from tests.support.worker_procs import worker_env
@@ -115,7 +115,7 @@ def test_faults_with_racing_workers_never_exceed_the_budget(
     assert spent > 0.5 * budget  # it did spend up to near the cap (reservations at worst-case prices)
     # Nothing lost: what was not labelled or dead-lettered waits in the queue for more budget.
     waiting = {s.content_hash for c in queued_chunks(settings, redis_client, "teacher")
-               + in_flight_chunks(settings, redis_client) for s in c.sessions}
+               + unacked_chunks(settings, redis_client) for s in c.sessions}
     ended = {r["content_hash"] for r in records} | {
         d["content_hash"] for d in jsonl_objects(settings, keyspace.dead_letters_prefix("teacher"))}
     assert ended | waiting == expected and not ended & waiting

@@ -15,7 +15,7 @@ from labelq.queue.inspect import queue_depth
 from labelq.settings import Settings
 from labelq.synth import generate
 from producer.run import run_ingest
-from tests.support.helpers import in_flight_chunks, queued_chunks, wait_until, write_jsonl
+from tests.support.helpers import queued_chunks, unacked_chunks, wait_until, write_jsonl
 from tests.support.openai_server import FakeConfig, FakeOpenAI
 from tests.support.teacher import API_KEY, teacher_records
 from tests.support.worker_procs import celery_workers, worker_env
@@ -47,7 +47,7 @@ def test_budget_never_exceeded_by_racing_workers(settings: Settings, redis_clien
         # below the cap (78-95% measured, lower when the machine is busy and more calls are in flight).
         assert spent > 0.7 * budget
         # Nothing lost: every session is labelled or still waiting in the queue.
-        chunks = queued_chunks(settings, redis_client, "teacher") + in_flight_chunks(settings, redis_client)
+        chunks = queued_chunks(settings, redis_client, "teacher") + unacked_chunks(settings, redis_client)
         waiting = {s.session_id for c in chunks for s in c.sessions}
         labelled = {r.session_id for r in records}
         assert len(labelled | waiting) == 300 and not labelled & waiting

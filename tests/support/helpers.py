@@ -48,7 +48,7 @@ def jsonl_objects(settings: Settings, prefix: str) -> list[dict[str, Any]]:
     return rows
 
 
-def in_flight_chunks(settings: Settings, client: redis.Redis) -> list[ChunkMessage]:
+def unacked_chunks(settings: Settings, client: redis.Redis) -> list[ChunkMessage]:
     """Messages a worker reserved but did not ack: redelivered later."""
     return [ChunkMessage.decode(c) for c in inspect.unacked_chunks(settings, client)]
 

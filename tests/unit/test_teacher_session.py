@@ -16,8 +16,8 @@ from workers.teacher.session import (
     Ask,
     CachedLabel,
     Dead,
+    Halted,
     Labelled,
-    Paused,
     Retry,
     SessionLabelling,
 )
@@ -127,9 +127,9 @@ def test_permanent_operational_and_budget(spec: TaskSpec, settings: Settings, it
     step = permanent.failed(TeacherCallError("teacher_http_400", "the provider rejected the request"))
     assert step == Dead("teacher_http_400", "the provider rejected the request") and permanent.attempts == 0
     auth = SessionLabelling.start(spec, settings, item)
-    assert auth.failed(TeacherCallError("teacher_auth", "refused", operational=True)) == Paused("auth")
+    assert auth.failed(TeacherCallError("teacher_auth", "refused", operational=True)) == Halted("auth")
     broke = SessionLabelling.start(spec, settings, item)
-    assert broke.budget_refused() == Paused("budget") and broke.done
+    assert broke.budget_refused() == Halted("budget") and broke.done
 
 
 def test_a_finished_session_takes_no_more_events(spec: TaskSpec, settings: Settings, item: SessionItem) -> None:

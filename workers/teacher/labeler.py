@@ -34,7 +34,7 @@ from workers.teacher.budget import Budget
 from workers.teacher.client import Completion, TeacherCallError, TeacherClient
 from workers.teacher.limiter import RateLimiter
 from workers.teacher.prompt import Messages, estimate_prompt_tokens
-from workers.teacher.session import Dead, Labelled, Paused, Retry, SessionLabelling
+from workers.teacher.session import Dead, Halted, Labelled, Retry, SessionLabelling
 
 log = get_logger(__name__)
 
@@ -136,7 +136,7 @@ async def label_session(ctx: TeacherContext, item: SessionItem, chunk: ChunkMess
 async def _result(ctx: TeacherContext, state: SessionLabelling, chunk: ChunkMessage,
                   attempts_key: str, started: float) -> SessionResult:
     item, step = state.item, state.step
-    if isinstance(step, Paused):
+    if isinstance(step, Halted):
         return SessionResult(item, "paused_auth" if step.cause == "auth" else "paused_budget")
     if not (isinstance(step, Labelled) and step.cached):
         await ctx.redis.delete(attempts_key)  # finished: the next delivery starts at one

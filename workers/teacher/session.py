@@ -12,10 +12,10 @@ rounds). What an answer or a failure means is decided here, without I/O:
     failed: retryable, attempts left ──────────> Retry(reason, retry_after_s)
     failed: retryable, attempts spent ─────────> Dead(reason, "gave up after N attempts")
     failed: permanent (400, 404, 422) ─────────> Dead(reason)
-    failed: operational (401/403) ─────────────> Paused("auth")
-    budget_refused ────────────────────────────> Paused("budget")
+    failed: operational (401/403) ─────────────> Halted("auth")
+    budget_refused ────────────────────────────> Halted("budget")
 
-Ask and Retry wait for the mode to send ``request``; Labelled, Dead and Paused
+Ask and Retry wait for the mode to send ``request``; Labelled, Dead and Halted
 are final. The spend (tokens, dollars) adds up over every answer paid for,
 the repaired one included, and goes on the label record.
 """
@@ -67,15 +67,15 @@ class Dead:
 
 
 @dataclass(frozen=True, slots=True)
-class Paused:
+class Halted:
     """Nothing is wrong with the session: the key was refused, or the budget is spent."""
 
     cause: Literal["auth", "budget"]
 
 
-Step = Ask | Retry | Labelled | Dead | Paused
+Step = Ask | Retry | Labelled | Dead | Halted
 Answered = Labelled | Ask | Dead
-Failed = Retry | Dead | Paused
+Failed = Retry | Dead | Halted
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,7 +146,7 @@ class SessionLabelling:
         self._require_waiting("failed")
         step: Failed
         if error.operational:
-            step = Paused("auth")
+            step = Halted("auth")
         elif not error.retryable:
             step = Dead(error.reason, str(error))
         else:
@@ -158,10 +158,10 @@ class SessionLabelling:
         self.step = step
         return step
 
-    def budget_refused(self) -> Paused:
+    def budget_refused(self) -> Halted:
         """The budget would not cover the request: it was not sent."""
         self._require_waiting("budget_refused")
-        self.step = Paused("budget")
+        self.step = Halted("budget")
         return self.step
 
     def record(self, *, model: str, chunk_id: str, flags: list[str], latency_ms: float = 0.0) -> LabelRecord:
