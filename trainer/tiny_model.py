@@ -76,7 +76,11 @@ class TinyConfig:
 
 
 def tiny_model_dir(settings: Settings, config: TinyConfig | None = None) -> Path:
-    return models_dir(settings) / (config or TinyConfig()).name
+    """The folder of the tiny base built from ``config``: named by the config's hash and the
+    ``session-label`` spec's prompt version, since the pre-training corpus is rendered through
+    that spec's student prompt (a changed prompt must not reuse a base trained on the old one)."""
+    prompt_version = load_spec("session-label", settings.specs_dir).prompt_version
+    return models_dir(settings) / f"{(config or TinyConfig()).name}-{prompt_version}"
 
 
 def _corpus(settings: Settings, config: TinyConfig) -> list[tuple[str, str]]:
