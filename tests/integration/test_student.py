@@ -124,13 +124,14 @@ def test_an_interrupted_generate_leaves_no_request_behind(vllm_backend: StudentB
         raise Interrupted
 
     previous = signal.signal(signal.SIGUSR1, interrupt)
-    # 512 requests are in the engine after ~1 s and answered after ~12 s: the signal lands in between.
+    # 2,048 requests: the call is still adding or answering them 3 s in, when the signal lands. (With 512,
+    # a full-suite run on 2026-11-30 finished the call first: DID NOT RAISE; 512 took ~12 s when written.)
     timer = threading.Timer(3.0, os.kill, (os.getpid(), signal.SIGUSR1))
     try:
         with capture_logs() as logs:
             timer.start()
             with pytest.raises(Interrupted):
-                vllm_backend.generate(prompts_of(512, seed=42)[0], None, 64)
+                vllm_backend.generate(prompts_of(2048, seed=42)[0], None, 64)
     finally:
         timer.cancel()
         signal.signal(signal.SIGUSR1, previous)
