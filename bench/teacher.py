@@ -45,7 +45,7 @@ def _ingest(url: str, tmp: Path, n: int, chunk_size: int) -> Settings:
                         store_url=f"file://{tmp / 'store'}", chunk_size=chunk_size)
     path = tmp / f"in-{n}.jsonl"
     path.write_bytes(b"".join(orjson.dumps(s) + b"\n" for s in generate(n, seed=n)))
-    run_ingest(settings, [str(path)])
+    run_ingest(settings, [str(path)], queue="teacher")  # all of them: the routing policy would send most to students
     return settings
 
 
