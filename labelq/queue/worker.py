@@ -70,8 +70,10 @@ def worker_thread(app: Celery, queues: Sequence[str], shutdown_timeout_s: float 
 
 def run_worker(app: Celery, queues: Sequence[str], hostname: str) -> None:
     """A solo-pool worker in this process until it is stopped (SIGTERM: a warm shutdown)."""
+    # redirect_stdouts off: the caller's own stdout (a benchmark's --json line) stays stdout.
     worker = app.Worker(queues=list(queues), pool="solo", concurrency=1, without_mingle=True,
-                        without_gossip=True, without_heartbeat=True, loglevel="WARNING", hostname=hostname)
+                        without_gossip=True, without_heartbeat=True, loglevel="WARNING", hostname=hostname,
+                        redirect_stdouts=False)
     with contextlib.suppress(SystemExit):
         worker.start()
 
