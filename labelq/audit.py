@@ -18,6 +18,7 @@ import redis
 from labelq import keyspace
 from labelq.keyspace import Stat
 from labelq.queue.inspect import in_flight_chunks
+from labelq.redis_server import read_int_hash
 from labelq.settings import Settings
 from labelq.snapshot import AuditReport, TaskBalance
 from labelq.status import known_tasks
@@ -35,8 +36,7 @@ def audit(settings: Settings, client: redis.Redis) -> AuditReport:
     flying = in_flight_sessions(settings, client)
     tasks = {}
     for task in known_tasks(settings, client):
-        raw: dict[bytes, bytes] = client.hgetall(keyspace.stats(settings, task))  # type: ignore[assignment]
-        stats = {k.decode(): int(v) for k, v in raw.items()}
+        stats = read_int_hash(client, keyspace.stats(settings, task))
         labelled = stats.get(Stat.LABELLED_TEACHER, 0) + stats.get(Stat.LABELLED_STUDENT, 0)
         dead = stats.get(Stat.DEAD_TEACHER, 0) + stats.get(Stat.DEAD_STUDENT, 0)
         ingested = stats.get(Stat.INGESTED, 0)

@@ -191,3 +191,9 @@ def connect(settings: Settings, *, start: bool = True) -> redis.Redis:
     except redis.RedisError as exc:
         raise ServiceUnavailable(f"Redis unreachable: {type(exc).__name__}") from exc
     return client
+
+
+def read_int_hash(client: redis.Redis, key: str) -> dict[str, int]:
+    """A hash of counters (stats, dead-letter reasons, escalation), field name to int, by field name."""
+    raw: dict[bytes, bytes] = client.hgetall(key)  # type: ignore[assignment]
+    return {k.decode(): int(v) for k, v in sorted(raw.items())}

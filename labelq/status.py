@@ -9,14 +9,10 @@ from labelq import keyspace
 from labelq.keyspace import Stat
 from labelq.ledger import budget_limit_usd, budget_state, cost_summary, read_ledger
 from labelq.queue.inspect import queue_depths
+from labelq.redis_server import read_int_hash
 from labelq.routing import routing_state
 from labelq.settings import Settings
 from labelq.snapshot import AdapterStatus, StatusSnapshot, StatusTotals, TaskStatus, TeacherStatus
-
-
-def _int_hash(client: redis.Redis, key: str) -> dict[str, int]:
-    raw: dict[bytes, bytes] = client.hgetall(key)  # type: ignore[assignment]
-    return {k.decode(): int(v) for k, v in sorted(raw.items())}
 
 
 def known_tasks(settings: Settings, client: redis.Redis) -> list[str]:
@@ -38,11 +34,11 @@ def _budget_limit(settings: Settings, task: str) -> float | None:
 def gather(settings: Settings, client: redis.Redis) -> StatusSnapshot:
     """One snapshot (the CLI renders it as a table, or ``to_dict()`` as JSON)."""
     queues = queue_depths(settings, client)
-    dead_letter = _int_hash(client, keyspace.dlq_reasons(settings))
+    dead_letter = read_int_hash(client, keyspace.dlq_reasons(settings))
     tasks: dict[str, TaskStatus] = {}
     for task in known_tasks(settings, client):
-        stats = _int_hash(client, keyspace.stats(settings, task))
-        dlq = _int_hash(client, keyspace.dlq_task(settings, task))
+        stats = read_int_hash(client, keyspace.stats(settings, task))
+        dlq = read_int_hash(client, keyspace.dlq_task(settings, task))
         ledger = read_ledger(client, settings, task)
         spent, reserved = budget_state(client, settings, task)
         paused: bytes | None = client.get(keyspace.teacher_paused(settings, task))  # type: ignore[assignment]

@@ -13,6 +13,7 @@ import redis
 
 from labelq import keyspace, lua
 from labelq.ledger import budget_limit_usd, budget_state
+from labelq.redis_server import read_int_hash
 from labelq.settings import Settings
 from labelq.spec import TaskSpec
 
@@ -34,5 +35,4 @@ def grant(settings: Settings, client: redis.Redis, task: str, chunk_id: str, *, 
 
 
 def counts(settings: Settings, client: redis.Redis, task: str) -> dict[str, int]:
-    raw: dict[bytes, bytes] = client.hgetall(keyspace.escalation(settings, task))  # type: ignore[assignment]
-    return {k.decode(): int(v) for k, v in raw.items()}
+    return read_int_hash(client, keyspace.escalation(settings, task))
