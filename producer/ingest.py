@@ -60,20 +60,13 @@ class IngestSummary:
 
     def add(self, other: IngestSummary) -> None:
         """Fold another run's counts into this one (several sources, several processes)."""
-        self.add_counts({
-            "read": other.read, "enqueued": other.enqueued, "duplicates": other.duplicates,
-            "rejected": other.rejected, "chunks": other.chunks, "queues": other.queues,
-            "paused": other.backpressure_paused_s,
-        })
-
-    def add_counts(self, part: dict[str, Any]) -> None:
-        self.read += part["read"]
-        self.enqueued += part["enqueued"]
-        self.duplicates += part["duplicates"]
-        self.rejected.update(part["rejected"])
-        self.chunks += part["chunks"]
-        self.queues.update(part["queues"])
-        self.backpressure_paused_s += part["paused"]
+        self.read += other.read
+        self.enqueued += other.enqueued
+        self.duplicates += other.duplicates
+        self.rejected.update(other.rejected)
+        self.chunks += other.chunks
+        self.queues.update(other.queues)
+        self.backpressure_paused_s += other.backpressure_paused_s
 
     @property
     def rejected_total(self) -> int:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import multiprocessing
 import threading
 import time
-from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing.sharedctypes import Synchronized
@@ -109,7 +108,7 @@ def run_ingest(
             continue
         stream(streamed)  # keep source order: earlier small sources first
         part = ingest_ranges(settings, ranges, task=task, router=router, on_bytes=on_bytes)
-        total.add_counts(part)
+        total.add(part)
     stream(streamed)
     total.elapsed_s = time.monotonic() - started
     return total
@@ -139,23 +138,19 @@ def _count_bytes(n: int) -> None:
             _progress.value += n
 
 
-def _ingest_range(settings: Settings, rng: ByteRange, task: str, router: Router) -> dict[str, Any]:
+def _ingest_range(settings: Settings, rng: ByteRange, task: str, router: Router) -> IngestSummary:
     records = iter_range(rng, settings.max_session_bytes, on_bytes=_count_bytes)
-    summary = run_records(settings, records, task=task, router=router)
-    return {"read": summary.read, "enqueued": summary.enqueued, "duplicates": summary.duplicates,
-            "rejected": dict(summary.rejected), "chunks": summary.chunks, "queues": dict(summary.queues),
-            "paused": summary.backpressure_paused_s}
+    return run_records(settings, records, task=task, router=router)
 
 
 def ingest_ranges(
     settings: Settings, ranges: list[ByteRange], *, task: str, router: Router,
     on_bytes: Callable[[int], None],
-) -> dict[str, Any]:
+) -> IngestSummary:
     """Run each range in its own process; return the added-up counts."""
     context = start_context()
     counter: Synchronized[int] = context.Value("q", 0)
-    total: dict[str, Any] = {"read": 0, "enqueued": 0, "duplicates": 0, "rejected": Counter(),
-                             "chunks": 0, "queues": Counter(), "paused": 0.0}
+    total = IngestSummary()
     reported = 0
     with ProcessPoolExecutor(len(ranges), mp_context=context, initializer=_init_worker,
                              initargs=(counter,)) as pool:
@@ -167,9 +162,5 @@ def ingest_ranges(
             reported = now
         on_bytes(counter.value - reported)
         for future in futures:
-            part = future.result()  # re-raises a range's ServiceUnavailable here
-            for name in ("read", "enqueued", "duplicates", "chunks", "paused"):
-                total[name] += part[name]
-            total["rejected"].update(part["rejected"])
-            total["queues"].update(part["queues"])
+            total.add(future.result())  # re-raises a range's ServiceUnavailable here
     return total
