@@ -26,6 +26,7 @@ from labelq.queue.app import QueueApp, create_app
 from labelq.queue.publish import ChunkPublisher
 from labelq.redis_server import connect, resolve_redis_url
 from labelq.settings import Settings
+from labelq.spec import load_spec
 from labelq.store import ObjectStore, open_store
 from producer.ingest import Ingestor, IngestSummary
 from producer.routing import FixedRouter, Router, default_router
@@ -73,11 +74,14 @@ def run_ingest(
 ) -> IngestSummary:
     """Ingest ``sources`` for ``task``; raises ServiceUnavailable/ConfigError on operational failure.
 
+    An unknown task is refused (ConfigError listing the known ones) before any
+    input is read: otherwise every chunk would fail in the workers.
     Large local JSONL files are split by byte range across ``ingest_processes``;
     everything else streams through this process.
     """
     started = time.monotonic()
     task = task or settings.default_task
+    load_spec(task, settings.specs_dir)
     router = router or (FixedRouter(queue) if queue else default_router(settings))
     client = client or connect(settings)
     total = IngestSummary()

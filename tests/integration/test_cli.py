@@ -43,6 +43,18 @@ def test_synth_ingest_stdin_status_json(settings: Settings, tmp_path: Path) -> N
     assert snapshot["tasks"]["session-label"]["ingested"] == 300
 
 
+def test_ingest_refuses_an_unknown_task_before_reading_input(settings: Settings, tmp_path: Path) -> None:
+    source = tmp_path / "s.jsonl"
+    source.write_bytes(b'{"session_id": "a", "events": []}\n')
+    result = labelq(["ingest", str(source), "--task", "sesion-label", "--json"], settings)
+    assert result.returncode == 2, result.stderr
+    assert b"no task spec 'sesion-label'" in result.stderr and b"session-label" in result.stderr
+    assert b"Traceback" not in result.stderr
+    status = orjson.loads(labelq(["status", "--json"], settings).stdout.strip().splitlines()[-1])
+    assert status["queues"]["teacher"] == 0 and status["queues"]["student"] == 0
+    assert status["dead_letter"] == {} and status["tasks"] == {}
+
+
 def test_operational_failure_is_a_clear_nonzero_exit(tmp_path: Path) -> None:
     (tmp_path / "in.jsonl").write_bytes(b'{"session_id": "a"}\n')
     result = labelq(["ingest", str(tmp_path / "in.jsonl")],
