@@ -21,9 +21,16 @@ def content_hash(obj: Any) -> str:
     return hashlib.blake2b(canonical_json(obj), digest_size=HASH_BYTES).hexdigest()
 
 
-def chunk_id(task: str, content_hashes: Iterable[str]) -> str:
-    """Deterministic chunk id: a redelivered or re-built chunk gets the same id."""
+def chunk_id(task: str, content_hashes: Iterable[str], parent: str = "") -> str:
+    """Deterministic chunk id: a redelivered or re-built chunk gets the same id.
+
+    A chunk handed back (``parent`` = the chunk it came from) gets an id of its
+    own even when it holds exactly the same sessions: the parent's id is already
+    marked done, and a new chunk under it would never be counted.
+    """
     h = hashlib.blake2b(task.encode(), digest_size=HASH_BYTES)
+    if parent:
+        h.update(b"\0parent:" + parent.encode())
     for ch in content_hashes:
         h.update(ch.encode())
     return h.hexdigest()

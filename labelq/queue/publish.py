@@ -155,13 +155,18 @@ class ChunkPublisher:
         self.paused_s += time.monotonic() - started
         log.info("backpressure_resume", queue=queue, depth=depth)
 
-    def publish_many(self, chunks: Sequence[tuple[str, OutgoingChunk]]) -> None:
-        """Publish ``(queue, chunk)`` pairs in one pipelined batch, after backpressure."""
+    def publish_many(self, chunks: Sequence[tuple[str, OutgoingChunk]], *, backpressure: bool = True) -> None:
+        """Publish ``(queue, chunk)`` pairs in one pipelined batch, after backpressure.
+
+        Workers handing work on (``backpressure=False``) never wait: a teacher
+        would wait on a queue only it drains, a student would idle its GPU.
+        """
         per_queue: dict[str, int] = {}
         for queue, _ in chunks:
             per_queue[queue] = per_queue.get(queue, 0) + 1
         for queue, n in per_queue.items():
-            self.wait_for_room(queue, n)
+            if backpressure:
+                self.wait_for_room(queue, n)
 
         def publish() -> None:
             with self._producer.batch(max_size=len(chunks) + 1):
@@ -209,8 +214,10 @@ def republish(settings: Settings, app: Celery, client: redis.Redis, queue: str,
               source: ChunkMessage, items: Sequence[SessionItem], route: str | None = None) -> None:
     """Put ``items`` of ``source`` on ``queue`` as new chunks of at most ``chunk_size`` sessions.
 
-    They bypass the dedupe claim (claimed at ingest); each new chunk's id is
-    derived from its content like any other, and backpressure applies.
+    They bypass the dedupe claim (claimed at ingest) and backpressure (a
+    worker never waits on a queue); each new chunk's id is derived from its
+    content and its source chunk, so a chunk handed back whole is not mistaken
+    for its already-committed source.
     """
     route = route or source.route
     with ChunkPublisher(settings, app, client) as publisher:
@@ -218,10 +225,10 @@ def republish(settings: Settings, app: Celery, client: redis.Redis, queue: str,
         for start in range(0, len(items), settings.chunk_size):
             part = items[start:start + settings.chunk_size]
             triples = [(s.session_id, s.content_hash, orjson.dumps(s.payload)) for s in part]
-            cid = chunk_id(source.task, (s.content_hash for s in part))
+            cid = chunk_id(source.task, (s.content_hash for s in part), parent=source.chunk_id)
             outgoing.append((queue, OutgoingChunk(cid, source.task, len(part),
                                                   chunk_json(source.task, route, triples, cid))))
-        publisher.publish_many(outgoing)
+        publisher.publish_many(outgoing, backpressure=False)
 
 
 def trigger_curation_if_due(settings: Settings, client: redis.Redis, app: Celery, task: str) -> bool:

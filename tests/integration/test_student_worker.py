@@ -11,6 +11,7 @@ import pytest
 import redis
 
 from labelq import keyspace
+from labelq.hashing import chunk_id
 from labelq.keyspace import Stat
 from labelq.queue.app import create_app
 from labelq.queue.publish import republish
@@ -32,7 +33,7 @@ def send(settings: Settings, client: redis.Redis, sessions: list[dict], size: in
     for start in range(0, len(sessions), size):
         chunk = make_chunk(sessions[start:start + size], route="steady")
         republish(settings, app, client, "student", chunk, chunk.sessions)
-        ids.append(chunk.chunk_id)
+        ids.append(chunk_id(chunk.task, (s.content_hash for s in chunk.sessions), parent=chunk.chunk_id))
     return ids
 
 

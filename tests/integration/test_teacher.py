@@ -12,12 +12,14 @@ from labelq import keyspace
 from labelq.keyspace import Stat
 from labelq.ledger import read_ledger
 from labelq.outcomes import ChunkOutcome
+from labelq.queue.app import create_app
+from labelq.queue.publish import republish
 from labelq.queue.task import Paused
 from labelq.schemas import ChunkMessage, SessionItem
 from labelq.settings import Settings
 from labelq.store import open_store
 from labelq.synth import generate
-from tests.support.helpers import jsonl_objects
+from tests.support.helpers import jsonl_objects, queued_chunks
 from tests.support.openai_server import FakeConfig, FakeOpenAI, answer_for
 from tests.support.teacher import (
     chunks_of,
@@ -156,6 +158,33 @@ def test_unfinished_sessions_are_handed_back_before_the_deadline(
         out = run(s, redis_client, chunks_of(10, 10, seed=6)[0], handed)
         assert out.handed_back == len(handed) > 0
         assert out.labelled + out.handed_back + out.dead_lettered == 10
+
+
+def test_a_chunk_handed_back_whole_is_counted_when_labelled_later(
+    settings: Settings, redis_client: redis.Redis
+) -> None:
+    # Every call hangs past the deadline: all three sessions are handed back, the empty
+    # commit marks the chunk done, and the hand-back must still be counted when labelled.
+    s = teacher_settings(settings, teacher_timeout_s=0.3, visibility_timeout_s=1, teacher_max_attempts=10,
+                         queue_high_water_chunks=1, queue_low_water_chunks=0, base_url="")
+    source = chunks_of(3, 3, seed=12)[0]
+    app = create_app(s)
+    for filler in chunks_of(3, 1, seed=13):  # the teacher queue stands above high water:
+        republish(s, app, redis_client, "teacher", filler, filler.sessions)  # a hand-back never waits on it
+    fillers = {c.chunk_id for c in queued_chunks(s, redis_client, "teacher")}
+    with FakeOpenAI(FakeConfig(fault_rates={"timeout": 1.0}, hang_s=1.0)) as fake:
+        s = s.model_copy(update={"teacher_base_url": fake.base_url})
+        out = run_teacher_chunk(s, open_store(s), redis_client, source,
+                                requeue=lambda c, items: republish(s, app, redis_client, "teacher", c, items))
+    assert out.handed_back == 3 and out.labelled == 0
+    [again] = [c for c in queued_chunks(s, redis_client, "teacher") if c.chunk_id not in fillers]
+    assert again.chunk_id != source.chunk_id
+    assert [i.content_hash for i in again.sessions] == [i.content_hash for i in source.sessions]
+    with FakeOpenAI() as fake:
+        out = run(s.model_copy(update={"teacher_base_url": fake.base_url}), redis_client, again)
+    assert out.labelled == 3
+    assert int(redis_client.hget(keyspace.stats(s, "session-label"), Stat.LABELLED_TEACHER) or 0) == 3
+    assert len(teacher_records(s)) == 3
 
 
 def test_backoff_is_exponential_with_jitter_and_honours_retry_after(settings: Settings) -> None:
