@@ -38,9 +38,13 @@ class RetryableError(LabelqError):
 
 
 class ServiceUnavailable(RetryableError):
-    """A backing service (Redis, object store, API) cannot be reached."""
+    """A backing service (Redis, object store, API) cannot be reached; ``dependency`` names it."""
 
     reason = "service_unavailable"
+
+    def __init__(self, message: str, *, dependency: str = "service", reason: str | None = None) -> None:
+        super().__init__(message, reason=reason)
+        self.dependency = dependency
 
 
 class RateLimited(RetryableError):

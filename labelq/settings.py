@@ -130,8 +130,14 @@ class Settings(BaseSettings):
         description="Seconds before an unacked message is redelivered; above the longest chunk.",
     )
     max_attempts: int = Field(
-        default=5, gt=0, description="Deliveries of one chunk before it is dead-lettered."
+        default=5, gt=0,
+        description="Failed deliveries of one chunk before it is halved (a lone session: dead-lettered). "
+                    "Outages and configuration errors are not failed deliveries.",
     )
+    outage_backoff_base_s: float = Field(
+        default=1.0, gt=0, description="First wait of a worker whose dependency is down; doubles per outage.")
+    outage_backoff_max_s: float = Field(
+        default=60.0, gt=0, description="Longest wait between a worker's tries through an outage.")
 
     # --- tasks and the teacher -------------------------------------------------
     specs_dir: Path | None = Field(

@@ -7,6 +7,7 @@ that ``--json`` prints (``from_dict`` reads it back)::
     StatusSnapshot
       queues: {queue: chunks waiting}     dead_letter: {reason: sessions}
       tasks: {task: TaskStatus}           totals: StatusTotals
+      waiting: {stage: Waiting}
     TaskStatus
       counts ...  routing: RoutingState   cost: CostSummary
       dead_letter: {reason: sessions}     adapter: AdapterStatus   teacher: TeacherStatus
@@ -62,6 +63,16 @@ class TaskStatus:
 
 
 @dataclass(frozen=True, slots=True)
+class Waiting:
+    """What a stage's workers wait on (``redis``, ``store``, ``provider``, ``engine``, ``configuration``)."""
+
+    on: str
+    kind: str  # outage or configuration
+    since: float  # unix time of the first failure of this wait
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
 class StatusTotals:
     ingested: int
     duplicates: int
@@ -75,6 +86,7 @@ class StatusSnapshot:
     dead_letter: dict[str, int]  # every stage (ingest included), by reason
     tasks: dict[str, TaskStatus]
     totals: StatusTotals
+    waiting: dict[str, Waiting]  # stage -> what its workers wait on; empty when nothing waits
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -9,6 +9,7 @@ from labelq import keyspace
 from labelq.keyspace import Stat
 from labelq.ledger import budget_limit_usd, budget_state, cost_summary, read_ledger
 from labelq.queue.inspect import queue_depths
+from labelq.queue.policy import CHUNK_STAGES, read_waiting
 from labelq.redis_server import read_int_hash
 from labelq.routing import routing_state
 from labelq.settings import Settings
@@ -74,6 +75,7 @@ def gather(settings: Settings, client: redis.Redis) -> StatusSnapshot:
             ),
         )
     return StatusSnapshot(
+        waiting=read_waiting(settings, client, CHUNK_STAGES),
         queues=queues,
         dead_letter=dead_letter,
         tasks=tasks,

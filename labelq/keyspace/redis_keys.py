@@ -115,6 +115,12 @@ def teacher_paused(settings: Settings, task: str) -> str:
     return _redis(settings, "paused", "teacher", task)
 
 
+def stage_waiting(settings: Settings, stage: str) -> str:
+    """Hash ``{on, kind, since, detail}`` while a stage's workers wait on an outage or on
+    configuration; refreshed by each wait, gone 5 minutes after the last."""
+    return _redis(settings, "waiting", stage)
+
+
 def adapter_current(settings: Settings, task: str) -> str:
     """The promoted adapter version; no TTL (mirrored in the store)."""
     return _redis(settings, "adapter", task, "current")

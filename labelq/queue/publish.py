@@ -68,7 +68,7 @@ class OutgoingChunk:
 
 
 def _redis_failure(action: str, exc: Exception) -> ServiceUnavailable:
-    return ServiceUnavailable(f"Redis unreachable while {action}: {type(exc).__name__}")
+    return ServiceUnavailable(f"Redis unreachable while {action}: {type(exc).__name__}", dependency="redis")
 
 
 class ChunkPublisher:
@@ -119,7 +119,7 @@ class ChunkPublisher:
                 time.sleep(delay_s)
                 delay_s = min(5.0, delay_s * 2)
             except redis.RedisError as exc:  # answered, but refused (out of memory under noeviction, say)
-                raise ServiceUnavailable(f"Redis refused {action}: {type(exc).__name__}: {str(exc)[:200]}") from exc
+                raise ServiceUnavailable(f"Redis refused {action}: {type(exc).__name__}: {str(exc)[:200]}", dependency="redis") from exc
 
     def claim(self, task: str, hashes: Sequence[str]) -> list[bool]:
         """True for each hash this call claimed first (a session never enqueued before)."""
@@ -177,7 +177,7 @@ class ChunkPublisher:
             self._retrying("publishing", publish)
         except Exception as exc:  # kombu and celery wrap transport errors in their own types
             if type(exc).__module__.startswith(("kombu", "celery", "redis")):
-                raise ServiceUnavailable(f"could not publish: {type(exc).__name__}") from exc
+                raise ServiceUnavailable(f"could not publish: {type(exc).__name__}", dependency="redis") from exc
             raise
 
     def _publish_one(self, queue: str, chunk: OutgoingChunk) -> None:

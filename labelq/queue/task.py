@@ -14,12 +14,17 @@ they never import Celery themselves. A chunk task (:class:`ChunkTask`) has:
   is dead-lettered as ``poison_chunk``. The rest of the queue flows meanwhile;
 * ``Paused``: the worker cannot work now (budget spent, key refused, no
   adapter): it waits, puts the message back and loses nothing;
-* any other error puts the message back too (after a short backoff); the
-  delivery counter turns a chunk that keeps failing into dead letters.
+* every other failure goes through the error policy (``policy.py``): an
+  outage (Redis, the store, the provider, the engine) or a configuration
+  error waits and puts the message back, uncounted; anything else is a
+  failed delivery, and the delivery counter turns a chunk that keeps
+  failing into halves, then dead letters;
+* the message is acknowledged only after the chunk's outcome is written.
 """
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable, Sequence
 from functools import cached_property
@@ -36,6 +41,14 @@ from labelq.errors import DecodeError
 from labelq.logging import bind, get_logger
 from labelq.metrics import observe_chunk, observe_retry
 from labelq.outcomes import ChunkOutcome
+from labelq.queue.policy import (
+    Failure,
+    Verdict,
+    classify,
+    clear_waiting,
+    note_waiting,
+    outage_backoff_s,
+)
 from labelq.queue.publish import republish, trigger_curation_if_due
 from labelq.records import commit_chunk
 from labelq.redis_server import connect
@@ -97,38 +110,82 @@ class ChunkTask(LabelqTask):
         republish(self.settings, self.app, self.redis, queue, source, items, route)
 
     def __call__(self, message: Any) -> Any:
+        """Run one chunk under the error policy (``labelq.queue.policy``).
+
+        The message is acknowledged only when this returns, that is after the
+        chunk's outcome (label records, dead letters, or the halves it was split
+        into) is written; every failure raises ``Reject(requeue=True)``.
+        """
         with bind(celery_task_id=self.request.id, stage=self.stage):
             try:
-                chunk = ChunkMessage.decode(message)
-            except DecodeError as exc:
-                self._dead_letter_message(message, exc)
-                return ChunkOutcome(status="decode_error").as_log()
-            with bind(chunk_id=chunk.chunk_id, task=chunk.task):
-                attempts_key = keyspace.chunk_attempts(self.settings, self.stage, chunk.chunk_id)
-                deliveries = int(self.redis.incr(attempts_key))
-                self.redis.expire(attempts_key, keyspace.CHUNK_ATTEMPTS_TTL_S)
-                if deliveries > self.settings.max_attempts:
-                    return self._poisoned(chunk, deliveries).as_log()
-                started = time.monotonic()
-                try:
-                    outcome: ChunkOutcome = super().__call__(chunk)
-                except Paused as pause:
-                    observe_retry(self.stage, "paused")
-                    self.redis.decr(attempts_key)  # a pause is not a failed delivery
-                    log.warning("paused", reason=pause.reason, wait_s=pause.wait_s)
-                    time.sleep(pause.wait_s)
-                    raise Reject(pause.reason, requeue=True) from None
-                except Exception as exc:  # never lose a chunk: put it back; poison after max_attempts
-                    observe_retry(self.stage, "failed")
-                    log.exception("chunk_failed", deliveries=deliveries, error=type(exc).__name__)
-                    time.sleep(min(30.0, 0.5 * 2 ** deliveries))
-                    raise Reject(f"{type(exc).__name__}: {str(exc)[:200]}", requeue=True) from None
-                self.redis.delete(attempts_key)
-                elapsed = time.monotonic() - started
-                observe_chunk(self.stage, chunk.task, len(chunk.sessions), elapsed, outcome)
-                fields = outcome.as_log()
-                log.info("chunk_done", sessions=len(chunk.sessions), elapsed_s=round(elapsed, 3), **fields)
-                return fields  # JSON-able; Celery ignores task results
+                return self._run(message)
+            except Reject:
+                raise
+            except Exception as exc:  # bookkeeping failed (Redis or the store down): never ack unrecorded work
+                self._wait_out(classify(exc), exc, counted_key=None)
+                raise Reject(f"{type(exc).__name__}: {str(exc)[:200]}", requeue=True) from None
+
+    def _run(self, message: Any) -> Any:
+        try:
+            chunk = ChunkMessage.decode(message)
+        except DecodeError as exc:
+            self._dead_letter_message(message, exc)
+            return ChunkOutcome(status="decode_error").as_log()
+        with bind(chunk_id=chunk.chunk_id, task=chunk.task):
+            attempts_key = keyspace.chunk_attempts(self.settings, self.stage, chunk.chunk_id)
+            deliveries = int(self.redis.incr(attempts_key))
+            self.redis.expire(attempts_key, keyspace.CHUNK_ATTEMPTS_TTL_S)
+            if deliveries > self.settings.max_attempts:
+                return self._poisoned(chunk, deliveries).as_log()
+            started = time.monotonic()
+            try:
+                outcome: ChunkOutcome = super().__call__(chunk)
+            except Paused as pause:
+                observe_retry(self.stage, "paused")
+                self.redis.decr(attempts_key)  # a pause is not a failed delivery
+                log.warning("paused", reason=pause.reason, wait_s=pause.wait_s)
+                time.sleep(pause.wait_s)
+                raise Reject(pause.reason, requeue=True) from None
+            except Exception as exc:  # never lose a chunk: put it back
+                verdict = classify(exc)
+                if verdict.kind is not Failure.POISON:
+                    self._wait_out(verdict, exc, counted_key=attempts_key)
+                    raise Reject(f"{verdict.on}: {type(exc).__name__}", requeue=True) from None
+                # Poison: a failed delivery; after max_attempts the chunk is halved (_poisoned).
+                observe_retry(self.stage, "failed")
+                log.exception("chunk_failed", deliveries=deliveries, error=type(exc).__name__)
+                time.sleep(min(30.0, 0.5 * 2 ** deliveries))
+                raise Reject(f"{type(exc).__name__}: {str(exc)[:200]}", requeue=True) from None
+            self.redis.delete(attempts_key)
+            self._outage_streak = 0
+            clear_waiting(self.settings, self.redis, self.stage)
+            elapsed = time.monotonic() - started
+            observe_chunk(self.stage, chunk.task, len(chunk.sessions), elapsed, outcome)
+            fields = outcome.as_log()
+            log.info("chunk_done", sessions=len(chunk.sessions), elapsed_s=round(elapsed, 3), **fields)
+            return fields  # JSON-able; Celery ignores task results
+
+    _outage_streak = 0
+
+    def _wait_out(self, verdict: Verdict, exc: Exception, counted_key: str | None) -> None:
+        """An outage or a configuration error: not a failed delivery. Say what the stage waits on,
+        wait (longer with each outage in a row) and let the caller put the chunk back."""
+        if counted_key is not None:
+            # Redis may be what is down: the counter expires, and a count too many only halves sooner.
+            with contextlib.suppress(redis.RedisError):
+                self.redis.decr(counted_key)
+        if verdict.kind is Failure.POISON:  # bookkeeping raised something unexpected: count it as an outage
+            verdict = Verdict(Failure.OUTAGE, "worker")
+        self._outage_streak += 1
+        wait_s = outage_backoff_s(self.settings, self._outage_streak)
+        detail = f"{type(exc).__name__}: {str(exc)[:200]}"
+        note_waiting(self.settings, self.redis, self.stage, verdict, detail)
+        observe_retry(self.stage, verdict.kind.value)
+        if verdict.kind is Failure.CONFIG:
+            log.error("configuration_error", error=detail, wait_s=wait_s)
+        else:
+            log.warning("waiting_on_outage", on=verdict.on, error=detail, wait_s=wait_s, streak=self._outage_streak)
+        time.sleep(wait_s)
 
     def _poisoned(self, chunk: ChunkMessage, deliveries: int) -> ChunkOutcome:
         if len(chunk.sessions) > 1:

@@ -49,9 +49,9 @@ class S3Store:
             code = exc.response.get("Error", {}).get("Code", "")
             if code in {"NoSuchKey", "404", "NotFound"}:
                 raise ObjectNotFound(f"no object {kwargs.get('Key')!r} in {self.url}") from exc
-            raise ServiceUnavailable(f"S3 error {code} on {self.url}") from exc
+            raise ServiceUnavailable(f"S3 error {code} on {self.url}", dependency="store") from exc
         except BotoCoreError as exc:
-            raise ServiceUnavailable(f"S3 unreachable for {self.url}: {type(exc).__name__}") from exc
+            raise ServiceUnavailable(f"S3 unreachable for {self.url}: {type(exc).__name__}", dependency="store") from exc
 
     def put_bytes(self, key: str, data: bytes) -> None:
         self._call(self._client.put_object, Bucket=self.bucket, Key=self._full(key), Body=data)
@@ -109,5 +109,5 @@ class S3Store:
             for page in pages:
                 keys.extend(obj["Key"][strip:] for obj in page.get("Contents", []))
         except (BotoCoreError, ClientError) as exc:
-            raise ServiceUnavailable(f"S3 list failed on {self.url}: {type(exc).__name__}") from exc
+            raise ServiceUnavailable(f"S3 list failed on {self.url}: {type(exc).__name__}", dependency="store") from exc
         return iter(sorted(keys))

@@ -19,6 +19,7 @@ from labelq.snapshot import (
     TaskBalance,
     TaskStatus,
     TeacherStatus,
+    Waiting,
 )
 from trainer.curation import Manifest, ReviewChanges, SplitCounts
 from trainer.evaluate import EvalScores
@@ -59,13 +60,16 @@ def _snapshot() -> StatusSnapshot:
     )
     return StatusSnapshot(queues={"teacher": 0, "student": 1, "trainer": 0}, dead_letter={"invalid_json": 1},
                           tasks={"session-label": task},
-                          totals=StatusTotals(ingested=300, duplicates=2, dead_lettered=1, queued_chunks=1))
+                          totals=StatusTotals(ingested=300, duplicates=2, dead_lettered=1, queued_chunks=1),
+                          waiting={"teacher": Waiting(on="store", kind="outage", since=1_700_000_000.0,
+                                                      detail="ServiceUnavailable: S3 error 500")})
 
 
 def test_status_json_keeps_its_shape_and_round_trips() -> None:
     snapshot = _snapshot()
     data = snapshot.to_dict()
-    assert list(data) == ["queues", "dead_letter", "tasks", "totals"]
+    assert list(data) == ["queues", "dead_letter", "tasks", "totals", "waiting"]
+    assert data["waiting"]["teacher"]["on"] == "store"
     task = data["tasks"]["session-label"]
     assert list(task) == ["ingested", "duplicates", "labelled_teacher", "labelled_student", "escalated_student",
                           "student_engine_s", "dead_lettered", "routing", "cost", "dead_letter", "adapter", "teacher"]

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
@@ -74,6 +75,10 @@ def _render_status(snapshot: StatusSnapshot, console: Console) -> None:
         spend.add_row(name, f"{teacher.cost_usd:.4f}", f"{teacher.cache_hits:,}", budget)
     console.print(tasks)
     console.print(spend)
+    for stage, w in snapshot.waiting.items():
+        since = time.strftime("%H:%M:%S UTC", time.gmtime(w.since))
+        console.print(f"[yellow]{stage} workers wait on {w.on}[/yellow] since {since} "
+                      f"({time.time() - w.since:.0f} s): " + escape(w.detail), highlight=False)
     for name, t in snapshot.tasks.items():
         serving = t.adapter.serving
         console.print(f"{name}: adapter " + (f"v{serving}" + (" (pinned)" if t.adapter.pinned else "")
