@@ -1,5 +1,10 @@
 """Prometheus metrics of a worker, served on ``LABELQ_METRICS_PORT`` (off when unset).
 
+The endpoint listens on 127.0.0.1 unless ``LABELQ_METRICS_HOST`` says otherwise, and asks for
+basic auth (``LABELQ_METRICS_USER`` / ``LABELQ_METRICS_PASSWORD``) when a password is set; a
+non-loopback host without a password is refused by the settings unless
+``LABELQ_METRICS_ALLOW_UNAUTHENTICATED`` is set.
+
 Only ids-free labels: stage, task, model, backend, queue. No session content,
 no session ids, no keys ever become a label value.
 
@@ -22,17 +27,29 @@ Without the ``ops`` extra every call here is a no-op.
 
 from __future__ import annotations
 
+import base64
+import binascii
+import hmac
 import os
 import shutil
+import socket
 import sys
+import threading
+from collections.abc import Callable, Iterable
 from pathlib import Path
+from socketserver import ThreadingMixIn
 from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
+import redis
+
+from labelq.errors import LabelqError
 from labelq.logging import get_logger
 from labelq.outcomes import ChunkOutcome
-from labelq.settings import Settings
+from labelq.settings import Settings, is_loopback
 
 log = get_logger(__name__)
+WSGIApp = Callable[[dict[str, Any], Any], Iterable[bytes]]
 
 
 def prepare_multiprocess(settings: Settings) -> None:
@@ -119,29 +136,108 @@ def observe_retry(stage: str, kind: str) -> None:
 
 
 class QueueDepthCollector:
-    """``labelq_queue_depth{queue}`` read from Redis when scraped."""
+    """``labelq_queue_depth{queue}`` read from Redis when scraped, over one small pool per process.
+
+    The pool is made on the first scrape and kept: a scrape costs a few commands, never a new
+    connection (at most ``MAX_REDIS_CONNECTIONS`` however many scrapes run at once). When Redis
+    does not answer the family is empty for that scrape and the other metrics are still served.
+    """
+
+    MAX_REDIS_CONNECTIONS = 2
+    REDIS_CLIENT_NAME = "labelq-metrics"  # how its connections show in CLIENT LIST
 
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
+        self._client: redis.Redis | None = None
+        self._lock = threading.Lock()
+
+    def _redis(self) -> redis.Redis:
+        with self._lock:
+            if self._client is None:
+                from labelq.redis_server import resolve_redis_url
+
+                pool = redis.BlockingConnectionPool.from_url(
+                    resolve_redis_url(self._settings), max_connections=self.MAX_REDIS_CONNECTIONS, timeout=10,
+                    socket_timeout=10, health_check_interval=30, client_name=self.REDIS_CLIENT_NAME)
+                self._client = redis.Redis(connection_pool=pool)
+            return self._client
 
     def collect(self) -> Any:
         from prometheus_client.core import GaugeMetricFamily
 
         from labelq.queue.inspect import queue_depths
-        from labelq.redis_server import connect
 
         family = GaugeMetricFamily("labelq_queue_depth", "Chunks waiting in a queue.", labels=["queue"])
-        for queue, depth in queue_depths(self._settings, connect(self._settings)).items():
+        try:
+            depths = queue_depths(self._settings, self._redis())
+        except (redis.RedisError, LabelqError) as exc:
+            log.warning("metrics_queue_depth_unavailable", error=type(exc).__name__)
+            depths = {}
+        for queue, depth in depths.items():
             family.add_metric([queue], float(depth))
         yield family
 
 
+def require_basic_auth(app: WSGIApp, user: str, password: str) -> WSGIApp:
+    """``app`` behind HTTP basic auth: 401 with a challenge unless the request carries ``user:password``."""
+    want_user, want_password = user.encode(), password.encode()
+
+    def authorised(header: str) -> bool:
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "basic":
+            return False
+        try:
+            given = base64.b64decode(token.strip(), validate=True)
+        except (binascii.Error, ValueError):
+            return False
+        given_user, colon, given_password = given.partition(b":")
+        # Both compared in constant time, always both: no timing hint about which one was wrong.
+        same_user = hmac.compare_digest(given_user, want_user)
+        same_password = hmac.compare_digest(given_password, want_password)
+        return bool(colon) and same_user and same_password
+
+    def guarded(environ: dict[str, Any], start_response: Any) -> Any:
+        if authorised(environ.get("HTTP_AUTHORIZATION", "")):
+            return app(environ, start_response)
+        start_response("401 Unauthorized", [("WWW-Authenticate", 'Basic realm="labelq metrics"'),
+                                            ("Content-Type", "text/plain; charset=utf-8")])
+        return [b"401 Unauthorized: this endpoint needs basic auth (LABELQ_METRICS_USER/_PASSWORD)\n"]
+
+    return guarded
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        """Scrapes are not worth a log line each."""
+
+
+class _ThreadingServer(ThreadingMixIn, WSGIServer):
+    daemon_threads = True
+
+
+def start_server(app: WSGIApp, host: str, port: int) -> WSGIServer:
+    """Serve ``app`` on ``host:port`` (IPv4 or IPv6) from a daemon thread; the server, for its bound port."""
+    family = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0][0]
+
+    class Server(_ThreadingServer):
+        address_family = family
+
+    server: WSGIServer = make_server(host, port, app, Server, handler_class=_QuietHandler)
+    threading.Thread(target=server.serve_forever, name="labelq-metrics", daemon=True).start()
+    return server
+
+
 def serve(settings: Settings) -> int | None:
-    """Start the endpoint in this (the worker's main) process; the port, or None when off."""
+    """Start the endpoint in this (the worker's main) process; the port, or None when off.
+
+    It listens on ``LABELQ_METRICS_HOST`` (127.0.0.1 unless set) and asks for basic auth when
+    ``LABELQ_METRICS_PASSWORD`` is set; settings refuse a non-loopback host without a password
+    unless ``LABELQ_METRICS_ALLOW_UNAUTHENTICATED`` says so.
+    """
     if settings.metrics_port is None:
         return None
     try:
-        from prometheus_client import CollectorRegistry, start_http_server
+        from prometheus_client import CollectorRegistry, make_wsgi_app
         from prometheus_client.multiprocess import MultiProcessCollector
     except ImportError:
         log.warning("metrics_unavailable", detail="install labelq[ops] for the Prometheus endpoint")
@@ -150,11 +246,19 @@ def serve(settings: Settings) -> int | None:
     if "PROMETHEUS_MULTIPROC_DIR" in os.environ:
         MultiProcessCollector(registry)
     registry.register(QueueDepthCollector(settings))
+    app: WSGIApp = make_wsgi_app(registry)
+    password = settings.metrics_password
+    if password is not None:
+        app = require_basic_auth(app, settings.metrics_user, password.get_secret_value())
+    elif not is_loopback(settings.metrics_host):  # allowed by LABELQ_METRICS_ALLOW_UNAUTHENTICATED
+        log.warning("metrics_unauthenticated", host=settings.metrics_host,
+                    detail="anyone who reaches this address reads the metrics: set LABELQ_METRICS_PASSWORD")
     try:
-        start_http_server(settings.metrics_port, addr=settings.metrics_host, registry=registry)
+        start_server(app, settings.metrics_host, settings.metrics_port)
     except OSError as exc:  # the worker still works; say clearly why it has no endpoint
         log.error("metrics_not_served", port=settings.metrics_port, error=exc.strerror or str(exc),
                   detail="another process holds the port: give each worker its own LABELQ_METRICS_PORT")
         return None
-    log.info("metrics_serving", port=settings.metrics_port)
+    log.info("metrics_serving", host=settings.metrics_host, port=settings.metrics_port,
+             basic_auth=password is not None)
     return settings.metrics_port

