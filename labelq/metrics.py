@@ -11,7 +11,10 @@ no session ids, no keys ever become a label value.
 * ``labelq_labels_total{stage,task}``            labels written (rate() gives labels/s)
 * ``labelq_dead_letters_total{stage,task}``      sessions dead-lettered by workers
 * ``labelq_escalations_total{task}``             student labels sent back to the teacher
-* ``labelq_chunk_retries_total{stage,kind}``     chunks put back: ``paused`` or ``failed``
+* ``labelq_chunk_retries_total{stage,kind}``     chunks put back: ``paused``, ``failed`` (poison),
+                                                 ``outage`` or ``configuration``
+* ``labelq_waiting_since_seconds{stage,on}``     unix time a stage began to wait on ``on`` (redis, store,
+                                                 provider, engine, configuration); 0 once it works again
 * ``labelq_chunk_seconds{stage}``                time per chunk (histogram)
 * ``labelq_batch_sessions{stage}``               sessions per chunk = per engine call (histogram)
 * ``labelq_engine_seconds{backend}``             student engine time per chunk (histogram)
@@ -86,6 +89,9 @@ class _Metrics:
                                    "Student cost in USD: engine seconds x LABELQ_STUDENT_GPU_USD_PER_HOUR.", ["task"])
         self.adapter = Gauge("labelq_adapter_version", "Adapter version served.", ["task"],
                              multiprocess_mode="mostrecent")
+        self.waiting = Gauge("labelq_waiting_since_seconds",
+                             "Unix time the stage began to wait on a dependency or on configuration; 0: working.",
+                             ["stage", "on"], multiprocess_mode="mostrecent")
 
 
 _METRICS: _Metrics | None = None
@@ -133,6 +139,13 @@ def observe_retry(stage: str, kind: str) -> None:
     m = metrics()
     if m is not None:
         m.retries.labels(stage, kind).inc()
+
+
+def observe_waiting(stage: str, on: str, since: float) -> None:
+    """``stage`` waits on ``on`` since ``since`` (unix time); ``since`` 0: it works again."""
+    m = metrics()
+    if m is not None:
+        m.waiting.labels(stage, on).set(since)
 
 
 class QueueDepthCollector:

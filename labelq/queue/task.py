@@ -39,7 +39,7 @@ from labelq import keyspace
 from labelq.deadletter import truncate_raw
 from labelq.errors import DecodeError
 from labelq.logging import bind, get_logger
-from labelq.metrics import observe_chunk, observe_retry
+from labelq.metrics import observe_chunk, observe_retry, observe_waiting
 from labelq.outcomes import ChunkOutcome
 from labelq.queue.policy import (
     Failure,
@@ -157,15 +157,18 @@ class ChunkTask(LabelqTask):
                 time.sleep(min(30.0, 0.5 * 2 ** deliveries))
                 raise Reject(f"{type(exc).__name__}: {str(exc)[:200]}", requeue=True) from None
             self.redis.delete(attempts_key)
-            self._outage_streak = 0
-            clear_waiting(self.settings, self.redis, self.stage)
+            if self._waiting_on:
+                clear_waiting(self.settings, self.redis, self.stage)
+                observe_waiting(self.stage, self._waiting_on, 0)
+                self._outage_streak, self._waiting_on = 0, ""
             elapsed = time.monotonic() - started
             observe_chunk(self.stage, chunk.task, len(chunk.sessions), elapsed, outcome)
             fields = outcome.as_log()
             log.info("chunk_done", sessions=len(chunk.sessions), elapsed_s=round(elapsed, 3), **fields)
             return fields  # JSON-able; Celery ignores task results
 
-    _outage_streak = 0
+    _outage_streak = 0  # outages in a row met by this worker process
+    _waiting_on = ""  # what this worker process waits on ("" while it works)
 
     def _wait_out(self, verdict: Verdict, exc: Exception, counted_key: str | None) -> None:
         """An outage or a configuration error: not a failed delivery. Say what the stage waits on,
@@ -180,6 +183,9 @@ class ChunkTask(LabelqTask):
         wait_s = outage_backoff_s(self.settings, self._outage_streak)
         detail = f"{type(exc).__name__}: {str(exc)[:200]}"
         note_waiting(self.settings, self.redis, self.stage, verdict, detail)
+        if verdict.on != self._waiting_on:
+            self._waiting_on = verdict.on
+            observe_waiting(self.stage, verdict.on, time.time())
         observe_retry(self.stage, verdict.kind.value)
         if verdict.kind is Failure.CONFIG:
             log.error("configuration_error", error=detail, wait_s=wait_s)
