@@ -4,7 +4,8 @@
 
 In flight means inside a chunk waiting in the teacher or student queue, or
 reserved by a worker and not yet acknowledged (it is redelivered if that
-worker dies). Counters move once per chunk (``records.commit_chunk``), so a
+worker dies), or counted out of the dead letters by a redrive and not yet
+published (``labelq.redrive``). Counters move once per chunk (``records.commit_chunk``), so a
 redelivered chunk does not count twice. A gap is a loss (or, negative, a
 double count); audit lists it and exits non-zero.
 """

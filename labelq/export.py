@@ -17,7 +17,7 @@ import orjson
 
 from labelq import keyspace
 from labelq.errors import ConfigError
-from labelq.schemas import LabelRecord, decode_jsonl
+from labelq.schemas import LabelRecord, decode_jsonl, parse_utc
 from labelq.store import ObjectStore
 
 SOURCES = ("student", "teacher", "human")  # later wins on ties
@@ -25,14 +25,9 @@ SOURCES = ("student", "teacher", "human")  # later wins on ties
 
 def _when(value: str) -> datetime:
     try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        return parse_utc(value)
     except ValueError as exc:
-        raise ConfigError(f"not a date or ISO time: {value!r}") from exc
-    if parsed.tzinfo is None:
-        from datetime import UTC
-
-        parsed = parsed.replace(tzinfo=UTC)
-    return parsed
+        raise ConfigError(str(exc)) from exc
 
 
 def latest_labels(store: ObjectStore, *, tasks: Iterable[str] | None = None, sources: Iterable[str] | None = None,

@@ -40,6 +40,16 @@ def utc_now_iso() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds")
 
 
+def parse_utc(value: str) -> datetime:
+    """A date (``2026-05-01``, midnight) or ISO time as an aware datetime; no zone means UTC.
+    ValueError names the value when it is neither."""
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise ValueError(f"not a date or ISO time: {value!r}") from exc
+    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
+
+
 class SessionItem(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -142,7 +152,10 @@ class LabelRecord(BaseModel):
 
 
 class DeadLetter(BaseModel):
-    """Something that could not be labelled. ``raw`` is truncated input, for humans."""
+    """Something that could not be labelled. ``raw`` is truncated input (or the model's answer), for
+    humans. ``payload`` is the session itself, kept by the workers so ``labelq deadletter redrive`` can
+    send it back; None for ingest rejects (bad input is fixed at its source) and for letters written
+    before redrive existed (they read back with None and cannot be redriven)."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -158,6 +171,7 @@ class DeadLetter(BaseModel):
     line: int | None = None
     raw: str | None = None
     raw_truncated: bool = False
+    payload: dict[str, Any] | None = None
     created_at: str = Field(default_factory=utc_now_iso)
 
 

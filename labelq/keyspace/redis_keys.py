@@ -47,6 +47,17 @@ def dlq_task(settings: Settings, task: str) -> str:
     return _redis(settings, "dlq", "task", task)
 
 
+def dlq_redriven(settings: Settings) -> str:
+    """Set of the dead letters sent back by ``labelq deadletter redrive`` (letter ids); no TTL."""
+    return _redis(settings, "dlq", "redriven")
+
+
+def redrive_outbox(settings: Settings) -> str:
+    """Hash: chunk id -> a redrive chunk counted out of the dead letters and not yet published
+    (``{"queue", "chunk"}``; in flight for the audit); emptied as each is published; no TTL."""
+    return _redis(settings, "dlq", "outbox")
+
+
 def chunk_done(settings: Settings, stage: str, chunk_id: str) -> str:
     """Marker: the chunk's output is committed and counted; ``CHUNK_DONE_TTL_S``."""
     return _redis(settings, "done", stage, chunk_id)

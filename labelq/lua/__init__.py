@@ -19,7 +19,7 @@ from redis.commands.core import AsyncScript, Script
 
 Name = Literal[
     "budget_reserve", "budget_settle", "claim", "commit_chunk", "count_once", "escalation_grant",
-    "lock_release", "lock_renew", "rate_acquire", "rate_settle", "seed_route",
+    "lock_release", "lock_renew", "rate_acquire", "rate_settle", "redrive", "seed_route",
 ]
 NAMES: tuple[Name, ...] = get_args(Name)
 

@@ -65,11 +65,18 @@ def unacked_chunks(settings: Settings, client: redis.Redis) -> list[dict[str, An
     return _chunks(client.hvals(keyspace.unacked(settings)))
 
 
+def outbox_chunks(settings: Settings, client: redis.Redis) -> list[dict[str, Any]]:
+    """The chunks a redrive counted out of the dead letters and has not published yet
+    (``labelq.redrive``: an interrupted run leaves them for the next)."""
+    return [orjson.loads(raw)["chunk"] for raw in client.hvals(keyspace.redrive_outbox(settings))]
+
+
 def in_flight_chunks(settings: Settings, client: redis.Redis) -> Iterator[dict[str, Any]]:
-    """Every chunk waiting in a chunk queue or reserved by a worker."""
+    """Every chunk waiting in a chunk queue, reserved by a worker, or in the redrive outbox."""
     for queue in CHUNK_QUEUES:
         yield from queued_chunks(settings, client, queue)
     yield from unacked_chunks(settings, client)
+    yield from outbox_chunks(settings, client)
 
 
 def unacked_tags(settings: Settings, client: redis.Redis, queue: str) -> set[bytes]:

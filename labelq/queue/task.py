@@ -205,7 +205,7 @@ class ChunkTask(LabelqTask):
         log.error("poison_chunk", deliveries=deliveries)
         letters = [DeadLetter(reason="poison_chunk", stage=self.stage, task=chunk.task,
                               session_id=s.session_id, content_hash=s.content_hash, chunk_id=chunk.chunk_id,
-                              detail=f"delivered {deliveries} times without completing, alone in its chunk")
+                              payload=s.payload, detail=f"delivered {deliveries} times without completing, alone in its chunk")
                    for s in chunk.sessions]
         commit_chunk(self.settings, self.store, self.redis, stage=self.stage, task=chunk.task,
                      chunk_id=chunk.chunk_id, records=[], dead_letters=letters)

@@ -4,7 +4,10 @@ the exactly-once tally of a run, and the results table behind docs/reliability.m
 The tally counts by content hash (two different sessions may carry the same
 id): every session put in must end in exactly one label record or one worker
 dead letter. ``lost`` is what ended in neither; ``duplicates`` is every extra
-record or dead letter of a session beyond its first.
+record or dead letter of a session beyond its first. A redriven letter
+(``labelq deadletter redrive``) no longer counts as the session's end when the
+tally is given the Redis client: its session went back through the pipeline
+and ends in a label record or a new dead letter of its own.
 """
 
 from __future__ import annotations
@@ -19,9 +22,12 @@ from typing import Any
 
 import orjson
 import pytest
+import redis
 
 from labelq import keyspace
+from labelq.deadletter import LetterFilter, read_letters
 from labelq.settings import Settings
+from labelq.store import open_store
 from tests.support.helpers import jsonl_objects, wait_until
 from tests.support.worker_procs import ROOT, Fleet
 
@@ -49,23 +55,34 @@ class Tally:
     duplicates: int
     unexpected: int  # records of sessions never put in (must be 0 too)
     dead_reasons: dict[str, int]
+    redriven: int = 0  # letters sent back by a redrive, left out of the counts above
 
     @property
     def done(self) -> bool:
         return self.lost == 0
 
 
-def tally(settings: Settings, expected_hashes: Iterable[str]) -> Tally:
-    """Where every session put in ended: label records and worker dead letters, by content hash."""
+def tally(settings: Settings, expected_hashes: Iterable[str], client: redis.Redis | None = None) -> Tally:
+    """Where every session put in ended: label records and worker dead letters, by content hash.
+
+    With ``client``, letters marked redriven in Redis are left out (and counted in ``redriven``).
+    """
     expected = set(expected_hashes)
     labels = [r["content_hash"] for r in jsonl_objects(settings, "labels/")]
     letters = [d for stage in ("teacher", "student") for d in jsonl_objects(settings, keyspace.dead_letters_prefix(stage))]
+    redriven = 0
+    if client is not None:
+        stored = [s for stage in ("teacher", "student")
+                  for s in read_letters(open_store(settings), client, settings, LetterFilter(stage=stage))]
+        assert len(stored) == len(letters), "a dead-letter object did not read back as letters"
+        letters = [s.letter.model_dump(mode="json") for s in stored if not s.redriven]
+        redriven = len(stored) - len(letters)
     seen = Counter(labels) + Counter(str(d.get("content_hash")) for d in letters)
     return Tally(
         sessions=len(expected), labelled=len(labels), dead_lettered=len(letters),
         lost=len(expected - set(seen)), duplicates=sum(n - 1 for n in seen.values() if n > 1),
         unexpected=len(set(seen) - expected),
-        dead_reasons=dict(Counter(str(d["reason"]) for d in letters)),
+        dead_reasons=dict(Counter(str(d["reason"]) for d in letters)), redriven=redriven,
     )
 
 

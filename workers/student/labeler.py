@@ -172,7 +172,7 @@ def run_student_chunk(runtime: StudentRuntime, chunk: ChunkMessage, escalate: Es
         if not verdict.ok:
             letters.append(DeadLetter(reason=f"student_{verdict.reason}", stage="student", task=chunk.task,
                                       session_id=item.session_id, content_hash=item.content_hash,
-                                      chunk_id=chunk.chunk_id,
+                                      chunk_id=chunk.chunk_id, payload=item.payload,
                                       detail="student answer broke the output contract and could not be escalated"))
             continue
         low = gen.confidence is not None and gen.confidence < settings.student_confidence_threshold

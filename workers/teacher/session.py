@@ -183,7 +183,7 @@ class SessionLabelling:
             raise ValueError(f"session {self.item.session_id} is not dead: {step}")
         return DeadLetter(reason=step.reason, detail=step.detail, stage="teacher", task=self.spec.name,
                           session_id=self.item.session_id, content_hash=self.item.content_hash,
-                          chunk_id=chunk_id, raw=step.raw)
+                          chunk_id=chunk_id, raw=step.raw, payload=self.item.payload)
 
     def _require_waiting(self, event: str) -> None:
         if self.done:

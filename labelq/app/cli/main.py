@@ -14,6 +14,7 @@ from labelq.app.cli import (
     audit,
     config,
     curate,
+    deadletter,
     demo,
     export,
     flower,
@@ -78,6 +79,7 @@ app.command()(audit.audit)
 app.command(no_args_is_help=True)(export.export)
 app.command(no_args_is_help=True)(worker.worker)
 app.add_typer(adapter.app, name="adapter")
+app.add_typer(deadletter.app, name="deadletter")
 app.add_typer(trainer.app, name="trainer")
 app.add_typer(config.app, name="config")
 app.add_typer(model.app, name="model")
