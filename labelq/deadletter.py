@@ -108,11 +108,12 @@ class StoredLetter:
     @property
     def refused(self) -> str | None:
         """Why this letter cannot be redriven; None when it can."""
-        if self.letter.stage == "ingest":
+        d = self.letter
+        if d.stage == "ingest":
             return "bad input: fix the source and ingest it again"
-        if self.letter.stage not in CHUNK_QUEUES:
-            return f"stage {self.letter.stage!r} has no queue to send it back to"
-        if self.letter.payload is None or not self.letter.task or not self.letter.content_hash:
+        if d.stage not in CHUNK_QUEUES:
+            return f"stage {d.stage!r} has no queue to send it back to"
+        if d.payload is None or not (d.task and d.session_id and d.content_hash):
             return "no session kept in the letter (an undecodable message, or written before redrive)"
         return None
 

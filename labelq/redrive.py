@@ -63,7 +63,7 @@ class RedriveSummary:
     already_redriven: int = 0  # sent back by an earlier run: skipped
     refused: dict[str, int] = field(default_factory=dict)  # why not -> letters
     chunks: dict[str, int] = field(default_factory=dict)  # queue -> chunks published
-    resumed_chunks: int = 0  # left in the outbox by an interrupted run, published first
+    resumed_chunks: int = 0  # left in the outbox by an interrupted run, published first (would be)
     dry_run: bool = False
 
     def to_dict(self) -> dict[str, Any]:
@@ -164,6 +164,7 @@ def redrive(settings: Settings, store: ObjectStore, client: redis.Redis, where: 
     if dry_run:
         summary.redriven = len(todo)
         summary.chunks = dict(Counter(b.queue for b in batches))
+        summary.resumed_chunks = int(client.hlen(keyspace.redrive_outbox(settings)))
         return summary
     app = app or create_app(settings, broker_url=resolve_redis_url(settings))
     chunks: Counter[str] = Counter()
@@ -174,7 +175,8 @@ def redrive(settings: Settings, store: ObjectStore, client: redis.Redis, where: 
             sent, before = _send(settings, client, publisher, batch)
             summary.redriven += sent
             summary.already_redriven += before
-            chunks[batch.queue] += bool(sent)
+            if sent:
+                chunks[batch.queue] += 1
             handled += len(batch.letters)
             if on_progress is not None:
                 on_progress(handled, len(todo))
