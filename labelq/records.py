@@ -1,7 +1,8 @@
 """Writing a chunk's output: label records and dead letters, then counting them once.
 
-Objects are keyed by chunk id, so a redelivered chunk overwrites its own
-output and never duplicates it. Counters move only the first time a chunk is
+Objects are keyed by chunk id, so a chunk redelivered before its commit
+overwrites its own output and never duplicates it; one redelivered after its
+commit writes nothing. Counters move only the first time a chunk is
 committed (a ``done`` marker set atomically with them), so status and audit
 count each session once however often its chunk ran.
 """
@@ -24,7 +25,15 @@ def commit_chunk(
     chunk_id: str, records: list[LabelRecord], dead_letters: list[DeadLetter],
     extra_counts: dict[str, int] | None = None, inputs: list[SessionItem] | None = None,
 ) -> bool:
-    """Write the chunk's objects, then count them unless this chunk was committed before."""
+    """Write the chunk's objects, then count them unless this chunk was committed before.
+
+    A chunk committed before (redelivered after its commit, before its ack) writes
+    nothing: a second run may have ended differently (a session labelled that the
+    first run dead-lettered), and its objects would contradict the counts.
+    """
+    done = keyspace.chunk_done(settings, stage, chunk_id)
+    if client.exists(done):
+        return False
     if inputs:
         store.put_bytes(keyspace.inputs(stage, task, chunk_id), b"".join(
             orjson.dumps({"session_id": s.session_id, "content_hash": s.content_hash, "payload": s.payload})
@@ -43,5 +52,4 @@ def commit_chunk(
         args += [keyspace.dlq_reasons(settings), reason, n, keyspace.dlq_task(settings, task), reason, n]
     for name, n in (extra_counts or {}).items():
         args += [stats, name, n]
-    done = keyspace.chunk_done(settings, stage, chunk_id)
     return bool(lua.script(client, "commit_chunk")(keys=[done], args=args))
