@@ -7,6 +7,7 @@ import asyncio
 import random
 from datetime import UTC, datetime, timedelta
 
+import orjson
 import pytest
 import redis
 import redis.asyncio as aioredis
@@ -18,6 +19,7 @@ from labelq.ledger import MICRO
 from labelq.settings import Settings
 from labelq.status import gather
 from labelq.store import ObjectStore, open_store
+from tests.support.cli import labelq
 from workers.teacher.budget import Budget, SpendWriter
 
 pytestmark = pytest.mark.integration
@@ -176,3 +178,62 @@ def test_the_budget_of_before_periods_is_not_reopened(settings: Settings, redis_
         await client.aclose()
 
     asyncio.run(scenario())
+
+
+def test_status_shows_the_period_what_remains_and_when_it_resets(
+        settings: Settings, redis_client: redis.Redis, redis_url: str) -> None:
+    settings = settings.model_copy(update={"teacher_budget_period": "month"})
+    store = open_store(settings)
+
+    async def scenario() -> None:
+        client = aioredis.from_url(redis_url)
+        budget = Budget(client, settings, TASK, 50.0, writer(store, "w", 50.0))
+        assert await spend(budget, 2.0, 1.25) == 1.25
+        await budget.close()
+        await client.aclose()
+
+    asyncio.run(scenario())
+    redis_client.hset(keyspace.stats(settings, TASK), "ingested", 1)
+    now = datetime.now(UTC)
+    month = now.strftime("%Y-%m")
+    resets = datetime(now.year + now.month // 12, now.month % 12 + 1, 1).strftime("%Y-%m-%d 00:00")
+    env = {"LABELQ_TEACHER_BUDGET_PERIOD": "month", "COLUMNS": "200"}
+    expected = f"budget: $48.75 of $50.00 left this month ({month}), resets {resets} UTC"
+    shown = labelq(["status"], settings, env=env)
+    assert shown.returncode == 0, shown.stderr
+    assert expected in shown.stdout.decode()
+    forget_everything(redis_client, settings)  # Redis lost it: status shows what the store says
+    redis_client.hset(keyspace.stats(settings, TASK), "ingested", 1)
+    assert expected in labelq(["status"], settings, env=env).stdout.decode()
+    snapshot = orjson.loads(labelq(["status", "--json"], settings, env=env).stdout.splitlines()[-1])
+    assert snapshot["tasks"][TASK]["teacher"]["budget_remaining_usd"] == 48.75
+
+
+def test_a_reservation_lost_while_its_record_is_written_is_never_used(
+        settings: Settings, redis_client: redis.Redis, redis_url: str) -> None:
+    """Redis flushed between granting a reservation and the durable write: the seed that follows did
+    not count it, so the call must not go out on it; the budget asks again (and the seed counts it)."""
+    store = open_store(settings)
+
+    class FlushedDuringTheWrite(SpendWriter):
+        flushes = 1
+
+        def commit(self, pid: str, micro: int) -> None:
+            super().commit(pid, micro)
+            if self.flushes:
+                self.flushes -= 1
+                forget_everything(redis_client, settings)
+
+    async def scenario() -> None:
+        client = aioredis.from_url(redis_url)
+        budget = Budget(client, settings, TASK, 1.0, FlushedDuringTheWrite(store, TASK, "w", block_micro=0))
+        reservation = await budget.reserve(0.4)
+        assert reservation is not None
+        amounts = keyspace.budget_keys(settings, TASK, "total")[2]
+        assert await client.hexists(amounts, reservation.id)  # the one Redis holds, not the lost one
+        assert budget.writer.committed_micro("total") == 400_000  # the lost one was given back
+        await budget.settle(reservation, 0.4)
+        await client.aclose()
+
+    asyncio.run(scenario())
+    assert budget_state(redis_client, settings, TASK).spent_usd == pytest.approx(0.4)

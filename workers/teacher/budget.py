@@ -13,30 +13,39 @@ extends its reservation while it is polled. Lua scripts: ``budget_reserve``, ``b
 period with its high-water mark H (``labelq.budget.SpendRecord``) and keeps, in memory, its
 committed amount C: what it has spent plus the worst case of its calls in flight. The rule::
 
-    before a reservation of X   C += X; if C > H: write H = C + block    (durably, before Redis)
-    refused                     C -= X
+    reserved X in Redis         C += X; if C > H: write H = C + block    (durably, before the call)
+    Redis lost it meanwhile     C -= X, and reserve again
     settled at cost A           C += A - X; if C > H: write H = C        (the estimate undershot)
     end of a chunk              if H > C: write H = C                    (hand the block back)
 
 so at every moment each writer's H covers every dollar it has sent or may be sending, and the
 durable spend D, the sum of every writer's H, covers all money sent.
 
-**Seeding.** The reserve script refuses with -1 while the period's totals were never seeded (a
-new period, or a flushed or lost Redis). The worker reads D from the store and seeds
-``spent = max(Redis spent, D)`` (the first seed wins, later ones change nothing), then reserves again.
+**The order of one call.** Reserve in Redis; raise C (and H, durably, when needed); check that
+Redis still holds the reservation; only then send. A reservation that vanished meanwhile (a flush)
+is given up and asked for again. Writing H after the reservation, not before, means a writer
+raises H only for money Redis granted it (and its block): the first seed of a new period finds
+nothing to count, and only a real loss of Redis costs anything.
 
-**Why a flush never reopens spent money.** A call goes out only after its reservation succeeded,
-and a reservation is asked for only after its writer's H covered it. Say Redis loses the totals
-at time T: no reservation succeeds again until a seed, and the seed reads D after T, so D already
-counts every call reserved before T, sent or still to be sent. Calls reserved after the seed are
-counted by Redis on top of it. So money sent <= seed + what Redis counted since <= cap. The price
-is paid only when Redis is lost, and is bounded: at a flush, each live writer's unused block and the
-worst case of the calls then in flight count as spent (such a call also counts again when it settles).
+**Seeding.** The reserve script refuses with -1 while the period's totals were never seeded (a
+new period, or a flushed or lost Redis). The worker reads D from the store (its own exact C in
+place of its own H) and seeds ``spent = max(Redis spent, D)`` (the first seed wins, later ones
+change nothing), then reserves again.
+
+**Why a flush never reopens spent money.** A call goes out only after its writer's H covered it
+and, after that, Redis was seen still holding its reservation. Say Redis loses the totals at time
+T. A call whose check came before T had H written before T; no reservation succeeds again until a
+seed, and the seed reads D after T, so D counts that call. A call whose check comes after T finds
+its reservation gone and is never sent on it. Calls reserved after the seed are counted by Redis on
+top of it. So money sent <= seed + what Redis counted since <= cap. The price is paid only when
+Redis is lost, and is bounded: at a flush, each live writer's unused block and the worst case of
+the calls then in flight count as spent (such a call also counts again when it settles).
 
 **Overhead.** A block is 1% of the cap (at least the call's worst case): a worker process writes
 its record at most about 100 times per period for blocks, plus once per chunk to hand back what it
-did not use (a $50 budget at $0.02 a call: one write per ~25 calls, and one per chunk). A Batch API
-job writes exactly, without a block, once per batch it submits and once per batch it settles.
+did not use (a $50 budget at $0.02 a call: one write per ~25 calls, and one per chunk); every call
+adds one Redis round trip (the check). A Batch API job writes exactly, without a block, once per
+batch it submits and once per batch it settles.
 """
 
 from __future__ import annotations
@@ -189,19 +198,29 @@ class Budget:
         return keyspace.budget_keys(self.settings, self.task, pid)
 
     async def reserve(self, worst_usd: float, *, ttl_ms: int = RESERVATION_TTL_MS) -> Reservation | None:
-        """A reservation, or None when the call would pass the cap (then do not call)."""
+        """A reservation, or None when the call would pass the cap (then do not call).
+
+        Redis first, then the durable record, then a check that Redis still holds the reservation:
+        a call goes out only once its money is both reserved and written down.
+        """
         pid = period_id(self.settings.teacher_budget_period, self._clock())
-        reservation = Reservation(uuid.uuid4().hex, max(1, to_micro(worst_usd)), pid)
-        await asyncio.to_thread(self.writer.commit, pid, reservation.micro_usd)
-        try:
-            ok = await self._try_reserve(reservation, ttl_ms)
-        except BaseException:
-            await asyncio.to_thread(self.writer.release, pid, reservation.micro_usd)
-            raise
-        if not ok:
-            await asyncio.to_thread(self.writer.release, pid, reservation.micro_usd)
-            return None
-        return reservation
+        micro = max(1, to_micro(worst_usd))
+        for _ in range(SEED_TRIES):
+            reservation = Reservation(uuid.uuid4().hex, micro, pid)
+            if not await self._try_reserve(reservation, ttl_ms):
+                return None
+            try:
+                await asyncio.to_thread(self.writer.commit, pid, micro)
+            except BaseException:
+                await self._settle(keys=self.keys(pid), args=[reservation.id, 0, keys_expire_at_ms(pid)])
+                raise
+            if await self._client.hexists(self.keys(pid)[2], reservation.id):
+                return reservation
+            # Redis lost the reservation while the record was written (a flush): it was never
+            # counted by the seed that followed, so it must not be used. Ask again.
+            await asyncio.to_thread(self.writer.release, pid, micro)
+        raise ServiceUnavailable(f"the teacher budget of {self.task} ({pid}) vanished from Redis {SEED_TRIES} "
+                                 "times in a row; is something flushing Redis?")
 
     async def _try_reserve(self, reservation: Reservation, ttl_ms: int) -> bool:
         pid = reservation.period_id
@@ -211,20 +230,19 @@ class Budget:
             answer = int(await self._reserve(keys=self.keys(pid), args=args))
             if answer >= 0:
                 return answer == 1
-            await self.seed(pid, pending_micro=reservation.micro_usd)
+            await self.seed(pid)
         raise ServiceUnavailable(f"the teacher budget of {self.task} ({pid}) vanished from Redis {SEED_TRIES} "
                                  "times in a row while being seeded; is something flushing Redis?")
 
-    async def seed(self, pid: str, *, pending_micro: int = 0) -> None:
+    async def seed(self, pid: str) -> None:
         """Start the period's totals from the larger of Redis and the durable record (once).
 
-        This writer counts its exact committed amount, less ``pending_micro``, the reservation it is
-        about to ask for (not sent: it is counted when the reservation succeeds); other writers
-        count their high-water marks.
+        This writer counts its exact committed amount (its record may also hold an unused block);
+        other writers count their high-water marks.
         """
         legacy = await self._client.hget(keyspace.budget_legacy(self.settings, self.task), BudgetField.SPENT) \
             if pid == TOTAL else None
-        own = (self.writer.writer_id, max(0, await asyncio.to_thread(self.writer.committed_micro, pid) - pending_micro))
+        own = (self.writer.writer_id, await asyncio.to_thread(self.writer.committed_micro, pid))
         floor = await asyncio.to_thread(seed_floor_micro, self.writer.store, self.task, pid, int(legacy or 0), own)
         if await self._seed(keys=self.keys(pid)[:1], args=[floor, keys_expire_at_ms(pid)]):
             log.info("teacher_budget_seeded", task=self.task, period=pid, durable_usd=floor / MICRO)
