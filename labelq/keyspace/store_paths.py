@@ -135,9 +135,11 @@ def budget_spend_prefix(task: str, period_id: str) -> str:
     return key("budget", segment(task), segment(period_id)) + "/"
 
 
-def batch_jobs_prefix(task: str, input_hash: str | None = None) -> str:
-    """Batch API jobs of a task, or the runs of one input (``batch-jobs/<task>/<input hash>/<run>/``)."""
-    return key("batch-jobs", segment(task), *([segment(input_hash)] if input_hash else [])) + "/"
+def batch_jobs_prefix(task: str, input_hash: str | None = None, run: str | None = None) -> str:
+    """Batch API jobs of a task, the runs of one input, or the files of one run
+    (``batch-jobs/<task>/<input hash>/<run>/``)."""
+    parts = [segment(p) for p in (input_hash, run) if p]
+    return key("batch-jobs", segment(task), *parts) + "/"
 
 
 def batch_job_file(task: str, input_hash: str, run: str, name: str) -> str:

@@ -105,6 +105,7 @@ def test_store_paths() -> None:
     assert keyspace.budget_spend("t", "2026-11-21", "host-1") == "budget/t/2026-11-21/host-1.json"
     assert keyspace.budget_spend_prefix("t", "total") == "budget/t/total/"
     assert keyspace.batch_jobs_prefix("t") == "batch-jobs/t/" and keyspace.batch_jobs_prefix("t", "ab") == "batch-jobs/t/ab/"
+    assert keyspace.batch_jobs_prefix("t", "ab", "run-0001") == "batch-jobs/t/ab/run-0001/"
     assert keyspace.batch_job_file("t", "ab", "run-0001", "job.json") == "batch-jobs/t/ab/run-0001/job.json"
     assert keyspace.registry_mirror("t") == "adapters/t/registry.json"
 
