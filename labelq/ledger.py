@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass
 import redis
 
 from labelq import keyspace
-from labelq.keyspace import LEDGER_CACHE_HITS, BudgetField, LedgerMetric, ledger_field
+from labelq.keyspace import LEDGER_CACHE_HITS, LedgerMetric, ledger_field
 from labelq.settings import Settings
 from labelq.spec import TaskSpec
 
@@ -93,13 +93,6 @@ def read_ledger(client: redis.Redis, settings: Settings, task: str) -> Ledger:
         elif metric == LedgerMetric.OUTPUT_TOKENS:
             entry.output_tokens = int(value)
     return Ledger(models=models, cache_hits=cache_hits)
-
-
-def budget_state(client: redis.Redis, settings: Settings, task: str) -> tuple[float, float]:
-    """``(spent_usd, reserved_usd)`` of a task, for status."""
-    raw = client.hmget(keyspace.budget_keys(settings, task)[0], [BudgetField.SPENT, BudgetField.RESERVED])
-    spent, reserved = (int(v or 0) for v in raw)
-    return spent / MICRO, reserved / MICRO
 
 
 def budget_limit_usd(settings: Settings, spec: TaskSpec) -> float:

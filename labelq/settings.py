@@ -13,7 +13,7 @@ import os
 import tomllib
 from contextvars import ContextVar
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
@@ -177,6 +177,17 @@ class Settings(BaseSettings):
     )
     teacher_budget_usd: float = Field(
         default=50.0, ge=0, description="Hard teacher spend cap per task spec, in USD (a spec may set its own)."
+    )
+    teacher_budget_period: Literal["total", "month", "day"] = Field(
+        default="total",
+        description="What the budget caps: all spend (total), or spend per UTC calendar month or day.",
+    )
+    teacher_batch_max_requests: int = Field(
+        default=50_000, gt=0, description="Requests per Batch API batch (the provider's limit); larger rounds split."
+    )
+    teacher_batch_max_bytes: int = Field(
+        default=200_000_000, gt=0,
+        description="Bytes of one Batch API input file (the provider's limit, 200 MB); larger rounds split.",
     )
     teacher_timeout_s: float = Field(default=60.0, gt=0, description="Timeout of one teacher request.")
     teacher_max_attempts: int = Field(

@@ -41,8 +41,12 @@ class TeacherStatus:
     cache_hits: int
     models: dict[str, ModelSpend]
     budget_usd: float | None  # None: the task has no spec here, so no budget to show
-    budget_spent_usd: float
+    budget_spent_usd: float  # in the current budget period
     budget_reserved_usd: float
+    budget_remaining_usd: float | None  # None: no budget to show
+    budget_period: str  # total, month or day (LABELQ_TEACHER_BUDGET_PERIOD)
+    budget_period_id: str  # total, 2026-11, 2026-11-21
+    budget_resets_at: str | None  # UTC ISO time the next period starts; None for total
     paused: str | None  # why the teacher waits (budget spent, key refused); None when it works
 
 

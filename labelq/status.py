@@ -6,14 +6,16 @@ import orjson
 import redis
 
 from labelq import keyspace
+from labelq.budget import budget_state
 from labelq.keyspace import Stat
-from labelq.ledger import budget_limit_usd, budget_state, cost_summary, read_ledger
+from labelq.ledger import budget_limit_usd, cost_summary, read_ledger
 from labelq.queue.inspect import queue_depths
 from labelq.queue.policy import CHUNK_STAGES, read_waiting
 from labelq.redis_server import read_int_hash
 from labelq.routing import routing_state
 from labelq.settings import Settings
 from labelq.snapshot import AdapterStatus, StatusSnapshot, StatusTotals, TaskStatus, TeacherStatus
+from labelq.store import ObjectStore
 
 
 def known_tasks(settings: Settings, client: redis.Redis) -> list[str]:
@@ -32,8 +34,9 @@ def _budget_limit(settings: Settings, task: str) -> float | None:
         return None  # a task with no spec here (ingested elsewhere): no budget to show
 
 
-def gather(settings: Settings, client: redis.Redis) -> StatusSnapshot:
-    """One snapshot (the CLI renders it as a table, or ``to_dict()`` as JSON)."""
+def gather(settings: Settings, client: redis.Redis, store: ObjectStore | None = None) -> StatusSnapshot:
+    """One snapshot (the CLI renders it as a table, or ``to_dict()`` as JSON). With ``store``, a
+    budget whose Redis totals are gone (flushed) shows the durable spend the teacher will resume from."""
     queues = queue_depths(settings, client)
     dead_letter = read_int_hash(client, keyspace.dlq_reasons(settings))
     tasks: dict[str, TaskStatus] = {}
@@ -41,7 +44,8 @@ def gather(settings: Settings, client: redis.Redis) -> StatusSnapshot:
         stats = read_int_hash(client, keyspace.stats(settings, task))
         dlq = read_int_hash(client, keyspace.dlq_task(settings, task))
         ledger = read_ledger(client, settings, task)
-        spent, reserved = budget_state(client, settings, task)
+        budget = budget_state(client, settings, task, store)
+        limit = _budget_limit(settings, task)
         paused: bytes | None = client.get(keyspace.teacher_paused(settings, task))  # type: ignore[assignment]
         adapter_current, adapter_pinned = client.mget(keyspace.adapter_current(settings, task),
                                                       keyspace.adapter_pinned(settings, task))
@@ -68,9 +72,14 @@ def gather(settings: Settings, client: redis.Redis) -> StatusSnapshot:
                 cost_usd=round(ledger.usd, 6),
                 cache_hits=ledger.cache_hits,
                 models=ledger.models,
-                budget_usd=_budget_limit(settings, task),
-                budget_spent_usd=round(spent, 6),
-                budget_reserved_usd=round(reserved, 6),
+                budget_usd=limit,
+                budget_spent_usd=round(budget.spent_usd, 6),
+                budget_reserved_usd=round(budget.reserved_usd, 6),
+                budget_remaining_usd=None if limit is None else round(
+                    max(0.0, limit - budget.spent_usd - budget.reserved_usd), 6),
+                budget_period=budget.period,
+                budget_period_id=budget.period_id,
+                budget_resets_at=budget.resets_at,
                 paused=orjson.loads(paused)["reason"] if paused else None,
             ),
         )

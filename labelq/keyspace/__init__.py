@@ -21,6 +21,8 @@ never leave its folder::
     deadletter/<stage>/<task>/<name>.jsonl        dead letters (ingest, teacher, student)
     curated/<task>/<version>/{train,val}.jsonl    a curated bucket, manifest.json, then a marker
     adapters/<task>/v<N>/...                      an adapter version; adapters/<task>/registry.json
+    budget/<task>/<period>/<writer>.json          one writer's durable teacher spend in a budget period
+    batch-jobs/<task>/<input>/<run>/...           a Batch API job: sessions, parts, batch ids, reservations
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ from labelq.keyspace.fields import (
     parse_ledger_field,
 )
 from labelq.keyspace.redis_keys import (
+    BATCH_SETTLED_TTL_S,
     CHUNK_ATTEMPTS_TTL_S,
     CHUNK_DONE_TTL_S,
     CURATE_LOCK_TTL_S,
@@ -48,7 +51,10 @@ from labelq.keyspace.redis_keys import (
     adapter_current,
     adapter_history,
     adapter_pinned,
+    batch_lock,
+    batch_settled,
     budget_keys,
+    budget_legacy,
     chunk_attempts,
     chunk_done,
     claim_reply,
@@ -84,8 +90,12 @@ from labelq.keyspace.store_paths import (
     adapter_file,
     adapter_prefix,
     adapter_version_of,
+    batch_job_file,
+    batch_jobs_prefix,
     bucket,
     bucket_file,
+    budget_spend,
+    budget_spend_prefix,
     curated_prefix,
     dead_letters,
     dead_letters_prefix,
@@ -101,6 +111,7 @@ from labelq.keyspace.store_paths import (
 )
 
 __all__ = [
+    "BATCH_SETTLED_TTL_S",
     "CHUNK_ATTEMPTS_TTL_S",
     "CHUNK_DONE_TTL_S",
     "CURATE_LOCK_TTL_S",
@@ -123,9 +134,16 @@ __all__ = [
     "adapter_pinned",
     "adapter_prefix",
     "adapter_version_of",
+    "batch_job_file",
+    "batch_jobs_prefix",
+    "batch_lock",
+    "batch_settled",
     "bucket",
     "bucket_file",
     "budget_keys",
+    "budget_legacy",
+    "budget_spend",
+    "budget_spend_prefix",
     "chunk_attempts",
     "chunk_done",
     "claim_reply",

@@ -37,10 +37,11 @@ class RoutingField(StrEnum):
 
 
 class BudgetField(StrEnum):
-    """Fields of the ``budget:<task>`` hash, integer micro-dollars (``budget_*.lua``)."""
+    """Fields of the ``budget:<task>:<period>`` hash, integer micro-dollars (``budget_*.lua``)."""
 
     SPENT = "spent"
     RESERVED = "reserved"
+    SEEDED = "seeded"  # when the period's totals were started from the durable record (ms); absent: not yet
 
 
 class EscalationField(StrEnum):

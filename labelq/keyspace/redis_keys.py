@@ -15,6 +15,7 @@ TEACHER_ATTEMPTS_TTL_S = 86_400
 ESCALATION_DECISION_TTL_S = 30 * 86_400
 CURATION_TRIGGER_TTL_S = 86_400
 CURATE_LOCK_TTL_S = 600
+BATCH_SETTLED_TTL_S = 30 * 86_400
 
 
 def queue(settings: Settings, name: str) -> str:
@@ -103,11 +104,27 @@ def ledger(settings: Settings, task: str) -> str:
     return _redis(settings, "ledger", task)
 
 
-def budget_keys(settings: Settings, task: str) -> list[str]:
-    """A task's budget: totals (hash, :class:`BudgetField`), reservation expiries (zset) and
-    amounts (hash); no TTL (reservations expire inside the scripts)."""
-    base = _redis(settings, "budget", task)
+def budget_keys(settings: Settings, task: str, period_id: str) -> list[str]:
+    """A task's budget in one period (``total``, ``2026-11``, ``2026-11-21``): totals (hash,
+    :class:`BudgetField`), reservation expiries (zset) and amounts (hash). Reservations expire inside
+    the scripts; a month's or a day's keys expire a week after the period ends (``labelq.budget``)."""
+    base = _redis(settings, "budget", task, period_id)
     return [base, f"{base}:exp", f"{base}:amt"]
+
+
+def budget_legacy(settings: Settings, task: str) -> str:
+    """The totals hash of a task's budget from before budget periods (read once, to seed ``total``)."""
+    return _redis(settings, "budget", task)
+
+
+def batch_settled(settings: Settings, task: str, job: str, part: str) -> str:
+    """Marker: a Batch API part's spend is in the ledger and the budget (counted once); ``BATCH_SETTLED_TTL_S``."""
+    return _redis(settings, "batch", "settled", task, job, part)
+
+
+def batch_lock(settings: Settings, task: str, job: str) -> str:
+    """One ``labelq teach --batch-api`` at a time per job; renewed while it polls (``batch.py``)."""
+    return _redis(settings, "lock", "batch", task, job)
 
 
 def rate_limit_keys(settings: Settings) -> list[str]:

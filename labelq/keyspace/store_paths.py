@@ -123,3 +123,25 @@ def adapter_version_of(path: str) -> int | None:
 def registry_mirror(task: str) -> str:
     """The store's copy of a task's adapter pointer (Redis may be lost; this is not)."""
     return f"{adapter_prefix(task)}/registry.json"
+
+
+def budget_spend(task: str, period_id: str, writer: str) -> str:
+    """One writer's durable spend record for a budget period (``labelq.budget.SpendRecord``)."""
+    return key("budget", segment(task), segment(period_id), f"{segment(writer)}.json")
+
+
+def budget_spend_prefix(task: str, period_id: str) -> str:
+    """Every writer's spend record of one budget period (their sum is the durable spend)."""
+    return key("budget", segment(task), segment(period_id)) + "/"
+
+
+def batch_jobs_prefix(task: str, input_hash: str | None = None, run: str | None = None) -> str:
+    """Batch API jobs of a task, the runs of one input, or the files of one run
+    (``batch-jobs/<task>/<input hash>/<run>/``)."""
+    parts = [segment(p) for p in (input_hash, run) if p]
+    return key("batch-jobs", segment(task), *parts) + "/"
+
+
+def batch_job_file(task: str, input_hash: str, run: str, name: str) -> str:
+    """One file of a Batch API job run: ``job.json``, ``sessions.jsonl``, a part's files, ``done.json``."""
+    return key("batch-jobs", segment(task), segment(input_hash), segment(run), segment(name))

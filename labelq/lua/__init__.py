@@ -18,8 +18,8 @@ import redis.asyncio as aioredis
 from redis.commands.core import AsyncScript, Script
 
 Name = Literal[
-    "budget_reserve", "budget_settle", "claim", "commit_chunk", "count_once", "escalation_grant",
-    "lock_release", "lock_renew", "rate_acquire", "rate_settle", "redrive", "seed_route",
+    "budget_extend", "budget_reserve", "budget_seed", "budget_settle", "claim", "commit_chunk", "count_once",
+    "escalation_grant", "lock_release", "lock_renew", "rate_acquire", "rate_settle", "redrive", "seed_route",
 ]
 NAMES: tuple[Name, ...] = get_args(Name)
 

@@ -12,8 +12,9 @@ import redis
 
 from labelq import keyspace
 from labelq.audit import audit
+from labelq.budget import budget_state
 from labelq.hashing import content_hash
-from labelq.ledger import budget_state, read_ledger
+from labelq.ledger import read_ledger
 from labelq.settings import Settings
 from labelq.synth import generate
 from producer.run import run_ingest
@@ -81,7 +82,7 @@ def test_faults_with_racing_workers_every_session_accounted_and_rate_limit_held(
     assert worst_window(permits, window_s) <= limit
     assert len(arrivals) <= limit * ((arrivals[-1] - arrivals[0]) / window_s + 1)
     # The budget held and the ledger agrees with the records.
-    spent, _ = budget_state(redis_client, settings, "session-label")
+    spent = budget_state(redis_client, settings, "session-label").spent_usd
     records = jsonl_objects(settings, keyspace.labels_prefix("teacher"))
     assert spent <= budget and abs(read_ledger(redis_client, settings, "session-label").usd - spent) < 1e-6
     assert sum(r["cost_usd"] for r in records) <= spent + len(records) * 1e-6  # the budget counts micro-dollars
@@ -107,7 +108,7 @@ def test_faults_with_racing_workers_never_exceed_the_budget(
                 fleet.start("teacher")
             wait_until(lambda: bool(redis_client.exists(paused)), 120, "the budget to run out")
             time.sleep(2)  # every racing worker meets the cap
-            spent, _ = budget_state(redis_client, settings, "session-label")
+            spent = budget_state(redis_client, settings, "session-label").spent_usd
             final = tally(settings, expected)
     records = jsonl_objects(settings, keyspace.labels_prefix("teacher"))
     assert spent <= budget and sum(r["cost_usd"] for r in records) <= budget

@@ -10,7 +10,8 @@ import pytest
 import redis
 
 from labelq import keyspace
-from labelq.ledger import budget_state, read_ledger
+from labelq.budget import budget_state
+from labelq.ledger import read_ledger
 from labelq.queue.inspect import queue_depth
 from labelq.settings import Settings
 from labelq.synth import generate
@@ -37,7 +38,7 @@ def test_budget_never_exceeded_by_racing_workers(settings: Settings, redis_clien
         with celery_workers(env, "teacher", 4, tmp_path):
             wait_until(lambda: redis_client.exists(paused) == 1, 90, "the budget to run out")
             time.sleep(2)  # let every racing worker hit the cap
-        spent, _reserved = budget_state(redis_client, settings, "session-label")
+        spent = budget_state(redis_client, settings, "session-label").spent_usd
         ledger = read_ledger(redis_client, settings, "session-label")
         records = teacher_records(settings)
         assert spent <= budget and ledger.usd <= budget + 1e-6

@@ -8,9 +8,11 @@ import sys
 
 from labelq.settings import Settings
 
+COMMAND = [sys.executable, "-m", "labelq.app.cli.main"]
 
-def labelq(args: list[str], settings: Settings | None = None, stdin: bytes | None = None,
-           env: dict[str, str] | None = None) -> subprocess.CompletedProcess[bytes]:
+
+def cli_env(settings: Settings | None = None, env: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment of a `labelq` run with the test's settings (and ``env`` on top)."""
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("LABELQ_")}
     if settings is not None:
         full_env.update({
@@ -20,5 +22,10 @@ def labelq(args: list[str], settings: Settings | None = None, stdin: bytes | Non
             "LABELQ_STORE_URL": settings.effective_store_url,
         })
     full_env.update(env or {})
-    return subprocess.run([sys.executable, "-m", "labelq.app.cli.main", *args], input=stdin,
-                          capture_output=True, env=full_env, timeout=120)
+    return full_env
+
+
+def labelq(args: list[str], settings: Settings | None = None, stdin: bytes | None = None,
+           env: dict[str, str] | None = None) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run([*COMMAND, *args], input=stdin, capture_output=True, env=cli_env(settings, env),
+                          timeout=120)

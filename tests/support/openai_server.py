@@ -20,6 +20,9 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from labelq.ledger import price_usd
+from labelq.settings import Settings
+
 FAULTS = ("429", "500", "timeout", "reset", "garbage", "malformed", "wordy", "401")
 INJECTION = "ignore previous instructions"
 
@@ -56,7 +59,10 @@ class FakeOpenAI:
         self.lock = threading.Lock()
         self.requests: list[dict[str, Any]] = []  # chat requests: time, body, outcome
         self.files: dict[str, bytes] = {}
-        self.batches: dict[str, dict[str, Any]] = {}
+        self.batches: dict[str, dict[str, Any]] = {}  # every batch ever created (one entry per creation)
+        # The provider's own bill: one entry per answer it produced (chat, or a batch row), whether
+        # or not the client was still there to read it.
+        self.billed: list[dict[str, Any]] = []
         self.adapters: dict[str, str] = {}  # name -> path, as loaded through /v1/load_lora_adapter
         self._server = _QuietServer(("127.0.0.1", 0), self._handler())
         self._server.daemon_threads = True
@@ -97,8 +103,18 @@ class FakeOpenAI:
         prompt_tokens = sum(len(m["content"]) for m in messages) // 4 + 1
         return text, prompt_tokens, len(text) // 4 + 1
 
-    def completion_body(self, body: dict[str, Any], fault: str | None) -> dict[str, Any]:
+    def billed_usd(self, settings: Settings, *, batch_discount: float = 0.5) -> float:
+        """What the provider would charge: its own token counts at the list prices of ``settings``."""
+        with self.lock:
+            bill = list(self.billed)
+        return sum(price_usd(settings, b["model"], b["prompt_tokens"], b["completion_tokens"],
+                             discount=batch_discount if b["batch"] else 1.0) for b in bill)
+
+    def completion_body(self, body: dict[str, Any], fault: str | None, *, batch: bool = False) -> dict[str, Any]:
         text, p, c = self.chat_answer(body, fault)
+        with self.lock:
+            self.billed.append({"model": body.get("model", "fake"), "prompt_tokens": p, "completion_tokens": c,
+                                "batch": batch})
         return {
             "id": f"chatcmpl-{uuid.uuid4().hex[:12]}", "object": "chat.completion", "created": int(time.time()),
             "model": body.get("model", "fake"),
@@ -137,7 +153,8 @@ class FakeOpenAI:
                     "status_code": 500, "request_id": "x", "body": {"error": {"message": "boom"}}}, "error": None})
             else:
                 out.append({"id": f"req_{i}", "custom_id": row["custom_id"], "error": None, "response": {
-                    "status_code": 200, "request_id": f"r{i}", "body": self.completion_body(row["body"], None)}})
+                    "status_code": 200, "request_id": f"r{i}", "body": self.completion_body(row["body"], None,
+                                                                                          batch=True)}})
         for name, rows in (("output_file_id", out), ("error_file_id", err)):
             if rows:
                 fid = f"file-{uuid.uuid4().hex[:10]}"
@@ -187,6 +204,8 @@ class FakeOpenAI:
                              "input_file_id": body["input_file_id"], "completion_window": "24h",
                              "status": "validating", "created_at": int(time.time()), "output_file_id": None,
                              "error_file_id": None, "_polls": 0, "_first": not fake.batches,
+                             "_seq": len(fake.batches),
+                             "metadata": body.get("metadata"),
                              "request_counts": {"total": 0, "completed": 0, "failed": 0}}
                     fake.batches[bid] = batch
                     return self._json(200, {k: v for k, v in batch.items() if not k.startswith("_")})
@@ -194,6 +213,12 @@ class FakeOpenAI:
 
             def do_GET(self) -> None:
                 parts = self.path.split("?")[0].strip("/").split("/")
+                if len(parts) == 2 and parts[1] == "batches":  # newest first, one page
+                    data = [{k: v for k, v in b.items() if not k.startswith("_")}
+                            for b in sorted(fake.batches.values(), key=lambda b: -b["_seq"])]
+                    return self._json(200, {"object": "list", "data": data, "has_more": False,
+                                            "first_id": data[0]["id"] if data else None,
+                                            "last_id": data[-1]["id"] if data else None})
                 if len(parts) == 3 and parts[1] == "batches" and parts[2] in fake.batches:
                     batch = fake.batches[parts[2]]
                     fake.advance_batch(batch)

@@ -51,6 +51,9 @@ def test_queue_lists_are_what_keda_and_the_readme_name() -> None:
     (keyspace.routing(S, "t"), "labelq:routing:t"),
     (keyspace.routing_strata(S, "t"), "labelq:routing:t:strata"),
     (keyspace.ledger(S, "t"), "labelq:ledger:t"),
+    (keyspace.budget_legacy(S, "t"), "labelq:budget:t"),
+    (keyspace.batch_settled(S, "t", "j1", "r0001-p0001"), "labelq:batch:settled:t:j1:r0001-p0001"),
+    (keyspace.batch_lock(S, "t", "j1"), "labelq:lock:batch:t:j1"),
     (keyspace.teacher_cache(S, "gpt", "p1", "h1"), "labelq:cache:gpt:p1:h1"),
     (keyspace.teacher_paused(S, "t"), "labelq:paused:teacher:t"),
     (keyspace.adapter_current(S, "t"), "labelq:adapter:t:current"),
@@ -68,7 +71,8 @@ def test_redis_key_shapes_stay_the_same_on_the_wire(built: str, expected: str) -
 
 
 def test_multi_key_families() -> None:
-    assert keyspace.budget_keys(S, "t") == ["labelq:budget:t", "labelq:budget:t:exp", "labelq:budget:t:amt"]
+    assert keyspace.budget_keys(S, "t", "2026-11") == [
+        "labelq:budget:t:2026-11", "labelq:budget:t:2026-11:exp", "labelq:budget:t:2026-11:amt"]
     assert keyspace.rate_limit_keys(S) == ["labelq:rl:req", "labelq:rl:tok", "labelq:rl:tok_sum", "labelq:rl:tat"]
 
 
@@ -98,6 +102,11 @@ def test_store_paths() -> None:
     assert keyspace.adapter_file("t", 3, AdapterFile.METRICS) == "adapters/t/v3/metrics.json"
     assert keyspace.adapter_version_of("adapters/t/v12/adapter_config.json") == 12
     assert keyspace.adapter_version_of("adapters/t/registry.json") is None
+    assert keyspace.budget_spend("t", "2026-11-21", "host-1") == "budget/t/2026-11-21/host-1.json"
+    assert keyspace.budget_spend_prefix("t", "total") == "budget/t/total/"
+    assert keyspace.batch_jobs_prefix("t") == "batch-jobs/t/" and keyspace.batch_jobs_prefix("t", "ab") == "batch-jobs/t/ab/"
+    assert keyspace.batch_jobs_prefix("t", "ab", "run-0001") == "batch-jobs/t/ab/run-0001/"
+    assert keyspace.batch_job_file("t", "ab", "run-0001", "job.json") == "batch-jobs/t/ab/run-0001/job.json"
     assert keyspace.registry_mirror("t") == "adapters/t/registry.json"
 
 
@@ -151,7 +160,8 @@ def test_every_lua_file_is_named_loads_and_is_packaged() -> None:
 
 @pytest.mark.parametrize(("script", "fields"), [
     ("seed_route", list(RoutingField)), ("budget_reserve", list(BudgetField)),
-    ("budget_settle", list(BudgetField)), ("escalation_grant", list(EscalationField)),
+    ("budget_settle", [BudgetField.SPENT, BudgetField.RESERVED]),
+    ("budget_seed", [BudgetField.SPENT, BudgetField.SEEDED]), ("escalation_grant", list(EscalationField)),
 ])
 def test_lua_names_the_hash_fields_keyspace_names(script: lua.Name, fields: list[Any]) -> None:
     for field in fields:

@@ -56,7 +56,9 @@ def _snapshot() -> StatusSnapshot:
         adapter=AdapterStatus(current=2, pinned=None),
         teacher=TeacherStatus(cost_usd=1.0, cache_hits=7,
                               models={"gpt-4o": ModelSpend(calls=50, input_tokens=9000, output_tokens=400, usd=1.0)},
-                              budget_usd=50.0, budget_spent_usd=1.0, budget_reserved_usd=0.0, paused=None),
+                              budget_usd=50.0, budget_spent_usd=1.0, budget_reserved_usd=0.0,
+                              budget_remaining_usd=49.0, budget_period="day", budget_period_id="2026-11-21",
+                              budget_resets_at="2026-11-22T00:00:00+00:00", paused=None),
     )
     return StatusSnapshot(queues={"teacher": 0, "student": 1, "trainer": 0}, dead_letter={"invalid_json": 1},
                           tasks={"session-label": task},
@@ -80,7 +82,9 @@ def test_status_json_keeps_its_shape_and_round_trips() -> None:
     assert task["adapter"] == {"current": 2, "pinned": None}
     assert task["teacher"] == {"cost_usd": 1.0, "cache_hits": 7, "models": {"gpt-4o": {
         "calls": 50, "input_tokens": 9000, "output_tokens": 400, "usd": 1.0}}, "budget_usd": 50.0,
-        "budget_spent_usd": 1.0, "budget_reserved_usd": 0.0, "paused": None}
+        "budget_spent_usd": 1.0, "budget_reserved_usd": 0.0, "budget_remaining_usd": 49.0,
+        "budget_period": "day", "budget_period_id": "2026-11-21", "budget_resets_at": "2026-11-22T00:00:00+00:00",
+        "paused": None}
     assert data["totals"] == {"ingested": 300, "duplicates": 2, "dead_lettered": 1, "queued_chunks": 1}
     wire = orjson.dumps(data)
     assert StatusSnapshot.from_dict(wire) == snapshot

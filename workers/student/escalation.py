@@ -12,7 +12,8 @@ from __future__ import annotations
 import redis
 
 from labelq import keyspace, lua
-from labelq.ledger import budget_limit_usd, budget_state
+from labelq.budget import budget_state
+from labelq.ledger import budget_limit_usd
 from labelq.redis_server import read_int_hash
 from labelq.settings import Settings
 from labelq.spec import TaskSpec
@@ -22,8 +23,8 @@ def teacher_can_take(settings: Settings, client: redis.Redis, spec: TaskSpec) ->
     """False while the teacher is paused (budget spent, key refused) or its budget is nearly gone."""
     if client.exists(keyspace.teacher_paused(settings, spec.name)):
         return False
-    spent, reserved = budget_state(client, settings, spec.name)
-    return spent + reserved < 0.99 * budget_limit_usd(settings, spec)
+    state = budget_state(client, settings, spec.name)  # this period's; after a flush the teacher decides
+    return state.spent_usd + state.reserved_usd < 0.99 * budget_limit_usd(settings, spec)
 
 
 def grant(settings: Settings, client: redis.Redis, task: str, chunk_id: str, *, sessions: int,

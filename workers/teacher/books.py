@@ -3,7 +3,8 @@
 * ``start``: a session's state, already labelled when the cache holds the
   same (model, prompt version, content hash) (the hit is counted in the ledger),
   else waiting for its first request. Nothing is paid for twice.
-* ``charge``: price one paid answer and add it to the ledger (tokens, dollars).
+* ``charge``: price one paid answer and add it to the ledger (tokens, dollars); ``price`` gives
+  the increments without applying them (the Batch API applies a whole batch's at once).
 * ``judge``: let the session's state judge a paid answer; a valid label is cached.
 """
 
@@ -39,14 +40,19 @@ class TeacherBooks:
             await self.redis.hincrby(keyspace.ledger(self.settings, self.spec.name), keyspace.LEDGER_CACHE_HITS, 1)
         return SessionLabelling.start(self.spec, self.settings, item, hit)
 
-    async def charge(self, completion: Completion, *, discount: float = 1.0) -> float:
-        """The answer's cost in dollars, now in the ledger."""
+    def price(self, completion: Completion, *, discount: float = 1.0) -> tuple[float, list[tuple[str, str, int]]]:
+        """The answer's cost in dollars and the ledger increments that record it (not applied)."""
         cost = price_usd(self.settings, self.model, completion.input_tokens, completion.output_tokens,
                          discount=discount)
+        return cost, call_increments(self.settings, task=self.spec.name, model=self.model,
+                                     input_tokens=completion.input_tokens,
+                                     output_tokens=completion.output_tokens, cost_usd=cost)
+
+    async def charge(self, completion: Completion, *, discount: float = 1.0) -> float:
+        """The answer's cost in dollars, now in the ledger."""
+        cost, increments = self.price(completion, discount=discount)
         pipe = self.redis.pipeline(transaction=False)
-        for key, name, n in call_increments(self.settings, task=self.spec.name, model=self.model,
-                                            input_tokens=completion.input_tokens,
-                                            output_tokens=completion.output_tokens, cost_usd=cost):
+        for key, name, n in increments:
             pipe.hincrby(key, name, n)
         await pipe.execute()
         return cost

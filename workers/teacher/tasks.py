@@ -12,6 +12,7 @@ import redis
 import redis.asyncio as aioredis
 
 from labelq import keyspace
+from labelq.budget import period_id
 from labelq.ledger import budget_limit_usd
 from labelq.logging import get_logger
 from labelq.outcomes import ChunkOutcome, TeacherSpend
@@ -23,7 +24,7 @@ from labelq.schemas import ChunkMessage
 from labelq.settings import Settings
 from labelq.spec import load_spec
 from labelq.store import ObjectStore
-from workers.teacher.budget import Budget
+from workers.teacher.budget import Budget, process_writer
 from workers.teacher.client import make_client
 from workers.teacher.labeler import SessionResult, TeacherContext, label_chunk
 from workers.teacher.limiter import RateLimiter
@@ -32,25 +33,36 @@ log = get_logger(__name__)
 DEADLINE_SHARE = 0.5  # finish (or hand back) well inside the visibility timeout
 
 
-async def _label(settings: Settings, chunk: ChunkMessage, deadline: float) -> list[SessionResult]:
+async def _label(settings: Settings, store: ObjectStore, chunk: ChunkMessage,
+                 deadline: float) -> list[SessionResult]:
     spec = load_spec(chunk.task, settings.specs_dir)
+    limit_usd = budget_limit_usd(settings, spec)
     client = make_client(settings)
     if client.is_replay:
         log.warning("teacher_replay", detail="answering with the data set's reference labels, "
                     "no API calls (set OPENAI_API_KEY or LABELQ_TEACHER_BASE_URL for a real teacher)")
     aredis = aioredis.from_url(resolve_redis_url(settings))
+    budget = Budget(aredis, settings, spec.name, limit_usd, process_writer(store, spec.name, limit_usd))
     try:
         ctx = TeacherContext(
             settings=settings, spec=spec, client=client, redis=aredis,
             limiter=RateLimiter(aredis, keyspace.rate_limit_keys(settings), rpm=settings.teacher_rpm,
                                 tpm=settings.teacher_tpm,
                                 window_ms=int(settings.teacher_rate_window_s * 1000)),
-            budget=Budget(aredis, keyspace.budget_keys(settings, spec.name), budget_limit_usd(settings, spec)),
+            budget=budget,
         )
         return await label_chunk(ctx, chunk, deadline)
     finally:
+        await budget.close()  # hand back the unused durable block: nothing of this chunk is in flight
         await client.aclose()
         await aredis.aclose()
+
+
+def budget_spent_reason(settings: Settings, limit_usd: float) -> str:
+    """``budget of $1.00 is spent``, and the period when the budget is per month or day."""
+    period = settings.teacher_budget_period
+    return f"budget of ${limit_usd:.2f} is spent" + (
+        "" if period == "total" else f" for {period_id(period)} (UTC; it resets with the next {period})")
 
 
 def _clear_pause(client: redis.Redis, pause_key: str, chunk_started_at: float) -> None:
@@ -69,13 +81,12 @@ def run_teacher_chunk(settings: Settings, store: ObjectStore, client: redis.Redi
     """Label a chunk, commit its output once, hand unfinished sessions back, or pause."""
     deadline = time.monotonic() + settings.visibility_timeout_s * DEADLINE_SHARE
     started_at = time.time()
-    results = asyncio.run(_label(settings, chunk, deadline))
+    results = asyncio.run(_label(settings, store, chunk, deadline))
     statuses = Counter(r.status for r in results)
     pause_key = keyspace.teacher_paused(settings, chunk.task)
     if statuses["paused_auth"] or statuses["paused_budget"]:
         why = ("the teacher API refused the key (401/403)" if statuses["paused_auth"]
-               else f"budget of ${budget_limit_usd(settings, load_spec(chunk.task, settings.specs_dir)):.2f}"
-                    " is spent")
+               else budget_spent_reason(settings, budget_limit_usd(settings, load_spec(chunk.task, settings.specs_dir))))
         flag = orjson.dumps({"reason": why, "since": time.time()})
         client.set(pause_key, flag, ex=max(60, int(settings.teacher_pause_s * 4)))
         raise Paused(why, settings.teacher_pause_s)

@@ -16,7 +16,7 @@ from labelq.app.cli.common import friendly_errors, print_json_line, settings_of
 from labelq.redis_server import connect
 
 if TYPE_CHECKING:
-    from labelq.snapshot import StatusSnapshot
+    from labelq.snapshot import StatusSnapshot, TeacherStatus
 
 
 @friendly_errors
@@ -28,14 +28,16 @@ def status(
 ) -> None:
     """Queue depths, routing phase, labels, adapters, cost per 1,000 labels, dead letters by reason."""
     from labelq.status import gather
+    from labelq.store import open_store
 
     settings = settings_of(ctx)
     client = connect(settings)
+    store = open_store(settings)  # a budget that Redis lost shows the durable spend
     if json_out:
-        print_json_line(gather(settings, client).to_dict())
+        print_json_line(gather(settings, client, store).to_dict())
         return
     if not watch:
-        _render_status(gather(settings, client), Console())
+        _render_status(gather(settings, client, store), Console())
         return
     from rich.live import Live
 
@@ -44,7 +46,7 @@ def status(
         with Live(console=console, refresh_per_second=4, screen=False) as live:
             while True:
                 buffer = Console(width=console.width, record=True, file=io.StringIO())
-                _render_status(gather(settings, client), buffer)
+                _render_status(gather(settings, client, store), buffer)
                 live.update(Text.from_ansi(buffer.export_text(styles=True)))
                 time.sleep(interval_s)
     except KeyboardInterrupt:
@@ -95,6 +97,8 @@ def _render_status(snapshot: StatusSnapshot, console: Console) -> None:
             console.print("  cost per 1,000 labels: " + ", ".join(p for p in per_1k if p)
                           + (f"; savings vs teacher-only {cost.savings:.1%}" if cost.savings is not None
                              else ""), highlight=False)
+        if t.teacher.budget_remaining_usd is not None:
+            console.print(f"  {_budget_line(t.teacher)}", highlight=False)
         if t.teacher.paused:
             console.print(f"[yellow]teacher paused for {name}:[/yellow] {t.teacher.paused}")
         for model, m in t.teacher.models.items():
@@ -106,3 +110,15 @@ def _render_status(snapshot: StatusSnapshot, console: Console) -> None:
     for reason, count in snapshot.dead_letter.items():
         dlq.add_row(reason, f"{count:,}")
     console.print(dlq)
+
+
+def _budget_line(teacher: TeacherStatus) -> str:
+    """``budget: $0.62 of $1.00 left this day (2026-11-21), resets 2026-11-22 00:00 UTC``."""
+    period = "in total" if teacher.budget_period == "total" else (
+        f"this {teacher.budget_period} ({teacher.budget_period_id})")
+    text = f"budget: ${teacher.budget_remaining_usd:.2f} of ${teacher.budget_usd:.2f} left {period}"
+    if teacher.budget_reserved_usd:
+        text += f", ${teacher.budget_reserved_usd:.2f} reserved by calls in flight"
+    if teacher.budget_resets_at:
+        text += f", resets {teacher.budget_resets_at[:16].replace('T', ' ')} UTC"
+    return text

@@ -36,7 +36,8 @@ def teach(
     Labels go to labels/teacher/<task>/ like the workers' output; the budget,
     cache, ledger and output contract apply. With --batch-api, failed or
     expired rows are resubmitted until each session is labelled or
-    dead-lettered.
+    dead-lettered; the batches are kept in the store, so running the same
+    command again after a kill resumes them instead of paying twice.
     """
     settings = settings_of(ctx)
     spec = load_spec(task or settings.default_task, settings.specs_dir)
