@@ -196,8 +196,17 @@ class Settings(BaseSettings):
     teacher_backoff_base_s: float = Field(default=0.5, gt=0, description="First retry delay; doubles, with jitter.")
     teacher_backoff_max_s: float = Field(default=30.0, gt=0, description="Longest retry delay.")
     teacher_pause_s: float = Field(
-        default=15.0, gt=0, description="How long a worker waits before requeueing work while paused (budget, auth)."
+        default=15.0, gt=0,
+        description="How long a worker waits before requeueing work while paused (budget, auth, provider outage)."
     )
+    teacher_breaker_threshold: int = Field(
+        default=5, gt=0, description="Provider outage errors (5xx, 429, timeouts) within the window that open "
+                                     "the circuit breaker shared by all teacher workers.")
+    teacher_breaker_window_s: float = Field(
+        default=30.0, gt=0, description="Window in which outage errors are counted toward the breaker.")
+    teacher_breaker_open_s: float = Field(
+        default=30.0, gt=0, description="How long the breaker stays open before one request probes the provider "
+                                        "(longer when the provider's Retry-After says so).")
     teacher_cache_ttl_s: int = Field(
         default=90 * 86_400, gt=0, description="How long a paid answer is remembered (never pay twice)."
     )

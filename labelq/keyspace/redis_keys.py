@@ -143,6 +143,13 @@ def teacher_paused(settings: Settings, task: str) -> str:
     return _redis(settings, "paused", "teacher", task)
 
 
+def teacher_breaker(settings: Settings) -> list[str]:
+    """The provider's circuit breaker, shared by every teacher worker: open flag (JSON ``{"reason"}``,
+    TTL = open time), outage start (unix time; a day), outage errors in the window (TTL = window),
+    half-open probe lock (TTL = two request timeouts)."""
+    return [_redis(settings, "breaker", name) for name in ("open", "since", "fails", "probe")]
+
+
 def stage_waiting(settings: Settings, stage: str) -> str:
     """Hash ``{on, kind, since, detail}`` while a stage's workers wait on an outage or on
     configuration; refreshed by each wait, gone 5 minutes after the last."""

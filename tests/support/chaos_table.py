@@ -18,11 +18,11 @@ def main() -> None:
     for line in RESULTS.read_bytes().splitlines():
         row = orjson.loads(line)
         latest[row["scenario"]] = row
-    print("| scenario | load | faults | lost | duplicates | seconds | command |")
-    print("|---|---|---|---|---|---|---|")
+    print("| scenario | load | faults | dead-lettered | lost | duplicates | seconds | command |")
+    print("|---|---|---|---|---|---|---|---|")
     for row in latest.values():
-        print(f"| {row['scenario']} | {row['load']} | {row['faults']} | {row['lost']} | {row['duplicates']} "
-              f"| {row.get('seconds', '')} | `{row['command']}` |")
+        print(f"| {row['scenario']} | {row['load']} | {row['faults']} | {row.get('dead_lettered', '')} "
+              f"| {row['lost']} | {row['duplicates']} | {row.get('seconds', '')} | `{row['command']}` |")
 
 
 if __name__ == "__main__":
