@@ -130,3 +130,15 @@ def test_which_teachers_may_start() -> None:
         check_teacher(Settings(teacher_api_key=key, teacher_model="my-azure-gpt4o"))
     with pytest.raises(ConfigError, match="LABELQ_TEACHER_PRICES"):
         check_teacher(local.model_copy(update={"teacher_model": "unpriced-local"}))
+
+
+def test_the_demo_chooses_replay_unless_told_otherwise(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from labelq.app.demo import demo_settings, worker_env
+
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-0123456789")  # a key lying around spends nothing by itself
+    demo = demo_settings(Settings(state_dir=tmp_path), "run1")
+    assert demo.teacher_backend == "replay"
+    check_teacher(demo)
+    assert worker_env(demo, "tiny", "auto")["LABELQ_TEACHER_BACKEND"] == "replay"  # its workers are told
+    monkeypatch.setenv("LABELQ_TEACHER_BACKEND", "openai")  # chosen on purpose: the real teacher
+    assert demo_settings(Settings(state_dir=tmp_path), "run2").teacher_backend == "openai"
