@@ -113,3 +113,15 @@ def test_the_demo_with_a_real_teacher_and_no_key_stops_before_it_builds_anything
                                               "LABELQ_TEACHER_BACKEND": "openai", "OPENAI_API_KEY": ""})
     assert done.returncode == 2 and b"OPENAI_API_KEY" in done.stderr, done.stderr
     assert not (tmp_path / "state" / "runs").exists()  # no run started, no session generated
+
+
+def test_a_chunk_for_an_unpriced_model_sends_nothing(settings: Settings, redis_client: redis.Redis) -> None:
+    """A worker started without the start-up check (in-process, say) meets the same refusal per chunk: a
+    ConfigError, which the error policy turns into waiting on configuration, never a dead letter."""
+    from labelq.errors import ConfigError
+
+    with FakeOpenAI() as fake:
+        s = teacher_settings(settings, fake.base_url, teacher_model="my-azure-gpt4o")
+        with pytest.raises(ConfigError, match="LABELQ_TEACHER_PRICES"):
+            run_teacher_chunk(s, open_store(s), redis_client, chunks_of(3, 3, seed=7)[0], requeue=never_requeue)
+        assert fake.requests == []
