@@ -13,9 +13,10 @@ from typing import Any
 import pytest
 import redis
 
+from labelq.budget import budget_state
 from labelq.hashing import content_hash
-from labelq.ledger import budget_state
 from labelq.settings import Settings
+from labelq.store import open_store
 from labelq.synth import generate
 from producer.run import run_ingest
 from tests.support.chaos import Fleet, record_result, tally
@@ -70,7 +71,8 @@ def test_an_unpriced_model_with_a_small_budget_makes_no_call(
     assert logs.count(b"no price for teacher model") >= WORKERS and b"LABELQ_TEACHER_PRICES" in logs
     assert teach.returncode == 2 and b"LABELQ_TEACHER_PRICES" in teach.stderr and b"[teacher.prices]" in teach.stderr
     assert calls == 0
-    assert budget_state(redis_client, settings, "session-label") == (0.0, 0.0)
+    state = budget_state(redis_client, settings, "session-label", open_store(settings))
+    assert (state.spent_usd, state.reserved_usd) == (0.0, 0.0)  # in Redis and in the durable record
     assert waiting(settings, redis_client) == expected  # not one message taken: nothing lost
     final = tally(settings, expected)
     assert final.labelled == final.dead_lettered == 0
