@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass
 
 import redis
 
 from labelq import keyspace
+from labelq.errors import ConfigError
 from labelq.keyspace import LEDGER_CACHE_HITS, LedgerMetric, ledger_field
-from labelq.settings import Settings
+from labelq.settings import PRICES_AS_OF, Settings
 from labelq.spec import TaskSpec
 
 MICRO = 1_000_000  # dollars are stored as integer micro-dollars: no float drift across workers
+SNAPSHOT_SUFFIX = re.compile(r"-\d{4}-\d{2}-\d{2}|-\d{4}")  # -2024-11-20, or the older -0613
 
 
 @dataclass(slots=True)
@@ -50,11 +53,31 @@ class CostSummary:
         return asdict(self)
 
 
+def model_price(settings: Settings, model: str) -> tuple[float, float]:
+    """USD per 1M tokens (input, output) of ``model``: its own entry, else its family's for a dated snapshot.
+
+    ``gpt-4o-2024-11-20`` is priced like ``gpt-4o`` and ``gpt-4o-mini-2024-07-18`` like ``gpt-4o-mini``:
+    the longest family name the model extends with nothing but a date. Anything else has no price,
+    and labelq never guesses one (an unpriced model would spend a budget at $0 a call).
+    """
+    table = settings.teacher_prices
+    if model in table:
+        return table[model]
+    for family in sorted(table, key=len, reverse=True):
+        if model.startswith(family) and SNAPSHOT_SUFFIX.fullmatch(model[len(family):]):
+            return table[family]
+    raise ConfigError(
+        f"no price for teacher model {model!r}: add its USD per 1M input and output tokens with "
+        f"LABELQ_TEACHER_PRICES='{{\"{model}\": [input_usd, output_usd]}}' or in the config file under "
+        f"[teacher.prices] (\"{model}\" = [input_usd, output_usd]). Priced now (built-ins are OpenAI list "
+        f"prices as of {PRICES_AS_OF}; their dated snapshots too): "
+        f"{', '.join(sorted(m for m in table if m != 'replay'))}")
+
+
 def price_usd(settings: Settings, model: str, input_tokens: int, output_tokens: int,
               *, discount: float = 1.0) -> float:
-    """Cost of one call from the price table (unknown models are priced like the default)."""
-    table = settings.teacher_prices
-    per_in, per_out = table.get(model) or table.get(settings.teacher_model) or (0.0, 0.0)
+    """Cost of one call; reasoning tokens are in ``output_tokens``. Raises ConfigError for an unpriced model."""
+    per_in, per_out = model_price(settings, model)
     return discount * (input_tokens * per_in + output_tokens * per_out) / 1_000_000
 
 

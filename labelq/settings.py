@@ -27,12 +27,26 @@ from pydantic_settings import (
 from labelq.errors import ConfigError
 
 QUEUES: tuple[str, ...] = ("teacher", "student", "trainer")
-# USD per 1M tokens (input, output), list prices late 2026; override with LABELQ_TEACHER_PRICES.
+# USD per 1M tokens (input, output): OpenAI's published standard-tier list prices as of PRICES_AS_OF,
+# written down from the public pricing page as it stood then (not fetched at run time; cached-input
+# discounts left out, so estimates err high). Check https://openai.com/api/pricing before trusting a
+# budget; LABELQ_TEACHER_PRICES or [teacher.prices] in the config file adds or replaces entries.
+# A dated snapshot (gpt-4o-2024-11-20) is priced like its family (gpt-4o): labelq.ledger.model_price.
+PRICES_AS_OF = "2025-08"
 DEFAULT_PRICES: dict[str, tuple[float, float]] = {
-    "gpt-4o": (2.50, 10.00),
-    "gpt-4o-mini": (0.15, 0.60),
     "gpt-4.1": (2.00, 8.00),
     "gpt-4.1-mini": (0.40, 1.60),
+    "gpt-4.1-nano": (0.10, 0.40),
+    "gpt-4o": (2.50, 10.00),
+    "gpt-4o-mini": (0.15, 0.60),
+    "gpt-5": (1.25, 10.00),
+    "gpt-5-mini": (0.25, 2.00),
+    "gpt-5-nano": (0.05, 0.40),
+    "o1": (15.00, 60.00),
+    "o1-mini": (1.10, 4.40),
+    "o3": (2.00, 8.00),
+    "o3-mini": (1.10, 4.40),
+    "o4-mini": (1.10, 4.40),
     "gpt-4-turbo": (10.00, 30.00),
     "gpt-4": (30.00, 60.00),
     "replay": (2.50, 10.00),  # the offline demo teacher is priced like gpt-4o
@@ -155,8 +169,9 @@ class Settings(BaseSettings):
         default=None, description="Directory of user task specs (*.toml); built-ins are always there."
     )
     teacher_backend: str = Field(
-        default="auto",
-        description="openai, replay (reference labels, offline), or auto: openai when a key or base URL is set.",
+        default="openai",
+        description="openai (any OpenAI-compatible API; needs a key) or replay (the data set's reference "
+        "labels, offline, no API calls): replay runs only when chosen here (or by the demo).",
     )
     teacher_base_url: str | None = Field(
         default=None, description="OpenAI-compatible base URL (Azure, vLLM, a proxy). Unset: OpenAI."
@@ -164,7 +179,8 @@ class Settings(BaseSettings):
     teacher_api_key: SecretStr | None = Field(
         default=None,
         validation_alias=AliasChoices("LABELQ_TEACHER_API_KEY", "OPENAI_API_KEY", "teacher_api_key"),
-        description="API key (LABELQ_TEACHER_API_KEY or OPENAI_API_KEY).",
+        description="API key (LABELQ_TEACHER_API_KEY or OPENAI_API_KEY; blank counts as unset). The openai "
+        "teacher refuses to start without one, except on a self-hosted base URL (vLLM, a local proxy).",
     )
     teacher_model: str = Field(default="gpt-4o", description="Teacher model name sent to the API.")
     teacher_concurrency: int = Field(
@@ -215,7 +231,15 @@ class Settings(BaseSettings):
     )
     teacher_prices: dict[str, tuple[float, float]] = Field(
         default_factory=lambda: dict(DEFAULT_PRICES),
-        description="USD per 1M tokens (input, output) per model; 'replay' prices the offline teacher.",
+        description=f"USD per 1M tokens (input, output) per model, merged over the built-in table (OpenAI list "
+        f"prices as of {PRICES_AS_OF}); a dated snapshot takes its family's price; an unpriced teacher model "
+        "is refused. 'replay' prices the offline teacher.",
+    )
+    teacher_reasoning_tokens: int | None = Field(
+        default=None, ge=0,
+        description="Output tokens a reasoning model may spend thinking per request, on top of the spec's "
+        "max_output_tokens (sent as max_completion_tokens, reserved from the budget at the output price). "
+        "Unset: 2048 for o-series and gpt-5 models, 0 for others; above 0 any model is sent as a reasoning one.",
     )
 
     # --- student and trainer ---------------------------------------------------
@@ -333,9 +357,28 @@ class Settings(BaseSettings):
     @field_validator("teacher_backend")
     @classmethod
     def _check_backend(cls, value: str) -> str:
-        if value not in {"auto", "openai", "replay"}:
-            raise ValueError("teacher_backend must be auto, openai or replay")
+        if value not in {"openai", "replay"}:
+            # 'auto' (replay whenever no key was set) is gone: an empty key must never become replay.
+            raise ValueError(f"teacher_backend must be openai or replay, not {value!r} (the replay teacher "
+                             "runs only when chosen: LABELQ_TEACHER_BACKEND=replay)")
         return value
+
+    @field_validator("teacher_api_key")
+    @classmethod
+    def _usable_key(cls, value: SecretStr | None) -> SecretStr | None:
+        # compose passes ${OPENAI_API_KEY:-}: an empty or blank key is no key at all.
+        if value is None or not value.get_secret_value().strip():
+            return None
+        return SecretStr(value.get_secret_value().strip())
+
+    @field_validator("teacher_prices")
+    @classmethod
+    def _merge_prices(cls, value: dict[str, tuple[float, float]]) -> dict[str, tuple[float, float]]:
+        for model, (per_in, per_out) in value.items():
+            if not model or per_in < 0 or per_out < 0:
+                raise ValueError(f"teacher_prices[{model!r}]: a model name and two prices >= 0 (USD per 1M "
+                                 "input and output tokens)")
+        return {**DEFAULT_PRICES, **value}  # adding one model's price keeps the rest of the table
 
     @field_validator("student_backend")
     @classmethod
@@ -391,12 +434,6 @@ class Settings(BaseSettings):
     def effective_store_url(self) -> str:
         return self.store_url or f"file://{(self.state_dir / 'store').resolve()}"
 
-    @property
-    def resolved_teacher_backend(self) -> str:
-        if self.teacher_backend != "auto":
-            return self.teacher_backend
-        return "openai" if (self.teacher_api_key or self.teacher_base_url) else "replay"
-
 
 class FlatTomlSource(PydanticBaseSettingsSource):
     """Reads ``LABELQ_CONFIG_FILE`` (TOML), flattening tables into ``table_key`` names."""
@@ -413,6 +450,10 @@ class FlatTomlSource(PydanticBaseSettingsSource):
         return dict(self._values)
 
 
+# Settings whose value is a table: in TOML they are written as one ([teacher.prices]), not flattened.
+TABLE_SETTINGS = frozenset({"teacher_prices"})
+
+
 def load_toml_flat(path: Path) -> dict[str, Any]:
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
@@ -425,9 +466,9 @@ def load_toml_flat(path: Path) -> dict[str, Any]:
     def walk(prefix: str, table: dict[str, Any]) -> None:
         for key, value in table.items():
             name = f"{prefix}_{key}" if prefix else key
-            if isinstance(value, dict):
+            if isinstance(value, dict) and name.replace("-", "_") not in TABLE_SETTINGS:
                 walk(name, value)
-            else:
+            else:  # a table-valued setting ([teacher.prices]) keeps its keys as written: model names
                 flat[name.replace("-", "_")] = value
 
     walk("", data)

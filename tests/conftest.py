@@ -49,13 +49,15 @@ def redis_client(redis_url: str) -> redis.Redis:
 
 @pytest.fixture
 def settings(tmp_path: Path, redis_url: str) -> Settings:
-    """Settings for one test: its own key prefix, state dir and local store."""
+    """Settings for one test: its own key prefix, state dir and local store; the replay teacher, chosen
+    (tests/support/teacher.py's ``teacher_settings`` points a test at the fake OpenAI server instead)."""
     return Settings(
         state_dir=tmp_path / "state",
         redis_url=redis_url,  # type: ignore[arg-type]
         redis_key_prefix=f"t{uuid.uuid4().hex[:10]}:",
         store_url=f"file://{tmp_path / 'store'}",
         backpressure_poll_s=0.05,
+        teacher_backend="replay",
     )
 
 

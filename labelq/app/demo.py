@@ -5,7 +5,9 @@
 3. real Celery workers start as child processes: teacher, trainer, student;
 4. the sessions are ingested through the routing policy: the seed set and a
    sample to the teacher, the rest to students (who wait for an adapter);
-5. the teacher (replay unless ``OPENAI_API_KEY`` is set) labels the seed set;
+5. the teacher labels the seed set: the replay teacher (the synthetic sessions'
+   reference labels, offline), which the demo chooses for itself unless
+   ``LABELQ_TEACHER_BACKEND=openai`` was set on purpose (then a key and a priced model);
    at ``seed_size`` labels it triggers the trainer, which curates a bucket,
    trains a LoRA adapter, evaluates it and promotes it;
 6. students pick the adapter up and label the rest (vLLM, or transformers);
@@ -69,9 +71,15 @@ class StageClock:
 Progress = Callable[[str, int, int | None, str], None]  # stage, done, total, info
 
 
+def demo_teacher_backend(base: Settings) -> str:
+    """replay, chosen by the demo, unless LABELQ_TEACHER_BACKEND (or the config file) chose one."""
+    return base.teacher_backend if "teacher_backend" in base.model_fields_set else "replay"
+
+
 def demo_settings(base: Settings, run_id: str) -> Settings:
     run_dir = base.state_dir / "runs" / run_id
     return base.model_copy(update={
+        "teacher_backend": demo_teacher_backend(base),
         "redis_key_prefix": f"{base.redis_key_prefix}demo-{run_id}:",
         "store_url": base.store_url or f"file://{run_dir / 'store'}",
         "trainer_poll_s": 2.0,
@@ -130,9 +138,11 @@ def run_demo(base: Settings, config: DemoConfig, progress: Progress) -> DemoRun:
     from labelq.synth import generate
     from producer.run import run_ingest
     from trainer.tiny_model import build_tiny_model, tiny_model_dir
+    from workers.teacher.preflight import check_teacher
 
     run_id = time.strftime("%Y%m%d-%H%M%S")
     settings = demo_settings(base, run_id)
+    check_teacher(settings)  # a real teacher chosen without a key or a price stops here, not in a worker
     run_dir = settings.state_dir / "runs" / run_id
     run_dir.mkdir(parents=True, exist_ok=True)
     clock = StageClock()

@@ -136,7 +136,7 @@ def summarise(run: DemoRun) -> dict[str, Any]:
                  "savings": cost.savings if cost else None,
                  "teacher_usd": cost.teacher_usd if cost else None,
                  "student_usd": cost.student_usd if cost else None},
-        "teacher": "replay (reference labels, priced as the real model)" if settings.resolved_teacher_backend
+        "teacher": "replay (reference labels, priced as the real model)" if settings.teacher_backend
         == "replay" else settings.teacher_model,
         "student_gpu_usd_per_hour": settings.student_gpu_usd_per_hour,
         "stages": stages,

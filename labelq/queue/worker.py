@@ -16,10 +16,14 @@ from typing import Any
 from celery import Celery
 from celery.signals import task_prerun, worker_init
 
+from labelq.errors import ConfigError
+from labelq.logging import get_logger
 from labelq.metrics import serve
 from labelq.queue.app import celery_config, use_orjson_for_json
 from labelq.redis_server import resolve_redis_url
 from labelq.settings import Settings
+
+log = get_logger(__name__)
 
 
 class _LazyConfig:
@@ -56,6 +60,27 @@ def create_worker_app(settings: Settings) -> Celery:
         serve(settings)
 
     return app
+
+
+def check_at_worker_start(app: Celery, queue: str, check: Callable[[Settings], None]) -> None:
+    """Run ``check(settings)`` when a worker of ``app`` that consumes ``queue`` starts (before it takes a
+    message); a ConfigError stops that worker with its message, naming the setting to fix (exit status 1).
+
+    Other workers of the same app (``-Q student``) never run it: a student does not need a teacher key.
+    """
+
+    @worker_init.connect(weak=False)  # type: ignore[untyped-decorator]
+    def _check(sender: Any = None, **_: Any) -> None:
+        if sender is None or sender.app is not app:  # sender: the WorkController; other apps' workers too
+            return
+        if queue not in sender.app.amqp.queues.consume_from:  # -Q, else every configured queue
+            return
+        try:
+            check(sender.app.conf.labelq_settings)
+        except ConfigError as exc:
+            log.error("worker_refused", queue=queue, reason=str(exc))
+            # SystemExit: Celery logs and swallows an Exception raised by a signal handler.
+            raise SystemExit(f"the {queue} worker cannot start: {exc}") from None
 
 
 @contextlib.contextmanager

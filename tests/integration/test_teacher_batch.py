@@ -102,7 +102,7 @@ def test_parts_split_at_the_provider_limits_and_stay_reserved_for_a_day(
     with FakeOpenAI(FakeConfig(batch_polls_to_finish=3)) as fake:
         s = teacher_settings(settings, fake.base_url)
         spec = load_spec("session-label")
-        rows = [request_row(s.teacher_model, spec, i.content_hash,
+        rows = [request_row(s, spec, i.content_hash,
                             SessionLabelling.start(spec, s, i).request) for i in sessions]
         limits = ({"teacher_batch_max_requests": 7} if limit == "requests"
                   else {"teacher_batch_max_bytes": 3 * max(len(r) + 1 for r in rows)})

@@ -20,6 +20,7 @@ def cli_env(settings: Settings | None = None, env: dict[str, str] | None = None)
             "LABELQ_REDIS_URL": settings.redis_url.get_secret_value() if settings.redis_url else "",
             "LABELQ_REDIS_KEY_PREFIX": settings.redis_key_prefix,
             "LABELQ_STORE_URL": settings.effective_store_url,
+            "LABELQ_TEACHER_BACKEND": settings.teacher_backend,  # replay runs only when chosen
         })
     full_env.update(env or {})
     return full_env

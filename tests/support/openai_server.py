@@ -50,6 +50,7 @@ class FakeConfig:
     batch_fail_every: int = 0  # every Nth batch row fails (0: none)
     batch_expire_after: int | None = None  # rows after this one expire (first batch only)
     repair_fixes: bool = True  # False: a bad answer stays bad after the repair request
+    reasoning_tokens: int = 0  # hidden thinking per answer, inside completion_tokens as OpenAI reports it
 
 
 class FakeOpenAI:
@@ -120,8 +121,17 @@ class FakeOpenAI:
             "model": body.get("model", "fake"),
             "choices": [{"index": 0, "finish_reason": "stop", "logprobs": self.logprobs(text, body),
                          "message": {"role": "assistant", "content": text}}],
-            "usage": {"prompt_tokens": p, "completion_tokens": c, "total_tokens": p + c},
+            "usage": self.usage(p, c),
         }
+
+    def usage(self, prompt_tokens: int, visible_tokens: int) -> dict[str, Any]:
+        """OpenAI's usage block: reasoning tokens are part of ``completion_tokens``, broken down in details."""
+        r = self.config.reasoning_tokens
+        usage: dict[str, Any] = {"prompt_tokens": prompt_tokens, "completion_tokens": visible_tokens + r,
+                                 "total_tokens": prompt_tokens + visible_tokens + r}
+        if r:
+            usage["completion_tokens_details"] = {"reasoning_tokens": r}
+        return usage
 
     @staticmethod
     def logprobs(text: str, body: dict[str, Any]) -> dict[str, Any] | None:

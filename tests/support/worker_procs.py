@@ -24,6 +24,7 @@ def worker_env(settings: Settings, **extra: str) -> dict[str, str]:
         "LABELQ_REDIS_URL": settings.redis_url.get_secret_value() if settings.redis_url else "",
         "LABELQ_REDIS_KEY_PREFIX": settings.redis_key_prefix,
         "LABELQ_STORE_URL": settings.effective_store_url,
+        "LABELQ_TEACHER_BACKEND": settings.teacher_backend,  # replay runs only when chosen
         "LABELQ_LOG_FORMAT": "json",
         "PYTHONPATH": str(ROOT),
     })

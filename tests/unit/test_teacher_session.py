@@ -145,9 +145,20 @@ def test_a_finished_session_takes_no_more_events(spec: TaskSpec, settings: Setti
         dead.record(model="m", chunk_id="c", flags=[])
 
 
-def test_batch_rows_become_answers_or_retryable_failures(spec: TaskSpec) -> None:
-    row = orjson.loads(request_row("gpt-4o", spec, "abc", [{"role": "user", "content": "hi"}]))
+def test_batch_rows_become_answers_or_retryable_failures(spec: TaskSpec, settings: Settings) -> None:
+    row = orjson.loads(request_row(settings, spec, "abc", [{"role": "user", "content": "hi"}]))
     assert row["custom_id"] == "abc" and row["body"]["max_tokens"] == spec.teacher.max_output_tokens
+    assert row["body"]["model"] == "gpt-4o" and row["body"]["temperature"] == spec.teacher.temperature
+    # A reasoning model: one cap for answer and thinking (what the budget reserves), no temperature.
+    o3 = orjson.loads(request_row(settings.model_copy(update={"teacher_model": "o3-2025-04-16"}), spec, "abc",
+                                  [{"role": "user", "content": "hi"}]))["body"]
+    assert o3["max_completion_tokens"] == spec.teacher.max_output_tokens + 2048
+    assert "max_tokens" not in o3 and "temperature" not in o3
+    thought = parse_row({"custom_id": "abc", "response": {"status_code": 200, "body": {
+        "model": "o3", "choices": [{"message": {"content": GOOD}}],
+        "usage": {"prompt_tokens": 90, "completion_tokens": 307, "total_tokens": 397,
+                  "completion_tokens_details": {"reasoning_tokens": 300}}}}}, "o3")
+    assert thought == Completion(GOOD, 90, 307, "o3")  # reasoning is inside completion_tokens: counted once
     ok = parse_row({"custom_id": "abc", "response": {"status_code": 200, "body": {
         "model": "gpt-4o-2024", "choices": [{"message": {"content": GOOD}}],
         "usage": {"prompt_tokens": 90, "completion_tokens": 7}}}}, "gpt-4o")

@@ -59,7 +59,9 @@ from workers.teacher.batch_job import (
 from workers.teacher.books import TeacherBooks
 from workers.teacher.budget import Budget, SpendWriter
 from workers.teacher.client import Completion, TeacherCallError
+from workers.teacher.preflight import check_teacher
 from workers.teacher.prompt import Messages, estimate_prompt_tokens
+from workers.teacher.reasoning import length_params, output_token_cap, usage_tokens
 from workers.teacher.session import Dead, Labelled, SessionLabelling
 
 log = get_logger(__name__)
@@ -88,11 +90,11 @@ class BatchSummary:
         return {k: (round(v, 6) if isinstance(v, float) else v) for k, v in self.__dict__.items()}
 
 
-def request_row(model: str, spec: TaskSpec, custom_id: str, messages: Messages) -> bytes:
+def request_row(settings: Settings, spec: TaskSpec, custom_id: str, messages: Messages) -> bytes:
+    model = settings.teacher_model
+    limits = length_params(settings, model, output_token_cap(settings, spec, model), spec.teacher.temperature)
     return orjson.dumps({"custom_id": custom_id, "method": "POST", "url": "/v1/chat/completions",
-                         "body": {"model": model, "messages": messages,
-                                  "max_tokens": spec.teacher.max_output_tokens,
-                                  "temperature": spec.teacher.temperature}})
+                         "body": {"model": model, "messages": messages, **limits}})
 
 
 def parse_row(row: dict[str, Any], model: str) -> Completion | TeacherCallError:
@@ -102,9 +104,10 @@ def parse_row(row: dict[str, Any], model: str) -> Completion | TeacherCallError:
         code = (row.get("error") or {}).get("code") or response.get("status_code")
         return TeacherCallError("batch_failed", f"batch row failed: {code}", retryable=True)
     body = response["body"]
-    usage = body.get("usage") or {}
-    return Completion(body["choices"][0]["message"]["content"] or "", int(usage.get("prompt_tokens", 0)),
-                      int(usage.get("completion_tokens", 0)), str(body.get("model") or model))
+    input_tokens, output_tokens = usage_tokens({"prompt_tokens": 0, "completion_tokens": 0,
+                                                **(body.get("usage") or {})})  # reasoning counted once
+    return Completion(body["choices"][0]["message"]["content"] or "", input_tokens, output_tokens,
+                      str(body.get("model") or model))
 
 
 MISSING = TeacherCallError("batch_failed", "missing from the batch output", retryable=True)
@@ -147,9 +150,10 @@ class OpenPart:
 class BatchTeacher:
     def __init__(self, settings: Settings, spec: TaskSpec, store: ObjectStore, client: redis.Redis,
                  *, poll_s: float, on_status: Callable[[str], None]) -> None:
-        if settings.resolved_teacher_backend != "openai":
-            raise ConfigError("batch mode needs an OpenAI-compatible API: set OPENAI_API_KEY "
-                              "(or LABELQ_TEACHER_API_KEY) or LABELQ_TEACHER_BASE_URL")
+        if settings.teacher_backend != "openai":
+            raise ConfigError("batch mode needs an OpenAI-compatible API, not the replay teacher: set "
+                              "LABELQ_TEACHER_BACKEND=openai and OPENAI_API_KEY (or LABELQ_TEACHER_API_KEY)")
+        check_teacher(settings)  # a usable key and a priced model, before anything is uploaded
         self.settings, self.spec, self.store, self.redis = settings, spec, store, client
         self.poll_s = poll_s
         self.on_status = on_status
@@ -280,7 +284,7 @@ class _JobRunner:
         """Split, reserve, record and submit new parts; the worst case and the number of sessions
         left unsent for want of budget."""
         s = self.settings
-        rows = [(h, request_row(self.t.model, self.spec, h, state.request)) for h, state in remaining.items()]
+        rows = [(h, request_row(self.settings, self.spec, h, state.request)) for h, state in remaining.items()]
         try:
             chunks = split_rows(rows, max_requests=s.teacher_batch_max_requests, max_bytes=s.teacher_batch_max_bytes)
         except ValueError as exc:
@@ -302,8 +306,8 @@ class _JobRunner:
         return short, unsent
 
     def _worst(self, request: Messages) -> float:
-        return price_usd(self.settings, self.t.model, estimate_prompt_tokens(request),
-                         self.spec.teacher.max_output_tokens, discount=BATCH_DISCOUNT)
+        return price_usd(self.settings, self.t.model, estimate_prompt_tokens(request),  # thinking room too
+                         output_token_cap(self.settings, self.spec, self.t.model), discount=BATCH_DISCOUNT)
 
     async def _submit(self, part: Part, data: bytes) -> Sent:
         upload = await self.api.files.create(file=("labelq-batch.jsonl", io.BytesIO(data)), purpose="batch")
@@ -327,7 +331,7 @@ class _JobRunner:
                 return sent
             if batch.created_at < part.created_at_s - LIST_LOOKBACK_S:
                 break  # listed newest first: older batches cannot be this part's
-        return await self._submit(part, b"\n".join(request_row(self.t.model, self.spec, h, state.request)
+        return await self._submit(part, b"\n".join(request_row(self.settings, self.spec, h, state.request)
                                                    for h, state in states.items()))
 
     async def _wait_and_settle(self, open_parts: list[OpenPart]) -> dict[str, SessionLabelling]:

@@ -17,6 +17,7 @@ from typing import Any, Protocol
 from labelq.render import estimate_tokens
 from labelq.schemas import SessionItem
 from labelq.settings import Settings
+from workers.teacher.reasoning import length_params, usage_tokens
 
 
 @dataclass(frozen=True)
@@ -42,7 +43,9 @@ class TeacherClient(Protocol):
     is_replay: bool
 
     async def complete(self, messages: list[dict[str, str]], *, max_tokens: int,
-                       temperature: float, session: SessionItem) -> Completion: ...
+                       temperature: float, session: SessionItem) -> Completion:
+        """One answer; ``max_tokens`` caps every billed output token (a reasoning model's thinking too)."""
+        ...
 
     async def aclose(self) -> None: ...
 
@@ -68,8 +71,10 @@ class OpenAIClient:
     def __init__(self, settings: Settings) -> None:
         import openai
 
+        # No key only on a self-hosted base URL (workers.teacher.preflight); the SDK insists on one.
         key = settings.teacher_api_key.get_secret_value() if settings.teacher_api_key else "not-set"
         self.model = settings.teacher_model
+        self._settings = settings
         self._openai = openai
         # Retries are ours (budget, rate limit and deadline aware), never the SDK's.
         self._client = openai.AsyncOpenAI(base_url=settings.teacher_base_url, api_key=key,
@@ -81,7 +86,7 @@ class OpenAIClient:
         try:
             resp = await self._client.chat.completions.create(
                 model=self.model, messages=messages,  # type: ignore[arg-type]
-                max_tokens=max_tokens, temperature=temperature,
+                **length_params(self._settings, self.model, max_tokens, temperature),
             )
         except oa.RateLimitError as exc:
             raise TeacherCallError("teacher_http_429", "rate limited by the provider", retryable=True,
@@ -107,12 +112,11 @@ class OpenAIClient:
     def _parse(self, resp: Any) -> Completion:
         try:
             text = resp.choices[0].message.content
-            usage = resp.usage
             if not isinstance(text, str):
                 raise TypeError("no text content")
-            return Completion(text, int(usage.prompt_tokens), int(usage.completion_tokens),
-                              str(resp.model or self.model))
-        except (AttributeError, IndexError, TypeError, ValueError) as exc:
+            input_tokens, output_tokens = usage_tokens(resp.usage.model_dump())  # reasoning counted once
+            return Completion(text, input_tokens, output_tokens, str(resp.model or self.model))
+        except (AttributeError, IndexError, KeyError, TypeError, ValueError) as exc:
             raise TeacherCallError("teacher_malformed", f"malformed response: {exc}", retryable=True) from None
 
     async def aclose(self) -> None:
@@ -122,8 +126,11 @@ class OpenAIClient:
 class ReplayClient:
     """The offline demo teacher: answers with the synthetic data set's reference labels.
 
-    Named ``replay`` in records, logs and reports; priced like the configured
-    model so that cost comparisons stay realistic.
+    The only reader of a session's reference field, and only when chosen
+    (``LABELQ_TEACHER_BACKEND=replay``, or the demo): anywhere else a session
+    that brings its own "reference" would be labelling itself. Named ``replay``
+    in records, logs and reports; priced by the ``replay`` entry of the price
+    table (like gpt-4o) so that cost comparisons stay realistic.
     """
 
     is_replay = True
@@ -149,6 +156,7 @@ class ReplayClient:
 
 
 def make_client(settings: Settings) -> TeacherClient:
-    if settings.resolved_teacher_backend == "replay":
+    """The teacher the settings chose (``workers.teacher.preflight.check_teacher`` says whether it may run)."""
+    if settings.teacher_backend == "replay":
         return ReplayClient(settings)
     return OpenAIClient(settings)

@@ -34,6 +34,7 @@ from workers.teacher.budget import Budget
 from workers.teacher.client import Completion, TeacherCallError, TeacherClient
 from workers.teacher.limiter import RateLimiter
 from workers.teacher.prompt import Messages, estimate_prompt_tokens
+from workers.teacher.reasoning import output_token_cap
 from workers.teacher.session import Dead, Halted, Labelled, Retry, SessionLabelling
 
 log = get_logger(__name__)
@@ -78,7 +79,7 @@ async def _call(ctx: TeacherContext, item: SessionItem, messages: Messages,
     Returns the answer and its cost (already in the ledger), or None when the
     budget would not cover it (then nothing was sent).
     """
-    max_out = ctx.spec.teacher.max_output_tokens
+    max_out = output_token_cap(ctx.settings, ctx.spec, ctx.client.model)  # a reasoning model's thinking too
     est_in = estimate_prompt_tokens(messages)
     reservation = await ctx.budget.reserve(price_usd(ctx.settings, ctx.client.model, est_in, max_out))
     if reservation is None:

@@ -18,6 +18,7 @@ from labelq.logging import get_logger
 from labelq.outcomes import ChunkOutcome, TeacherSpend
 from labelq.queue.app import TEACHER_TASK, QueueApp
 from labelq.queue.task import ChunkTask, Paused, register_chunk_task
+from labelq.queue.worker import check_at_worker_start
 from labelq.records import commit_chunk
 from labelq.redis_server import resolve_redis_url
 from labelq.schemas import ChunkMessage
@@ -28,6 +29,7 @@ from workers.teacher.budget import Budget, process_writer
 from workers.teacher.client import make_client
 from workers.teacher.labeler import SessionResult, TeacherContext, label_chunk
 from workers.teacher.limiter import RateLimiter
+from workers.teacher.preflight import check_teacher
 
 log = get_logger(__name__)
 DEADLINE_SHARE = 0.5  # finish (or hand back) well inside the visibility timeout
@@ -39,8 +41,8 @@ async def _label(settings: Settings, store: ObjectStore, chunk: ChunkMessage,
     limit_usd = budget_limit_usd(settings, spec)
     client = make_client(settings)
     if client.is_replay:
-        log.warning("teacher_replay", detail="answering with the data set's reference labels, "
-                    "no API calls (set OPENAI_API_KEY or LABELQ_TEACHER_BASE_URL for a real teacher)")
+        log.warning("teacher_replay", detail="answering with the data set's reference labels, no API calls "
+                    "(chosen with LABELQ_TEACHER_BACKEND=replay; openai and a key for a real teacher)")
     aredis = aioredis.from_url(resolve_redis_url(settings))
     budget = Budget(aredis, settings, spec.name, limit_usd, process_writer(store, spec.name, limit_usd))
     try:
@@ -81,6 +83,9 @@ def run_teacher_chunk(settings: Settings, store: ObjectStore, client: redis.Redi
     """Label a chunk, commit its output once, hand unfinished sessions back, or pause."""
     deadline = time.monotonic() + settings.visibility_timeout_s * DEADLINE_SHARE
     started_at = time.time()
+    # Refused at worker start too; a worker started some other way waits on configuration (the error
+    # policy) and loses nothing.
+    check_teacher(settings)
     results = asyncio.run(_label(settings, store, chunk, deadline))
     statuses = Counter(r.status for r in results)
     pause_key = keyspace.teacher_paused(settings, chunk.task)
@@ -114,5 +119,7 @@ def _label_teacher_chunk(job: ChunkTask, chunk: ChunkMessage) -> ChunkOutcome:
 
 
 def register(app: QueueApp) -> None:
-    """Define the teacher task on ``app`` (the worker app, or a test's app)."""
+    """Define the teacher task on ``app`` (the worker app, or a test's app); a teacher worker of it
+    refuses to start without a chosen backend, a usable key and a priced model."""
     register_chunk_task(app, TEACHER_TASK, "teacher", _label_teacher_chunk)
+    check_at_worker_start(app, "teacher", check_teacher)

@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 import orjson
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -44,11 +45,14 @@ def friendly_errors(fn: F) -> F:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
+        # The message is text, not markup ("[teacher.prices]" must show), and is not wrapped: it may
+        # hold a setting to copy.
         except ConfigError as exc:
-            err_console.print(f"[red]configuration error:[/red] {scrub_text(str(exc))}", highlight=False)
+            err_console.print(f"[red]configuration error:[/red] {escape(scrub_text(str(exc)))}", highlight=False,
+                              soft_wrap=True)
             raise typer.Exit(EXIT_CONFIG) from None
         except LabelqError as exc:
-            err_console.print(f"[red]error:[/red] {scrub_text(str(exc))}", highlight=False)
+            err_console.print(f"[red]error:[/red] {escape(scrub_text(str(exc)))}", highlight=False, soft_wrap=True)
             raise typer.Exit(EXIT_OPERATIONAL) from None
 
     return wrapper  # type: ignore[return-value]

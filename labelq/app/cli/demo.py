@@ -61,10 +61,11 @@ def demo(
     json_out: Annotated[bool, typer.Option("--json", help="Print the report as one JSON line (last line).")]
     = False,
 ) -> None:
-    """Run the whole loop on this machine: tiny base, synthetic sessions, teacher seed labels (replay unless
-    OPENAI_API_KEY is set), curated bucket, LoRA training, promotion, students label the rest; then a report
-    (PNG, HTML, JSON) with counts, quality, throughput and cost per 1,000 labels."""
-    from labelq.app.demo import DemoConfig, run_demo
+    """Run the whole loop on this machine: tiny base, synthetic sessions, teacher seed labels (the offline
+    replay teacher unless LABELQ_TEACHER_BACKEND=openai is set, with OPENAI_API_KEY), curated bucket, LoRA
+    training, promotion, students label the rest; then a report (PNG, HTML, JSON) with counts, quality,
+    throughput and cost per 1,000 labels."""
+    from labelq.app.demo import DemoConfig, demo_teacher_backend, run_demo
     from labelq.app.report import summarise, write_report
 
     if student_backend not in {"auto", "vllm", "transformers"}:
@@ -72,8 +73,8 @@ def demo(
         raise typer.Exit(2)
     settings = settings_of(ctx)
     config = DemoConfig(sessions=n, seed=seed, timeout_s=timeout_s, student_backend=student_backend)
-    err_console.print(f"labelq demo: {n:,} sessions, state in {settings.state_dir}, teacher "
-                      f"{'replay (offline)' if settings.resolved_teacher_backend == 'replay' else settings.teacher_model}",
+    teacher = "replay (offline)" if demo_teacher_backend(settings) == "replay" else settings.teacher_model
+    err_console.print(f"labelq demo: {n:,} sessions, state in {settings.state_dir}, teacher {teacher}",
                       highlight=False)
     with _StageDisplay() as display:
         run = run_demo(settings, config, display)

@@ -20,6 +20,7 @@ from labelq.settings import Settings
 from labelq.spec import load_spec
 from labelq.store import ObjectStore, open_store
 from producer.local import read_chunks
+from workers.teacher.preflight import check_teacher
 
 
 @friendly_errors
@@ -38,8 +39,12 @@ def teach(
     expired rows are resubmitted until each session is labelled or
     dead-lettered; the batches are kept in the store, so running the same
     command again after a kill resumes them instead of paying twice.
+    Refused before anything is read without an API key (OPENAI_API_KEY;
+    LABELQ_TEACHER_BACKEND=replay for the offline teacher) or without a
+    price for the teacher model (LABELQ_TEACHER_PRICES).
     """
     settings = settings_of(ctx)
+    check_teacher(settings)  # a chosen backend, a usable key, a priced model: before a session is read
     spec = load_spec(task or settings.default_task, settings.specs_dir)
     client = connect(settings)
     store = open_store(settings)

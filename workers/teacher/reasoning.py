@@ -1,0 +1,68 @@
+"""Reasoning models (o-series, gpt-5): how long a request may run, and how many output tokens it is billed.
+
+A reasoning model thinks in hidden tokens before it answers. OpenAI bills them
+as output tokens and counts them inside ``usage.completion_tokens``;
+``completion_tokens_details.reasoning_tokens`` is a breakdown of that number,
+not an addition. So:
+
+* a request to a reasoning model caps answer and thinking together with
+  ``max_completion_tokens`` (the spec's ``max_output_tokens`` plus
+  ``teacher_reasoning_tokens``), and the budget reserves that whole cap at the
+  output price: the worst case covers the thinking;
+* billed output is ``completion_tokens``, reasoning counted once; a server
+  that reports reasoning *beside* ``completion_tokens`` (more reasoning than
+  completion, or ``total_tokens`` = prompt + completion + reasoning) has it added.
+
+Reasoning models take neither ``max_tokens`` nor a temperature other than
+their default, so neither is sent to them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from labelq.settings import Settings
+from labelq.spec import TaskSpec
+
+REASONING_FAMILIES = ("o1", "o3", "o4", "gpt-5")
+DEFAULT_REASONING_TOKENS = 2048  # thinking room for a one-line label when teacher_reasoning_tokens is unset
+
+
+def is_reasoning_model(settings: Settings, model: str) -> bool:
+    """An o-series or gpt-5 model (dated snapshots, mini and nano too), or any model once
+    ``teacher_reasoning_tokens`` is above 0 (an Azure deployment name says nothing about its model)."""
+    if settings.teacher_reasoning_tokens:
+        return True
+    return any(model == family or model.startswith(family + "-") for family in REASONING_FAMILIES)
+
+
+def output_token_cap(settings: Settings, spec: TaskSpec, model: str) -> int:
+    """The most output tokens one request may be billed for: the answer, plus thinking for a reasoning model."""
+    cap = spec.teacher.max_output_tokens
+    if is_reasoning_model(settings, model):
+        extra = settings.teacher_reasoning_tokens
+        cap += DEFAULT_REASONING_TOKENS if extra is None else extra
+    return cap
+
+
+def length_params(settings: Settings, model: str, cap: int, temperature: float) -> dict[str, Any]:
+    """The request's length cap (and temperature, for models that take one)."""
+    if is_reasoning_model(settings, model):
+        return {"max_completion_tokens": cap}
+    return {"max_tokens": cap, "temperature": temperature}
+
+
+def usage_tokens(usage: Mapping[str, Any]) -> tuple[int, int]:
+    """``(input_tokens, output_tokens)`` to bill from a chat completion's ``usage``, reasoning counted once.
+
+    Raises KeyError, TypeError or ValueError when the usage has no token counts (a malformed answer).
+    """
+    prompt = int(usage["prompt_tokens"])
+    completion = int(usage["completion_tokens"])
+    details = usage.get("completion_tokens_details") or {}
+    reasoning = int(details.get("reasoning_tokens") or 0)
+    total = usage.get("total_tokens")
+    beside = reasoning > completion or (reasoning > 0 and total is not None
+                                        and int(total) == prompt + completion + reasoning)
+    return prompt, completion + reasoning if beside else completion
