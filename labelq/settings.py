@@ -217,7 +217,8 @@ class Settings(BaseSettings):
     )
     teacher_breaker_threshold: int = Field(
         default=5, gt=0, description="Provider outage errors (5xx, 429, timeouts) within the window that open "
-                                     "the circuit breaker shared by all teacher workers.")
+                                     "the circuit breaker shared by all teacher workers, when they are at least "
+                                     "as many as the answers in that window.")
     teacher_breaker_window_s: float = Field(
         default=30.0, gt=0, description="Window in which outage errors are counted toward the breaker.")
     teacher_breaker_open_s: float = Field(

@@ -145,9 +145,9 @@ def teacher_paused(settings: Settings, task: str) -> str:
 
 def teacher_breaker(settings: Settings) -> list[str]:
     """The provider's circuit breaker, shared by every teacher worker: open flag (JSON ``{"reason"}``,
-    TTL = open time), outage start (unix time; a day), outage errors in the window (TTL = window),
-    half-open probe lock (TTL = two request timeouts)."""
-    return [_redis(settings, "breaker", name) for name in ("open", "since", "fails", "probe")]
+    TTL = open time), outage start (unix time; a day), outage errors and answers in the window
+    (TTL = window), half-open probe lock (TTL = two request timeouts)."""
+    return [_redis(settings, "breaker", name) for name in ("open", "since", "fails", "ok", "probe")]
 
 
 def stage_waiting(settings: Settings, stage: str) -> str:

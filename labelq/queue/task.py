@@ -60,12 +60,17 @@ log = get_logger(__name__)
 
 
 class Paused(Exception):
-    """Work cannot proceed now; the message goes back to its queue after ``wait_s``."""
+    """Work cannot proceed now; the message goes back to its queue after ``wait_s``.
 
-    def __init__(self, reason: str, wait_s: float) -> None:
+    ``on`` names what the stage waits on when that is an outage or configuration
+    (``provider``, ``configuration``; shown by status like any other wait), "" otherwise.
+    """
+
+    def __init__(self, reason: str, wait_s: float, *, on: str = "") -> None:
         super().__init__(reason)
         self.reason = reason
         self.wait_s = wait_s
+        self.on = on
 
 
 class LabelqTask(Task):  # type: ignore[misc]
@@ -143,6 +148,9 @@ class ChunkTask(LabelqTask):
             except Paused as pause:
                 observe_retry(self.stage, "paused")
                 self.redis.decr(attempts_key)  # a pause is not a failed delivery
+                if pause.on:
+                    self._note_wait(Verdict(Failure.CONFIG if pause.on == "configuration" else Failure.OUTAGE,
+                                            pause.on), pause.reason)
                 log.warning("paused", reason=pause.reason, wait_s=pause.wait_s)
                 time.sleep(pause.wait_s)
                 raise Reject(pause.reason, requeue=True) from None
@@ -167,6 +175,12 @@ class ChunkTask(LabelqTask):
             log.info("chunk_done", sessions=len(chunk.sessions), elapsed_s=round(elapsed, 3), **fields)
             return fields  # JSON-able; Celery ignores task results
 
+    def _note_wait(self, verdict: Verdict, detail: str) -> None:
+        note_waiting(self.settings, self.redis, self.stage, verdict, detail)
+        if verdict.on != self._waiting_on:
+            self._waiting_on = verdict.on
+            observe_waiting(self.stage, verdict.on, time.time())
+
     _outage_streak = 0  # outages in a row met by this worker process
     _waiting_on = ""  # what this worker process waits on ("" while it works)
 
@@ -182,10 +196,7 @@ class ChunkTask(LabelqTask):
         self._outage_streak += 1
         wait_s = outage_backoff_s(self.settings, self._outage_streak)
         detail = f"{type(exc).__name__}: {str(exc)[:200]}"
-        note_waiting(self.settings, self.redis, self.stage, verdict, detail)
-        if verdict.on != self._waiting_on:
-            self._waiting_on = verdict.on
-            observe_waiting(self.stage, verdict.on, time.time())
+        self._note_wait(verdict, detail)
         observe_retry(self.stage, verdict.kind.value)
         if verdict.kind is Failure.CONFIG:
             log.error("configuration_error", error=detail, wait_s=wait_s)

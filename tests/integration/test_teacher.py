@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import time
 
 import orjson
 import pytest
@@ -146,6 +147,41 @@ def test_bad_key_pauses_the_queue(settings: Settings, redis_client: redis.Redis)
         assert teacher_records(s) == [] and teacher_dead_letters(s) == []
 
 
+def test_a_missing_model_pauses_the_queue_naming_the_setting(settings: Settings, redis_client: redis.Redis) -> None:
+    with FakeOpenAI(FakeConfig(fault_rates={"404": 1.0})) as fake:
+        s = teacher_settings(settings, fake.base_url)
+        with pytest.raises(Paused, match="LABELQ_TEACHER_MODEL") as paused:
+            run(s, redis_client, chunks_of(5, 5)[0])
+        assert paused.value.on == "configuration"
+        assert teacher_records(s) == [] and teacher_dead_letters(s) == []
+
+
+@pytest.mark.parametrize("fault", ["503", "quota", "timeout"])
+def test_a_provider_outage_opens_the_shared_breaker_and_nothing_is_dead_lettered(
+    fault: str, settings: Settings, redis_client: redis.Redis
+) -> None:
+    with FakeOpenAI(FakeConfig(hang_s=0.5)) as fake:
+        s = teacher_settings(settings, fake.base_url, teacher_timeout_s=0.2, teacher_max_attempts=2,
+                             teacher_breaker_threshold=3, teacher_breaker_open_s=0.5, teacher_concurrency=2)
+        chunk = chunks_of(8, 8, seed=21)[0]
+        fake.outage = fault
+        with pytest.raises(Paused, match="provider is out") as paused:
+            run(s, redis_client, chunk)
+        assert paused.value.on == "provider"
+        calls_during = len(fake.requests)
+        assert 3 <= calls_during <= 8  # the breaker stopped the calls; the sessions were not each tried twice
+        with pytest.raises(Paused, match="provider is out"):  # open: a second delivery sends nothing
+            run(s, redis_client, chunk)
+        assert len(fake.requests) == calls_during
+        fake.outage = None
+        time.sleep(0.6)  # the breaker half-opens; the first request probes and closes it
+        out = run(s, redis_client, chunk)
+    assert out.labelled == 8 and out.dead_lettered == 0
+    assert teacher_dead_letters(s) == [] and len(teacher_records(s)) == 8
+    opened, since, *_ = keyspace.teacher_breaker(s)
+    assert not redis_client.exists(opened, since)  # closed again
+
+
 def test_unfinished_sessions_are_handed_back_before_the_deadline(
     settings: Settings, redis_client: redis.Redis
 ) -> None:
@@ -153,7 +189,8 @@ def test_unfinished_sessions_are_handed_back_before_the_deadline(
     # it past the 1.5 s deadline (half the 3 s visibility timeout).
     with FakeOpenAI(FakeConfig(fault_rates={"timeout": 0.8}, seed=9, hang_s=2.0)) as fake:
         s = teacher_settings(settings, fake.base_url, teacher_timeout_s=1.0,
-                             visibility_timeout_s=3, teacher_max_attempts=10)
+                             visibility_timeout_s=3, teacher_max_attempts=10,
+                             teacher_breaker_threshold=10**6)  # the deadline, not the breaker, is tested
         handed: list[SessionItem] = []
         out = run(s, redis_client, chunks_of(10, 10, seed=6)[0], handed)
         assert out.handed_back == len(handed) > 0
@@ -166,7 +203,8 @@ def test_a_chunk_handed_back_whole_is_counted_when_labelled_later(
     # Every call hangs past the deadline: all three sessions are handed back, the empty
     # commit marks the chunk done, and the hand-back must still be counted when labelled.
     s = teacher_settings(settings, teacher_timeout_s=0.3, visibility_timeout_s=1, teacher_max_attempts=10,
-                         queue_high_water_chunks=1, queue_low_water_chunks=0, base_url="")
+                         queue_high_water_chunks=1, queue_low_water_chunks=0, base_url="",
+                         teacher_breaker_threshold=10**6)  # the hand-back, not the breaker, is tested
     source = chunks_of(3, 3, seed=12)[0]
     app = create_app(s)
     for filler in chunks_of(3, 1, seed=13):  # the teacher queue stands above high water:

@@ -23,7 +23,7 @@ from typing import Any
 from labelq.ledger import price_usd
 from labelq.settings import Settings
 
-FAULTS = ("429", "500", "timeout", "reset", "garbage", "malformed", "wordy", "401")
+FAULTS = ("429", "quota", "500", "503", "timeout", "reset", "garbage", "malformed", "wordy", "401", "404")
 INJECTION = "ignore previous instructions"
 
 
@@ -79,7 +79,11 @@ class FakeOpenAI:
         self._server.shutdown()
         self._server.server_close()
 
+    outage: str | None = None  # set to a fault name: every chat request gets it (a provider outage)
+
     def pick_fault(self) -> str | None:
+        if self.outage is not None:
+            return self.outage
         with self.lock:
             roll = self.rng.random()
         acc = 0.0
@@ -263,8 +267,14 @@ class FakeOpenAI:
                 if fault == "429":
                     return self._json(429, {"error": {"message": "slow down", "type": "rate_limit"}},
                                       {"Retry-After": str(fake.config.retry_after_s)})
-                if fault == "500":
-                    return self._json(500, {"error": {"message": "internal"}})
+                if fault == "quota":  # OpenAI's 429 for a spent quota: no Retry-After
+                    return self._json(429, {"error": {"message": "You exceeded your current quota",
+                                                      "type": "insufficient_quota", "code": "insufficient_quota"}})
+                if fault in ("500", "503"):
+                    return self._json(int(fault), {"error": {"message": "internal"}})
+                if fault == "404":
+                    return self._json(404, {"error": {"message": f"The model `{body.get('model')}` does not exist",
+                                                      "type": "invalid_request_error", "code": "model_not_found"}})
                 if fault == "401":  # a hostile server echoes the whole key back
                     key = self.headers.get("Authorization", "").removeprefix("Bearer ")
                     return self._json(401, {"error": {"message": f"Incorrect API key provided: {key}"}})

@@ -132,6 +132,18 @@ def test_permanent_operational_and_budget(spec: TaskSpec, settings: Settings, it
     assert broke.budget_refused() == Halted("budget") and broke.done
 
 
+def test_outages_are_retried_uncounted_and_never_dead(spec: TaskSpec, settings: Settings, item: SessionItem) -> None:
+    state = SessionLabelling.start(spec, settings, item)
+    for _ in range(10):  # far past teacher_max_attempts (3)
+        step = state.failed(TeacherCallError("teacher_http_503", "server error", outage=True, retry_after_s=1.0))
+        assert step == Retry("teacher_http_503", "server error", 0, 1.0) and not state.done
+    assert state.attempts == 0
+    assert state.provider_out() == Halted("provider") and state.done
+    missing = SessionLabelling.start(spec, settings, item)
+    step = missing.failed(TeacherCallError("teacher_model_not_found", "no such model", config=True))
+    assert step == Halted("config") and missing.attempts == 0
+
+
 def test_a_finished_session_takes_no_more_events(spec: TaskSpec, settings: Settings, item: SessionItem) -> None:
     state = SessionLabelling.start(spec, settings, item)
     state.answered(answer(GOOD), 0.001)

@@ -2,10 +2,14 @@
 
 Errors are sorted once, here, into what the labeler does with them:
 
-    TeacherCallError(reason, retryable, operational, retry_after_s)
-      retryable:    429 (Retry-After honoured), 5xx, timeouts, resets, malformed bodies
+    TeacherCallError(reason, retryable, outage, operational, config, retry_after_s)
+      outage:       429 (quota included; Retry-After honoured), 5xx, 408, timeouts, resets:
+                    the provider is down; retried without counting, never dead-lettered,
+                    and counted by the circuit breaker shared by all teacher workers
+      retryable:    malformed bodies (and every outage): retried, counted per session
       operational:  401/403 - the key is wrong: pause the queue, lose nothing
-      neither:      400/404/422 - this session cannot be labelled: dead-letter it
+      config:       404 - the provider has no such model: pause the queue, lose nothing
+      none:         400/422 - this session cannot be labelled: dead-letter it
 """
 
 from __future__ import annotations
@@ -29,12 +33,14 @@ class Completion:
 
 
 class TeacherCallError(Exception):
-    def __init__(self, reason: str, message: str, *, retryable: bool = False,
-                 operational: bool = False, retry_after_s: float | None = None) -> None:
+    def __init__(self, reason: str, message: str, *, retryable: bool = False, outage: bool = False,
+                 operational: bool = False, config: bool = False, retry_after_s: float | None = None) -> None:
         super().__init__(message)
         self.reason = reason
-        self.retryable = retryable
-        self.operational = operational
+        self.retryable = retryable or outage
+        self.outage = outage
+        self.operational = operational or config
+        self.config = config
         self.retry_after_s = retry_after_s
 
 
@@ -89,19 +95,25 @@ class OpenAIClient:
                 **length_params(self._settings, self.model, max_tokens, temperature),
             )
         except oa.RateLimitError as exc:
-            raise TeacherCallError("teacher_http_429", "rate limited by the provider", retryable=True,
-                                   retry_after_s=_retry_after(exc.response.headers)) from None
+            quota = getattr(exc, "code", None) == "insufficient_quota"
+            raise TeacherCallError("teacher_quota" if quota else "teacher_http_429",
+                                   "the provider's quota is spent" if quota else "rate limited by the provider",
+                                   outage=True, retry_after_s=_retry_after(exc.response.headers)) from None
         except (oa.AuthenticationError, oa.PermissionDeniedError) as exc:
             raise TeacherCallError("teacher_auth", f"the provider refused the key (HTTP {exc.status_code})",
                                    operational=True) from None
         except oa.APITimeoutError:
-            raise TeacherCallError("teacher_timeout", "request timed out", retryable=True) from None
+            raise TeacherCallError("teacher_timeout", "request timed out", outage=True) from None
         except oa.APIConnectionError as exc:
             raise TeacherCallError("teacher_connection", f"connection failed: {type(exc.__cause__).__name__}",
-                                   retryable=True) from None
+                                   outage=True) from None
+        except oa.NotFoundError:
+            raise TeacherCallError("teacher_model_not_found",
+                                   f"the provider has no model {self.model!r} (HTTP 404): set LABELQ_TEACHER_MODEL "
+                                   "(and LABELQ_TEACHER_BASE_URL) to one it serves", config=True) from None
         except oa.APIStatusError as exc:
             if exc.status_code >= 500 or exc.status_code == 408:
-                raise TeacherCallError(f"teacher_http_{exc.status_code}", "server error", retryable=True,
+                raise TeacherCallError(f"teacher_http_{exc.status_code}", "server error", outage=True,
                                        retry_after_s=_retry_after(exc.response.headers)) from None
             raise TeacherCallError(f"teacher_http_{exc.status_code}", "the provider rejected the request") from None
         except (oa.APIResponseValidationError, ValueError) as exc:

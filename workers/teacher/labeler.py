@@ -30,6 +30,7 @@ from labelq.schemas import ChunkMessage, DeadLetter, LabelRecord, SessionItem
 from labelq.settings import Settings
 from labelq.spec import TaskSpec
 from workers.teacher.books import TeacherBooks
+from workers.teacher.breaker import Breaker, BreakerOpen
 from workers.teacher.budget import Budget
 from workers.teacher.client import Completion, TeacherCallError, TeacherClient
 from workers.teacher.limiter import RateLimiter
@@ -39,7 +40,8 @@ from workers.teacher.session import Dead, Halted, Labelled, Retry, SessionLabell
 
 log = get_logger(__name__)
 
-Status = Literal["labelled", "dead", "retry_later", "paused_budget", "paused_auth"]
+Status = Literal["labelled", "dead", "retry_later", "paused_budget", "paused_auth", "paused_config",
+                 "paused_provider"]
 
 
 @dataclass
@@ -48,6 +50,7 @@ class SessionResult:
     status: Status
     record: LabelRecord | None = None
     dead_letter: DeadLetter | None = None
+    detail: str = ""  # why a paused session waits (the circuit breaker's state)
 
 
 @dataclass
@@ -58,6 +61,7 @@ class TeacherContext:
     redis: aioredis.Redis
     limiter: RateLimiter
     budget: Budget
+    breaker: Breaker | None = None  # None for the replay teacher (no provider)
     rng: random.Random = field(default_factory=random.Random)
     books: TeacherBooks = field(init=False)
 
@@ -102,6 +106,13 @@ async def _call(ctx: TeacherContext, item: SessionItem, messages: Messages,
         await ctx.budget.settle(reservation, cost)
 
 
+async def _breaker_wait(breaker: Breaker, deadline: float) -> BreakerOpen | None:
+    """None when a request may go out; while another request probes the provider, wait for its answer."""
+    while (blocked := await breaker.check()) is not None and blocked.probing and time.monotonic() < deadline:
+        await asyncio.sleep(0.1)
+    return blocked
+
+
 async def label_session(ctx: TeacherContext, item: SessionItem, chunk: ChunkMessage,
                         deadline: float) -> SessionResult:
     """Drive one session's state machine with real-time calls, backing off between attempts."""
@@ -110,17 +121,25 @@ async def label_session(ctx: TeacherContext, item: SessionItem, chunk: ChunkMess
     state = await ctx.books.start(item)
     # Failed attempts are counted in Redis: a redelivered chunk does not start again at one.
     attempts_key = keyspace.teacher_attempts(settings, ctx.spec.name, item.content_hash)
+    outages = 0  # outage errors met by this session in this delivery: they back off, uncounted
     while not state.done:
+        if ctx.breaker is not None and (blocked := await _breaker_wait(ctx.breaker, deadline)) is not None:
+            state.provider_out()
+            return SessionResult(item, "paused_provider", detail=blocked.describe())
         try:
             paid = await _call(ctx, item, state.request, deadline)
         except TeacherCallError as exc:
             attempt = None
-            if exc.retryable and not exc.operational:
+            if exc.outage:
+                outages += 1
+                if ctx.breaker is not None:
+                    await ctx.breaker.failed(exc.reason, exc.retry_after_s)
+            elif exc.retryable and not exc.operational:
                 attempt = int(await ctx.redis.incr(attempts_key))
                 await ctx.redis.expire(attempts_key, keyspace.TEACHER_ATTEMPTS_TTL_S)
             step = state.failed(exc, attempt)
             if isinstance(step, Retry):
-                delay = backoff_s(settings, step.attempt, step.retry_after_s, ctx.rng)
+                delay = backoff_s(settings, outages if exc.outage else step.attempt, step.retry_after_s, ctx.rng)
                 if time.monotonic() + delay > deadline:
                     return SessionResult(item, "retry_later")
                 log.info("teacher_retry", session_id=item.session_id, reason=step.reason,
@@ -130,6 +149,8 @@ async def label_session(ctx: TeacherContext, item: SessionItem, chunk: ChunkMess
         if paid is None:
             state.budget_refused()
         else:
+            if ctx.breaker is not None:
+                await ctx.breaker.succeeded()
             await ctx.books.judge(state, *paid)
     return await _result(ctx, state, chunk, attempts_key, started)
 
@@ -138,7 +159,7 @@ async def _result(ctx: TeacherContext, state: SessionLabelling, chunk: ChunkMess
                   attempts_key: str, started: float) -> SessionResult:
     item, step = state.item, state.step
     if isinstance(step, Halted):
-        return SessionResult(item, "paused_auth" if step.cause == "auth" else "paused_budget")
+        return SessionResult(item, f"paused_{step.cause}")  # type: ignore[arg-type]
     if not (isinstance(step, Labelled) and step.cached):
         await ctx.redis.delete(attempts_key)  # finished: the next delivery starts at one
     if isinstance(step, Dead):

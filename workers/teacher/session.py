@@ -9,11 +9,14 @@ rounds). What an answer or a failure means is decided here, without I/O:
     answered: the contract holds ──────────────> Labelled(label, words)
     answered: broken, not repaired yet ────────> Ask(repair request)      not a failed attempt
     answered: broken after the repair ─────────> Dead(contract_violation, raw answer kept)
+    failed: outage (429, 5xx, timeout) ────────> Retry(reason, retry_after_s)  not counted, never Dead
     failed: retryable, attempts left ──────────> Retry(reason, retry_after_s)
     failed: retryable, attempts spent ─────────> Dead(reason, "gave up after N attempts")
-    failed: permanent (400, 404, 422) ─────────> Dead(reason)
+    failed: permanent (400, 422) ──────────────> Dead(reason)
     failed: operational (401/403) ─────────────> Halted("auth")
+    failed: configuration (404 no such model) ─> Halted("config")
     budget_refused ────────────────────────────> Halted("budget")
+    provider_out (circuit breaker open) ───────> Halted("provider")
 
 Ask and Retry wait for the mode to send ``request``; Labelled, Dead and Halted
 are final. The spend (tokens, dollars) adds up over every answer paid for,
@@ -68,9 +71,10 @@ class Dead:
 
 @dataclass(frozen=True, slots=True)
 class Halted:
-    """Nothing is wrong with the session: the key was refused, or the budget is spent."""
+    """Nothing is wrong with the session: the key was refused, the model does not exist, the
+    budget is spent, or the provider is out (the circuit breaker is open)."""
 
-    cause: Literal["auth", "budget"]
+    cause: Literal["auth", "config", "budget", "provider"]
 
 
 Step = Ask | Retry | Labelled | Dead | Halted
@@ -146,9 +150,11 @@ class SessionLabelling:
         self._require_waiting("failed")
         step: Failed
         if error.operational:
-            step = Halted("auth")
+            step = Halted("config" if error.config else "auth")
         elif not error.retryable:
             step = Dead(error.reason, str(error))
+        elif error.outage:  # the provider is down, not this session: wait, uncounted
+            step = Retry(error.reason, str(error), self.attempts, error.retry_after_s)
         else:
             self.attempts = self.attempts + 1 if attempt is None else attempt
             if self.attempts >= self.max_attempts:
@@ -157,6 +163,12 @@ class SessionLabelling:
                 step = Retry(error.reason, str(error), self.attempts, error.retry_after_s)
         self.step = step
         return step
+
+    def provider_out(self) -> Halted:
+        """The circuit breaker is open: the request was not sent."""
+        self._require_waiting("provider_out")
+        self.step = Halted("provider")
+        return self.step
 
     def budget_refused(self) -> Halted:
         """The budget would not cover the request: it was not sent."""

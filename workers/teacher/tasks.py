@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections import Counter
 from typing import Any
 
 import orjson
@@ -25,6 +24,7 @@ from labelq.schemas import ChunkMessage
 from labelq.settings import Settings
 from labelq.spec import load_spec
 from labelq.store import ObjectStore
+from workers.teacher.breaker import Breaker
 from workers.teacher.budget import Budget, process_writer
 from workers.teacher.client import make_client
 from workers.teacher.labeler import SessionResult, TeacherContext, label_chunk
@@ -52,6 +52,7 @@ async def _label(settings: Settings, store: ObjectStore, chunk: ChunkMessage,
                                 tpm=settings.teacher_tpm,
                                 window_ms=int(settings.teacher_rate_window_s * 1000)),
             budget=budget,
+            breaker=None if client.is_replay else Breaker(settings, aredis),
         )
         return await label_chunk(ctx, chunk, deadline)
     finally:
@@ -78,6 +79,19 @@ def _clear_pause(client: redis.Redis, pause_key: str, chunk_started_at: float) -
         client.delete(pause_key)
 
 
+def _pause_reason(settings: Settings, chunk: ChunkMessage, paused: SessionResult) -> tuple[str, str]:
+    """Why the teacher stops, and what it waits on ("" for a spent budget: not an outage)."""
+    if paused.status == "paused_auth":
+        return ("the teacher API refused the key (401/403): check OPENAI_API_KEY or LABELQ_TEACHER_API_KEY",
+                "configuration")
+    if paused.status == "paused_config":
+        return (f"the teacher's provider has no model {settings.teacher_model!r} (HTTP 404): "
+                "set LABELQ_TEACHER_MODEL (and LABELQ_TEACHER_BASE_URL) to one it serves", "configuration")
+    if paused.status == "paused_provider":
+        return paused.detail, "provider"
+    return budget_spent_reason(settings, budget_limit_usd(settings, load_spec(chunk.task, settings.specs_dir))), ""
+
+
 def run_teacher_chunk(settings: Settings, store: ObjectStore, client: redis.Redis,
                       chunk: ChunkMessage, requeue: Any) -> ChunkOutcome:
     """Label a chunk, commit its output once, hand unfinished sessions back, or pause."""
@@ -87,14 +101,13 @@ def run_teacher_chunk(settings: Settings, store: ObjectStore, client: redis.Redi
     # policy) and loses nothing.
     check_teacher(settings)
     results = asyncio.run(_label(settings, store, chunk, deadline))
-    statuses = Counter(r.status for r in results)
     pause_key = keyspace.teacher_paused(settings, chunk.task)
-    if statuses["paused_auth"] or statuses["paused_budget"]:
-        why = ("the teacher API refused the key (401/403)" if statuses["paused_auth"]
-               else budget_spent_reason(settings, budget_limit_usd(settings, load_spec(chunk.task, settings.specs_dir))))
+    paused = next((r for r in results if r.status.startswith("paused_")), None)
+    if paused is not None:
+        why, on = _pause_reason(settings, chunk, paused)
         flag = orjson.dumps({"reason": why, "since": time.time()})
         client.set(pause_key, flag, ex=max(60, int(settings.teacher_pause_s * 4)))
-        raise Paused(why, settings.teacher_pause_s)
+        raise Paused(why, settings.teacher_pause_s, on=on)
     _clear_pause(client, pause_key, started_at)
     records = [r.record for r in results if r.record is not None]
     letters = [r.dead_letter for r in results if r.dead_letter is not None]
