@@ -61,13 +61,15 @@ def test_no_adapter_waits_unless_base_model_allowed(settings: Settings, redis_cl
     assert student_records(settings) == [] and dead_letters(settings, "student") == []
 
     allowed = settings.model_copy(update={"student_allow_base_model": True, "student_escalation_share": 0.0})
-    result = run_student_chunk(runtime(allowed, redis_client, hf_backend), chunk, no_escalation)
+    waiting: list[SessionItem] = []
+    result = run_student_chunk(runtime(allowed, redis_client, hf_backend), chunk,
+                               lambda c, items: waiting.extend(items))
     assert result.student is not None and result.student.adapter_version is None
     records, letters = student_records(allowed), dead_letters(allowed, "student")
-    assert len(records) + len(letters) == 6
-    # The bare base is wordy: its answers break the 8-word contract and are dead-lettered with
-    # the reason, never written as labels.
-    assert letters and all(d["reason"] == "student_too_many_words" for d in letters)
+    assert len(records) + len(waiting) == 6 and result.escalated == len(waiting)
+    # The bare base is wordy: its answers break the 8-word contract; they wait for the teacher
+    # (escalated even with a share of 0), never written as labels and never dead-lettered.
+    assert result.escalated > 0 and letters == []
     assert all("base_model" in r.flags and r.words <= 8 for r in records)
 
 

@@ -3,11 +3,13 @@
 Before every chunk the worker reads which adapter version serves the task (one
 Redis read); a new version is fetched to the local cache and served under a
 new LoRA id, so a promote, pin or rollback reaches a running worker at its next
-chunk. Answers that break the output contract or fall below the confidence
-threshold go back to the teacher (``route=escalation``) within a bounded share
-of traffic while the teacher's budget allows; otherwise a low-confidence
-answer is kept with a ``low_confidence`` flag and a contract-breaking one is
-dead-lettered with its reason (no label outside the contract is ever written).
+chunk. Answers below the confidence threshold go back to the teacher
+(``route=escalation``) within a bounded share of traffic while the teacher can
+take them; otherwise they are kept with a ``low_confidence`` flag. An answer
+that breaks the output contract always goes back to the teacher, paused or
+not: the session is fine, the student failed, and it waits for the teacher
+rather than being dead-lettered (no label outside the contract is ever
+written; only a chunk that is itself an escalation dead-letters a breach).
 An engine that died (``EngineDead``) is dropped: its chunk goes back to the
 queue and the next chunk starts a new engine.
 
@@ -161,6 +163,10 @@ def run_student_chunk(runtime: StudentRuntime, chunk: ChunkMessage, escalate: Es
                                    sessions=len(chunk.sessions), candidates=len(doubtful),
                                    share=settings.student_escalation_share)
     escalated = set(doubtful[:allowed])
+    if chunk.route != "escalation":
+        # A broken answer is the student's failure, not the session's: it waits for the teacher
+        # (beyond the share, and while the teacher is paused) instead of being dead-lettered.
+        escalated |= {i for i, verdict in enumerate(verdicts) if not verdict.ok}
     if escalated:
         escalate(chunk, [chunk.sessions[i] for i in sorted(escalated)])
 
@@ -173,7 +179,8 @@ def run_student_chunk(runtime: StudentRuntime, chunk: ChunkMessage, escalate: Es
             letters.append(DeadLetter(reason=f"student_{verdict.reason}", stage="student", task=chunk.task,
                                       session_id=item.session_id, content_hash=item.content_hash,
                                       chunk_id=chunk.chunk_id, payload=item.payload,
-                                      detail="student answer broke the output contract and could not be escalated"))
+                                      detail="student answer broke the output contract on a chunk the teacher "
+                                             "sent back (no second escalation)"))
             continue
         low = gen.confidence is not None and gen.confidence < settings.student_confidence_threshold
         records.append(LabelRecord(
