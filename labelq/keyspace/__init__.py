@@ -21,6 +21,7 @@ never leave its folder::
     deadletter/<stage>/<task>/<name>.jsonl        dead letters (ingest, teacher, student)
     curated/<task>/<version>/{train,val}.jsonl    a curated bucket, manifest.json, then a marker
     adapters/<task>/v<N>/...                      an adapter version; adapters/<task>/registry.json
+    secrets/sample.key                            the teacher sample's HMAC key (private)
 """
 
 from __future__ import annotations
@@ -65,6 +66,7 @@ from labelq.keyspace.redis_keys import (
     rate_limit_keys,
     routing,
     routing_strata,
+    sample_secret,
     seen,
     stats,
     stats_prefix,
@@ -93,6 +95,7 @@ from labelq.keyspace.store_paths import (
     parse_bucket_file,
     registry_mirror,
     review_labels,
+    sample_secret_object,
     split_file,
     task_of_labels,
 )
@@ -153,6 +156,8 @@ __all__ = [
     "review_labels",
     "routing",
     "routing_strata",
+    "sample_secret",
+    "sample_secret_object",
     "seen",
     "split_file",
     "stats",

@@ -123,3 +123,8 @@ def adapter_version_of(path: str) -> int | None:
 def registry_mirror(task: str) -> str:
     """The store's copy of a task's adapter pointer (Redis may be lost; this is not)."""
     return f"{adapter_prefix(task)}/registry.json"
+
+
+def sample_secret_object() -> str:
+    """The deployment's teacher-sample HMAC key (32 random bytes, see ``labelq.sampling``); private."""
+    return key("secrets", "sample.key")
