@@ -78,9 +78,11 @@ def test_special_token_injection_through_the_student_and_the_trainer(
         return built[-1]
 
     monkeypatch.setattr(trainer.lora, "encode_example", encode)
-    train_lora(str(tiny_model), examples, tmp_path / "adapter", LoraTrainConfig(epochs=1, batch_size=16))
+    # Long enough that no example is cut (a cut example loses its leading turn marker, not a token more).
+    config = LoraTrainConfig(epochs=1, batch_size=16, max_tokens=1024)
+    train_lora(str(tiny_model), examples, tmp_path / "adapter", config)
     assert len(built) == EXAMPLES and (tmp_path / "adapter" / "adapter_model.safetensors").exists()
-    tiny_example = count_special(tokenizers["tiny"], encode_example(tokenizers["tiny"], clean, "Buys shoes", 512)[
+    tiny_example = count_special(tokenizers["tiny"], encode_example(tokenizers["tiny"], clean, "Buys shoes", config.max_tokens)[
         "input_ids"])
     off += [e for e in built if count_special(tokenizers["tiny"], e["input_ids"]) != tiny_example]
     smol_example = count_special(smollm2_tokenizer, encode_example(smollm2_tokenizer, clean, "Buys shoes", 4096)[
