@@ -61,9 +61,12 @@ def test_special_token_injection_through_the_student_and_the_trainer(
         return outputs
 
     monkeypatch.setattr(LLM, "chat", chat)
-    answers = vllm_backend.generate(prompts, None, 4)
-    assert len(answers) == len(ran) == N
-    off = [ids for ids in ran if count_special(tokenizers["tiny"], ids) != template["tiny"]]
+    # Rendered sessions, and raw text that reaches the engine without the renderer (its own rewrite alone).
+    answers = vllm_backend.generate([*prompts, *INJECTIONS], None, 4)
+    assert len(answers) == len(ran) == N + len(INJECTIONS)
+    off: list[Any] = [ids for ids in ran[:N] if count_special(tokenizers["tiny"], ids) != template["tiny"]]
+    bare = count_special(tokenizers["tiny"], template_ids(tokenizers["tiny"], ""))
+    off += [ids for ids in ran[N:] if count_special(tokenizers["tiny"], ids) != bare]
     # The same prompts as an engine on SmolLM2 would build them (its tokenizer's declared tokens added).
     served = neutralise_all(smollm2_tokenizer, prompts)
     off += [p for p in served if count_special(smollm2_tokenizer, template_ids(smollm2_tokenizer, p))
@@ -91,9 +94,9 @@ def test_special_token_injection_through_the_student_and_the_trainer(
         smollm2_tokenizer, p, a, 4096))["input_ids"]) != smol_example]
     assert off == []
     record_result(request, scenario="special-token injection through the student and the trainer",
-                  load=f"{N} hostile sessions: prompts run by the vLLM engine (tiny base) and built for "
-                       f"SmolLM2-135M-Instruct; {EXAMPLES} hostile examples through train_lora (tiny) and "
-                       "SmolLM2's tokenizer",
+                  load=f"{N} hostile sessions and {len(INJECTIONS)} raw prompts run by the vLLM engine (tiny "
+                       f"base); the sessions' prompts built for SmolLM2-135M-Instruct; {EXAMPLES} hostile examples "
+                       "through train_lora (tiny) and SmolLM2's tokenizer",
                   faults="ChatML, Llama-3, Llama-2/Mistral, Gemma, DeepSeek, StarCoder-style and upper-case "
                          "control-token spellings in values, keys, event kinds, URLs and answers "
                          f"({injected_before['tiny']} tokens injected in the tiny base's prompts and "

@@ -76,3 +76,26 @@ def test_training_examples_hold_only_the_templates_special_tokens(tokenizer: Any
         assert count_special(tokenizer, example["input_ids"]) == expected
         answer_ids = [t for t, label in zip(example["input_ids"], example["labels"], strict=True) if label != -100]
         assert [t for t in answer_ids if t in wanted] == [tokenizer.eos_token_id]  # only the end of the answer
+
+
+def test_the_transformers_engine_feeds_the_model_only_the_templates_special_tokens(
+        tiny_model: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The student's transformers backend and the trainer's evaluation (both ``generate_scored``)."""
+    from labelq.engines.transformers_engine import generate_scored, load_for_generation
+
+    model, tok = load_for_generation(str(tiny_model))
+    spec, settings = load_spec("session-label"), Settings()
+    expected = count_special(tok, template_ids(tok, student_prompt(spec, settings, next(iter(generate(1, seed=3))))))
+    rows: list[list[int]] = []
+    real_generate = model.generate
+
+    def spy(**kwargs: Any) -> Any:
+        rows.extend(kwargs["input_ids"].tolist())
+        return real_generate(**kwargs)
+
+    monkeypatch.setattr(model, "generate", spy)
+    # Rendered sessions, and raw text that reaches the engine without the renderer (its own rewrite alone).
+    prompts = [student_prompt(spec, settings, s) for s in injection_sessions(8, seed=13)] + list(INJECTIONS)
+    assert len(generate_scored(model, tok, prompts, max_new_tokens=2)) == len(prompts)
+    counts = [count_special(tok, [i for i in row if i != tok.pad_token_id]) for row in rows]
+    assert counts == [count_special(tok, template_ids(tok, ""))] * len(prompts) and expected == counts[0]
