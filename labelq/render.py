@@ -14,6 +14,8 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING, Any
 
+from labelq.special_tokens import neutralise
+
 if TYPE_CHECKING:
     from labelq.settings import Settings
     from labelq.spec import TaskSpec
@@ -157,7 +159,7 @@ def render_session(
     lines = fit_budget(lines, head, max_tokens)
     numbered = [line if line.startswith("... (") else f"{i}. {line}" for i, line in
                 enumerate(lines, 1)]
-    return "\n".join([head, *numbered]) if head else "\n".join(numbered)
+    return neutralise("\n".join([head, *numbered]) if head else "\n".join(numbered))
 
 
 def render_for_task(spec: TaskSpec, settings: Settings, payload: dict[str, Any]) -> str:

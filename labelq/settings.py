@@ -298,6 +298,11 @@ class Settings(BaseSettings):
         default=0.02, ge=0, le=1,
         description="After the seed phase, this share of sessions goes to the teacher (drift, fresh data).",
     )
+    sample_secret: SecretStr | None = Field(
+        default=None,
+        description="Key of the HMAC that picks the teacher sample (16+ characters; every producer must share "
+        "it). Unset: 32 random bytes made once per deployment and kept in the store (secrets/sample.key).",
+    )
     routing_stratify_by: str | None = Field(
         default=None, description="Field path (e.g. site, user.device) whose values share the seed set fairly."
     )
@@ -411,6 +416,14 @@ class Settings(BaseSettings):
                 "LABELQ_METRICS_ALLOW_UNAUTHENTICATED=true on a trusted network"
             )
         return self
+
+    @field_validator("sample_secret")
+    @classmethod
+    def _check_sample_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < 16:
+            raise ValueError("LABELQ_SAMPLE_SECRET must be at least 16 characters (or unset: one is made and kept "
+                             "in the store)")
+        return value
 
     @field_validator("store_url")
     @classmethod

@@ -7,9 +7,10 @@
   every producer process shares it (``labelq/lua/seed_route.lua``); it costs one
   round trip per session while it lasts and none after.
 * **steady state**: a ``routing_sample_rate`` share goes to the teacher
-  (``route=sample``: drift monitoring and fresh training data), chosen by
-  content hash (the same session always routes the same way); the rest go to
-  students (``route=steady``). Students escalate what they doubt
+  (``route=sample``: drift monitoring and fresh training data), chosen by a
+  keyed hash of the content hash (``labelq.sampling``: the same session always
+  routes the same way, and a submitter cannot steer one into the sample); the
+  rest go to students (``route=steady``). Students escalate what they doubt
   (``route=escalation``, see workers/student/labeler.py).
 
 ``--queue`` forces every session to one queue instead (``FixedRouter``).
@@ -24,7 +25,9 @@ import redis
 
 from labelq import keyspace, lua
 from labelq.errors import ConfigError
+from labelq.sampling import sample_fraction, sample_secret
 from labelq.settings import QUEUES, Settings
+from labelq.store import ObjectStore, open_store
 from producer.validate import Accepted
 
 
@@ -47,11 +50,6 @@ class FixedRouter:
         return self.queue, self.route_name
 
 
-def sample_fraction(content_hash: str) -> float:
-    """A uniform number in [0, 1) fixed by the content hash."""
-    return int(content_hash[:8], 16) / 2**32
-
-
 def _field(raw: bytes, path: str) -> str:
     value: Any = orjson.loads(raw)
     for part in path.split("."):
@@ -62,13 +60,17 @@ def _field(raw: bytes, path: str) -> str:
 class PolicyRouter:
     """Seed phase, then sample-to-teacher and the rest to students (see the module doc)."""
 
-    def __init__(self, settings: Settings, client: redis.Redis | None = None) -> None:
+    def __init__(self, settings: Settings, client: redis.Redis | None = None,
+                 store: ObjectStore | None = None) -> None:
         self._settings = settings
         self._client = client
+        self._store = store
+        self._secret: bytes | None = None
         self._done: set[str] = set()
 
     def __getstate__(self) -> dict[str, Any]:  # sent to ingest subprocesses: they connect themselves
-        return {"_settings": self._settings, "_client": None, "_done": set(self._done)}
+        return {"_settings": self._settings, "_client": None, "_store": None, "_secret": self._secret,
+                "_done": set(self._done)}
 
     def _redis(self) -> redis.Redis:
         if self._client is None:
@@ -76,6 +78,12 @@ class PolicyRouter:
 
             self._client = connect(self._settings)
         return self._client
+
+    def _sample_secret(self) -> bytes:
+        if self._secret is None:
+            self._store = self._store or open_store(self._settings)
+            self._secret = sample_secret(self._settings, self._redis(), self._store)
+        return self._secret
 
     def route(self, task: str, session: Accepted) -> tuple[str, str]:
         settings = self._settings
@@ -88,7 +96,8 @@ class PolicyRouter:
                 return "teacher", "seed"
             if verdict == 0:
                 self._done.add(task)
-        if sample_fraction(session.content_hash) < settings.routing_sample_rate:
+        rate = settings.routing_sample_rate
+        if rate > 0 and sample_fraction(self._sample_secret(), session.content_hash) < rate:
             return "teacher", "sample"
         return "student", "steady"
 

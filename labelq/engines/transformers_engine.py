@@ -13,6 +13,7 @@ from typing import Any
 from labelq.engines.base import Adapter, Generation, fit_prompts
 from labelq.prompts import chat_messages
 from labelq.settings import Settings
+from labelq.special_tokens import neutralise_all
 
 
 def load_for_generation(base_model: str, adapter_dir: str | None = None) -> tuple[Any, Any]:
@@ -41,7 +42,7 @@ def generate_scored(model: Any, tokenizer: Any, prompts: Sequence[str], *, max_n
     out: list[Generation] = []
     for start in range(0, len(prompts), batch_size):
         texts = [tokenizer.apply_chat_template(chat_messages(p), add_generation_prompt=True, tokenize=False)
-                 for p in prompts[start:start + batch_size]]
+                 for p in neutralise_all(tokenizer, prompts[start:start + batch_size])]
         enc = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
         with torch.no_grad():
             result = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False,

@@ -11,6 +11,7 @@ from labelq.errors import EngineDead
 from labelq.logging import get_logger
 from labelq.prompts import chat_messages
 from labelq.settings import Settings
+from labelq.special_tokens import neutralise_all
 
 log = get_logger(__name__)
 
@@ -65,7 +66,8 @@ class VllmBackend:
             self._llm = self._start()
         request = None if adapter is None else LoRARequest(adapter.name, adapter.lora_id, adapter.path)
         params = SamplingParams(temperature=0.0, max_tokens=max_new_tokens, logprobs=1)
-        prompts = fit_prompts(self._llm.get_tokenizer(), prompts, self._max_len - max_new_tokens)
+        tokenizer = self._llm.get_tokenizer()
+        prompts = fit_prompts(tokenizer, neutralise_all(tokenizer, prompts), self._max_len - max_new_tokens)
         try:
             outputs = self._llm.chat([chat_messages(p) for p in prompts], params, lora_request=request,
                                      use_tqdm=False)

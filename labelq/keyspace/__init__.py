@@ -23,6 +23,7 @@ never leave its folder::
     adapters/<task>/v<N>/...                      an adapter version; adapters/<task>/registry.json
     budget/<task>/<period>/<writer>.json          one writer's durable teacher spend in a budget period
     batch-jobs/<task>/<input>/<run>/...           a Batch API job: sessions, parts, batch ids, reservations
+    secrets/sample.key                            the teacher sample's HMAC key (private)
 """
 
 from __future__ import annotations
@@ -73,6 +74,7 @@ from labelq.keyspace.redis_keys import (
     redrive_outbox,
     routing,
     routing_strata,
+    sample_secret,
     seen,
     stage_waiting,
     stats,
@@ -107,6 +109,7 @@ from labelq.keyspace.store_paths import (
     parse_bucket_file,
     registry_mirror,
     review_labels,
+    sample_secret_object,
     split_file,
     task_of_labels,
 )
@@ -177,6 +180,8 @@ __all__ = [
     "review_labels",
     "routing",
     "routing_strata",
+    "sample_secret",
+    "sample_secret_object",
     "seen",
     "split_file",
     "stage_waiting",

@@ -99,6 +99,12 @@ def routing_strata(settings: Settings, task: str) -> str:
     return _redis(settings, "routing", task, "strata")
 
 
+def sample_secret(settings: Settings) -> str:
+    """The teacher sample's HMAC key as first proposed (``SET NX``: the one every producer takes while the
+    store has none; the store's copy is the durable one, see ``labelq.sampling``); no TTL."""
+    return _redis(settings, "secret", "sample")
+
+
 def ledger(settings: Settings, task: str) -> str:
     """Hash of teacher spend per model (fields: :func:`ledger_field`, ``LEDGER_CACHE_HITS``); no TTL."""
     return _redis(settings, "ledger", task)

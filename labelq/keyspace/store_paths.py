@@ -145,3 +145,8 @@ def batch_jobs_prefix(task: str, input_hash: str | None = None, run: str | None 
 def batch_job_file(task: str, input_hash: str, run: str, name: str) -> str:
     """One file of a Batch API job run: ``job.json``, ``sessions.jsonl``, a part's files, ``done.json``."""
     return key("batch-jobs", segment(task), segment(input_hash), segment(run), segment(name))
+
+
+def sample_secret_object() -> str:
+    """The deployment's teacher-sample HMAC key (32 random bytes, see ``labelq.sampling``); private."""
+    return key("secrets", "sample.key")

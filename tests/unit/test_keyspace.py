@@ -65,6 +65,7 @@ def test_queue_lists_are_what_keda_and_the_readme_name() -> None:
     (keyspace.curation_trigger(S, "t", 500), "labelq:curation:t:trigger:500"),
     (keyspace.escalation(S, "t"), "labelq:escalation:t"),
     (keyspace.escalation_decision(S, "c1"), "labelq:escalation:chunk:c1"),
+    (keyspace.sample_secret(S), "labelq:secret:sample"),
 ])
 def test_redis_key_shapes_stay_the_same_on_the_wire(built: str, expected: str) -> None:
     assert built == expected
@@ -108,6 +109,7 @@ def test_store_paths() -> None:
     assert keyspace.batch_jobs_prefix("t", "ab", "run-0001") == "batch-jobs/t/ab/run-0001/"
     assert keyspace.batch_job_file("t", "ab", "run-0001", "job.json") == "batch-jobs/t/ab/run-0001/job.json"
     assert keyspace.registry_mirror("t") == "adapters/t/registry.json"
+    assert keyspace.sample_secret_object() == "secrets/sample.key"
 
 
 def test_data_in_a_path_stays_one_segment() -> None:
