@@ -21,6 +21,7 @@ from labelq.hashing import chunk_id
 from labelq.queue.inspect import queue_depth
 from labelq.queue.publish import ChunkPublisher
 from labelq.settings import Settings
+from labelq.spec import BUILTIN_DIR
 from labelq.synth import generate
 from producer.run import run_ingest
 from tests.support.helpers import dead_letters, queued_chunks, queued_session_ids, write_jsonl
@@ -73,7 +74,12 @@ def test_dedupe_across_runs_and_forced_queue(settings: Settings, redis_client: r
     assert queue_depth(settings, redis_client, "teacher") == 0
     assert sum(len(c.sessions) for c in queued_chunks(settings, redis_client, "student")) == 70
     # Another task labels the same sessions separately.
-    other = run_ingest(settings, [str(path)], client=redis_client, task="other-task")
+    specs = tmp_path / "specs"
+    specs.mkdir()
+    (specs / "other-task.toml").write_text((BUILTIN_DIR / "session-label.toml").read_text().replace(
+        'name = "session-label"', 'name = "other-task"'))
+    other = run_ingest(settings.model_copy(update={"specs_dir": specs}), [str(path)], client=redis_client,
+                       task="other-task")
     assert other.enqueued == 70
 
 
