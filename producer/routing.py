@@ -12,12 +12,19 @@
   routes the same way, and a submitter cannot steer one into the sample); the
   rest go to students (``route=steady``). Students escalate what they doubt
   (``route=escalation``, see workers/student/labeler.py).
+* **teacher paused** (budget spent, key refused, provider out: the pause flag
+  the teacher workers set): the sample goes to students instead
+  (``route=sample_teacher_paused``, a flag on their label records), so a paused
+  teacher's queue never fills and never holds ingestion back. The flag is read
+  at most every ``PAUSE_CHECK_S`` per task. Seed sessions still go to the
+  teacher: without teacher labels there is no student.
 
 ``--queue`` forces every session to one queue instead (``FixedRouter``).
 """
 
 from __future__ import annotations
 
+import time
 from typing import Any, Protocol
 
 import orjson
@@ -29,6 +36,9 @@ from labelq.sampling import sample_fraction, sample_secret
 from labelq.settings import QUEUES, Settings
 from labelq.store import ObjectStore, open_store
 from producer.validate import Accepted
+
+
+PAUSE_CHECK_S = 5.0  # how stale a producer's view of the teacher's pause may be
 
 
 class Router(Protocol):
@@ -67,10 +77,19 @@ class PolicyRouter:
         self._store = store
         self._secret: bytes | None = None
         self._done: set[str] = set()
+        self._paused: dict[str, tuple[float, bool]] = {}  # task -> (checked at, teacher paused)
 
     def __getstate__(self) -> dict[str, Any]:  # sent to ingest subprocesses: they connect themselves
         return {"_settings": self._settings, "_client": None, "_store": None, "_secret": self._secret,
-                "_done": set(self._done)}
+                "_done": set(self._done), "_paused": {}}
+
+    def _teacher_paused(self, task: str) -> bool:
+        now = time.monotonic()
+        checked_at, paused = self._paused.get(task, (-PAUSE_CHECK_S, False))
+        if now - checked_at >= PAUSE_CHECK_S:
+            paused = bool(self._redis().exists(keyspace.teacher_paused(self._settings, task)))
+            self._paused[task] = (now, paused)
+        return paused
 
     def _redis(self) -> redis.Redis:
         if self._client is None:
@@ -98,6 +117,8 @@ class PolicyRouter:
                 self._done.add(task)
         rate = settings.routing_sample_rate
         if rate > 0 and sample_fraction(self._sample_secret(), session.content_hash) < rate:
+            if self._teacher_paused(task):
+                return "student", "sample_teacher_paused"
             return "teacher", "sample"
         return "student", "steady"
 

@@ -54,6 +54,18 @@ def test_seed_then_sample_then_students(settings: Settings, redis_client: redis.
     assert routed(settings, redis_client)[("teacher", "seed")] == 50
 
 
+def test_a_paused_teacher_gets_no_sample(settings: Settings, redis_client: redis.Redis, tmp_path: Path) -> None:
+    settings = settings.model_copy(update={"curation_seed_size": 10, "routing_sample_rate": 0.2, "chunk_size": 32})
+    redis_client.set(keyspace.teacher_paused(settings, "session-label"),
+                     orjson.dumps({"reason": "budget of $50.00 is spent", "since": 0}))
+    run_ingest(settings, [str(write_jsonl(tmp_path / "a.jsonl", list(generate(600, seed=93))))], client=redis_client)
+    counts = routed(settings, redis_client)
+    # Seeds still go to the teacher (no student without them); the sample goes to students, flagged.
+    assert counts[("teacher", "seed")] == 10 and counts[("teacher", "sample")] == 0
+    assert counts[("student", "sample_teacher_paused")] > 0.1 * 590
+    assert sum(counts.values()) == 600
+
+
 def test_stratified_seed_shares_the_seed_set_fairly(settings: Settings, redis_client: redis.Redis,
                                                     tmp_path: Path) -> None:
     settings = settings.model_copy(update={"curation_seed_size": 40, "routing_stratify_by": "user.device",

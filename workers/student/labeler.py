@@ -189,7 +189,8 @@ def run_student_chunk(runtime: StudentRuntime, chunk: ChunkMessage, escalate: Es
             prompt_version=spec.prompt_version,
             confidence=None if gen.confidence is None else round(gen.confidence, 4),
             words=verdict.words, output_tokens=gen.tokens, latency_ms=round(per_session_ms, 2),
-            chunk_id=chunk.chunk_id, flags=(["low_confidence"] if low else []) + ([] if adapter else ["base_model"]),
+            chunk_id=chunk.chunk_id, flags=(["low_confidence"] if low else []) + ([] if adapter else ["base_model"])
+            + ([] if chunk.route == "steady" else [f"route:{chunk.route}"]),
         ))
     commit_chunk(settings, runtime.store, runtime.client, stage="student", task=chunk.task, chunk_id=chunk.chunk_id,
                  records=records, dead_letters=letters,
