@@ -16,13 +16,14 @@ import redis
 from labelq.budget import budget_state
 from labelq.hashing import content_hash
 from labelq.settings import Settings
+from labelq.status import gather
 from labelq.store import open_store
 from labelq.synth import generate
 from producer.run import run_ingest
-from tests.support.chaos import Fleet, record_result, tally
+from tests.support.chaos import Fleet, record_result, tally, wait_until
 from tests.support.cli import labelq
 from tests.support.helpers import queued_chunks, write_jsonl
-from tests.support.openai_server import FakeOpenAI
+from tests.support.openai_server import FakeConfig, FakeOpenAI
 from tests.support.teacher import API_KEY, teacher_records
 from tests.support.worker_procs import worker_env
 
@@ -110,3 +111,35 @@ def test_an_empty_api_key_is_refused_never_replayed(
                   lost=len(expected - waiting(settings, redis_client)), duplicates=final.duplicates,
                   seconds=round(time.monotonic() - started, 1), api_calls=calls, labelled=final.labelled,
                   worker_exit_codes=codes, teach_exit_code=teach.returncode)
+
+
+@pytest.mark.parametrize(("fault", "names"), [("404", b"LABELQ_TEACHER_MODEL"), ("401", b"OPENAI_API_KEY")])
+def test_a_missing_model_or_a_refused_key_waits_on_configuration(
+        fault: str, names: bytes, settings: Settings, redis_client: redis.Redis, tmp_path: Path,
+        request: pytest.FixtureRequest) -> None:
+    """A model the provider does not have (404) or a key it refuses (401): the workers stay up, every
+    chunk waits on configuration with a message naming the setting, nothing is dead-lettered."""
+    started = time.monotonic()
+    _, expected = ingest(settings, redis_client, tmp_path, seed=7603)
+    with FakeOpenAI(FakeConfig(fault_rates={fault: 1.0})) as fake:
+        env = worker_env(settings, LABELQ_TEACHER_BACKEND="openai", LABELQ_TEACHER_BASE_URL=fake.base_url,
+                         LABELQ_TEACHER_API_KEY=API_KEY, LABELQ_TEACHER_PAUSE_S="1")
+        with Fleet(env, tmp_path) as fleet:
+            fleet.start("teacher")
+            wait_until(lambda: "teacher" in gather(settings, redis_client).waiting, 60, "the teacher to wait")
+            time.sleep(3)  # a few more deliveries, each refused the same way
+            snapshot = gather(settings, redis_client)
+            calls = len(fake.requests)
+            logs = fleet.logs()
+            alive = all(p.poll() is None for p in fleet.live("teacher"))
+    final = tally(settings, expected)
+    assert alive and snapshot.waiting["teacher"].on == "configuration"
+    assert names in snapshot.waiting["teacher"].detail.encode()
+    assert names in logs and API_KEY.encode() not in logs
+    assert final.dead_lettered == 0 and final.labelled == 0 and teacher_records(settings) == []
+    assert final.lost == len(expected)  # none ended: all wait for the operator's fix
+    record_result(request, scenario=f"teacher {'model not found (404)' if fault == '404' else 'key refused (401)'}",
+                  load=f"{SESSIONS} sessions queued, 1 teacher worker",
+                  faults=f"every call answered {fault}; {calls} calls in {time.monotonic() - started:.0f} s",
+                  lost=0, duplicates=final.duplicates, seconds=round(time.monotonic() - started, 1),
+                  labelled=0, dead_lettered=final.dead_lettered, waiting_in_queue=len(expected))
