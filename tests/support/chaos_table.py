@@ -21,7 +21,7 @@ def main() -> None:
     print("| scenario | load | faults | dead-lettered | lost | duplicates | seconds | command |")
     print("|---|---|---|---|---|---|---|---|")
     for row in latest.values():
-        print(f"| {row['scenario']} | {row['load']} | {row['faults']} | {row.get('dead_lettered', '')} "
+        print(f"| {row['scenario']} | {row['load']} | {row['faults']} | {row.get('dead_lettered', '-')} "
               f"| {row['lost']} | {row['duplicates']} | {row.get('seconds', '')} | `{row['command']}` |")
 
 
