@@ -9,10 +9,11 @@ only once its chunk is in a queue. Per batch of chunks, in this order:
 2. :meth:`~ChunkPublisher.wait_for_room` waits out backpressure for the
    fresh chunks, holding no claim (a producer stopped or killed while it
    waits leaves nothing behind);
-3. :meth:`~ChunkPublisher.enqueue` runs one Lua script (``enqueue.lua``) that
-   adds the hashes to the dedupe set, pushes the Celery messages onto kombu's
-   queue lists and moves the counters, or, when another producer took some of
-   the hashes since step 1, does nothing and names them (the caller rebuilds
+3. :meth:`~ChunkPublisher.enqueue` sends one MULTI/EXEC transaction: the
+   LPUSHes of the Celery messages onto kombu's queue lists, then a Lua gate
+   (``enqueue.lua``) that adds the hashes to the dedupe set and moves the
+   counters, or, when another producer took some of the hashes since step 1,
+   takes the pushes back (LTRIM) and names those hashes (the caller rebuilds
    its chunks without them and tries again).
 
 A producer killed at any point (SIGKILL included) and run again on the same
@@ -127,7 +128,6 @@ class ChunkPublisher:
         self._settings = settings
         self._app = app
         self._redis = client
-        self._enqueue = lua.script(client, "enqueue")
         self._on_pause = on_pause or (lambda queue, depth: None)
         self._stop = stop
         self._producer_ctx: Any = None
@@ -220,13 +220,26 @@ class ChunkPublisher:
         """
         if not chunks and not hashes and not duplicates:
             return set()
-        messages = [envelope(self._app, queue, chunk, self._origin) for queue, chunk in chunks]
-        self._declare(queue for queue, _ in chunks)
-        keys = [self.seen_key(task), keyspace.claim_reply(self._settings, uuid()), keyspace.stats(self._settings, task),
-                *(keyspace.queue(self._settings, queue) for queue, _ in chunks)]
+        per_queue: dict[str, list[bytes]] = {}
+        for queue, chunk in chunks:
+            per_queue.setdefault(queue, []).append(envelope(self._app, queue, chunk, self._origin))
+        self._declare(per_queue)
+        queue_keys = [keyspace.queue(self._settings, queue) for queue in per_queue]
+        keys = [self.seen_key(task), keyspace.claim_reply(self._settings, uuid()),
+                keyspace.stats(self._settings, task), *queue_keys]
         args: list[bytes | str | int] = [len(hashes), Stat.INGESTED, Stat.DUPLICATES, duplicates,
-                                         *(bytes.fromhex(h) for h in hashes), *messages]
-        reply = self._retrying("enqueueing", lambda: self._enqueue(keys=keys, args=args), stoppable=False)
+                *(len(messages) for messages in per_queue.values()), *(bytes.fromhex(h) for h in hashes)]
+
+        def step() -> Any:
+            # EVAL, not EVALSHA: a NOSCRIPT inside MULTI (a restarted Redis) fails only the gate, and
+            # the pushes before it would stand unclaimed. Redis caches the script by its text's SHA.
+            with self._redis.pipeline(transaction=True) as pipe:
+                for key, messages in zip(queue_keys, per_queue.values(), strict=True):
+                    pipe.lpush(key, *messages)  # in order: as one LPUSH each, oldest first
+                pipe.eval(lua.source("enqueue"), len(keys), *keys, *args)
+                return pipe.execute()[-1]
+
+        reply = self._retrying("enqueueing", step, stoppable=False)
         if reply == _OK:
             return set()
         return {h for h, flag in zip(hashes, reply, strict=True) if flag == 49}  # ord("1")

@@ -19,7 +19,7 @@ import pytest
 import redis
 from pydantic import SecretStr
 
-from labelq import keyspace, lua
+from labelq import keyspace
 from labelq.audit import audit
 from labelq.errors import ServiceUnavailable
 from labelq.hashing import chunk_id, content_hash
@@ -85,19 +85,41 @@ def test_enqueue_claims_pushes_and_counts_or_writes_nothing(settings: Settings, 
     assert queued_chunks(settings, redis_client, "teacher")[0].chunk_id == chunk.chunk_id  # a worker decodes it
 
 
-def test_a_retried_enqueue_returns_its_first_answer(settings: Settings, redis_client: redis.Redis) -> None:
-    """Redis ran it but the reply was lost: the retry (same memo) neither pushes nor counts again."""
+def test_an_enqueue_retried_after_a_lost_reply_pushes_and_counts_once(
+        settings: Settings, redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Redis ran the transaction but the reply was lost: the retry takes its second pushes back."""
+    real_execute = redis.client.Pipeline.execute
+    lost = []
+
+    def reply_lost_once(self: redis.client.Pipeline, raise_on_error: bool = True) -> Any:
+        result = real_execute(self, raise_on_error)
+        if not lost:
+            lost.append(result)
+            raise redis.ConnectionError("connection reset by peer")
+        return result
+
+    monkeypatch.setattr(redis.client.Pipeline, "execute", reply_lost_once)
     chunk, hashes = _chunk(2)
-    app = create_app(settings)
-    keys = [keyspace.seen(settings, TASK), keyspace.claim_reply(settings, "token"), keyspace.stats(settings, TASK),
-            keyspace.queue(settings, "student")]
-    args = [2, Stat.INGESTED, Stat.DUPLICATES, 0, *(bytes.fromhex(h) for h in hashes),
-            envelope(app, "student", chunk, "o")]
-    script = lua.script(redis_client, "enqueue")
-    assert script(keys=keys, args=args) == b"ok"
-    assert script(keys=keys, args=args) == b"ok"
-    assert redis_client.llen(keyspace.queue(settings, "student")) == 1
+    with ChunkPublisher(settings, create_app(settings), redis_client) as publisher:
+        assert publisher.enqueue(TASK, [("student", chunk)], hashes) == set()  # not "taken by another"
+    assert lost and redis_client.llen(keyspace.queue(settings, "student")) == 1
     assert redis_client.hget(keyspace.stats(settings, TASK), Stat.INGESTED) == b"2"
+
+
+def test_a_conflict_takes_back_only_its_own_pushes(settings: Settings, redis_client: redis.Redis) -> None:
+    """Messages already waiting in the queues stay, in order; the conflicting batch's go."""
+    with ChunkPublisher(settings, create_app(settings), redis_client) as publisher:
+        waiting = [_chunk(1) for _ in range(3)]
+        for queue, (chunk, hashes) in zip(("teacher", "student", "teacher"), waiting, strict=True):
+            assert publisher.enqueue(TASK, [(queue, chunk)], hashes) == set()
+        mine = [_chunk(2) for _ in range(3)]
+        hashes = [h for _, hs in mine for h in hs]
+        assert publisher.enqueue(TASK, [("teacher", mine[0][0]), ("student", mine[1][0]), ("teacher", mine[2][0])],
+                                 [*hashes, waiting[1][1][0]]) == {waiting[1][1][0]}
+    assert [c.chunk_id for c in queued_chunks(settings, redis_client, "teacher")] == [
+        waiting[0][0].chunk_id, waiting[2][0].chunk_id]
+    assert [c.chunk_id for c in queued_chunks(settings, redis_client, "student")] == [waiting[1][0].chunk_id]
+    assert redis_client.scard(keyspace.seen(settings, TASK)) == 3
 
 
 def test_a_producer_racing_another_drops_what_the_other_took(
