@@ -11,7 +11,7 @@ redelivered chunk does not count twice. A gap is a loss (or, negative, a
 double count); audit lists it and exits non-zero.
 
 A producer claims a session (adds its hash to ``seen:<task>``) in the same
-Redis step that pushes its chunk and counts it as ingested
+Redis transaction that pushes its chunk and counts it as ingested
 (``labelq/lua/enqueue.lua``), so no claim can exist without its chunk. Claims
 made by older producers that were stopped between claiming and publishing
 show as ``claimed_not_enqueued``: those sessions are lost (a re-ingest calls
