@@ -1,6 +1,7 @@
 """``labelq audit``: every ingested session is labelled, in flight, or dead-lettered, per task.
 
     ingested = labelled (teacher + student) + dead-lettered by workers + in flight
+    claimed  = ingested   (hashes in the dedupe set; more would be claims never enqueued)
 
 In flight means inside a chunk waiting in the teacher or student queue, or
 reserved by a worker and not yet acknowledged (it is redelivered if that
@@ -8,6 +9,13 @@ worker dies), or counted out of the dead letters by a redrive and not yet
 published (``labelq.redrive``). Counters move once per chunk (``records.commit_chunk``), so a
 redelivered chunk does not count twice. A gap is a loss (or, negative, a
 double count); audit lists it and exits non-zero.
+
+A producer claims a session (adds its hash to ``seen:<task>``) in the same
+Redis transaction that pushes its chunk and counts it as ingested
+(``labelq/lua/enqueue.lua``), so no claim can exist without its chunk. Claims
+made by older producers that were stopped between claiming and publishing
+show as ``claimed_not_enqueued``: those sessions are lost (a re-ingest calls
+them duplicates) and the audit fails.
 """
 
 from __future__ import annotations
@@ -42,8 +50,10 @@ def audit(settings: Settings, client: redis.Redis) -> AuditReport:
         dead = stats.get(Stat.DEAD_TEACHER, 0) + stats.get(Stat.DEAD_STUDENT, 0)
         ingested = stats.get(Stat.INGESTED, 0)
         gap = ingested - labelled - dead - flying[task]
+        claimed = int(client.scard(keyspace.seen(settings, task)))
         tasks[task] = TaskBalance(ingested=ingested, labelled=labelled,
                                   labelled_teacher=stats.get(Stat.LABELLED_TEACHER, 0),
                                   labelled_student=stats.get(Stat.LABELLED_STUDENT, 0), dead_lettered=dead,
-                                  in_flight=flying[task], gap=gap)
-    return AuditReport(ok=all(t.gap == 0 for t in tasks.values()), tasks=tasks)
+                                  in_flight=flying[task], gap=gap,
+                                  claimed_not_enqueued=max(0, claimed - ingested))
+    return AuditReport(ok=all(t.gap == 0 and t.claimed_not_enqueued == 0 for t in tasks.values()), tasks=tasks)

@@ -1,6 +1,7 @@
 """One error root for labelq, split into retryable and permanent.
 
     LabelqError
+    ├── Stopped                   asked to stop (SIGTERM): the work in hand is finished or left
     ├── RetryableError            back off and try again (the cause may go away)
     │   ├── ServiceUnavailable    Redis, the object store or an API cannot be reached
     │   ├── RateLimited           a limiter or the provider said "not now" (retry_after_s)
@@ -29,6 +30,12 @@ class LabelqError(Exception):
         super().__init__(message)
         if reason is not None:
             self.reason = reason
+
+
+class Stopped(LabelqError):
+    """The process was asked to stop (SIGTERM) and left what it had not started for a re-run."""
+
+    reason = "stopped"
 
 
 class RetryableError(LabelqError):

@@ -102,7 +102,12 @@ class StatusSnapshot:
 
 @dataclass(frozen=True, slots=True)
 class TaskBalance:
-    """``ingested = labelled + dead_lettered + in_flight + gap``; a gap is a loss (negative: a double count)."""
+    """``ingested = labelled + dead_lettered + in_flight + gap``; a gap is a loss (negative: a double count).
+
+    ``claimed_not_enqueued``: sessions in the dedupe set beyond those ingested,
+    claimed by a producer that never enqueued them (labelq before claims and
+    chunks moved in one step); lost too, since a re-ingest calls them duplicates.
+    """
 
     ingested: int
     labelled: int
@@ -111,6 +116,7 @@ class TaskBalance:
     dead_lettered: int
     in_flight: int
     gap: int
+    claimed_not_enqueued: int = 0
 
 
 @dataclass(frozen=True, slots=True)

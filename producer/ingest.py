@@ -1,13 +1,21 @@
 """``labelq ingest``: sources -> validate -> dedupe -> route -> chunk -> publish.
 
-Every record read is counted exactly once as enqueued, duplicate or rejected
-(``read = enqueued + duplicates + sum(rejected)``); rejected records go to the
-dead-letter store with source, line, reason and the truncated raw bytes.
+Every record read is counted exactly once as enqueued, duplicate, rejected or
+left (``read = enqueued + duplicates + sum(rejected) + left``); rejected records
+go to the dead-letter store with source, line, reason and the truncated raw
+bytes. ``left`` is 0 unless the run was asked to stop (SIGTERM): then the
+sessions read but not yet enqueued are left, unclaimed, for a re-run.
+
+A session counts as seen only once its chunk is in a queue: a batch of ready
+chunks is checked against the dedupe set (read only), waits for room, and is
+then claimed, pushed and counted in one atomic step (see
+:mod:`labelq.queue.publish`). Nothing is claimed while the producer waits, so
+a producer stopped or killed at any point and run again on the same sources
+enqueues every session exactly once.
 """
 
 from __future__ import annotations
 
-import contextlib
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
@@ -15,10 +23,12 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from labelq.deadletter import DeadLetterSink, truncate_raw
+from labelq.errors import Stopped
 from labelq.hashing import chunk_id
 from labelq.queue.publish import OutgoingChunk
 from labelq.schemas import DeadLetter, chunk_json
 from labelq.settings import Settings
+from labelq.stopping import StopFlag
 from producer.routing import Router
 from producer.sources import RawRecord
 from producer.validate import Accepted, Limits, Rejected, validate
@@ -30,13 +40,12 @@ class ChunkOutlet(Protocol):
 
     paused_s: float
 
-    def claim(self, task: str, hashes: Sequence[str]) -> list[bool]: ...
+    def unseen(self, task: str, hashes: Sequence[str]) -> list[bool]: ...
 
-    def release(self, task: str, hashes: Sequence[str]) -> None: ...
+    def wait_for_room(self, queue: str, incoming: int = 1) -> None: ...
 
-    def publish_many(self, chunks: Sequence[tuple[str, OutgoingChunk]]) -> None: ...
-
-    def count(self, task: str, *, ingested: int, duplicates: int) -> None: ...
+    def enqueue(self, task: str, chunks: Sequence[tuple[str, OutgoingChunk]], hashes: Sequence[str],
+                *, duplicates: int = 0) -> set[str]: ...
 
 
 def rejection_letter(record: RawRecord, result: Rejected, task: str, raw_max_bytes: int) -> DeadLetter:
@@ -57,10 +66,14 @@ class IngestSummary:
     queues: Counter[str] = field(default_factory=Counter)
     elapsed_s: float = 0.0
     backpressure_paused_s: float = 0.0
+    left: int = 0  # read, not enqueued: the run was asked to stop
+    stopped: bool = False
 
     def add(self, other: IngestSummary) -> None:
         """Fold another run's counts into this one (several sources, several processes)."""
         self.read += other.read
+        self.left += other.left
+        self.stopped = self.stopped or other.stopped
         self.enqueued += other.enqueued
         self.duplicates += other.duplicates
         self.rejected.update(other.rejected)
@@ -88,15 +101,23 @@ class IngestSummary:
             "elapsed_s": round(self.elapsed_s, 3),
             "sessions_per_s": self.sessions_per_s,
             "backpressure_paused_s": round(self.backpressure_paused_s, 3),
+            "left": self.left,
+            "stopped": self.stopped,
         }
 
 
 class Ingestor:
-    """Streams records into chunks for one task. Use as a context manager per run."""
+    """Streams records into chunks for one task, one run per instance.
+
+    ``stop`` (set on SIGTERM) ends the run early: the batch being enqueued is
+    finished, one waiting for room or for Redis is left, as are the chunks
+    not yet full; the summary says ``stopped`` and counts them as ``left``.
+    """
 
     def __init__(
         self, settings: Settings, publisher: ChunkOutlet, dead_letters: DeadLetterSink,
         router: Router, *, task: str, on_record: Callable[[IngestSummary], None] | None = None,
+        stop: StopFlag | None = None,
     ) -> None:
         self._settings = settings
         self._publisher = publisher
@@ -113,14 +134,22 @@ class Ingestor:
         # Full chunks waiting to be claimed and published together.
         self._ready: list[tuple[str, str, list[Accepted]]] = []
         self._on_record = on_record
+        self._stop = stop
         self.summary = IngestSummary()
 
     def run(self, records: Iterable[RawRecord]) -> IngestSummary:
         started = time.monotonic()
         try:
             for record in records:
+                # Every 256 records: a multiprocessing event's is_set takes a lock.
+                if self._stop is not None and not self.summary.read & 255 and self._stop.is_set():
+                    raise Stopped("asked to stop")
                 self.add(record)
             self.flush_all()
+        except Stopped:
+            self.summary.stopped = True
+            self.summary.left = (sum(len(b) for b in self._buffers.values())
+                                 + sum(len(sessions) for _, _, sessions in self._ready))
         finally:
             self._dlq.flush()
             self.summary.elapsed_s = time.monotonic() - started
@@ -157,34 +186,44 @@ class Ingestor:
         self._publish_ready()
 
     def _publish_ready(self) -> None:
-        """Claim every ready chunk's sessions at once, publish the fresh ones, count."""
-        ready, self._ready = self._ready, []
+        """Enqueue the ready chunks' fresh sessions: look, wait for room, then claim and push
+        in one step (a conflict with another producer drops its sessions and tries again)."""
+        ready = self._ready
         hashes = [s.content_hash for _, _, sessions in ready for s in sessions]
-        flags = iter(self._publisher.claim(self._task, hashes))
+        if not hashes:
+            return
+        known = {h for h, new in zip(hashes, self._publisher.unseen(self._task, hashes), strict=True) if not new}
+        outgoing, fresh = self._chunks(ready, known)
+        for queue, n in Counter(queue for queue, _ in outgoing).items():
+            self._publisher.wait_for_room(queue, n)
+        while taken := self._publisher.enqueue(self._task, outgoing, fresh, duplicates=len(hashes) - len(fresh)):
+            known |= taken
+            outgoing, fresh = self._chunks(ready, known)
+        self._ready = []
+        self.summary.chunks += len(outgoing)
+        for queue, chunk in outgoing:
+            self.summary.queues[queue] += chunk.sessions
+        self.summary.enqueued += len(fresh)
+        self.summary.duplicates += len(hashes) - len(fresh)
+
+    def _chunks(self, ready: list[tuple[str, str, list[Accepted]]],
+                known: set[str]) -> tuple[list[tuple[str, OutgoingChunk]], list[str]]:
+        """The chunks of the sessions not in ``known`` (each hash once), and their hashes."""
+        taken = set(known)
         outgoing: list[tuple[str, OutgoingChunk]] = []
-        claimed: list[str] = []
+        fresh: list[str] = []
         for queue, route, sessions in ready:
-            fresh = [s for s in sessions if next(flags)]
-            if fresh:
-                claimed.extend(s.content_hash for s in fresh)
-                triples = [(s.session_id, s.content_hash, s.raw) for s in fresh]
-                cid = chunk_id(self._task, (s.content_hash for s in fresh))
+            new = []
+            for s in sessions:
+                if s.content_hash not in taken:
+                    taken.add(s.content_hash)
+                    new.append(s)
+            if new:
+                fresh.extend(s.content_hash for s in new)
+                triples = [(s.session_id, s.content_hash, s.raw) for s in new]
+                cid = chunk_id(self._task, (s.content_hash for s in new))
                 outgoing.append((queue, OutgoingChunk(
-                    chunk_id=cid, task=self._task, sessions=len(fresh),
+                    chunk_id=cid, task=self._task, sessions=len(new),
                     body=chunk_json(self._task, route, triples, cid),
                 )))
-        dupes = len(hashes) - len(claimed)
-        if outgoing:
-            try:
-                self._publisher.publish_many(outgoing)
-            except BaseException:
-                with contextlib.suppress(Exception):  # Redis may be the thing that failed
-                    self._publisher.release(self._task, claimed)
-                raise
-            self.summary.chunks += len(outgoing)
-            for queue, chunk in outgoing:
-                self.summary.queues[queue] += chunk.sessions
-        if hashes:
-            self._publisher.count(self._task, ingested=len(claimed), duplicates=dupes)
-        self.summary.enqueued += len(claimed)
-        self.summary.duplicates += dupes
+        return outgoing, fresh

@@ -6,11 +6,21 @@ so no record crosses a process boundary. Dedupe stays exact (claims are
 atomic in Redis), dead letters keep their true line numbers, and the
 summaries are added up. Gzip, JSON arrays, stdin and ``s3://`` sources stream
 through one process.
+
+``stop`` (the CLI sets it on SIGTERM) ends a run early and cleanly: each
+process finishes the batch it is enqueueing, leaves what it has not claimed
+(see :mod:`producer.ingest`), and the summary says ``stopped``. The parent
+passes its stop on to the range processes through a shared event; each range
+process also stops on its own SIGTERM, and on Linux gets one when its parent
+dies (SIGKILL included), so none ingests on as an orphan.
 """
 
 from __future__ import annotations
 
 import multiprocessing
+import os
+import signal
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -27,6 +37,7 @@ from labelq.queue.publish import ChunkPublisher
 from labelq.redis_server import connect, resolve_redis_url
 from labelq.settings import Settings
 from labelq.spec import load_spec
+from labelq.stopping import SharedEvent, StopFlag, set_on_sigterm
 from labelq.store import ObjectStore, open_store
 from producer.ingest import Ingestor, IngestSummary
 from producer.routing import FixedRouter, Router, default_router
@@ -34,6 +45,8 @@ from producer.sources import RawRecord, iter_source
 from producer.split import ByteRange, iter_range, plan_ranges
 
 _progress: Synchronized[int] | None = None  # bytes read, shared by the range processes
+_stop: StopFlag | None = None  # set to stop this range process
+_parent_pid = 0
 
 
 def run_records(
@@ -47,14 +60,16 @@ def run_records(
     store: ObjectStore | None = None,
     on_record: Callable[[IngestSummary], None] | None = None,
     on_pause: Callable[[str, int], None] | None = None,
+    stop: StopFlag | None = None,
 ) -> IngestSummary:
     """Ingest an iterable of raw records in this process."""
     client = client or connect(settings)
     store = store or open_store(settings)
     app = app or create_app(settings, broker_url=resolve_redis_url(settings))
     dead_letters = DeadLetterSink(settings, store, client, stage="ingest")
-    with ChunkPublisher(settings, app, client, on_pause=on_pause) as publisher:
-        ingestor = Ingestor(settings, publisher, dead_letters, router, task=task, on_record=on_record)
+    with ChunkPublisher(settings, app, client, on_pause=on_pause, stop=stop) as publisher:
+        ingestor = Ingestor(settings, publisher, dead_letters, router, task=task, on_record=on_record,
+                            stop=stop)
         return ingestor.run(records)
 
 
@@ -71,13 +86,15 @@ def run_ingest(
     on_record: Callable[[IngestSummary], None] | None = None,
     on_bytes: Callable[[int], None] = lambda n: None,
     on_pause: Callable[[str, int], None] | None = None,
+    stop: StopFlag | None = None,
 ) -> IngestSummary:
     """Ingest ``sources`` for ``task``; raises ServiceUnavailable/ConfigError on operational failure.
 
     An unknown task is refused (ConfigError listing the known ones) before any
     input is read: otherwise every chunk would fail in the workers.
     Large local JSONL files are split by byte range across ``ingest_processes``;
-    everything else streams through this process.
+    everything else streams through this process. Once ``stop`` is set, the
+    run ends as soon as it cleanly can and later sources are not read.
     """
     started = time.monotonic()
     task = task or settings.default_task
@@ -99,11 +116,14 @@ def run_ingest(
                 )
 
         part = run_records(settings, records(), task=task, router=router, client=client, app=app,
-                           store=store, on_record=on_record, on_pause=on_pause)
+                           store=store, on_record=on_record, on_pause=on_pause, stop=stop)
         total.add(part)
         specs.clear()
 
     for spec in sources:
+        total.stopped = total.stopped or (stop is not None and stop.is_set())
+        if total.stopped:
+            break
         local = spec != "-" and not spec.startswith("s3://") and Path(spec).is_file()
         ranges = plan_ranges(Path(spec), settings.ingest_processes,
                              settings.ingest_split_min_bytes) if local else None
@@ -111,9 +131,12 @@ def run_ingest(
             streamed.append(spec)
             continue
         stream(streamed)  # keep source order: earlier small sources first
-        part = ingest_ranges(settings, ranges, task=task, router=router, on_bytes=on_bytes)
+        if total.stopped:
+            break
+        part = ingest_ranges(settings, ranges, task=task, router=router, on_bytes=on_bytes, stop=stop)
         total.add(part)
-    stream(streamed)
+    if not total.stopped:
+        stream(streamed)
     total.elapsed_s = time.monotonic() - started
     return total
 
@@ -131,9 +154,21 @@ def start_context() -> Any:
     return multiprocessing.get_context("spawn")
 
 
-def _init_worker(counter: Synchronized[int]) -> None:
-    global _progress
-    _progress = counter
+def _init_worker(counter: Synchronized[int], parent_stop: SharedEvent, parent_pid: int) -> None:
+    global _progress, _stop, _parent_pid
+    stop = StopFlag(parent_stop)
+    _progress, _stop, _parent_pid = counter, stop, parent_pid
+    set_on_sigterm(stop)
+    if sys.platform == "linux":
+        # SIGTERM this process when its parent dies. Linux sends it when the thread that
+        # started the process exits: the main thread (ProcessPoolExecutor starts its
+        # processes from the thread that submits).
+        import ctypes
+
+        pr_set_pdeathsig = 1
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, int(signal.SIGTERM))
+        if os.getppid() != parent_pid:  # the parent died before prctl
+            stop.set()
 
 
 def _count_bytes(n: int) -> None:
@@ -144,23 +179,29 @@ def _count_bytes(n: int) -> None:
 
 def _ingest_range(settings: Settings, rng: ByteRange, task: str, router: Router) -> IngestSummary:
     records = iter_range(rng, settings.max_session_bytes, on_bytes=_count_bytes)
-    return run_records(settings, records, task=task, router=router)
+    summary = run_records(settings, records, task=task, router=router, stop=_stop)
+    if os.getppid() != _parent_pid:  # orphaned: nobody takes the summary or ever ends this process
+        os._exit(0)
+    return summary
 
 
 def ingest_ranges(
     settings: Settings, ranges: list[ByteRange], *, task: str, router: Router,
-    on_bytes: Callable[[int], None],
+    on_bytes: Callable[[int], None], stop: StopFlag | None = None,
 ) -> IngestSummary:
-    """Run each range in its own process; return the added-up counts."""
+    """Run each range in its own process; return the added-up counts. ``stop`` is passed on."""
     context = start_context()
     counter: Synchronized[int] = context.Value("q", 0)
+    shared_stop = context.Event()  # set here, by this loop: never from a signal handler
     total = IngestSummary()
     reported = 0
     with ProcessPoolExecutor(len(ranges), mp_context=context, initializer=_init_worker,
-                             initargs=(counter,)) as pool:
+                             initargs=(counter, shared_stop, os.getpid())) as pool:
         futures = [pool.submit(_ingest_range, settings, rng, task, router) for rng in ranges]
         while not all(f.done() for f in futures):
             time.sleep(0.2)
+            if stop is not None and stop.is_set():
+                shared_stop.set()
             now = counter.value
             on_bytes(now - reported)
             reported = now

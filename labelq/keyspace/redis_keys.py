@@ -75,18 +75,15 @@ def teacher_attempts(settings: Settings, task: str, content_hash: str) -> str:
 
 
 def seen(settings: Settings, task: str) -> str:
-    """Set of the content hashes (16 raw bytes) ever enqueued for a task (dedupe); no TTL."""
+    """Set of the content hashes (16 raw bytes) ever enqueued for a task (dedupe); a hash enters it
+    in the same step as its chunk enters a queue (``enqueue.lua``); no TTL."""
     return _redis(settings, "seen", task)
 
 
 def claim_reply(settings: Settings, token: str) -> str:
-    """A dedupe claim's reply, kept for a retry of the same call; 1 h (set in ``claim.lua``)."""
+    """Marker: an enqueue (claim, push, count) ran, so its retry after a lost reply does not find
+    its own hashes taken or push twice; 1 h (set in ``enqueue.lua``)."""
     return _redis(settings, "claim", token)
-
-
-def count_reply(settings: Settings, token: str) -> str:
-    """Marker: a producer count ran, so its retry does not count twice; 1 h (``count_once.lua``)."""
-    return _redis(settings, "counted", token)
 
 
 def routing(settings: Settings, task: str) -> str:

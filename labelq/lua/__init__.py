@@ -18,7 +18,7 @@ import redis.asyncio as aioredis
 from redis.commands.core import AsyncScript, Script
 
 Name = Literal[
-    "budget_extend", "budget_reserve", "budget_seed", "budget_settle", "claim", "commit_chunk", "count_once",
+    "budget_extend", "budget_reserve", "budget_seed", "budget_settle", "commit_chunk", "enqueue",
     "escalation_grant", "lock_release", "lock_renew", "rate_acquire", "rate_settle", "redrive", "seed_route",
 ]
 NAMES: tuple[Name, ...] = get_args(Name)

@@ -1,21 +1,33 @@
 """Everything that puts messages on the queues: chunks from the producer and from workers,
 and the trainer's trigger.
 
-The producer's chunks (:class:`ChunkPublisher`): atomic dedupe claim,
-backpressure, then Celery messages.
+The producer's chunks (:class:`ChunkPublisher`): a session counts as seen
+only once its chunk is in a queue. Per batch of chunks, in this order:
 
-Order matters for "nothing lost": the content hashes of a batch of chunks are
-claimed atomically in Redis (so two producers never enqueue the same session
-twice), then the chunks are published in one pipelined batch; if publishing
-fails the claims are released before the error propagates, so a re-run
-enqueues those sessions again.
+1. :meth:`~ChunkPublisher.unseen` reads which hashes were enqueued before
+   (read only: nothing is claimed yet);
+2. :meth:`~ChunkPublisher.wait_for_room` waits out backpressure for the
+   fresh chunks, holding no claim (a producer stopped or killed while it
+   waits leaves nothing behind);
+3. :meth:`~ChunkPublisher.enqueue` sends one MULTI/EXEC transaction: the
+   LPUSHes of the Celery messages onto kombu's queue lists, then a Lua gate
+   (``enqueue.lua``) that adds the hashes to the dedupe set and moves the
+   counters, or, when another producer took some of the hashes since step 1,
+   takes the pushes back (LTRIM) and names those hashes (the caller rebuilds
+   its chunks without them and tries again).
+
+A producer killed at any point (SIGKILL included) and run again on the same
+sources therefore enqueues every session exactly once, and a Redis crash
+loses a claim and its chunk together or neither. The messages are the ones
+kombu's Redis transport would push itself (:func:`envelope`): the same JSON
+envelope, LPUSHed on the list named after the queue.
 
 A Redis restart is ridden out: every Redis step is retried with backoff for up
-to ``redis_outage_max_s``. Claims and counts carry a token, so a step retried
-after Redis ran it but the reply was lost returns the first answer instead of
-running twice (a claim run twice would call its own sessions duplicates). A
-publish retried after a partial success enqueues a chunk twice: the same chunk
-id, so the same output, written and counted once.
+to ``redis_outage_max_s``. An enqueue carries a token, so one retried after
+Redis ran it but the reply was lost returns the first answer instead of
+finding its own hashes taken (or pushing twice). A producer asked to stop
+(``stop``, set on SIGTERM) stops waiting, for room or for Redis, and raises
+:class:`~labelq.errors.Stopped`; an enqueue already under way is finished.
 
 Workers put sessions back on a queue with :func:`republish` (a teacher's
 unfinished sessions, a student's escalations, the halves of a poisoned
@@ -25,8 +37,9 @@ for curation with :func:`trigger_curation_if_due`.
 
 from __future__ import annotations
 
+import base64
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from functools import partial
 from typing import Any, TypeVar
@@ -40,7 +53,7 @@ from kombu.utils.uuid import uuid
 
 from labelq import keyspace, lua
 from labelq.curation_schedule import claim_trigger
-from labelq.errors import ServiceUnavailable
+from labelq.errors import ServiceUnavailable, Stopped
 from labelq.hashing import chunk_id
 from labelq.keyspace import Stat
 from labelq.logging import get_logger
@@ -48,15 +61,16 @@ from labelq.queue.app import TASK_FOR_QUEUE, TRAINER_TASK
 from labelq.queue.inspect import queue_depth
 from labelq.schemas import ChunkMessage, SessionItem, chunk_json
 from labelq.settings import Settings
+from labelq.stopping import StopFlag
 
 log = get_logger(__name__)
 _T = TypeVar("_T")
 
-_CLAIM_MAX_ARGS = 4_000  # below Lua's unpack() limit (claim.lua)
 _TRANSIENT = (redis.ConnectionError, redis.TimeoutError, OSError, KombuOperationalError)
 # The rest of a protocol-2 body after the args: no kwargs, no callbacks or chains.
 _BODY_TAIL = b'],{},{"callbacks":null,"errbacks":null,"chain":null,"chord":null}]'
 _RETRY = {"max_retries": 3, "interval_start": 0.2, "interval_step": 0.5, "interval_max": 2}
+_OK = b"ok"  # enqueue.lua's reply when it wrote everything
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,19 +85,51 @@ def _redis_failure(action: str, exc: Exception) -> ServiceUnavailable:
     return ServiceUnavailable(f"Redis unreachable while {action}: {type(exc).__name__}", dependency="redis")
 
 
+def envelope(app: Celery, queue: str, chunk: OutgoingChunk, origin: str) -> bytes:
+    """The message kombu's Redis transport would LPUSH for ``chunk``: a Celery protocol-2 task
+    message whose JSON body embeds the pre-encoded chunk.
+
+    Headers and properties come from Celery itself (``as_task_v2``); the
+    envelope is kombu's (base64 body, a fresh delivery tag, routing as
+    ``send_task`` does: the anonymous exchange, routing key = queue name).
+    ``tests/integration/test_enqueue.py`` holds it to what kombu writes.
+    """
+    task_id = uuid()
+    message = app.amqp.as_task_v2(
+        task_id, TASK_FOR_QUEUE[queue], args=(), kwargs={}, origin=origin,
+        # The header repr carries ids only: no session content in Flower or logs.
+        argsrepr=f"<chunk {chunk.chunk_id} task={chunk.task} sessions={chunk.sessions}>",
+        kwargsrepr="{}",
+    )
+    body = b"[[" + chunk.body + _BODY_TAIL
+    return orjson.dumps({
+        "body": base64.b64encode(body).decode(),
+        "content-encoding": "utf-8",
+        "content-type": "application/json",
+        "headers": message.headers,
+        "properties": {
+            **message.properties,
+            "delivery_mode": 2,
+            "delivery_info": {"exchange": "", "routing_key": queue},
+            "priority": 0,
+            "body_encoding": "base64",
+            "delivery_tag": uuid(),
+        },
+    })
+
+
 class ChunkPublisher:
-    """Claims, publishes and counts chunks for one producer process."""
+    """Reads dedupe, waits for room, and enqueues chunks for one producer process."""
 
     def __init__(
         self, settings: Settings, app: Celery, client: redis.Redis,
-        on_pause: Callable[[str, int], None] | None = None,
+        on_pause: Callable[[str, int], None] | None = None, stop: StopFlag | None = None,
     ) -> None:
         self._settings = settings
         self._app = app
         self._redis = client
-        self._claim = lua.script(client, "claim")
-        self._count = lua.script(client, "count_once")
         self._on_pause = on_pause or (lambda queue, depth: None)
+        self._stop = stop
         self._producer_ctx: Any = None
         self._producer: Any = None
         self.paused_s = 0.0
@@ -103,9 +149,17 @@ class ChunkPublisher:
     def seen_key(self, task: str) -> str:
         return keyspace.seen(self._settings, task)
 
-    def _retrying(self, action: str, step: Callable[[], _T]) -> _T:
+    def _sleep(self, seconds: float) -> None:
+        """Sleep, unless asked to stop: then raise Stopped at once."""
+        if self._stop is None:
+            time.sleep(seconds)
+        elif self._stop.wait(seconds):
+            raise Stopped("asked to stop")
+
+    def _retrying(self, action: str, step: Callable[[], _T], *, stoppable: bool = True) -> _T:
         """Run a Redis step; through a Redis restart, retry it for up to ``redis_outage_max_s``.
-        A failure that is not a lost connection, or one that outlasts that, is ServiceUnavailable."""
+        A failure that is not a lost connection, or one that outlasts that, is ServiceUnavailable.
+        A ``stoppable`` step stops waiting for Redis when asked to stop (nothing of it was written)."""
         deadline = time.monotonic() + self._settings.redis_outage_max_s
         delay_s = 0.2
         while True:
@@ -116,98 +170,107 @@ class ChunkPublisher:
                     raise _redis_failure(action, exc) from exc
                 log.warning("redis_unavailable_retrying", action=action, error=type(exc).__name__,
                             retry_in_s=delay_s)
-                time.sleep(delay_s)
+                if stoppable:
+                    self._sleep(delay_s)
+                else:
+                    time.sleep(delay_s)
                 delay_s = min(5.0, delay_s * 2)
             except redis.RedisError as exc:  # answered, but refused (out of memory under noeviction, say)
                 raise ServiceUnavailable(f"Redis refused {action}: {type(exc).__name__}: {str(exc)[:200]}", dependency="redis") from exc
 
-    def claim(self, task: str, hashes: Sequence[str]) -> list[bool]:
-        """True for each hash this call claimed first (a session never enqueued before)."""
-        flags: list[bool] = []
-        for start in range(0, len(hashes), _CLAIM_MAX_ARGS):
-            part = [bytes.fromhex(h) for h in hashes[start:start + _CLAIM_MAX_ARGS]]
-            keys = [self.seen_key(task), keyspace.claim_reply(self._settings, uuid())]
-            reply = self._retrying("deduplicating", partial(self._claim, keys=keys, args=part))
-            flags.extend(c == 49 for c in reply)  # ord("1")
-        return flags
-
-    def release(self, task: str, hashes: Sequence[str]) -> None:
-        """Undo a claim whose chunk could not be published."""
-        if hashes:
-            self._redis.srem(self.seen_key(task), *[bytes.fromhex(h) for h in hashes])
+    def unseen(self, task: str, hashes: Sequence[str]) -> list[bool]:
+        """True for each hash never enqueued for ``task`` (read only: claims nothing)."""
+        if not hashes:
+            return []
+        raw = [bytes.fromhex(h) for h in hashes]
+        known = self._retrying("deduplicating", lambda: self._redis.smismember(self.seen_key(task), raw))
+        return [not k for k in known]
 
     def queue_depth(self, queue: str) -> int:
         return self._retrying("reading queue depth",
                               lambda: queue_depth(self._settings, self._redis, queue))
 
     def wait_for_room(self, queue: str, incoming: int = 1) -> None:
-        """Backpressure: while ``queue`` is above the high-water mark, wait for the low one."""
+        """Backpressure: while ``queue`` is above the high-water mark, wait for the low one.
+        Raises Stopped when asked to stop meanwhile."""
         high = self._settings.queue_high_water_chunks
         depth = self.queue_depth(queue)
         if depth + incoming <= high:
             return
         log.info("backpressure_pause", queue=queue, depth=depth, high_water=high)
         started = time.monotonic()
-        while depth > min(self._settings.queue_low_water_chunks, max(0, high - incoming)):
-            self._on_pause(queue, depth)
-            time.sleep(self._settings.backpressure_poll_s)
-            depth = self.queue_depth(queue)
-        self.paused_s += time.monotonic() - started
+        try:
+            while depth > min(self._settings.queue_low_water_chunks, max(0, high - incoming)):
+                self._on_pause(queue, depth)
+                self._sleep(self._settings.backpressure_poll_s)
+                depth = self.queue_depth(queue)
+        finally:
+            self.paused_s += time.monotonic() - started
         log.info("backpressure_resume", queue=queue, depth=depth)
 
+    def enqueue(self, task: str, chunks: Sequence[tuple[str, OutgoingChunk]], hashes: Sequence[str],
+                *, duplicates: int = 0) -> set[str]:
+        """In one atomic step: claim ``hashes`` (distinct; the sessions of ``chunks``), push
+        ``chunks`` and count them (and ``duplicates``) for ``task``.
+
+        Returns the empty set when it did; else the hashes another producer
+        enqueued meanwhile, and nothing was written. Not stopped by ``stop``:
+        the batch in hand is finished (or Redis gives up: ServiceUnavailable,
+        and nothing or everything was written).
+        """
+        if not chunks and not hashes and not duplicates:
+            return set()
+        per_queue: dict[str, list[bytes]] = {}
+        for queue, chunk in chunks:
+            per_queue.setdefault(queue, []).append(envelope(self._app, queue, chunk, self._origin))
+        self._declare(per_queue)
+        queue_keys = [keyspace.queue(self._settings, queue) for queue in per_queue]
+        keys = [self.seen_key(task), keyspace.claim_reply(self._settings, uuid()),
+                keyspace.stats(self._settings, task), *queue_keys]
+        args: list[bytes | str | int] = [len(hashes), Stat.INGESTED, Stat.DUPLICATES, duplicates,
+                *(len(messages) for messages in per_queue.values()), *(bytes.fromhex(h) for h in hashes)]
+
+        def step() -> Any:
+            # EVAL, not EVALSHA: a NOSCRIPT inside MULTI (a restarted Redis) fails only the gate, and
+            # the pushes before it would stand unclaimed. Redis caches the script by its text's SHA.
+            with self._redis.pipeline(transaction=True) as pipe:
+                for key, messages in zip(queue_keys, per_queue.values(), strict=True):
+                    pipe.lpush(key, *messages)  # in order: as one LPUSH each, oldest first
+                pipe.eval(lua.source("enqueue"), len(keys), *keys, *args)
+                return pipe.execute()[-1]
+
+        reply = self._retrying("enqueueing", step, stoppable=False)
+        if reply == _OK:
+            return set()
+        return {h for h, flag in zip(hashes, reply, strict=True) if flag == 49}  # ord("1")
+
+    def _declare(self, queues: Iterable[str]) -> None:
+        """Declare each queue once per process, as kombu does on its first publish (its binding)."""
+        for queue in set(queues) - self._declared:
+            declare = partial(self._producer.maybe_declare, self._app.amqp.queues[queue], retry=True, **_RETRY)
+            self._retrying("declaring a queue", declare)
+            self._declared.add(queue)
+
     def publish_many(self, chunks: Sequence[tuple[str, OutgoingChunk]], *, backpressure: bool = True) -> None:
-        """Publish ``(queue, chunk)`` pairs in one pipelined batch, after backpressure.
+        """Push ``(queue, chunk)`` pairs in one atomic step, after backpressure; no dedupe claim.
 
         Workers handing work on (``backpressure=False``) never wait: a teacher
         would wait on a queue only it drains, a student would idle its GPU.
         """
+        if not chunks:
+            return
         per_queue: dict[str, int] = {}
         for queue, _ in chunks:
             per_queue[queue] = per_queue.get(queue, 0) + 1
         for queue, n in per_queue.items():
             if backpressure:
                 self.wait_for_room(queue, n)
-
-        def publish() -> None:
-            with self._producer.batch(max_size=len(chunks) + 1):
-                for queue, chunk in chunks:
-                    self._publish_one(queue, chunk)
-
         try:
-            self._retrying("publishing", publish)
+            self.enqueue(chunks[0][1].task, chunks, [])
         except Exception as exc:  # kombu and celery wrap transport errors in their own types
             if type(exc).__module__.startswith(("kombu", "celery", "redis")):
                 raise ServiceUnavailable(f"could not publish: {type(exc).__name__}", dependency="redis") from exc
             raise
-
-    def _publish_one(self, queue: str, chunk: OutgoingChunk) -> None:
-        """A Celery protocol-2 message whose JSON body embeds the pre-encoded chunk.
-
-        Headers come from Celery itself (``as_task_v2``); only the body skips a
-        decode/encode round trip. Routing matches ``send_task``: the anonymous
-        exchange, routing key = queue name.
-        """
-        name = TASK_FOR_QUEUE[queue]
-        task_id = uuid()
-        message = self._app.amqp.as_task_v2(
-            task_id, name, args=(), kwargs={}, origin=self._origin,
-            # The header repr carries ids only: no session content in Flower or logs.
-            argsrepr=f"<chunk {chunk.chunk_id} task={chunk.task} sessions={chunk.sessions}>",
-            kwargsrepr="{}",
-        )
-        body = b"[[" + chunk.body + _BODY_TAIL
-        declare = None if queue in self._declared else [self._app.amqp.queues[queue]]
-        self._producer.publish(
-            body, exchange="", routing_key=queue, content_type="application/json",
-            content_encoding="utf-8", headers=message.headers, delivery_mode=2,
-            declare=declare, retry=True, retry_policy=_RETRY, **message.properties,
-        )
-        self._declared.add(queue)
-
-    def count(self, task: str, *, ingested: int, duplicates: int) -> None:
-        keys = [keyspace.stats(self._settings, task), keyspace.count_reply(self._settings, uuid())]
-        args: list[str | int] = [Stat.INGESTED, ingested, Stat.DUPLICATES, duplicates]
-        self._retrying("counting", lambda: self._count(keys=keys, args=args))
 
 
 def republish(settings: Settings, app: Celery, client: redis.Redis, queue: str,

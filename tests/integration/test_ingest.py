@@ -6,6 +6,7 @@ import gzip
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import boto3
 import orjson
@@ -115,24 +116,25 @@ def test_backpressure_holds_the_queue_below_high_water(
     assert len(drained) == summary.chunks == 24
 
 
-def test_failed_publish_releases_claims_so_nothing_is_lost(
+def test_failed_enqueue_claims_nothing_so_nothing_is_lost(
     settings: Settings, redis_client: redis.Redis, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     settings = settings.model_copy(update={"publish_batch_chunks": 1})
     path = write_jsonl(tmp_path / "in.jsonl", list(generate(200, seed=4)))
-    real_publish = ChunkPublisher.publish_many
+    real_enqueue = ChunkPublisher.enqueue
     calls = {"n": 0}
 
-    def flaky(self: ChunkPublisher, messages: list) -> None:  # type: ignore[type-arg]
+    def flaky(self: ChunkPublisher, *args: Any, **kwargs: Any) -> set[str]:
         calls["n"] += 1
         if calls["n"] == 2:
             raise ServiceUnavailable("broker went away")
-        real_publish(self, messages)
+        return real_enqueue(self, *args, **kwargs)
 
-    monkeypatch.setattr(ChunkPublisher, "publish_many", flaky)
+    monkeypatch.setattr(ChunkPublisher, "enqueue", flaky)
     with pytest.raises(ServiceUnavailable):
         run_ingest(settings, [str(path)], client=redis_client)
-    monkeypatch.setattr(ChunkPublisher, "publish_many", real_publish)
+    assert redis_client.scard(keyspace.seen(settings, "session-label")) == settings.chunk_size  # the first chunk only
+    monkeypatch.setattr(ChunkPublisher, "enqueue", real_enqueue)
     rerun = run_ingest(settings, [str(path)], client=redis_client)
     queued = queued_session_ids(settings, redis_client)
     assert len(queued) == len(set(queued)) == 200  # every session is queued once the operator re-runs

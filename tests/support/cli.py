@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
+from typing import IO
 
 from labelq.settings import Settings
 
@@ -30,3 +32,10 @@ def labelq(args: list[str], settings: Settings | None = None, stdin: bytes | Non
            env: dict[str, str] | None = None) -> subprocess.CompletedProcess[bytes]:
     return subprocess.run([*COMMAND, *args], input=stdin, capture_output=True, env=cli_env(settings, env),
                           timeout=120)
+
+
+def labelq_started(args: list[str], settings: Settings, *, stdout: IO[bytes], stderr: IO[bytes],
+                   env: dict[str, str] | None = None, cwd: Path | None = None) -> subprocess.Popen[bytes]:
+    """The CLI started and left running (to be signalled by the test)."""
+    return subprocess.Popen([*COMMAND, *args], env=cli_env(settings, env), stdout=stdout, stderr=stderr,
+                            cwd=cwd)

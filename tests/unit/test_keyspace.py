@@ -47,7 +47,6 @@ def test_queue_lists_are_what_keda_and_the_readme_name() -> None:
     (keyspace.teacher_attempts(S, "t", "h1"), "labelq:attempts:teacher:t:h1"),
     (keyspace.seen(S, "t"), "labelq:seen:t"),
     (keyspace.claim_reply(S, "x"), "labelq:claim:x"),
-    (keyspace.count_reply(S, "x"), "labelq:counted:x"),
     (keyspace.routing(S, "t"), "labelq:routing:t"),
     (keyspace.routing_strata(S, "t"), "labelq:routing:t:strata"),
     (keyspace.ledger(S, "t"), "labelq:ledger:t"),
@@ -180,4 +179,4 @@ def test_a_script_is_registered_once_per_client() -> None:
     one, other = redis.Redis(), redis.Redis()  # registering needs no server: the SHA is computed here
     assert lua.script(one, "commit_chunk") is lua.script(one, "commit_chunk")
     assert lua.script(other, "commit_chunk") is not lua.script(one, "commit_chunk")
-    assert lua.script(one, "claim").sha != lua.script(one, "commit_chunk").sha
+    assert lua.script(one, "enqueue").sha != lua.script(one, "commit_chunk").sha

@@ -113,7 +113,7 @@ def test_audit_json_round_trips() -> None:
     data = report.to_dict()
     assert data == {"ok": False, "tasks": {"t": {"ingested": 10, "labelled": 4, "labelled_teacher": 1,
                                                  "labelled_student": 3, "dead_lettered": 1, "in_flight": 0,
-                                                 "gap": 5}}}
+                                                 "gap": 5, "claimed_not_enqueued": 0}}}
     assert AuditReport.from_dict(orjson.dumps(data)) == report
 
 

@@ -16,7 +16,8 @@ from labelq.redis_server import connect
 def audit(ctx: typer.Context,
           json_out: Annotated[bool, typer.Option("--json", help="Print one JSON object as the last line.")] = False
           ) -> None:
-    """Check that ingested = labelled + in flight + dead-lettered for each task; exit 1 on any gap."""
+    """Check that ingested = labelled + in flight + dead-lettered for each task, and that every
+    claimed session was enqueued; exit 1 on any gap."""
     from labelq.audit import audit as run_audit
 
     settings = settings_of(ctx)
@@ -35,5 +36,9 @@ def audit(ctx: typer.Context,
         for task, t in result.tasks.items():
             if t.gap:
                 err_console.print(f"[red]{task}: {t.gap:,} sessions unaccounted for[/red]")
+            if t.claimed_not_enqueued:
+                err_console.print(f"[red]{task}: {t.claimed_not_enqueued:,} sessions claimed by a producer but "
+                                  "never enqueued (stopped between the two by a labelq before claims and chunks "
+                                  "moved together); a re-ingest calls them duplicates[/red]")
     if not result.ok:
         raise typer.Exit(1)

@@ -31,6 +31,7 @@ err_console = Console(stderr=True)
 
 EXIT_OPERATIONAL = 1
 EXIT_CONFIG = 2
+EXIT_STOPPED = 3  # SIGTERM ended the command early and cleanly; running it again finishes the work
 
 
 def settings_of(ctx: typer.Context) -> Settings:

@@ -8,6 +8,7 @@ import typer
 from rich.table import Table
 
 from labelq.app.cli.common import (
+    EXIT_STOPPED,
     err_console,
     friendly_errors,
     print_json_line,
@@ -15,6 +16,7 @@ from labelq.app.cli.common import (
     settings_of,
 )
 from labelq.settings import QUEUES
+from labelq.stopping import stop_on_sigterm
 from producer.ingest import IngestSummary
 from producer.run import run_ingest
 from producer.sources import source_sizes
@@ -33,7 +35,10 @@ def ingest(
     """Validate, dedupe, route and chunk sessions into the queues, with backpressure.
 
     Bad sessions go to the dead-letter store with their reason; the exit status
-    is non-zero only when Redis or the store cannot be reached.
+    is non-zero only when Redis or the store cannot be reached (1), the
+    configuration is wrong (2), or SIGTERM stopped the run before the end of
+    its input (3: the summary is printed; run the same command again to
+    enqueue the rest, nothing is enqueued twice).
     """
     settings = settings_of(ctx)
     task = task or settings.default_task
@@ -51,18 +56,24 @@ def ingest(
         def on_bytes(n: int) -> None:
             progress.advance(bar, n if total else 0)
 
-        summary = run_ingest(settings, sources, task=task, queue=queue, on_record=on_record,
-                             on_bytes=on_bytes, on_pause=on_pause)
+        with stop_on_sigterm() as stop:
+            summary = run_ingest(settings, sources, task=task, queue=queue, on_record=on_record,
+                                 on_bytes=on_bytes, on_pause=on_pause, stop=stop)
     _print_summary(summary)
     if json_out:
         print_json_line(summary.to_dict())
+    if summary.stopped:
+        err_console.print(f"[yellow]stopped by SIGTERM:[/yellow] {summary.left:,} sessions read were left "
+                          "unclaimed; run the same command again to enqueue the rest", highlight=False)
+        raise typer.Exit(EXIT_STOPPED)
 
 
 def _print_summary(summary: IngestSummary) -> None:
     data = summary.to_dict()
     table = Table(title="ingest summary", show_header=False)
-    for name in ("read", "enqueued", "duplicates", "rejected_total", "chunks", "elapsed_s",
-                 "sessions_per_s", "backpressure_paused_s"):
+    names = ["read", "enqueued", "duplicates", "rejected_total", "chunks", "elapsed_s",
+             "sessions_per_s", "backpressure_paused_s"]
+    for name in names + (["left", "stopped"] if summary.stopped else []):
         table.add_row(name, f"{data[name]}")
     for reason, count in data["rejected"].items():
         table.add_row(f"  rejected: {reason}", str(count))
