@@ -37,7 +37,6 @@ from labelq.settings import QUEUES, Settings
 from labelq.store import ObjectStore, open_store
 from producer.validate import Accepted
 
-
 PAUSE_CHECK_S = 5.0  # how stale a producer's view of the teacher's pause may be
 
 
