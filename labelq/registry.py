@@ -120,9 +120,9 @@ class Registry:
         return max((v for v in found if v is not None), default=0)
 
     def record_hash(self, task: str, version: int, content_hash: str) -> None:
-        """Keep a version's content hash (before its ``metrics.json`` makes it visible)."""
+        """Keep a version's content hash (before its ``metrics.json`` makes it visible). The store's mirror
+        takes it at the next promote, pin or rollback; until then the version's ``metrics.json`` holds it."""
         self._redis.hset(self._hashes(task), str(version), content_hash)
-        self._mirror(task)
 
     def content_hash(self, task: str, version: int) -> str | None:
         """The content hash recorded for a version; from its ``metrics.json`` when Redis lost it; None for
