@@ -6,6 +6,8 @@ promotes no version twice, and a student fetches each version checked against th
 from __future__ import annotations
 
 import hashlib
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -31,10 +33,14 @@ from workers.student.cache import AdapterCache
 
 pytestmark = [pytest.mark.chaos, pytest.mark.slow]
 pytest.importorskip("torch")
-TASK, BUCKET, SESSIONS = "session-label", "v0001", 120
+TASK, BUCKET, SESSIONS = "session-label", "v0001", 40
 
 TRAINER = """
+import dataclasses
 import os
+import time
+from pathlib import Path
+
 import orjson
 import trainer.lora as lora
 from labelq.redis_server import connect
@@ -43,20 +49,39 @@ from labelq.store import open_store
 from trainer.service import train_bucket
 
 real = lora.train_lora
+start, release = Path(os.environ["RACE_START_FILE"]), Path(os.environ["RACE_RELEASE_FILE"])
 
-def train_loudly(*args, **kwargs):  # the real training, printing each step for the test to see
-    return real(*args, **{**kwargs, "on_step": lambda step, total, loss: print("STEP", step, flush=True)})
+def on_step(step, total, loss):  # each step printed for the test; the first held until the test says go
+    print("STEP", step, flush=True)
+    while step == 1 and not release.exists():
+        time.sleep(0.05)
 
-lora.train_lora = train_loudly
+def train_briefly(base, examples, out, config, **kwargs):  # the real training, one epoch
+    return real(base, examples, out, dataclasses.replace(config, epochs=1), **{**kwargs, "on_step": on_step})
+
+lora.train_lora = train_briefly
+import peft, torch, transformers  # loaded before the start signal, as in a trainer that polls
 settings = load_settings()
+while not start.exists():
+    time.sleep(0.05)
 report = train_bucket(settings, open_store(settings), connect(settings), "session-label", "v0001")
 print("REPORT", os.getpid(), orjson.dumps(None if report is None else report.to_dict()).decode(), flush=True)
 """
 
 
-def start_trainer(env: dict[str, str]) -> subprocess.Popen[bytes]:
-    return subprocess.Popen([sys.executable, "-c", TRAINER], env=env, cwd=ROOT, stdout=subprocess.PIPE,
-                            stderr=subprocess.DEVNULL, start_new_session=True)
+def start_trainer(env: dict[str, str], start: Path) -> subprocess.Popen[bytes]:
+    """A trainer process that loads its libraries, then trains the bucket once ``start`` exists."""
+    return subprocess.Popen([sys.executable, "-c", TRAINER], env={**env, "RACE_START_FILE": str(start)}, cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, start_new_session=True)
+
+
+def wait_for_step(proc: subprocess.Popen[bytes]) -> None:
+    """Until the trainer prints its first training step (its version is chosen before it trains)."""
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        if line.startswith(b"STEP 1"):
+            return
+    pytest.fail(f"the trainer exited with {proc.wait()} before training")
 
 
 def report_of(proc: subprocess.Popen[bytes]) -> tuple[int, dict[str, Any]]:
@@ -81,7 +106,7 @@ def one_trainers_files(store: ObjectStore, version: int) -> tuple[str, int]:
 
 def test_two_trainers_racing_on_one_bucket_write_two_versions_one_trainer_each(
         settings: Settings, redis_client: redis.Redis, tiny_model: Path, s3_endpoint: str, s3_bucket: str,
-        request: pytest.FixtureRequest) -> None:
+        tmp_path: Path, request: pytest.FixtureRequest) -> None:
     started = time.monotonic()
     settings = settings.model_copy(update={"student_model": str(tiny_model), "store_url": f"s3://{s3_bucket}/deploy",
                                            "s3_endpoint_url": s3_endpoint})
@@ -90,16 +115,25 @@ def test_two_trainers_racing_on_one_bucket_write_two_versions_one_trainer_each(
     assert curate(store, load_spec(TASK)) is not None
     env = worker_env(settings, LABELQ_STUDENT_MODEL=str(tiny_model), LABELQ_S3_ENDPOINT_URL=s3_endpoint)
 
-    first = start_trainer(env)
-    assert first.stdout is not None
-    for line in first.stdout:  # wait until it holds the bucket, has claimed its version and trains
-        if line.startswith(b"STEP 1"):
-            break
-    # Redis loses the bucket lock and the version counter (a restart without persistence, a failover):
-    # the second trainer of the rolling update takes the same bucket while the first still trains.
-    redis_client.delete(keyspace.train_lock(settings, TASK, BUCKET), keyspace.adapter_counter(settings, TASK))
-    second = start_trainer(env)
-    reports = dict([report_of(first), report_of(second)])
+    release = tmp_path / "release"
+    env["RACE_RELEASE_FILE"] = str(release)
+    go_first, go_second = tmp_path / "go-first", tmp_path / "go-second"
+    first, second = start_trainer(env, go_first), start_trainer(env, go_second)
+    try:
+        go_first.touch()
+        wait_for_step(first)  # it holds the bucket lock, has its version and trains
+        # Redis loses the bucket lock and the version counter (a restart without persistence, a failover):
+        # the second trainer of the rolling update takes the same bucket while the first still trains.
+        redis_client.delete(keyspace.train_lock(settings, TASK, BUCKET), keyspace.adapter_counter(settings, TASK))
+        go_second.touch()
+        wait_for_step(second)  # it has its version too: both now finish, write and promote
+        release.touch()
+        reports = dict([report_of(first), report_of(second)])
+    finally:
+        for proc in (first, second):
+            if proc.poll() is None:  # a failed test leaves no trainer waiting for its signal
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
 
     versions = sorted(r["version"] for r in reports.values())
     assert versions == [1, 2], "two trainers must never write one version"
