@@ -27,7 +27,7 @@ import orjson
 import redis
 
 from labelq import keyspace, lua
-from labelq.errors import ConfigError, ObjectNotFound, ServiceUnavailable
+from labelq.errors import ConfigError, ObjectNotFound, RetryableError
 from labelq.keyspace import AdapterFile
 from labelq.logging import get_logger
 from labelq.schemas import utc_now_iso
@@ -112,7 +112,8 @@ class Registry:
                 log.info("adapter_version_claimed", task=task, adapter_version=version)
                 return version
             log.warning("adapter_version_taken", task=task, adapter_version=version)
-        raise ServiceUnavailable(f"could not claim an adapter version for task {task!r} in {CLAIM_TRIES} tries")
+        raise RetryableError(f"could not claim an adapter version for task {task!r} in {CLAIM_TRIES} tries: every "
+                             "number was taken by another trainer meanwhile")
 
     def _highest(self, task: str) -> int:
         """The highest version with any object in the store: claimed, half written or complete."""
