@@ -57,7 +57,7 @@ TASK = "session-label"
 def run(args: argparse.Namespace, url: str, tmp: Path) -> dict[str, Any]:
     import redis
 
-    from labelq import keyspace
+    from labelq import adapter_manifest, keyspace
     from labelq.engines.vllm_engine import VllmBackend
     from labelq.hashing import content_hash
     from labelq.keyspace import AdapterFile, Stat
@@ -83,10 +83,12 @@ def run(args: argparse.Namespace, url: str, tmp: Path) -> dict[str, Any]:
                         student_max_model_len=1024, queue_high_water_chunks=100_000)
     client = redis.Redis.from_url(url)
     store = open_store(settings)
-    for name in (AdapterFile.CONFIG, AdapterFile.WEIGHTS):
-        store.put_file(keyspace.adapter_file(TASK, 1, name), adapter_dir / name)
+    registry = Registry(settings, client, store)
+    adapter_hash = adapter_manifest.publish(store, TASK, 1, {n: adapter_dir / n for n in (AdapterFile.CONFIG,
+                                                                                          AdapterFile.WEIGHTS)})
+    registry.record_hash(TASK, 1, adapter_hash)
     store.put_bytes(keyspace.adapter_file(TASK, 1, AdapterFile.METRICS), b"{}")
-    Registry(settings, client, store).promote(TASK, 1)
+    registry.promote(TASK, 1)
     backend = VllmBackend(settings, base)
     spec = load_spec(TASK)
 
@@ -124,7 +126,7 @@ def run(args: argparse.Namespace, url: str, tmp: Path) -> dict[str, Any]:
     app = create_app(settings)
     student_tasks.register(app)
     runtime = StudentRuntime(settings, store, client, backend_factory=lambda s: backend)
-    runtime.cache.get(TASK, 1)  # downloaded before timing, as a warm worker has it
+    runtime.cache.get(TASK, 1, adapter_hash)  # downloaded before timing, as a warm worker has it
     student_tasks._RUNTIME = runtime
     for chunk in chunks:
         republish(settings, app, client, "student", chunk, chunk.sessions)

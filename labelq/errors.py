@@ -11,7 +11,8 @@
         ├── InvalidKey            an object-store key would escape its prefix
         ├── ObjectNotFound        the object store has no such key
         ├── DecodeError           a message or record does not match its schema
-        └── RejectedInput         a session failed validation (reason is a short code)
+        ├── RejectedInput         a session failed validation (reason is a short code)
+        └── IntegrityError        stored bytes do not match the hash recorded for them
 
 Workers retry ``RetryableError`` and dead-letter ``PermanentError`` with
 ``reason``; the producer never raises ``RejectedInput`` to the user, it
@@ -105,3 +106,10 @@ class RejectedInput(PermanentError):
     """A session failed validation; ``reason`` is a short machine-readable code."""
 
     reason = "rejected"
+
+
+class IntegrityError(PermanentError):
+    """Stored bytes do not match the hash recorded for them (an adapter version overwritten or tampered
+    with), or a write-once object already holds other bytes."""
+
+    reason = "integrity"

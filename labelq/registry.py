@@ -6,23 +6,36 @@ loses no state that matters: ``restore`` puts the pointer back. ``pin`` makes
 students serve one version whatever is promoted; ``rollback`` returns to the
 version promoted before the current one.
 
+Versions are claimed before training (:meth:`Registry.claim_version`): a
+Redis counter hands out numbers, and a ``_CLAIM`` object created only if
+absent in the store makes the number the claimant's for good, so two trainers
+never write one version and a number is never reused, even after a Redis loss.
+Each version's content hash (``labelq.adapter_manifest``) is kept here too
+(:meth:`Registry.record_hash`); students check what they fetch against it.
+
 Each version's ``train_config.json`` records the hash of the base it was
 trained on (:func:`recorded_base_hash`; see ``labelq.models``).
 """
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import Mapping
 from typing import Any
 
 import orjson
 import redis
 
-from labelq import keyspace
-from labelq.errors import ConfigError, ObjectNotFound
+from labelq import keyspace, lua
+from labelq.errors import ConfigError, ObjectNotFound, RetryableError
 from labelq.keyspace import AdapterFile
+from labelq.logging import get_logger
 from labelq.schemas import utc_now_iso
 from labelq.settings import Settings
 from labelq.store import ObjectStore
+
+log = get_logger(__name__)
+CLAIM_TRIES = 20  # numbers tried before giving up: each lost try means another trainer took one
 
 
 def recorded_base_hash(store: ObjectStore, task: str, version: int) -> str | None:
@@ -33,6 +46,10 @@ def recorded_base_hash(store: ObjectStore, task: str, version: int) -> str | Non
         return None
     recorded = config.get("base_hash") if isinstance(config, dict) else None
     return recorded if isinstance(recorded, str) else None
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
 
 
 class Registry:
@@ -47,6 +64,9 @@ class Registry:
 
     def _history(self, task: str) -> str:
         return keyspace.adapter_history(self._settings, task)
+
+    def _hashes(self, task: str) -> str:
+        return keyspace.adapter_hashes(self._settings, task)
 
     def state(self, task: str) -> dict[str, Any]:
         current, pinned = self._redis.mget(self._current(task), self._pinned(task))
@@ -73,8 +93,49 @@ class Registry:
         data: dict[str, Any] = orjson.loads(self._store.get_bytes(keyspace.adapter_file(task, version, AdapterFile.METRICS)))
         return data
 
-    def next_version(self, task: str) -> int:
-        return max(self.versions(task), default=0) + 1
+    def claim_version(self, task: str, claimant: Mapping[str, Any]) -> int:
+        """A version number for a new adapter of ``task``, now the caller's alone.
+
+        Redis hands out the number (the counter raised first to the highest version in the store, so
+        a counter lost with Redis resumes above it), then the store creates ``v<N>/_CLAIM`` only if
+        absent: when another trainer got there first (a counter behind the store), the next number is
+        tried. ``claimant`` (dataset, host, ...) is written into the claim. A claimed version that is
+        never completed (a killed trainer) leaves its number unused: it is never handed out again.
+        """
+        counter = keyspace.adapter_counter(self._settings, task)
+        next_number = lua.script(self._redis, "version_claim")
+        for _ in range(CLAIM_TRIES):
+            version = int(next_number(keys=[counter], args=[self._highest(task)]))
+            claim = {**claimant, "task": task, "version": version, "token": uuid.uuid4().hex,
+                     "claimed_at": utc_now_iso()}
+            if self._store.put_if_absent(keyspace.adapter_file(task, version, AdapterFile.CLAIM), orjson.dumps(claim)):
+                log.info("adapter_version_claimed", task=task, adapter_version=version)
+                return version
+            log.warning("adapter_version_taken", task=task, adapter_version=version)
+        raise RetryableError(f"could not claim an adapter version for task {task!r} in {CLAIM_TRIES} tries: every "
+                             "number was taken by another trainer meanwhile")
+
+    def _highest(self, task: str) -> int:
+        """The highest version with any object in the store: claimed, half written or complete."""
+        found = (keyspace.adapter_version_of(k) for k in self._store.list(keyspace.adapter_prefix(task) + "/v"))
+        return max((v for v in found if v is not None), default=0)
+
+    def record_hash(self, task: str, version: int, content_hash: str) -> None:
+        """Keep a version's content hash (before its ``metrics.json`` makes it visible). The store's mirror
+        takes it at the next promote, pin or rollback; until then the version's ``metrics.json`` holds it."""
+        self._redis.hset(self._hashes(task), str(version), content_hash)
+
+    def content_hash(self, task: str, version: int) -> str | None:
+        """The content hash recorded for a version; from its ``metrics.json`` when Redis lost it; None for
+        versions written before content hashes were kept."""
+        found = self._redis.hget(self._hashes(task), str(version))
+        if found:
+            return _text(found)
+        try:
+            recorded = self.metrics(task, version).get("content_hash")
+        except (ObjectNotFound, orjson.JSONDecodeError):
+            return None
+        return recorded if isinstance(recorded, str) else None
 
     def promote(self, task: str, version: int) -> None:
         if version not in self.versions(task):
@@ -107,7 +168,8 @@ class Registry:
         self._mirror(task)
 
     def _mirror(self, task: str) -> None:
-        body = {**self.state(task), "updated_at": utc_now_iso()}
+        hashes = {_text(v): _text(h) for v, h in self._redis.hgetall(self._hashes(task)).items()}
+        body = {**self.state(task), "hashes": hashes, "updated_at": utc_now_iso()}
         self._store.put_bytes(keyspace.registry_mirror(task), orjson.dumps(body, option=orjson.OPT_INDENT_2))
 
     def restore(self, task: str) -> bool:
@@ -117,7 +179,9 @@ class Registry:
         except ObjectNotFound:
             return False
         pipe = self._redis.pipeline(transaction=True)
-        pipe.delete(self._history(task), self._current(task), self._pinned(task))
+        pipe.delete(self._history(task), self._current(task), self._pinned(task), self._hashes(task))
+        if mirror.get("hashes"):
+            pipe.hset(self._hashes(task), mapping=mirror["hashes"])
         if mirror["history"]:
             pipe.rpush(self._history(task), *mirror["history"])
         if mirror["current"] is not None:

@@ -43,6 +43,7 @@ class TrainingReport:
     created_at: str
     seconds: float  # training and evaluation, wall time
     base_hash: str | None = None  # the base it was trained on (labelq.models); None in reports before it was kept
+    content_hash: str | None = None  # of the version's manifest (labelq.adapter_manifest); None before it was kept
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -52,6 +53,7 @@ class TrainingReport:
             "base": self.base.to_dict(), "adapter": self.adapter.to_dict(),
             "serving": None if self.serving is None else self.serving.to_dict(),
             "promoted": self.promoted, "gate": self.gate, "created_at": self.created_at, "seconds": self.seconds,
+            "content_hash": self.content_hash,
         }
 
     @classmethod

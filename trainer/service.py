@@ -1,14 +1,20 @@
 """The trainer service: curated bucket -> LoRA adapter -> evaluation -> promotion gate.
 
 A bucket is ready when it has ``_READY`` and no ``_TRAINED`` marker. A Redis
-lock per bucket keeps two trainers apart. The adapter is built in a temp
-dir and uploaded with ``metrics.json`` last; only versions with a
-``metrics.json`` exist, so a crash mid-training or mid-upload leaves no half
-adapter, and the bucket (still without ``_TRAINED``) is trained again.
+lock per bucket keeps two trainers apart. The adapter version is claimed
+before training (``Registry.claim_version``: no other trainer ever writes
+it, whatever happens to the lock or to Redis); the adapter is built in a temp
+dir and its files are written once each, then their manifest, then
+``metrics.json`` (which carries the content hash, also kept in the registry).
+Only versions with a ``metrics.json`` exist, so a crash mid-training or
+mid-upload leaves no half adapter (only its claim: that number is not used
+again), and the bucket (still without ``_TRAINED``) is trained again.
 """
 
 from __future__ import annotations
 
+import os
+import socket
 import tempfile
 import threading
 import time
@@ -19,7 +25,8 @@ from typing import Any
 import orjson
 import redis
 
-from labelq import keyspace, lua
+from labelq import adapter_manifest, keyspace, lua
+from labelq.errors import IntegrityError
 from labelq.keyspace import AdapterFile, BucketFile
 from labelq.logging import get_logger
 from labelq.models import resolve_base_model, same_base, settings_base_hash
@@ -34,7 +41,8 @@ from trainer.gate import gate
 from trainer.reports import ServingEval, TrainingReport
 
 log = get_logger(__name__)
-ADAPTER_FILES = (AdapterFile.WEIGHTS, AdapterFile.CONFIG, AdapterFile.TRAIN_CONFIG)
+ADAPTER_FILES = (AdapterFile.WEIGHTS, AdapterFile.CONFIG, AdapterFile.TRAIN_CONFIG)  # what train_lora writes
+SERVED_FILES = ADAPTER_FILES[:2]  # what an engine loads
 
 
 def ready_buckets(store: ObjectStore) -> list[tuple[str, str]]:
@@ -120,8 +128,9 @@ def _train_locked(settings: Settings, store: ObjectStore, client: redis.Redis, t
     train = decode_jsonl(store.get_bytes(keyspace.bucket_file(task, dataset_version, BucketFile.TRAIN)))
     val = decode_jsonl(store.get_bytes(keyspace.bucket_file(task, dataset_version, BucketFile.VAL)))
     registry = Registry(settings, client, store)
-    version = registry.next_version(task)
     serving = registry.serving(task)
+    version = registry.claim_version(task, {"dataset_version": dataset_version, "host": socket.gethostname(),
+                                            "pid": os.getpid()})
     val_prompts = [student_prompt(spec, settings, r["payload"]) for r in val]
     val_refs = [r["label"] for r in val]
     max_new = spec.student.max_new_tokens
@@ -136,8 +145,7 @@ def _train_locked(settings: Settings, store: ObjectStore, client: redis.Redis, t
         other_base = serving_on_other_base(store, task, serving, base_hash)
         if serving is not None and other_base is None:
             serving_dir = Path(tmp) / "serving"
-            for name in ADAPTER_FILES[:2]:
-                store.get_file(keyspace.adapter_file(task, serving, name), serving_dir / name)
+            adapter_manifest.fetch(store, task, serving, SERVED_FILES, serving_dir, registry.content_hash(task, serving))
             serving_eval = ServingEval(serving, _evaluate(base_model, str(serving_dir), val_prompts, val_refs,
                                                           spec.contract, max_new))
         decision = gate(adapter_scores, serving_eval.scores if serving_eval else None,
@@ -145,17 +153,19 @@ def _train_locked(settings: Settings, store: ObjectStore, client: redis.Redis, t
         promote, why = decision.promote, decision.why
         if other_base is not None:  # not comparable, and students on this base refuse it anyway
             why = f"the serving adapter v{serving} was trained on another base ({other_base})"
-        report = TrainingReport(
-            task=task, version=version, dataset_version=dataset_version, prompt_version=spec.prompt_version,
-            base_model=base_model, base_hash=base_hash, train=stats, base=base_scores, adapter=adapter_scores,
-            serving=serving_eval, promoted=promote, gate=why, created_at=utc_now_iso(),
-            seconds=round(time.monotonic() - started, 1))
-        for name in ADAPTER_FILES:
-            store.put_file(keyspace.adapter_file(task, version, name), new_dir / name)
-        store.put_bytes(keyspace.adapter_file(task, version, AdapterFile.DATASET), orjson.dumps(
+        (new_dir / AdapterFile.DATASET).write_bytes(orjson.dumps(
             {"task": task, "dataset_version": dataset_version, "bucket": bucket}))
-        store.put_bytes(keyspace.adapter_file(task, version, AdapterFile.METRICS),
-                        orjson.dumps(report.to_dict(), option=orjson.OPT_INDENT_2))  # last
+        content_hash = adapter_manifest.publish(
+            store, task, version, {name: new_dir / name for name in (*ADAPTER_FILES, AdapterFile.DATASET)})
+    report = TrainingReport(
+        task=task, version=version, dataset_version=dataset_version, prompt_version=spec.prompt_version,
+        base_model=base_model, base_hash=base_hash, train=stats, base=base_scores, adapter=adapter_scores,
+        serving=serving_eval, promoted=promote, gate=why, created_at=utc_now_iso(),
+        seconds=round(time.monotonic() - started, 1), content_hash=content_hash)
+    registry.record_hash(task, version, content_hash)  # before metrics.json makes the version visible
+    metrics = keyspace.adapter_file(task, version, AdapterFile.METRICS)
+    if not store.put_if_absent(metrics, orjson.dumps(report.to_dict(), option=orjson.OPT_INDENT_2)):
+        raise IntegrityError(f"{metrics} already holds another report: adapter v{version} was written twice")
     if promote:
         registry.promote(task, version)
     store.put_bytes(keyspace.bucket_file(task, dataset_version, BucketFile.TRAINED),

@@ -20,7 +20,8 @@ never leave its folder::
     inputs/<stage>/<task>/<chunk>.jsonl           the sessions a chunk labelled
     deadletter/<stage>/<task>/<name>.jsonl        dead letters (ingest, teacher, student)
     curated/<task>/<version>/{train,val}.jsonl    a curated bucket, manifest.json, then a marker
-    adapters/<task>/v<N>/...                      an adapter version; adapters/<task>/registry.json
+    adapters/<task>/v<N>/...                      an adapter version (_CLAIM first, metrics.json last);
+                                                  adapters/<task>/registry.json
     budget/<task>/<period>/<writer>.json          one writer's durable teacher spend in a budget period
     batch-jobs/<task>/<input>/<run>/...           a Batch API job: sessions, parts, batch ids, reservations
     secrets/sample.key                            the teacher sample's HMAC key (private)
@@ -49,7 +50,9 @@ from labelq.keyspace.redis_keys import (
     CURATION_TRIGGER_TTL_S,
     ESCALATION_DECISION_TTL_S,
     TEACHER_ATTEMPTS_TTL_S,
+    adapter_counter,
     adapter_current,
+    adapter_hashes,
     adapter_history,
     adapter_pinned,
     batch_lock,
@@ -131,8 +134,10 @@ __all__ = [
     "LedgerMetric",
     "RoutingField",
     "Stat",
+    "adapter_counter",
     "adapter_current",
     "adapter_file",
+    "adapter_hashes",
     "adapter_history",
     "adapter_pinned",
     "adapter_prefix",

@@ -174,6 +174,16 @@ def adapter_history(settings: Settings, task: str) -> str:
     return _redis(settings, "adapter", task, "history")
 
 
+def adapter_hashes(settings: Settings, task: str) -> str:
+    """Hash: adapter version -> content hash of its manifest (``labelq.adapter_manifest``); no TTL (mirrored)."""
+    return _redis(settings, "adapter", task, "hashes")
+
+
+def adapter_counter(settings: Settings, task: str) -> str:
+    """The last adapter version handed out; no TTL (a lost counter resumes above the store's versions)."""
+    return _redis(settings, "adapter", task, "counter")
+
+
 def train_lock(settings: Settings, task: str, dataset_version: str) -> str:
     """A trainer's token on one bucket; ``trainer_lock_s``, renewed by its heartbeat."""
     return _redis(settings, "lock", "train", task, dataset_version)

@@ -92,13 +92,16 @@ def parse_bucket_file(path: str) -> tuple[str, str, str] | None:
 
 
 class AdapterFile(StrEnum):
-    """The files of an adapter version ``adapters/<task>/v<N>/``; ``metrics.json`` is written last."""
+    """The files of an adapter version ``adapters/<task>/v<N>/``, in the order they are written, each once
+    (create-if-absent): the claim, the adapter's files, the manifest of their hashes, ``metrics.json`` last."""
 
+    CLAIM = "_CLAIM"  # the trainer that took this version number (no other trainer writes here)
     WEIGHTS = "adapter_model.safetensors"
     CONFIG = "adapter_config.json"  # vLLM loads these two
     TRAIN_CONFIG = "train_config.json"
     DATASET = "dataset.json"  # the curated bucket it was trained on
-    METRICS = "metrics.json"  # evaluation and gate; a version exists once this exists
+    MANIFEST = "manifest.json"  # the files above with their sha256; its own hash is the version's content hash
+    METRICS = "metrics.json"  # evaluation, gate and content hash; a version exists once this exists
 
 
 def adapter_prefix(task: str, version: int | None = None) -> str:

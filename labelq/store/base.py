@@ -1,4 +1,4 @@
-"""The object-store interface: bytes under keys, atomic writes, listing by prefix."""
+"""The object-store interface: bytes under keys, atomic writes, create-if-absent, listing by prefix."""
 
 from __future__ import annotations
 
@@ -18,6 +18,14 @@ class ObjectStore(Protocol):
     url: str
 
     def put_bytes(self, key: str, data: bytes) -> None: ...
+
+    def put_if_absent(self, key: str, data: bytes) -> bool:
+        """Create ``key`` only if no object has it, atomically (two writers: one wins).
+
+        True when the key now holds ``data`` (this call created it, or an earlier try of the same
+        write did: a retried request whose first try landed); False when it holds other bytes.
+        """
+        ...
 
     def get_bytes(self, key: str) -> bytes: ...
 

@@ -57,6 +57,24 @@ class LocalStore:
             Path(tmp).unlink(missing_ok=True)
             raise
 
+    def put_if_absent(self, key: str, data: bytes) -> bool:
+        """The whole object is written to a temp file, then hard-linked to its name: ``link`` fails
+        when the name exists, so of two writers exactly one creates it, and never half of it."""
+        path = self._path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=_TMP, dir=path.parent)
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.link(tmp, path)
+        except FileExistsError:
+            return path.read_bytes() == data
+        finally:
+            Path(tmp).unlink(missing_ok=True)
+        return True
+
     def put_file(self, key: str, path: Path) -> None:
         _atomic_copy(path, self._path(key))
 

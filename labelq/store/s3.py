@@ -12,6 +12,7 @@ from labelq.errors import ObjectNotFound, ServiceUnavailable
 from labelq.store.keys import check_key, check_prefix
 
 _BLOCK_BYTES = 1 << 20
+_TAKEN = {"PreconditionFailed", "412", "ConditionalRequestConflict", "409"}  # a conditional create lost
 
 
 class S3Store:
@@ -55,6 +56,24 @@ class S3Store:
 
     def put_bytes(self, key: str, data: bytes) -> None:
         self._call(self._client.put_object, Bucket=self.bucket, Key=self._full(key), Body=data)
+
+    def put_if_absent(self, key: str, data: bytes) -> bool:
+        """``If-None-Match: *`` (S3 conditional writes; MinIO and moto have them too): the server
+        refuses with 412 when the key exists, or 409 while another conditional write of it is in flight."""
+        from botocore.exceptions import ClientError
+
+        try:
+            self._call(self._client.put_object, Bucket=self.bucket, Key=self._full(key), Body=data, IfNoneMatch="*")
+        except ServiceUnavailable as exc:
+            cause = exc.__cause__
+            code = cause.response.get("Error", {}).get("Code", "") if isinstance(cause, ClientError) else ""
+            if code not in _TAKEN:
+                raise
+            try:  # a retried request whose first try landed finds its own bytes
+                return self.get_bytes(key) == data
+            except ObjectNotFound:  # 409 and the other write failed: not ours either way
+                return False
+        return True
 
     def put_file(self, key: str, path: Path) -> None:
         with path.open("rb") as fh:

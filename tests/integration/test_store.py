@@ -9,7 +9,7 @@ import pytest
 
 from labelq.errors import InvalidKey, ObjectNotFound
 from labelq.settings import Settings
-from labelq.store import ObjectStore, key, open_store, segment
+from labelq.store import ObjectStore, S3Store, key, open_store, segment
 
 pytestmark = pytest.mark.integration
 
@@ -79,3 +79,28 @@ def test_local_writes_are_atomic(tmp_path: Path) -> None:
     assert seen <= {b"aa3000000", b"bb3000000"}
     assert not [p for p in (tmp_path / "root").iterdir() if p.name.startswith(".tmp-")]
     assert list(store.list("")) == ["obj"]
+
+
+def test_put_if_absent_lets_exactly_one_of_many_writers_create_a_key(store: ObjectStore) -> None:
+    assert store.put_if_absent("adapters/t/v1/_CLAIM", b"mine") is True
+    assert store.put_if_absent("adapters/t/v1/_CLAIM", b"theirs") is False
+    assert store.put_if_absent("adapters/t/v1/_CLAIM", b"mine") is True  # a retried write of the same bytes
+    assert store.get_bytes("adapters/t/v1/_CLAIM") == b"mine"
+    if isinstance(store, S3Store):
+        return  # S3 makes the check and the write one step; moto checks, then writes (not atomic under a race)
+    barrier = threading.Barrier(8)
+    won: list[bytes] = []
+
+    def race(i: int) -> None:
+        body = f"writer-{i}".encode() * 1000
+        barrier.wait()
+        if store.put_if_absent("adapters/t/v2/_CLAIM", body):
+            won.append(body)
+
+    threads = [threading.Thread(target=race, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(won) == 1 and store.get_bytes("adapters/t/v2/_CLAIM") == won[0]
+    assert list(store.list("adapters/t/")) == ["adapters/t/v1/_CLAIM", "adapters/t/v2/_CLAIM"]  # no temp files

@@ -93,7 +93,9 @@ def test_trainer_against_s3_and_its_adapter_changes_vllm_output(
     assert store.exists(keyspace.bucket_file("session-label", "v0001", BucketFile.TRAINED))
     assert store.exists(keyspace.adapter_file("session-label", 1, AdapterFile.METRICS))
     assert run_once(settings) == []  # nothing new is due
-    adapter = AdapterCache(store, settings.state_dir / "cache").get("session-label", 1)
+    assert metrics.content_hash is not None
+    assert Registry(settings, redis_client, store).content_hash("session-label", 1) == metrics.content_hash
+    adapter = AdapterCache(store, settings.state_dir / "cache").get("session-label", 1, metrics.content_hash)
     spec = load_spec("session-label")
     prompts = [student_prompt(spec, settings, s) for s in generate(24, seed=63)]
     base = vllm_backend.generate(prompts, None, 24)  # type: ignore[attr-defined]
@@ -143,7 +145,10 @@ def test_a_trainer_killed_mid_training_leaves_no_adapter_and_the_bucket_is_retra
             break
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
-    assert not [k for k in store.list(keyspace.adapter_prefix("session-label"))], "a killed trainer must leave no adapter files"
+    # A killed trainer leaves only its claim: no adapter files, and its number is never used again.
+    assert list(store.list(keyspace.adapter_prefix("session-label"))) == [
+        keyspace.adapter_file("session-label", 1, AdapterFile.CLAIM)]
+    assert Registry(settings, redis_client, store).versions("session-label") == []
     assert ready_buckets(store) == [("session-label", "v0001")]
     lock = keyspace.train_lock(settings, "session-label", "v0001")
     assert train_bucket(settings, store, redis_client, "session-label", "v0001") is None  # still locked
@@ -151,5 +156,5 @@ def test_a_trainer_killed_mid_training_leaves_no_adapter_and_the_bucket_is_retra
     while redis_client.exists(lock) and time.monotonic() < deadline:
         time.sleep(0.2)
     metrics = train_bucket(settings, store, redis_client, "session-label", "v0001")  # the lock expired
-    assert metrics is not None and metrics.version == 1 and metrics.promoted
+    assert metrics is not None and metrics.version == 2 and metrics.promoted
     assert ready_buckets(store) == []

@@ -7,7 +7,7 @@ from pathlib import Path
 import orjson
 import redis
 
-from labelq import keyspace
+from labelq import adapter_manifest, keyspace
 from labelq.keyspace import AdapterFile
 from labelq.registry import Registry
 from labelq.schemas import LabelRecord
@@ -20,18 +20,23 @@ CONSTANT_LABEL = "Buys a gift card"  # the only answer of the tiny_adapters fixt
 
 
 def publish_adapter(settings: Settings, client: redis.Redis, adapter_dir: Path, version: int,
-                    *, promote: bool = True) -> None:
-    """Put an adapter in the store as the trainer would (metrics.json last), then promote it.
+                    *, promote: bool = True) -> str:
+    """Put an adapter in the store as the trainer does (its files once each, their manifest, its content
+    hash in the registry, metrics.json last), then promote it; its content hash.
 
     Its ``train_config.json`` (which records the base it was trained on) goes too when it has one.
     """
     store = open_store(settings)
-    for name in (AdapterFile.CONFIG, AdapterFile.WEIGHTS, AdapterFile.TRAIN_CONFIG):
-        if name != AdapterFile.TRAIN_CONFIG or (adapter_dir / name).exists():
-            store.put_file(keyspace.adapter_file(TASK, version, name), adapter_dir / name)
-    store.put_bytes(keyspace.adapter_file(TASK, version, AdapterFile.METRICS), orjson.dumps({"version": version}))
+    names = (AdapterFile.CONFIG, AdapterFile.WEIGHTS, AdapterFile.TRAIN_CONFIG)
+    files = {n: adapter_dir / n for n in names if n != AdapterFile.TRAIN_CONFIG or (adapter_dir / n).exists()}
+    content_hash = adapter_manifest.publish(store, TASK, version, files)
+    registry = Registry(settings, client, store)
+    registry.record_hash(TASK, version, content_hash)
+    store.put_bytes(keyspace.adapter_file(TASK, version, AdapterFile.METRICS),
+                    orjson.dumps({"version": version, "content_hash": content_hash}))
     if promote:
-        Registry(settings, client, store).promote(TASK, version)
+        registry.promote(TASK, version)
+    return content_hash
 
 
 def student_records(settings: Settings) -> list[LabelRecord]:

@@ -22,6 +22,11 @@ base. Adapters trained before bases were recorded are served, with one
 engine's base cannot be hashed here (an ``openai`` engine serving a path on its
 own machine), with one ``base_unverifiable`` warning. A base model that cannot
 be resolved (``tiny`` not built) makes chunks wait the same way.
+
+Every adapter copy is checked against the content hash the registry records
+for its version (``workers.student.cache``); when the store's copy itself does
+not match, chunks wait the same way until an operator pins or promotes
+another version.
 """
 
 from __future__ import annotations
@@ -36,7 +41,7 @@ import redis
 
 from labelq.contract import Verdict, check
 from labelq.engines import Adapter, Generation, StudentBackend, make_backend
-from labelq.errors import ConfigError, EngineDead
+from labelq.errors import ConfigError, EngineDead, IntegrityError
 from labelq.keyspace import Stat
 from labelq.logging import get_logger
 from labelq.models import mismatch_message, same_base, settings_base_hash
@@ -68,6 +73,7 @@ class StudentRuntime:
     _cache: AdapterCache | None = field(default=None, init=False)
     _base_hash: str | None = field(default=None, init=False)
     _unchecked_warned: set[tuple[str, int]] = field(default_factory=set, init=False)
+    _content_hashes: dict[tuple[str, int], str | None] = field(default_factory=dict, init=False)
 
     @property
     def backend(self) -> StudentBackend:
@@ -105,14 +111,30 @@ class StudentRuntime:
             log.error("engine_dropped", backend=backend.name)
 
     def adapter_for(self, task: str) -> Adapter | None:
-        version = Registry(self.settings, self.client, self.store).serving(task)
+        registry = Registry(self.settings, self.client, self.store)
+        version = registry.serving(task)
         if version is None:
             if not self.settings.student_allow_base_model:
                 raise Paused(f"task {task!r} has no promoted adapter yet (set LABELQ_STUDENT_ALLOW_BASE_MODEL=true "
                              "to label with the bare base model)", self.settings.student_wait_s)
             return None
         self.check_base(task, version)
-        return self.cache.get(task, version)
+        try:
+            return self.cache.get(task, version, self.content_hash(registry, task, version))
+        except IntegrityError as exc:  # the store's copy itself is wrong: chunks wait for an operator
+            raise Paused(f"adapter v{version} of task {task!r} does not match the content hash the registry "
+                         f"records ({exc}); pin or promote another version (`labelq adapter pin|rollback`)",
+                         self.settings.student_wait_s) from None
+
+    def content_hash(self, registry: Registry, task: str, version: int) -> str | None:
+        """The registry's content hash of a version, read once (a version is written once); None for a
+        version written before hashes were kept, served unchecked with one warning."""
+        if (task, version) not in self._content_hashes:
+            found = self._content_hashes[(task, version)] = registry.content_hash(task, version)
+            if found is None:
+                log.warning("adapter_unverified", task=task, adapter_version=version,
+                            detail="adapter written before content hashes were kept: served unchecked")
+        return self._content_hashes[(task, version)]
 
     def check_base(self, task: str, version: int) -> None:
         """Paused when the adapter was trained on another base than the engine serves."""
