@@ -2,7 +2,9 @@
 
 The pointer lives in Redis (students read it before every chunk: one GET) and
 is mirrored in the store (``adapters/<task>/registry.json``), so a lost Redis
-loses no state that matters: ``restore`` puts the pointer back. ``pin`` makes
+loses no state that matters: ``ensure`` puts the pointer back when Redis has
+lost it (student and trainer workers at start, a student finding no adapter,
+the trainer before every gate). ``pin`` makes
 students serve one version whatever is promoted; ``rollback`` returns to the
 version promoted before the current one.
 
@@ -22,6 +24,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import unquote
 
 import orjson
 import redis
@@ -172,6 +175,23 @@ class Registry:
         body = {**self.state(task), "hashes": hashes, "updated_at": utc_now_iso()}
         self._store.put_bytes(keyspace.registry_mirror(task), orjson.dumps(body, option=orjson.OPT_INDENT_2))
 
+    def ensure(self, task: str) -> bool:
+        """Rebuild ``task``'s pointer from the store's mirror when Redis has lost it (no current, pinned
+        or history key); True when it was restored. A fresh task (no mirror either) stays empty."""
+        if self._redis.exists(self._current(task), self._pinned(task), self._history(task)):
+            return False
+        restored = self.restore(task)
+        if restored:
+            log.warning("registry_restored", task=task, detail="Redis had lost the adapter pointer; "
+                        "rebuilt from the store's mirror")
+        return restored
+
+    def ensure_all(self) -> list[str]:
+        """:meth:`ensure` every task that has a mirror in the store (at worker and trainer start)."""
+        tasks = {unquote(path.split("/")[1]) for path in self._store.list("adapters/")
+                 if path.count("/") == 2 and path.endswith("/registry.json")}
+        return [task for task in sorted(tasks) if self.ensure(task)]
+
     def restore(self, task: str) -> bool:
         """Put the pointer back from the store's mirror (after a Redis loss). False if none."""
         try:
@@ -190,3 +210,19 @@ class Registry:
             pipe.set(self._pinned(task), mirror["pinned"])
         pipe.execute()
         return True
+
+
+def restore_lost_registries(settings: Settings) -> None:
+    """At student and trainer worker start: rebuild every adapter pointer Redis has lost. An outage
+    here is logged and passed over (students and the trainer ensure the pointer again before use);
+    a configuration error stops the worker like any other."""
+    from labelq.redis_server import connect
+    from labelq.store import open_store
+
+    try:
+        restored = Registry(settings, connect(settings), open_store(settings)).ensure_all()
+    except (RetryableError, redis.RedisError, OSError) as exc:
+        log.warning("registry_restore_skipped", error=f"{type(exc).__name__}: {str(exc)[:200]}")
+        return
+    if restored:
+        log.warning("registries_restored", tasks=restored)

@@ -128,6 +128,7 @@ def _train_locked(settings: Settings, store: ObjectStore, client: redis.Redis, t
     train = decode_jsonl(store.get_bytes(keyspace.bucket_file(task, dataset_version, BucketFile.TRAIN)))
     val = decode_jsonl(store.get_bytes(keyspace.bucket_file(task, dataset_version, BucketFile.VAL)))
     registry = Registry(settings, client, store)
+    registry.ensure(task)  # a Redis that lost the pointer must not let this version skip the gate
     serving = registry.serving(task)
     version = registry.claim_version(task, {"dataset_version": dataset_version, "host": socket.gethostname(),
                                             "pid": os.getpid()})

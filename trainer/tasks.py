@@ -9,7 +9,9 @@ from typing import Any
 from labelq.logging import bind, get_logger
 from labelq.queue.app import TRAINER_TASK, QueueApp
 from labelq.queue.task import LabelqTask, register_task
+from labelq.queue.worker import check_at_worker_start
 from labelq.redis_server import connect
+from labelq.registry import restore_lost_registries
 from labelq.settings import Settings
 from labelq.store import open_store
 from trainer.auto import curate_if_due, tasks_with_teacher_labels
@@ -62,3 +64,4 @@ def register(app: QueueApp) -> None:
     """A trigger on the trainer queue: ``{"task": ...}`` with ``"curate": true`` (curate if due, then
     train what is ready) or ``"dataset_version": ...`` (train that bucket)."""
     register_task(app, TRAINER_TASK, _train)
+    check_at_worker_start(app, "trainer", restore_lost_registries)

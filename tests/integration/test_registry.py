@@ -49,6 +49,24 @@ def test_promote_pin_rollback_and_restore(settings: Settings, redis_client: redi
     assert reg.restore("other") is False
 
 
+def test_ensure_rebuilds_only_what_redis_lost(settings: Settings, redis_client: redis.Redis) -> None:
+    store = open_store(settings)
+    reg = Registry(settings, redis_client, store)
+    for task in ("a", "b c"):  # a task name that its store folder encodes
+        store.put_bytes(keyspace.adapter_file(task, 1, AdapterFile.METRICS), b"{}")
+        store.put_bytes(keyspace.adapter_file(task, 2, AdapterFile.METRICS), b"{}")
+        reg.promote(task, 1)
+        reg.promote(task, 2)
+    assert reg.ensure("a") is False and reg.ensure_all() == []  # nothing lost: nothing touched
+    reg.pin("a", 1)
+    for task in ("a", "b c"):
+        redis_client.delete(keyspace.adapter_current(settings, task), keyspace.adapter_pinned(settings, task),
+                            keyspace.adapter_history(settings, task))
+    assert reg.ensure_all() == ["a", "b c"]
+    assert reg.serving("a") == 1 and reg.serving("b c") == 2 and reg.state("b c")["history"] == [1, 2]
+    assert reg.ensure("never-trained") is False and reg.serving("never-trained") is None
+
+
 class StaleListing(LocalStore):
     """A store whose listings lag its writes (they show nothing)."""
 

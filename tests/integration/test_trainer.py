@@ -62,6 +62,10 @@ def test_bucket_trains_promotes_and_gate_refuses_a_worse_adapter(
         store.put_bytes(keyspace.bucket_file("session-label", "v0002", split),
                         b"".join(orjson.dumps(r) + b"\n" for r in rows))
     store.put_bytes(keyspace.bucket_file("session-label", "v0002", BucketFile.READY), b"")
+    # Redis loses the adapter pointer: the trainer rebuilds it from the store before its gate, so the
+    # worse adapter is still compared with v1 (not promoted as if no adapter served).
+    redis_client.delete(keyspace.adapter_current(settings, "session-label"),
+                        keyspace.adapter_history(settings, "session-label"))
     second = train_bucket(settings, store, redis_client, "session-label", "v0002")
     assert second is not None and not second.promoted and "worse than the serving adapter" in second.gate
     assert second.serving is not None and second.serving.version == 1

@@ -58,6 +58,7 @@ from workers.student import escalation
 from workers.student.cache import AdapterCache
 
 log = get_logger(__name__)
+ENSURE_EVERY_S = 30.0  # how often a student without an adapter looks for a lost registry in the store
 Escalate = Callable[[ChunkMessage, Sequence[SessionItem]], None]
 
 
@@ -74,6 +75,7 @@ class StudentRuntime:
     _base_hash: str | None = field(default=None, init=False)
     _unchecked_warned: set[tuple[str, int]] = field(default_factory=set, init=False)
     _content_hashes: dict[tuple[str, int], str | None] = field(default_factory=dict, init=False)
+    _ensured: dict[str, float] = field(default_factory=dict, init=False)  # task -> last registry check
 
     @property
     def backend(self) -> StudentBackend:
@@ -113,6 +115,10 @@ class StudentRuntime:
     def adapter_for(self, task: str) -> Adapter | None:
         registry = Registry(self.settings, self.client, self.store)
         version = registry.serving(task)
+        if version is None and time.monotonic() - self._ensured.get(task, -ENSURE_EVERY_S) >= ENSURE_EVERY_S:
+            self._ensured[task] = time.monotonic()  # Redis may have lost the pointer: the store's mirror has it
+            if registry.ensure(task):
+                version = registry.serving(task)
         if version is None:
             if not self.settings.student_allow_base_model:
                 raise Paused(f"task {task!r} has no promoted adapter yet (set LABELQ_STUDENT_ALLOW_BASE_MODEL=true "

@@ -5,6 +5,8 @@ from __future__ import annotations
 from labelq.outcomes import ChunkOutcome
 from labelq.queue.app import STUDENT_TASK, QueueApp
 from labelq.queue.task import ChunkTask, register_chunk_task
+from labelq.queue.worker import check_at_worker_start
+from labelq.registry import restore_lost_registries
 from labelq.schemas import ChunkMessage
 from workers.student.labeler import StudentRuntime, run_student_chunk
 
@@ -22,5 +24,7 @@ def _label_student_chunk(job: ChunkTask, chunk: ChunkMessage) -> ChunkOutcome:
 
 
 def register(app: QueueApp) -> None:
-    """Define the student task on ``app`` (the worker app, or a test's app)."""
+    """Define the student task on ``app`` (the worker app, or a test's app); a student worker of it
+    rebuilds adapter pointers Redis has lost before it takes a chunk."""
     register_chunk_task(app, STUDENT_TASK, "student", _label_student_chunk)
+    check_at_worker_start(app, "student", restore_lost_registries)
