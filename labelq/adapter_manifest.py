@@ -30,11 +30,11 @@ import orjson
 
 from labelq import keyspace
 from labelq.errors import DecodeError, IntegrityError, ObjectNotFound
+from labelq.hashing import file_sha256
 from labelq.keyspace import AdapterFile
 from labelq.store import ObjectStore
 
 HASH_PREFIX = "sha256:"
-_BLOCK_BYTES = 1 << 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,13 +42,6 @@ class FileEntry:
     sha256: str  # hex
     size_bytes: int
 
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        while block := fh.read(_BLOCK_BYTES):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def build_manifest(task: str, version: int, files: Mapping[AdapterFile, Path]) -> bytes:

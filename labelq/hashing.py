@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -34,3 +35,12 @@ def chunk_id(task: str, content_hashes: Iterable[str], parent: str = "") -> str:
     for ch in content_hashes:
         h.update(ch.encode())
     return h.hexdigest()
+
+
+def file_sha256(path: Path) -> str:
+    """A file's sha256 (hex), read in blocks: base model files and adapter files are large."""
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        while block := fh.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()

@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from labelq.errors import ConfigError
+from labelq.hashing import file_sha256
 from labelq.schemas import utc_now_iso
 from labelq.settings import Settings
 
@@ -48,7 +49,6 @@ TINY = "tiny"
 TINY_POINTER = "tiny.json"
 # Weights (.safetensors, .bin), configs and tokenizer files (.json, .model, .txt merges, .jinja templates).
 HASHED_SUFFIXES = (".safetensors", ".bin", ".json", ".model", ".txt", ".jinja", ".tiktoken")
-_CHUNK_BYTES = 1 << 20
 
 
 def models_dir(settings: Settings) -> Path:
@@ -96,17 +96,10 @@ def hashed_files(model_dir: Path) -> list[Path]:
                   if p.is_file() and p.suffix in HASHED_SUFFIXES and not p.name.startswith((".", "labelq_")))
 
 
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        while block := fh.read(_CHUNK_BYTES):
-            digest.update(block)
-    return digest.hexdigest()
-
 
 def folder_hash(model_dir: Path) -> tuple[str, dict[str, str]]:
     """``sha256:<hex>`` over each hashed file's name and sha256 (sorted), and the per-file hashes."""
-    files = {p.name: _file_sha256(p) for p in hashed_files(model_dir)}
+    files = {p.name: file_sha256(p) for p in hashed_files(model_dir)}
     if not files:
         raise ConfigError(f"{model_dir} holds no model files (weights, config, tokenizer)")
     listing = "".join(f"{name}\0{digest}\n" for name, digest in sorted(files.items()))

@@ -43,8 +43,8 @@ class LocalStore:
             raise InvalidKey("key escapes the store root")
         return path
 
-    def put_bytes(self, key: str, data: bytes) -> None:
-        path = self._path(key)
+    def _temp_beside(self, path: Path, data: bytes) -> str:
+        """``data`` written and fsynced to a temp file in ``path``'s folder (made if missing)."""
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=_TMP, dir=path.parent)
         try:
@@ -52,6 +52,15 @@ class LocalStore:
                 fh.write(data)
                 fh.flush()
                 os.fsync(fh.fileno())
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return tmp
+
+    def put_bytes(self, key: str, data: bytes) -> None:
+        path = self._path(key)
+        tmp = self._temp_beside(path, data)
+        try:
             os.replace(tmp, path)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
@@ -61,13 +70,8 @@ class LocalStore:
         """The whole object is written to a temp file, then hard-linked to its name: ``link`` fails
         when the name exists, so of two writers exactly one creates it, and never half of it."""
         path = self._path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=_TMP, dir=path.parent)
+        tmp = self._temp_beside(path, data)
         try:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
-                fh.flush()
-                os.fsync(fh.fileno())
             os.link(tmp, path)
         except FileExistsError:
             return path.read_bytes() == data
