@@ -59,6 +59,12 @@ def redrive_outbox(settings: Settings) -> str:
     return _redis(settings, "dlq", "outbox")
 
 
+def teacher_handback(settings: Settings, chunk_id: str) -> str:
+    """JSON list of the content hashes a teacher chunk handed back, written before its commit;
+    ``CHUNK_DONE_TTL_S``."""
+    return _redis(settings, "handback", chunk_id)
+
+
 def chunk_done(settings: Settings, stage: str, chunk_id: str) -> str:
     """Marker: the chunk's output is committed and counted; ``CHUNK_DONE_TTL_S``."""
     return _redis(settings, "done", stage, chunk_id)

@@ -59,7 +59,18 @@ def _dependency(exc: BaseException) -> str:
 
 
 def classify(exc: BaseException) -> Verdict:
-    """What ``exc`` means for the chunk it interrupted."""
+    """What ``exc`` means for the chunk it interrupted.
+
+    An exception group (an ``asyncio.TaskGroup`` wraps its first failure in one) is what its worst
+    member is: configuration before outage before poison.
+    """
+    if isinstance(exc, BaseExceptionGroup):
+        verdicts = [classify(e) for e in exc.exceptions]
+        for kind in (Failure.CONFIG, Failure.OUTAGE):
+            found = next((v for v in verdicts if v.kind is kind), None)
+            if found is not None:
+                return found
+        return Verdict(Failure.POISON, "")
     if isinstance(exc, ConfigError):
         return Verdict(Failure.CONFIG, "configuration")
     if isinstance(exc, RetryableError | redis.RedisError | OSError):
@@ -67,6 +78,14 @@ def classify(exc: BaseException) -> Verdict:
     if type(exc).__module__.startswith(("kombu", "amqp")) and "Operational" in type(exc).__name__:
         return Verdict(Failure.OUTAGE, "redis")  # the broker connection, as kombu names it
     return Verdict(Failure.POISON, "")
+
+
+def explain(exc: BaseException) -> str:
+    """``Type: message`` of what decided the verdict (inside an exception group: that member)."""
+    if isinstance(exc, BaseExceptionGroup):
+        verdict = classify(exc)
+        return explain(next((e for e in exc.exceptions if classify(e) == verdict), exc.exceptions[0]))
+    return f"{type(exc).__name__}: {str(exc)[:200]}"
 
 
 def outage_backoff_s(settings: Settings, streak: int) -> float:

@@ -46,6 +46,7 @@ from labelq.queue.policy import (
     Verdict,
     classify,
     clear_waiting,
+    explain,
     note_waiting,
     outage_backoff_s,
 )
@@ -195,7 +196,7 @@ class ChunkTask(LabelqTask):
             verdict = Verdict(Failure.OUTAGE, "worker")
         self._outage_streak += 1
         wait_s = outage_backoff_s(self.settings, self._outage_streak)
-        detail = f"{type(exc).__name__}: {str(exc)[:200]}"
+        detail = explain(exc)
         self._note_wait(verdict, detail)
         observe_retry(self.stage, verdict.kind.value)
         if verdict.kind is Failure.CONFIG:

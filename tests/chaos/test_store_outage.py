@@ -90,11 +90,10 @@ def _run_through_an_outage(fault: LocalStoreOutage | S3Outage, redis_client: red
                            request: pytest.FixtureRequest) -> None:
     settings = fault.settings
     outage_s = float(os.environ.get("LABELQ_CHAOS_OUTAGE_S", OUTAGE_S))
-    sessions = list(generate(160, seed=7301))
+    sessions = list(generate(640, seed=7301))
     run_ingest(settings, [str(write_jsonl(tmp_path / "in.jsonl", sessions))], client=redis_client)
-    fault.begin()
     env = worker_env(settings, LABELQ_MAX_ATTEMPTS="1", LABELQ_CURATION_SEED_SIZE=str(10**6),
-                     LABELQ_TEACHER_BACKEND="replay", LABELQ_TEACHER_REPLAY_LATENCY_S="0.005",
+                     LABELQ_TEACHER_BACKEND="replay", LABELQ_TEACHER_REPLAY_LATENCY_S="0.2",
                      LABELQ_OUTAGE_BACKOFF_BASE_S="0.2", LABELQ_OUTAGE_BACKOFF_MAX_S="2", **REPLAY_RATE_LIFTED)
     if settings.s3_endpoint_url:
         env["LABELQ_S3_ENDPOINT_URL"] = settings.s3_endpoint_url
@@ -102,6 +101,9 @@ def _run_through_an_outage(fault: LocalStoreOutage | S3Outage, redis_client: red
     started = time.monotonic()
     with Fleet(env, tmp_path) as fleet:
         fleet.start("teacher")
+        # The fault comes mid-run: the worker has opened the store and committed a chunk already.
+        wait_until(lambda: tally(settings, expected).labelled >= 16, 90, "a first chunk to be labelled")
+        fault.begin()
         wait_until(lambda: "teacher" in gather(settings, redis_client).waiting, 90, "the teacher to wait on the store")
         time.sleep(max(0.0, outage_s - (time.monotonic() - started)))
         during = gather(settings, redis_client)
@@ -120,7 +122,8 @@ def _run_through_an_outage(fault: LocalStoreOutage | S3Outage, redis_client: red
     assert logs.count(b"waiting_on_outage") >= 2
     assert balance.gap == 0 and balance.in_flight == 0
     record_result(request, scenario=f"object store unwritable mid-run ({fault.name})",
-                  load=f"{len(sessions)} sessions, chunks of 16, 1 teacher worker, max_attempts 1",
+                  load=f"{len(sessions)} sessions, chunks of 16, 1 teacher worker, max_attempts 1; the fault "
+                       "after the first chunk",
                   faults=f"{fault.fault} for {outage_s:.0f} s",
                   lost=final.lost, duplicates=final.duplicates, seconds=round(time.monotonic() - started, 1),
                   **tally_row(final))

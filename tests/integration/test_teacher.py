@@ -10,6 +10,7 @@ import pytest
 import redis
 
 from labelq import keyspace
+from labelq.errors import ServiceUnavailable
 from labelq.keyspace import Stat
 from labelq.ledger import read_ledger
 from labelq.outcomes import ChunkOutcome
@@ -195,6 +196,30 @@ def test_unfinished_sessions_are_handed_back_before_the_deadline(
         out = run(s, redis_client, chunks_of(10, 10, seed=6)[0], handed)
         assert out.handed_back == len(handed) > 0
         assert out.labelled + out.handed_back + out.dead_lettered == 10
+
+
+def test_a_hand_back_lost_after_the_commit_is_made_by_the_next_delivery(
+    settings: Settings, redis_client: redis.Redis
+) -> None:
+    chunk = chunks_of(10, 10, seed=6)[0]
+    with FakeOpenAI(FakeConfig(fault_rates={"timeout": 0.8}, seed=9, hang_s=2.0)) as fake:
+        s = teacher_settings(settings, fake.base_url, teacher_timeout_s=1.0, visibility_timeout_s=3,
+                             teacher_max_attempts=10, teacher_breaker_threshold=10**6)
+
+        def republish_fails(c: ChunkMessage, items: list[SessionItem]) -> None:
+            raise ServiceUnavailable("Redis refused publishing", dependency="redis")
+
+        with pytest.raises(ServiceUnavailable):  # committed, then the worker could not hand back
+            run_teacher_chunk(s, open_store(s), redis_client, chunk, requeue=republish_fails)
+    labelled = int(redis_client.hget(keyspace.stats(s, "session-label"), Stat.LABELLED_TEACHER) or 0)
+    assert 0 < labelled < 10
+    with FakeOpenAI() as fake:  # redelivered: every call answers now, but the commit stands
+        handed: list[SessionItem] = []
+        run(s.model_copy(update={"teacher_base_url": fake.base_url}), redis_client, chunk, handed)
+    assert len(handed) == 10 - labelled  # the committed run's hand-back, made now
+    recorded = {r.content_hash for r in teacher_records(s)}
+    assert recorded.isdisjoint(h.content_hash for h in handed) and len(recorded) == labelled
+    assert int(redis_client.hget(keyspace.stats(s, "session-label"), Stat.LABELLED_TEACHER) or 0) == labelled
 
 
 def test_a_chunk_handed_back_whole_is_counted_when_labelled_later(

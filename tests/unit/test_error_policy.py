@@ -20,6 +20,12 @@ from labelq.settings import Settings
     (RateLimited("slow down"), Failure.OUTAGE, "provider"),
     (DecodeError("bad chunk"), Failure.POISON, ""),
     (ValueError("a bug, or a session the code cannot take"), Failure.POISON, ""),
+    # asyncio.TaskGroup wraps what failed inside it: the group is what its worst member is.
+    (ExceptionGroup("task group", [NotADirectoryError(20, "not a directory")]), Failure.OUTAGE, "store"),
+    (ExceptionGroup("task group", [ValueError("bug"), redis.ConnectionError("down")]), Failure.OUTAGE, "redis"),
+    (ExceptionGroup("task group", [ValueError("bug")]), Failure.POISON, ""),
+    (ExceptionGroup("task group", [ServiceUnavailable("x"), ConfigError("no spec")]), Failure.CONFIG,
+     "configuration"),
 ])
 def test_each_failure_has_one_kind(exc: Exception, kind: Failure, on: str) -> None:
     verdict = classify(exc)

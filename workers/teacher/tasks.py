@@ -111,12 +111,21 @@ def run_teacher_chunk(settings: Settings, store: ObjectStore, client: redis.Redi
     _clear_pause(client, pause_key, started_at)
     records = [r.record for r in results if r.record is not None]
     letters = [r.dead_letter for r in results if r.dead_letter is not None]
-    commit_chunk(settings, store, client, stage="teacher", task=chunk.task, chunk_id=chunk.chunk_id,
-                 records=records, dead_letters=letters,
-                 inputs=[r.item for r in results if r.record is not None])
     unfinished = [r.item for r in results if r.status == "retry_later"]
+    # What is handed back is part of the commit: written before it, so that a delivery after the
+    # commit (a kill, a failed republish) hands back the committed run's sessions, not its own.
+    handback_key = keyspace.teacher_handback(settings, chunk.chunk_id)
     if unfinished:
-        requeue(chunk, unfinished)
+        client.set(handback_key, orjson.dumps([s.content_hash for s in unfinished]), ex=keyspace.CHUNK_DONE_TTL_S)
+    first = commit_chunk(settings, store, client, stage="teacher", task=chunk.task, chunk_id=chunk.chunk_id,
+                         records=records, dead_letters=letters,
+                         inputs=[r.item for r in results if r.record is not None])
+    if not first:
+        raw: bytes | None = client.get(handback_key)  # type: ignore[assignment]
+        committed = set(orjson.loads(raw)) if raw else set()
+        unfinished = [s for s in chunk.sessions if s.content_hash in committed]
+    if unfinished:
+        requeue(chunk, unfinished)  # the same chunk ids every time: a second copy commits nothing
     return ChunkOutcome(labelled=len(records), dead_lettered=len(letters), handed_back=len(unfinished),
                         teacher=TeacherSpend(model=records[0].model if records else None,
                                              usd=round(sum(r.cost_usd for r in records), 6),
