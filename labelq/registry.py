@@ -177,14 +177,28 @@ class Registry:
 
     def ensure(self, task: str) -> bool:
         """Rebuild ``task``'s pointer from the store's mirror when Redis has lost it (no current, pinned
-        or history key); True when it was restored. A fresh task (no mirror either) stays empty."""
-        if self._redis.exists(self._current(task), self._pinned(task), self._history(task)):
+        or history key); True when it was restored. A fresh task (no mirror either) stays empty. The
+        keys are watched: a promotion that lands meanwhile wins, and nothing is restored over it."""
+        keys = (self._current(task), self._pinned(task), self._history(task))
+        if self._redis.exists(*keys):
             return False
-        restored = self.restore(task)
-        if restored:
-            log.warning("registry_restored", task=task, detail="Redis had lost the adapter pointer; "
-                        "rebuilt from the store's mirror")
-        return restored
+        try:
+            mirror = orjson.loads(self._store.get_bytes(keyspace.registry_mirror(task)))
+        except ObjectNotFound:
+            return False
+        with self._redis.pipeline(transaction=True) as pipe:
+            try:
+                pipe.watch(*keys)
+                if pipe.exists(*keys):
+                    return False
+                pipe.multi()
+                self._write_mirror(pipe, task, mirror)
+                pipe.execute()
+            except redis.WatchError:
+                return False
+        log.warning("registry_restored", task=task, detail="Redis had lost the adapter pointer; "
+                    "rebuilt from the store's mirror")
+        return True
 
     def ensure_all(self) -> list[str]:
         """:meth:`ensure` every task that has a mirror in the store (at worker and trainer start)."""
@@ -199,6 +213,12 @@ class Registry:
         except ObjectNotFound:
             return False
         pipe = self._redis.pipeline(transaction=True)
+        self._write_mirror(pipe, task, mirror)
+        pipe.execute()
+        return True
+
+    def _write_mirror(self, pipe: Any, task: str, mirror: dict[str, Any]) -> None:
+        """Queue on ``pipe`` the Redis writes that make the pointer what ``mirror`` says."""
         pipe.delete(self._history(task), self._current(task), self._pinned(task), self._hashes(task))
         if mirror.get("hashes"):
             pipe.hset(self._hashes(task), mapping=mirror["hashes"])
@@ -208,9 +228,6 @@ class Registry:
             pipe.set(self._current(task), mirror["current"])
         if mirror["pinned"] is not None:
             pipe.set(self._pinned(task), mirror["pinned"])
-        pipe.execute()
-        return True
-
 
 def restore_lost_registries(settings: Settings) -> None:
     """At student and trainer worker start: rebuild every adapter pointer Redis has lost. An outage

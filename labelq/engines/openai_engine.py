@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 from labelq.engines.base import Adapter, Generation, mean_prob
-from labelq.errors import ConfigError
+from labelq.errors import ConfigError, ServiceUnavailable
 from labelq.prompts import chat_messages
 from labelq.settings import Settings
 
@@ -18,6 +18,7 @@ class OpenAIBackend:
 
     def __init__(self, settings: Settings, model: str, concurrency: int = 32) -> None:
         import httpx
+        import openai
         from openai import OpenAI
 
         if not settings.student_base_url:
@@ -27,17 +28,28 @@ class OpenAIBackend:
         self._base_url = settings.student_base_url.rstrip("/")
         self._client = OpenAI(base_url=self._base_url, api_key=key, max_retries=3, timeout=120.0)
         self._http = httpx.Client(timeout=120.0, headers={"Authorization": f"Bearer {key}"})
+        self._openai = openai
         self._loaded: set[str] = set()
         self._pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="labelq-student")
 
     def _load(self, adapter: Adapter) -> None:
+        import httpx
+
         if adapter.name in self._loaded:
             return
-        response = self._http.post(f"{self._base_url}/load_lora_adapter",
-                                   json={"lora_name": adapter.name, "lora_path": adapter.path})
+        try:
+            response = self._http.post(f"{self._base_url}/load_lora_adapter",
+                                       json={"lora_name": adapter.name, "lora_path": adapter.path})
+        except httpx.HTTPError as exc:
+            raise ServiceUnavailable(f"the student server is unreachable: {type(exc).__name__}",
+                                     dependency="engine") from exc
+        if response.status_code >= 500:
+            raise ServiceUnavailable(f"the student server failed to load adapter {adapter.name}: "
+                                     f"HTTP {response.status_code}", dependency="engine")
         if response.status_code >= 400 and "already" not in response.text.lower():
-            raise RuntimeError(f"the student server refused adapter {adapter.name}: "
-                               f"HTTP {response.status_code} {response.text[:200]}")
+            raise ConfigError(f"the student server refused adapter {adapter.name}: HTTP {response.status_code} "
+                              f"{response.text[:200]} (its path must be readable by the server at "
+                              "LABELQ_STUDENT_BASE_URL, with --enable-lora)")
         self._loaded.add(adapter.name)
 
     def _one(self, prompt: str, model: str, max_new_tokens: int) -> Generation:
@@ -54,7 +66,13 @@ class OpenAIBackend:
         if adapter is not None:
             self._load(adapter)
         model = adapter.name if adapter is not None else self.model
-        return list(self._pool.map(lambda p: self._one(p, model, max_new_tokens), prompts))
+        try:
+            return list(self._pool.map(lambda p: self._one(p, model, max_new_tokens), prompts))
+        except (self._openai.APIConnectionError, self._openai.RateLimitError,  # timeouts are connection errors
+                self._openai.InternalServerError) as exc:
+            # The server is down or overloaded, not the session: an outage (a 400, say a prompt past the
+            # server's context, stays the chunk's failure, which the poison path narrows to its session).
+            raise ServiceUnavailable(f"the student server failed: {type(exc).__name__}", dependency="engine") from exc
 
     def close(self) -> None:
         self._pool.shutdown(wait=False)

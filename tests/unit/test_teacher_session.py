@@ -176,7 +176,9 @@ def test_batch_rows_become_answers_or_retryable_failures(spec: TaskSpec, setting
         "usage": {"prompt_tokens": 90, "completion_tokens": 7}}}}, "gpt-4o")
     assert ok == Completion(GOOD, 90, 7, "gpt-4o-2024")
     expired = parse_row({"custom_id": "abc", "error": {"code": "batch_expired"}}, "gpt-4o")
-    assert isinstance(expired, TeacherCallError) and expired.retryable and expired.reason == "batch_failed"
+    assert isinstance(expired, TeacherCallError) and expired.outage and expired.reason == "batch_failed"
     assert "batch_expired" in str(expired)
     failed = parse_row({"custom_id": "abc", "response": {"status_code": 500, "body": {}}}, "gpt-4o")
-    assert isinstance(failed, TeacherCallError) and "500" in str(failed)
+    assert isinstance(failed, TeacherCallError) and "500" in str(failed) and failed.outage
+    refused = parse_row({"custom_id": "abc", "response": {"status_code": 400, "body": {}}}, "gpt-4o")
+    assert isinstance(refused, TeacherCallError) and refused.retryable and not refused.outage

@@ -41,7 +41,13 @@ import redis
 
 from labelq.contract import Verdict, check
 from labelq.engines import Adapter, Generation, StudentBackend, make_backend
-from labelq.errors import ConfigError, EngineDead, IntegrityError
+from labelq.errors import (
+    ConfigError,
+    EngineDead,
+    IntegrityError,
+    ObjectNotFound,
+    ServiceUnavailable,
+)
 from labelq.keyspace import Stat
 from labelq.logging import get_logger
 from labelq.models import mismatch_message, same_base, settings_base_hash
@@ -83,7 +89,10 @@ class StudentRuntime:
             try:
                 self._backend = self.backend_factory(self.settings)
             except ConfigError as exc:  # e.g. `tiny` not built: the operator must act; chunks wait
-                raise Paused(str(exc), self.settings.student_wait_s) from None
+                raise Paused(str(exc), self.settings.student_wait_s, on="configuration") from None
+            except Exception as exc:  # an engine that will not start (out of memory, say): an outage
+                raise ServiceUnavailable(f"the student engine will not start: {type(exc).__name__}: "
+                                         f"{str(exc)[:200]}", dependency="engine") from exc
         return self._backend
 
     @property
@@ -127,6 +136,10 @@ class StudentRuntime:
         self.check_base(task, version)
         try:
             return self.cache.get(task, version, self.content_hash(registry, task, version))
+        except ObjectNotFound as exc:  # the registry names a version whose files are not in the store
+            raise Paused(f"adapter v{version} of task {task!r} is missing from the store ({exc}); pin or promote "
+                         "another version (`labelq adapter pin|rollback`)", self.settings.student_wait_s,
+                         on="configuration") from None
         except IntegrityError as exc:  # the store's copy itself is wrong: chunks wait for an operator
             raise Paused(f"adapter v{version} of task {task!r} does not match the content hash the registry "
                          f"records ({exc}); pin or promote another version (`labelq adapter pin|rollback`)",

@@ -102,7 +102,10 @@ def parse_row(row: dict[str, Any], model: str) -> Completion | TeacherCallError:
     response = row.get("response") or {}
     if row.get("error") or response.get("status_code") != 200:
         code = (row.get("error") or {}).get("code") or response.get("status_code")
-        return TeacherCallError("batch_failed", f"batch row failed: {code}", retryable=True)
+        # The provider's trouble (rate limit, server error, an expired batch), not the session's:
+        # retried in the next round, never counted toward the session's attempts.
+        outage = (isinstance(code, int) and (code == 429 or code >= 500)) or code in _OUTAGE_CODES
+        return TeacherCallError("batch_failed", f"batch row failed: {code}", retryable=True, outage=outage)
     body = response["body"]
     input_tokens, output_tokens = usage_tokens({"prompt_tokens": 0, "completion_tokens": 0,
                                                 **(body.get("usage") or {})})  # reasoning counted once
@@ -110,7 +113,8 @@ def parse_row(row: dict[str, Any], model: str) -> Completion | TeacherCallError:
                       str(body.get("model") or model))
 
 
-MISSING = TeacherCallError("batch_failed", "missing from the batch output", retryable=True)
+_OUTAGE_CODES = {"batch_expired", "rate_limit_exceeded", "server_error", "insufficient_quota", "timeout"}
+MISSING = TeacherCallError("batch_failed", "missing from the batch output", outage=True)
 
 
 class JobLock:

@@ -134,7 +134,9 @@ async def label_session(ctx: TeacherContext, item: SessionItem, chunk: ChunkMess
                 outages += 1
                 if ctx.breaker is not None:
                     await ctx.breaker.failed(exc.reason, exc.retry_after_s)
-            elif exc.retryable and not exc.operational:
+            elif ctx.breaker is not None:  # the provider answered (a refusal is an answer): it is up
+                await ctx.breaker.succeeded()
+            if not exc.outage and exc.retryable and not exc.operational:
                 attempt = int(await ctx.redis.incr(attempts_key))
                 await ctx.redis.expire(attempts_key, keyspace.TEACHER_ATTEMPTS_TTL_S)
             step = state.failed(exc, attempt)
