@@ -194,7 +194,7 @@ def test_stdin_and_array_files_via_celery_worker(settings: Settings, redis_clien
     app = create_app(settings)
     received: list[ChunkMessage] = []
 
-    @app.task(name=TEACHER_TASK, bind=True)
+    @app.task(name=TEACHER_TASK, bind=True, shared=False)  # shared: every later app would get it
     def label_chunk(self, message: dict) -> None:  # type: ignore[no-untyped-def, type-arg]
         assert self.request.delivery_info["routing_key"] == "teacher"
         received.append(ChunkMessage.decode(message))

@@ -128,7 +128,7 @@ def test_training_report_is_the_metrics_file() -> None:
         seconds=9.5)
     data = report.to_dict()
     assert list(data) == ["task", "version", "dataset_version", "prompt_version", "base_model", "base_hash", "train", "base",
-                          "adapter", "serving", "promoted", "gate", "created_at", "seconds"]
+                          "adapter", "serving", "promoted", "gate", "created_at", "seconds", "content_hash"]
     assert data["serving"] == {"version": 1, "n": 20, "exact_match": 0.5, "cosine": 0.9, "within_contract": 1.0,
                                "mean_words": 5.5}
     assert data["base"] == {"n": 0, "exact_match": 0.0, "cosine": 0.0, "within_contract": 0.0, "mean_words": 0.0}
