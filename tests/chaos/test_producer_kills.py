@@ -79,7 +79,7 @@ def _stop_during_pause_then_reingest(settings: Settings, client: redis.Redis, tm
             assert len(children) >= (processes if processes > 1 else 0)
             producer.send_signal(sig)
             status = producer.wait(timeout=60)
-            wait_until(lambda: _gone(children), 30, "the range processes to exit")
+            wait_until(lambda: _gone(children), 120, "the range processes to exit")  # a bound, not a speed
         finally:
             if producer.poll() is None:
                 producer.kill()
