@@ -10,7 +10,6 @@ import redis
 from structlog.testing import capture_logs
 
 from labelq import adapter_manifest, keyspace
-from labelq.engines import Adapter, Generation
 from labelq.errors import DecodeError, IntegrityError
 from labelq.keyspace import AdapterFile
 from labelq.queue.task import Paused
@@ -18,7 +17,7 @@ from labelq.settings import Settings
 from labelq.store import LocalStore, ObjectStore, open_store
 from labelq.synth import generate
 from tests.support.helpers import dead_letters
-from tests.support.student import TASK, publish_adapter
+from tests.support.student import TASK, FakeEngine, publish_adapter
 from tests.support.teacher import make_chunk
 from workers.student.cache import FETCH_ATTEMPTS, AdapterCache
 from workers.student.labeler import StudentRuntime, run_student_chunk
@@ -130,27 +129,12 @@ def _overwrite(store: ObjectStore, folder: Path, tamper: str) -> None:
         store.put_bytes(keyspace.adapter_file(TASK, 1, AdapterFile.MANIFEST), manifest)
 
 
-class CountingEngine:
-    name = "fake"
-    model = "/not/here"  # a base this machine cannot hash: only the adapter's content is checked
-
-    def __init__(self) -> None:
-        self.calls = 0
-
-    def generate(self, prompts: list[str], adapter: Adapter | None, max_new_tokens: int) -> list[Generation]:
-        self.calls += 1
-        return [Generation("Browses running shoes", 0.9, 3) for _ in prompts]
-
-    def close(self) -> None:
-        pass
-
-
 def test_a_student_whose_adapter_is_wrong_in_the_store_waits_and_labels_nothing(
         settings: Settings, redis_client: redis.Redis, tmp_path: Path) -> None:
     publish_adapter(settings, redis_client, adapter_files(tmp_path / "a"), 1)
     store = open_store(settings)
     _overwrite(store, tmp_path / "b", "weights")
-    engine = CountingEngine()
+    engine = FakeEngine("/not/here")  # a base this machine cannot hash: only the adapter's content is checked
     runtime = StudentRuntime(settings, store, redis_client, backend_factory=lambda s: engine)
     with pytest.raises(Paused, match="labelq adapter pin") as paused:
         run_student_chunk(runtime, make_chunk(list(generate(4, seed=3))), lambda chunk, items: None)

@@ -10,7 +10,6 @@ import redis
 from structlog.testing import capture_logs
 
 from labelq import keyspace
-from labelq.engines import Adapter, Generation
 from labelq.keyspace import AdapterFile
 from labelq.models import write_manifest
 from labelq.queue.task import Paused
@@ -19,28 +18,11 @@ from labelq.settings import Settings
 from labelq.store import open_store
 from labelq.synth import generate
 from tests.support.helpers import dead_letters
-from tests.support.student import publish_adapter, student_records
+from tests.support.student import FakeEngine, publish_adapter, student_records
 from tests.support.teacher import make_chunk
 from workers.student.labeler import StudentRuntime, run_student_chunk
 
 pytestmark = pytest.mark.integration
-
-
-class FakeEngine:
-    """Answers every prompt the same way and counts its calls; serves ``model``."""
-
-    name = "fake"
-
-    def __init__(self, model: str) -> None:
-        self.model = model
-        self.calls = 0
-
-    def generate(self, prompts: list[str], adapter: Adapter | None, max_new_tokens: int) -> list[Generation]:
-        self.calls += 1
-        return [Generation("Browses running shoes", 0.9, 3) for _ in prompts]
-
-    def close(self) -> None:
-        pass
 
 
 def built_model(folder: Path, weights: bytes) -> tuple[Path, str]:

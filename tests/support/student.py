@@ -8,6 +8,7 @@ import orjson
 import redis
 
 from labelq import adapter_manifest, keyspace
+from labelq.engines.base import Adapter, Generation
 from labelq.keyspace import AdapterFile
 from labelq.registry import Registry
 from labelq.schemas import LabelRecord
@@ -41,3 +42,20 @@ def publish_adapter(settings: Settings, client: redis.Redis, adapter_dir: Path, 
 
 def student_records(settings: Settings) -> list[LabelRecord]:
     return [LabelRecord.decode(row) for row in jsonl_objects(settings, keyspace.labels_prefix("student", TASK))]
+
+
+class FakeEngine:
+    """A student engine that answers every prompt the same way and counts its calls; serves ``model``."""
+
+    name = "fake"
+
+    def __init__(self, model: str) -> None:
+        self.model = model
+        self.calls = 0
+
+    def generate(self, prompts: list[str], adapter: Adapter | None, max_new_tokens: int) -> list[Generation]:
+        self.calls += 1
+        return [Generation("Browses running shoes", 0.9, 3) for _ in prompts]
+
+    def close(self) -> None:
+        pass
