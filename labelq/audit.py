@@ -3,10 +3,14 @@
     ingested = labelled (teacher + student) + dead-lettered by workers + in flight
     claimed  = ingested   (hashes in the dedupe set; more would be claims never enqueued)
 
-In flight means inside a chunk waiting in the teacher or student queue, or
-reserved by a worker and not yet acknowledged (it is redelivered if that
-worker dies), or counted out of the dead letters by a redrive and not yet
-published (``labelq.redrive``). Counters move once per chunk (``records.commit_chunk``), so a
+In flight means inside a chunk waiting in the teacher or student queue,
+parked off the student queue until its task has an adapter
+(``labelq.queue.parking``), reserved by a worker and not yet acknowledged (it
+is redelivered if that worker dies), or counted out of the dead letters by a
+redrive and not yet published (``labelq.redrive``). It is counted in those
+messages themselves (``labelq.queue.inspect.in_flight_counts``), never in a
+counter the scripts that move them keep, so the audit stays an independent
+check of those scripts. Counters move once per chunk (``records.commit_chunk``), so a
 redelivered chunk does not count twice. A gap is a loss (or, negative, a
 double count); audit lists it and exits non-zero.
 
@@ -16,44 +20,42 @@ Redis transaction that pushes its chunk and counts it as ingested
 made by older producers that were stopped between claiming and publishing
 show as ``claimed_not_enqueued``: those sessions are lost (a re-ingest calls
 them duplicates) and the audit fails.
+
+Its cost does not grow with history: the tasks come from the task registry
+(no keyspace scan), the queues are read in pages (memory: one page), and
+everything else is two commands per task in one round trip.
 """
 
 from __future__ import annotations
-
-from collections import Counter
 
 import redis
 
 from labelq import keyspace
 from labelq.keyspace import Stat
-from labelq.queue.inspect import in_flight_chunks
-from labelq.redis_server import read_int_hash
+from labelq.queue.inspect import in_flight_counts
 from labelq.settings import Settings
 from labelq.snapshot import AuditReport, TaskBalance
-from labelq.status import known_tasks
+from labelq.task_registry import known_tasks
 
-
-def in_flight_sessions(settings: Settings, client: redis.Redis) -> Counter[str]:
-    counts: Counter[str] = Counter()
-    for chunk in in_flight_chunks(settings, client):
-        counts[str(chunk.get("task"))] += len(chunk["sessions"])
-    return counts
+_COUNTED = (Stat.INGESTED, Stat.LABELLED_TEACHER, Stat.LABELLED_STUDENT, Stat.DEAD_TEACHER, Stat.DEAD_STUDENT)
 
 
 def audit(settings: Settings, client: redis.Redis) -> AuditReport:
     """Per task: the balance and its gap (0 when every session is accounted for)."""
-    flying = in_flight_sessions(settings, client)
+    names = known_tasks(settings, client)
+    flying = in_flight_counts(settings, client, names)  # before the counters: a chunk done meanwhile is counted
+    with client.pipeline(transaction=False) as pipe:
+        for task in names:
+            pipe.hmget(keyspace.stats(settings, task), _COUNTED)
+            pipe.scard(keyspace.seen(settings, task))
+        replies = iter(pipe.execute())
     tasks = {}
-    for task in known_tasks(settings, client):
-        stats = read_int_hash(client, keyspace.stats(settings, task))
-        labelled = stats.get(Stat.LABELLED_TEACHER, 0) + stats.get(Stat.LABELLED_STUDENT, 0)
-        dead = stats.get(Stat.DEAD_TEACHER, 0) + stats.get(Stat.DEAD_STUDENT, 0)
-        ingested = stats.get(Stat.INGESTED, 0)
-        gap = ingested - labelled - dead - flying[task]
-        claimed = int(client.scard(keyspace.seen(settings, task)))
-        tasks[task] = TaskBalance(ingested=ingested, labelled=labelled,
-                                  labelled_teacher=stats.get(Stat.LABELLED_TEACHER, 0),
-                                  labelled_student=stats.get(Stat.LABELLED_STUDENT, 0), dead_lettered=dead,
-                                  in_flight=flying[task], gap=gap,
+    for task in names:
+        ingested, teacher, student, dead_teacher, dead_student = (int(v or 0) for v in next(replies))
+        claimed = int(next(replies))
+        labelled, dead, in_flight = teacher + student, dead_teacher + dead_student, flying.get(task, 0)
+        tasks[task] = TaskBalance(ingested=ingested, labelled=labelled, labelled_teacher=teacher,
+                                  labelled_student=student, dead_lettered=dead, in_flight=in_flight,
+                                  gap=ingested - labelled - dead - in_flight,
                                   claimed_not_enqueued=max(0, claimed - ingested))
     return AuditReport(ok=all(t.gap == 0 and t.claimed_not_enqueued == 0 for t in tasks.values()), tasks=tasks)

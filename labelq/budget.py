@@ -17,6 +17,7 @@ When a period's Redis totals are missing, they are started from the larger of th
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Final, Literal
@@ -121,19 +122,31 @@ def seed_floor_micro(store: ObjectStore, task: str, pid: str, legacy_spent_micro
     return max(durable, legacy_spent_micro if pid == TOTAL else 0)
 
 
+BUDGET_STATE_FIELDS = (BudgetField.SPENT, BudgetField.RESERVED, BudgetField.SEEDED)  # what budget_state reads
+
+
 def budget_state(client: redis.Redis, settings: Settings, task: str, store: ObjectStore | None = None,
                  *, now: datetime | None = None) -> BudgetState:
     """Spent and reserved in the current period. When Redis holds no totals for it (flushed, or no
     call yet this period) and ``store`` is given, spent comes from the durable record instead."""
-    period: Period = settings.teacher_budget_period
-    pid = period_id(period, now)
-    raw = client.hmget(keyspace.budget_keys(settings, task, pid)[0],
-                       [BudgetField.SPENT, BudgetField.RESERVED, BudgetField.SEEDED])
-    spent, reserved = (int(v or 0) for v in raw[:2])
-    from_store = raw[2] is None and store is not None
-    if from_store and store is not None:
+    pid = period_id(settings.teacher_budget_period, now)
+    raw = client.hmget(keyspace.budget_keys(settings, task, pid)[0], BUDGET_STATE_FIELDS)
+    legacy = None
+    if raw[2] is None and store is not None:
         legacy = client.hget(keyspace.budget_legacy(settings, task), BudgetField.SPENT)
-        spent = max(spent, seed_floor_micro(store, task, pid, int(legacy or 0)))
+    return budget_state_from(settings, task, pid, raw, legacy, store)
+
+
+def budget_state_from(settings: Settings, task: str, pid: str, totals: Sequence[bytes | str | None],
+                      legacy_spent: bytes | str | None, store: ObjectStore | None) -> BudgetState:
+    """The budget state from the period's totals (``BUDGET_STATE_FIELDS`` of ``keyspace.budget_keys[0]``)
+    and the pre-period budget's spent field (``keyspace.budget_legacy``), read by the caller (status
+    pipelines them). Only when Redis has no totals for the period and ``store`` is given, the store is read."""
+    spent, reserved = (int(v or 0) for v in totals[:2])
+    from_store = totals[2] is None and store is not None
+    if from_store and store is not None:
+        spent = max(spent, seed_floor_micro(store, task, pid, int(legacy_spent or 0)))
     end = period_end(pid)
-    return BudgetState(period=period, period_id=pid, spent_usd=spent / MICRO, reserved_usd=reserved / MICRO,
-                       resets_at=None if end is None else end.isoformat(), from_store=from_store)
+    return BudgetState(period=settings.teacher_budget_period, period_id=pid, spent_usd=spent / MICRO,
+                       reserved_usd=reserved / MICRO, resets_at=None if end is None else end.isoformat(),
+                       from_store=from_store)

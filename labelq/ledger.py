@@ -98,6 +98,11 @@ def call_increments(settings: Settings, *, task: str, model: str, input_tokens: 
 def read_ledger(client: redis.Redis, settings: Settings, task: str) -> Ledger:
     """Calls, tokens and dollars per model of a task, and its cache hits."""
     raw: dict[bytes, bytes] = client.hgetall(keyspace.ledger(settings, task))  # type: ignore[assignment]
+    return ledger_from_hash(raw)
+
+
+def ledger_from_hash(raw: dict[bytes, bytes]) -> Ledger:
+    """The ledger in the fields of its hash (``keyspace.ledger``, read by the caller: status pipelines it)."""
     models: dict[str, ModelSpend] = {}
     cache_hits = 0
     for field, value in raw.items():

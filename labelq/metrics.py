@@ -12,7 +12,7 @@ no session ids, no keys ever become a label value.
 * ``labelq_dead_letters_total{stage,task}``      sessions dead-lettered by workers
 * ``labelq_escalations_total{task}``             student labels sent back to the teacher
 * ``labelq_chunk_retries_total{stage,kind}``     chunks put back: ``paused``, ``failed`` (poison),
-                                                 ``outage`` or ``configuration``
+                                                 ``outage`` or ``configuration``; or ``parked``
 * ``labelq_waiting_since_seconds{stage,on}``     unix time a stage began to wait on ``on`` (redis, store,
                                                  provider, engine, configuration); 0 once it works again
 * ``labelq_chunk_seconds{stage}``                time per chunk (histogram)
@@ -21,7 +21,10 @@ no session ids, no keys ever become a label value.
 * ``labelq_teacher_usd_total{task,model}``, ``labelq_teacher_tokens_total{task,model,kind}``
 * ``labelq_student_usd_total{task}``             engine seconds x ``LABELQ_STUDENT_GPU_USD_PER_HOUR``
 * ``labelq_adapter_version{task}``               adapter version the student serves
-* ``labelq_queue_depth{queue}``                  chunks waiting, read from Redis at scrape time
+* ``labelq_queue_depth{queue}``                  chunks waiting, read from Redis at scrape time: work that
+                                                 can be done (what KEDA scales on)
+* ``labelq_parked_chunks{task}``                 student chunks parked off the queue until the task has an
+                                                 adapter (``labelq.queue.parking``), read at scrape time
 
 Prefork workers (the teacher) share one endpoint through prometheus_client's
 multiprocess mode: ``PROMETHEUS_MULTIPROC_DIR`` is set before any metric exists.
@@ -49,7 +52,7 @@ import redis
 from labelq.errors import LabelqError
 from labelq.logging import get_logger
 from labelq.outcomes import ChunkOutcome
-from labelq.settings import Settings, is_loopback
+from labelq.settings import QUEUES, Settings, is_loopback
 
 log = get_logger(__name__)
 WSGIApp = Callable[[dict[str, Any], Any], Iterable[bytes]]
@@ -149,11 +152,13 @@ def observe_waiting(stage: str, on: str, since: float) -> None:
 
 
 class QueueDepthCollector:
-    """``labelq_queue_depth{queue}`` read from Redis when scraped, over one small pool per process.
+    """``labelq_queue_depth{queue}`` and ``labelq_parked_chunks{task}`` read from Redis when scraped,
+    over one small pool per process.
 
-    The pool is made on the first scrape and kept: a scrape costs a few commands, never a new
-    connection (at most ``MAX_REDIS_CONNECTIONS`` however many scrapes run at once). When Redis
-    does not answer the family is empty for that scrape and the other metrics are still served.
+    The pool is made on the first scrape and kept: a scrape costs two round trips (the task registry,
+    then one pipeline of ``LLEN``: one per queue and one per task), never a new connection (at most
+    ``MAX_REDIS_CONNECTIONS`` however many scrapes run at once). When Redis does not answer the
+    families are empty for that scrape and the other metrics are still served.
     """
 
     MAX_REDIS_CONNECTIONS = 2
@@ -175,20 +180,38 @@ class QueueDepthCollector:
                 self._client = redis.Redis(connection_pool=pool)
             return self._client
 
+    def read(self) -> tuple[dict[str, int], dict[str, int]]:
+        """Queue depths by queue, parked chunks by task (tasks with none left out)."""
+        from labelq import keyspace
+        from labelq.queue.parking import parked_depths
+        from labelq.task_registry import known_tasks
+
+        client = self._redis()
+        with client.pipeline(transaction=False) as pipe:
+            for queue in QUEUES:
+                pipe.llen(keyspace.queue(self._settings, queue))
+            depths = pipe.execute()
+        queues = dict(zip(QUEUES, (int(d) for d in depths), strict=True))
+        return queues, parked_depths(self._settings, client, known_tasks(self._settings, client))
+
     def collect(self) -> Any:
         from prometheus_client.core import GaugeMetricFamily
 
-        from labelq.queue.inspect import queue_depths
-
-        family = GaugeMetricFamily("labelq_queue_depth", "Chunks waiting in a queue.", labels=["queue"])
+        family = GaugeMetricFamily("labelq_queue_depth", "Chunks waiting in a queue (work that can be done).",
+                                   labels=["queue"])
+        parked = GaugeMetricFamily("labelq_parked_chunks", "Student chunks parked until the task has an adapter.",
+                                   labels=["task"])
         try:
-            depths = queue_depths(self._settings, self._redis())
+            depths, parked_by_task = self.read()
         except (redis.RedisError, LabelqError) as exc:
             log.warning("metrics_queue_depth_unavailable", error=type(exc).__name__)
-            depths = {}
+            depths, parked_by_task = {}, {}
         for queue, depth in depths.items():
             family.add_metric([queue], float(depth))
+        for task, n in parked_by_task.items():
+            parked.add_metric([task], float(n))
         yield family
+        yield parked
 
 
 def require_basic_auth(app: WSGIApp, user: str, password: str) -> WSGIApp:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
-OutcomeStatus = Literal["done", "decode_error", "poison_chunk", "poison_chunk_split"]
+OutcomeStatus = Literal["done", "decode_error", "poison_chunk", "poison_chunk_split", "parked"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,7 +49,7 @@ class ChunkOutcome:
 
     def as_log(self) -> dict[str, Any]:
         """The ``chunk_done`` log fields (and the task's JSON result): only what applies to this outcome."""
-        if self.status == "decode_error":
+        if self.status in ("decode_error", "parked"):
             return {"status": self.status}
         if self.status == "poison_chunk_split":
             return {"status": self.status, "sessions": self.split_sessions}

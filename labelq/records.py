@@ -43,7 +43,7 @@ def commit_chunk(
     if dead_letters:
         store.put_bytes(keyspace.dead_letters(stage, task, chunk_id), encode_jsonl(list(dead_letters)))
     stats = keyspace.stats(settings, task)
-    args: list[str | int] = [keyspace.CHUNK_DONE_TTL_S]
+    args: list[str | int] = [keyspace.CHUNK_DONE_TTL_S, task]
     if records:
         args += [stats, keyspace.labelled_stat(stage), len(records)]
     if dead_letters:
@@ -52,4 +52,4 @@ def commit_chunk(
         args += [keyspace.dlq_reasons(settings), reason, n, keyspace.dlq_task(settings, task), reason, n]
     for name, n in (extra_counts or {}).items():
         args += [stats, name, n]
-    return bool(lua.script(client, "commit_chunk")(keys=[done], args=args))
+    return bool(lua.script(client, "commit_chunk")(keys=[done, keyspace.task_registry(settings)], args=args))

@@ -19,7 +19,7 @@ Once per letter, in three steps:
 3. it leaves the outbox.
 
 From step 1 to step 3 the audit counts the chunk as in flight
-(``queue.inspect.in_flight_chunks``), so ``ingested = labelled +
+(``queue.inspect.in_flight_counts``), so ``ingested = labelled +
 dead-lettered + in flight`` holds at every moment. A run that dies in between
 leaves the chunk in the outbox; the next redrive publishes it first, under the
 same chunk id (a chunk published twice is labelled and counted once). Once
@@ -128,14 +128,14 @@ def flush_outbox(settings: Settings, client: redis.Redis, publisher: ChunkPublis
 def _send(settings: Settings, client: redis.Redis, publisher: ChunkPublisher, batch: _Batch) -> tuple[int, int]:
     """Count the batch out of the dead letters and publish it: ``(sent, redriven before)``."""
     script = lua.script(client, "redrive")
-    keys = [keyspace.dlq_redriven(settings), keyspace.redrive_outbox(settings)]
+    keys = [keyspace.dlq_redriven(settings), keyspace.redrive_outbox(settings), keyspace.task_registry(settings)]
     before = 0
     while batch.letters:
         chunk = _chunk(batch)
         ids = [s.id for s in batch.letters]
         entry = orjson.dumps({"queue": batch.queue, "chunk": chunk})
         taken = [x.decode() if isinstance(x, bytes) else str(x) for x in script(
-            keys=keys, args=[chunk["chunk_id"], entry, len(ids), *ids, *_uncount_args(settings, batch)])]
+            keys=keys, args=[chunk["chunk_id"], entry, batch.task, len(ids), *ids, *_uncount_args(settings, batch)])]
         if not taken:
             _publish(client, settings, publisher, batch.queue, chunk)
             return len(ids), before

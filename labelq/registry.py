@@ -17,6 +17,11 @@ Each version's content hash (``labelq.adapter_manifest``) is kept here too
 
 Each version's ``train_config.json`` records the hash of the base it was
 trained on (:func:`recorded_base_hash`; see ``labelq.models``).
+
+A student chunk whose task has no version to serve is parked off the student
+queue (``labelq.queue.parking``); every pointer change here (promote, rollback,
+pin, a restore) moves the task's parked chunks back, and :func:`release_parked`
+sweeps for any left behind.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ from labelq import keyspace, lua
 from labelq.errors import ConfigError, ObjectNotFound, RetryableError
 from labelq.keyspace import AdapterFile
 from labelq.logging import get_logger
+from labelq.queue.parking import PARKED_QUEUES, parked_depths, unpark
 from labelq.schemas import utc_now_iso
 from labelq.settings import Settings
 from labelq.store import ObjectStore
@@ -79,9 +85,24 @@ class Registry:
 
     def serving(self, task: str) -> int | None:
         """The version students must use now: the pinned one, else the current one."""
-        pinned, current = self._redis.mget(self._pinned(task), self._current(task))
+        pinned, current = self._redis.mget(*self.serving_keys(task))
         value = pinned or current
         return int(value) if value else None
+
+    def serving_keys(self, task: str) -> list[str]:
+        """The keys of which one exists exactly when ``task`` has a version to serve: what a student chunk
+        parked for want of an adapter waits for (``labelq.queue.parking``)."""
+        return [self._pinned(task), self._current(task)]
+
+    def release_parked(self, task: str) -> int:
+        """Move ``task``'s parked student chunks back to the queue if it has a version to serve now;
+        how many moved. Called after every pointer change, and by the sweep (:func:`release_parked`)."""
+        if self.serving(task) is None:
+            return 0
+        moved = unpark(self._settings, self._redis, "student", task)
+        if moved:
+            log.info("parked_chunks_released", task=task, chunks=moved)
+        return moved
 
     def versions(self, task: str) -> list[int]:
         """Adapter versions present in the store (those with a metrics.json)."""
@@ -147,6 +168,7 @@ class Registry:
         pipe.set(self._current(task), version)
         pipe.rpush(self._history(task), version)
         pipe.execute()
+        self.release_parked(task)
         self._mirror(task)
 
     def rollback(self, task: str) -> int:
@@ -158,6 +180,7 @@ class Registry:
         pipe.rpop(self._history(task))
         pipe.set(self._current(task), previous)
         pipe.execute()
+        self.release_parked(task)
         self._mirror(task)
         return previous
 
@@ -168,6 +191,7 @@ class Registry:
             raise ConfigError(f"no adapter v{version} for task {task!r} in the store")
         else:
             self._redis.set(self._pinned(task), version)
+        self.release_parked(task)
         self._mirror(task)
 
     def _mirror(self, task: str) -> None:
@@ -198,6 +222,7 @@ class Registry:
                 return False
         log.warning("registry_restored", task=task, detail="Redis had lost the adapter pointer; "
                     "rebuilt from the store's mirror")
+        self.release_parked(task)
         return True
 
     def ensure_all(self) -> list[str]:
@@ -215,6 +240,7 @@ class Registry:
         pipe = self._redis.pipeline(transaction=True)
         self._write_mirror(pipe, task, mirror)
         pipe.execute()
+        self.release_parked(task)
         return True
 
     def _write_mirror(self, pipe: Any, task: str, mirror: dict[str, Any]) -> None:
@@ -243,3 +269,38 @@ def restore_lost_registries(settings: Settings) -> None:
         return
     if restored:
         log.warning("registries_restored", tasks=restored)
+
+
+def release_parked(settings: Settings, client: redis.Redis, store: ObjectStore) -> dict[str, int]:
+    """The sweep: move back the parked chunks of every task that can be served now (a pointer Redis
+    had lost is restored from the store first; with ``LABELQ_STUDENT_ALLOW_BASE_MODEL`` every task
+    can). A chunk is parked only while its task has no version, and every pointer change unparks, so
+    this finds work only after a crash between a promotion and its unpark, or a settings change.
+    Returns task -> chunks moved. The trainer runs it every poll, a student worker at its start."""
+    from labelq.task_registry import known_tasks
+
+    registry = Registry(settings, client, store)
+    released = {}
+    for task in parked_depths(settings, client, known_tasks(settings, client)):
+        if settings.student_allow_base_model:
+            moved = sum(unpark(settings, client, queue, task) for queue in PARKED_QUEUES)
+        else:
+            registry.ensure(task)  # a pointer restored here releases the task's chunks itself
+            moved = registry.release_parked(task)
+        if moved:
+            released[task] = moved
+    if released:
+        log.warning("parked_chunks_swept", tasks=released,
+                    detail="parked chunks of tasks that can be served were still waiting: moved back")
+    return released
+
+
+def sweep_parked(settings: Settings) -> None:
+    """At a student or trainer worker's start: :func:`release_parked`; an outage is logged and passed over."""
+    from labelq.redis_server import connect
+    from labelq.store import open_store
+
+    try:
+        release_parked(settings, connect(settings), open_store(settings))
+    except (RetryableError, redis.RedisError, OSError) as exc:
+        log.warning("parked_sweep_skipped", error=f"{type(exc).__name__}: {str(exc)[:200]}")

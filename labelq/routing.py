@@ -26,6 +26,11 @@ class RoutingState:
 def routing_state(settings: Settings, client: redis.Redis, task: str) -> RoutingState:
     """Where a task stands in the routing policy."""
     raw: dict[bytes, bytes] = client.hgetall(keyspace.routing(settings, task))  # type: ignore[assignment]
+    return routing_from_hash(settings, raw)
+
+
+def routing_from_hash(settings: Settings, raw: dict[bytes, bytes]) -> RoutingState:
+    """The routing state in the fields of its hash (``keyspace.routing``, read by the caller)."""
     seeded = int(raw.get(RoutingField.SEEDED.encode(), 0))
     done = bool(raw.get(RoutingField.DONE.encode())) or seeded >= settings.curation_seed_size
     return RoutingState(phase="steady" if done else "seed", seeded=seeded, seed_size=settings.curation_seed_size,

@@ -6,6 +6,7 @@ that ``--json`` prints (``from_dict`` reads it back)::
 
     StatusSnapshot
       queues: {queue: chunks waiting}     dead_letter: {reason: sessions}
+      (parked chunks, which wait for a first adapter off the queue: per task and in totals)
       tasks: {task: TaskStatus}           totals: StatusTotals
       waiting: {stage: Waiting}
     TaskStatus
@@ -64,6 +65,7 @@ class TaskStatus:
     dead_letter: dict[str, int]  # sessions dead-lettered by workers, by reason
     adapter: AdapterStatus
     teacher: TeacherStatus
+    parked_chunks: int = 0  # student chunks waiting off the queue for a first adapter (labelq.queue.parking)
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +84,7 @@ class StatusTotals:
     duplicates: int
     dead_lettered: int
     queued_chunks: int
+    parked_chunks: int = 0  # not in queued_chunks: no worker takes them, KEDA does not count them
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,27 +1,44 @@
-"""What ``labelq status`` reports: queue depths, dead letters, per-task totals."""
+"""What ``labelq status`` reports: queue depths, dead letters, per-task totals.
+
+Its cost does not grow with history: the tasks come from the task registry (a
+Redis set, ``labelq.task_registry``), never from a scan, and everything else is
+read in one pipeline: 2 commands for the task list, then
+``len(QUEUES) + 1 + len(CHUNK_STAGES)`` for the whole deployment and
+:data:`COMMANDS_PER_TASK` per task, in two round trips. Only a budget whose Redis
+totals are gone (flushed, or no teacher call yet this period) reads the store.
+"""
 
 from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import datetime
+from typing import Any
 
 import orjson
 import redis
 
 from labelq import keyspace
-from labelq.budget import budget_state
-from labelq.keyspace import Stat
-from labelq.ledger import budget_limit_usd, cost_summary, read_ledger
-from labelq.queue.inspect import queue_depths
-from labelq.queue.policy import CHUNK_STAGES, read_waiting
-from labelq.redis_server import read_int_hash
-from labelq.routing import routing_state
-from labelq.settings import Settings
-from labelq.snapshot import AdapterStatus, StatusSnapshot, StatusTotals, TaskStatus, TeacherStatus
+from labelq.budget import BUDGET_STATE_FIELDS, budget_state_from, period_id
+from labelq.keyspace import BudgetField, Stat
+from labelq.ledger import budget_limit_usd, cost_summary, ledger_from_hash
+from labelq.queue.parking import PARKED_QUEUES
+from labelq.queue.policy import CHUNK_STAGES, waiting_from_hash
+from labelq.routing import routing_from_hash
+from labelq.settings import QUEUES, Settings
+from labelq.snapshot import (
+    AdapterStatus,
+    StatusSnapshot,
+    StatusTotals,
+    TaskStatus,
+    TeacherStatus,
+    Waiting,
+)
 from labelq.store import ObjectStore
+from labelq.task_registry import known_tasks
 
+__all__ = ["COMMANDS_PER_TASK", "gather", "known_tasks"]
 
-def known_tasks(settings: Settings, client: redis.Redis) -> list[str]:
-    prefix = keyspace.stats_prefix(settings)
-    names = {k.decode()[len(prefix):] for k in client.scan_iter(match=prefix + "*", count=500)}
-    return sorted(names)
+COMMANDS_PER_TASK = 7 + len(PARKED_QUEUES)  # what _read_task queues on the pipeline
 
 
 def _budget_limit(settings: Settings, task: str) -> float | None:
@@ -34,57 +51,95 @@ def _budget_limit(settings: Settings, task: str) -> float | None:
         return None  # a task with no spec here (ingested elsewhere): no budget to show
 
 
-def gather(settings: Settings, client: redis.Redis, store: ObjectStore | None = None) -> StatusSnapshot:
+def _ints(raw: dict[bytes, bytes]) -> dict[str, int]:
+    return {k.decode(): int(v) for k, v in sorted(raw.items())}
+
+
+def _read_task(pipe: Any, settings: Settings, task: str, pid: str) -> None:
+    """Queue a task's reads on ``pipe`` (:data:`COMMANDS_PER_TASK` commands; :func:`_task_status` reads them)."""
+    pipe.hgetall(keyspace.stats(settings, task))
+    pipe.hgetall(keyspace.dlq_task(settings, task))
+    pipe.hgetall(keyspace.ledger(settings, task))
+    pipe.hmget(keyspace.budget_keys(settings, task, pid)[0], BUDGET_STATE_FIELDS)
+    pipe.hget(keyspace.budget_legacy(settings, task), BudgetField.SPENT)
+    pipe.mget(keyspace.teacher_paused(settings, task), keyspace.adapter_current(settings, task),
+              keyspace.adapter_pinned(settings, task))
+    pipe.hgetall(keyspace.routing(settings, task))
+    for queue in PARKED_QUEUES:
+        pipe.llen(keyspace.parked(settings, queue, task))
+
+
+def _task_status(settings: Settings, task: str, pid: str, replies: Iterator[Any],
+                 store: ObjectStore | None) -> TaskStatus:
+    stats, dlq = _ints(next(replies)), _ints(next(replies))
+    ledger = ledger_from_hash(next(replies))
+    budget = budget_state_from(settings, task, pid, next(replies), next(replies), store)
+    paused, adapter_current, adapter_pinned = next(replies)
+    routing = routing_from_hash(settings, next(replies))
+    parked = sum(int(next(replies)) for _ in PARKED_QUEUES)
+    limit = _budget_limit(settings, task)
+    engine_s = stats.get(Stat.STUDENT_ENGINE_MS, 0) / 1000
+    return TaskStatus(
+        ingested=stats.get(Stat.INGESTED, 0),
+        duplicates=stats.get(Stat.DUPLICATES, 0),
+        labelled_teacher=stats.get(Stat.LABELLED_TEACHER, 0),
+        labelled_student=stats.get(Stat.LABELLED_STUDENT, 0),
+        escalated_student=stats.get(Stat.ESCALATED_STUDENT, 0),
+        student_engine_s=engine_s,
+        dead_lettered=sum(dlq.values()),
+        routing=routing,
+        cost=cost_summary(teacher_usd=ledger.usd, teacher_labels=stats.get(Stat.LABELLED_TEACHER, 0),
+                          student_engine_s=engine_s,
+                          student_labels=stats.get(Stat.LABELLED_STUDENT, 0),
+                          usd_per_gpu_hour=settings.student_gpu_usd_per_hour),
+        dead_letter=dlq,
+        adapter=AdapterStatus(
+            current=int(adapter_current) if adapter_current else None,
+            pinned=int(adapter_pinned) if adapter_pinned else None,
+        ),
+        teacher=TeacherStatus(
+            cost_usd=round(ledger.usd, 6),
+            cache_hits=ledger.cache_hits,
+            models=ledger.models,
+            budget_usd=limit,
+            budget_spent_usd=round(budget.spent_usd, 6),
+            budget_reserved_usd=round(budget.reserved_usd, 6),
+            budget_remaining_usd=None if limit is None else round(
+                max(0.0, limit - budget.spent_usd - budget.reserved_usd), 6),
+            budget_period=budget.period,
+            budget_period_id=budget.period_id,
+            budget_resets_at=budget.resets_at,
+            paused=orjson.loads(paused)["reason"] if paused else None,
+        ),
+        parked_chunks=parked,
+    )
+
+
+def gather(settings: Settings, client: redis.Redis, store: ObjectStore | None = None, *,
+           now: datetime | None = None) -> StatusSnapshot:
     """One snapshot (the CLI renders it as a table, or ``to_dict()`` as JSON). With ``store``, a
     budget whose Redis totals are gone (flushed) shows the durable spend the teacher will resume from."""
-    queues = queue_depths(settings, client)
-    dead_letter = read_int_hash(client, keyspace.dlq_reasons(settings))
-    tasks: dict[str, TaskStatus] = {}
-    for task in known_tasks(settings, client):
-        stats = read_int_hash(client, keyspace.stats(settings, task))
-        dlq = read_int_hash(client, keyspace.dlq_task(settings, task))
-        ledger = read_ledger(client, settings, task)
-        budget = budget_state(client, settings, task, store)
-        limit = _budget_limit(settings, task)
-        paused: bytes | None = client.get(keyspace.teacher_paused(settings, task))  # type: ignore[assignment]
-        adapter_current, adapter_pinned = client.mget(keyspace.adapter_current(settings, task),
-                                                      keyspace.adapter_pinned(settings, task))
-        engine_s = stats.get(Stat.STUDENT_ENGINE_MS, 0) / 1000
-        tasks[task] = TaskStatus(
-            ingested=stats.get(Stat.INGESTED, 0),
-            duplicates=stats.get(Stat.DUPLICATES, 0),
-            labelled_teacher=stats.get(Stat.LABELLED_TEACHER, 0),
-            labelled_student=stats.get(Stat.LABELLED_STUDENT, 0),
-            escalated_student=stats.get(Stat.ESCALATED_STUDENT, 0),
-            student_engine_s=engine_s,
-            dead_lettered=sum(dlq.values()),
-            routing=routing_state(settings, client, task),
-            cost=cost_summary(teacher_usd=ledger.usd, teacher_labels=stats.get(Stat.LABELLED_TEACHER, 0),
-                              student_engine_s=engine_s,
-                              student_labels=stats.get(Stat.LABELLED_STUDENT, 0),
-                              usd_per_gpu_hour=settings.student_gpu_usd_per_hour),
-            dead_letter=dlq,
-            adapter=AdapterStatus(
-                current=int(adapter_current) if adapter_current else None,
-                pinned=int(adapter_pinned) if adapter_pinned else None,
-            ),
-            teacher=TeacherStatus(
-                cost_usd=round(ledger.usd, 6),
-                cache_hits=ledger.cache_hits,
-                models=ledger.models,
-                budget_usd=limit,
-                budget_spent_usd=round(budget.spent_usd, 6),
-                budget_reserved_usd=round(budget.reserved_usd, 6),
-                budget_remaining_usd=None if limit is None else round(
-                    max(0.0, limit - budget.spent_usd - budget.reserved_usd), 6),
-                budget_period=budget.period,
-                budget_period_id=budget.period_id,
-                budget_resets_at=budget.resets_at,
-                paused=orjson.loads(paused)["reason"] if paused else None,
-            ),
-        )
+    names = known_tasks(settings, client)
+    pid = period_id(settings.teacher_budget_period, now)
+    with client.pipeline(transaction=False) as pipe:
+        for queue in QUEUES:
+            pipe.llen(keyspace.queue(settings, queue))
+        pipe.hgetall(keyspace.dlq_reasons(settings))
+        for stage in CHUNK_STAGES:
+            pipe.hgetall(keyspace.stage_waiting(settings, stage))
+        for task in names:
+            _read_task(pipe, settings, task, pid)
+        replies = iter(pipe.execute())
+    queues = {queue: int(next(replies)) for queue in QUEUES}
+    dead_letter = _ints(next(replies))
+    waiting: dict[str, Waiting] = {}
+    for stage in CHUNK_STAGES:
+        found = waiting_from_hash(next(replies))
+        if found is not None:
+            waiting[stage] = found
+    tasks = {task: _task_status(settings, task, pid, replies, store) for task in names}
     return StatusSnapshot(
-        waiting=read_waiting(settings, client, CHUNK_STAGES),
+        waiting=waiting,
         queues=queues,
         dead_letter=dead_letter,
         tasks=tasks,
@@ -93,5 +148,6 @@ def gather(settings: Settings, client: redis.Redis, store: ObjectStore | None = 
             duplicates=sum(t.duplicates for t in tasks.values()),
             dead_lettered=sum(dead_letter.values()),
             queued_chunks=sum(queues.values()),
+            parked_chunks=sum(t.parked_chunks for t in tasks.values()),
         ),
     )

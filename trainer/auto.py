@@ -47,6 +47,6 @@ def curate_if_due(settings: Settings, store: ObjectStore, client: redis.Redis, t
 
 
 def tasks_with_teacher_labels(settings: Settings, client: redis.Redis) -> list[str]:
-    from labelq.status import known_tasks
+    from labelq.task_registry import known_tasks
 
     return [task for task in known_tasks(settings, client) if teacher_labels(settings, client, task) > 0]

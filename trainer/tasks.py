@@ -11,7 +11,7 @@ from labelq.queue.app import TRAINER_TASK, QueueApp
 from labelq.queue.task import LabelqTask, register_task
 from labelq.queue.worker import check_at_worker_start
 from labelq.redis_server import connect
-from labelq.registry import restore_lost_registries
+from labelq.registry import release_parked, restore_lost_registries, sweep_parked
 from labelq.settings import Settings
 from labelq.store import open_store
 from trainer.auto import curate_if_due, tasks_with_teacher_labels
@@ -22,8 +22,11 @@ log = get_logger(__name__)
 
 
 def run_once(settings: Settings) -> list[TrainingReport]:
-    """Curate what is due, then train every ready bucket once; return their reports."""
+    """Curate what is due, then train every ready bucket once; return their reports. First, the
+    sweep of parked student chunks (``labelq.registry.release_parked``): nothing stays parked once
+    its task can be served, whatever crashed between a promotion and its unpark."""
     store, client = open_store(settings), connect(settings)
+    release_parked(settings, client, store)
     for task in tasks_with_teacher_labels(settings, client):
         curate_if_due(settings, store, client, task)
     done = []
@@ -65,3 +68,4 @@ def register(app: QueueApp) -> None:
     train what is ready) or ``"dataset_version": ...`` (train that bucket)."""
     register_task(app, TRAINER_TASK, _train)
     check_at_worker_start(app, "trainer", restore_lost_registries)
+    check_at_worker_start(app, "trainer", sweep_parked)

@@ -71,6 +71,7 @@ from labelq.keyspace.redis_keys import (
     escalation,
     escalation_decision,
     ledger,
+    parked,
     queue,
     rate_limit_keys,
     redrive_outbox,
@@ -81,6 +82,8 @@ from labelq.keyspace.redis_keys import (
     stage_waiting,
     stats,
     stats_prefix,
+    task_registry,
+    task_registry_complete,
     teacher_attempts,
     teacher_breaker,
     teacher_cache,
@@ -88,6 +91,7 @@ from labelq.keyspace.redis_keys import (
     teacher_paused,
     train_lock,
     unacked,
+    unacked_index,
 )
 from labelq.keyspace.store_paths import (
     NO_TASK,
@@ -175,6 +179,7 @@ __all__ = [
     "labels_prefix",
     "ledger",
     "ledger_field",
+    "parked",
     "parse_bucket_file",
     "parse_ledger_field",
     "queue",
@@ -192,6 +197,8 @@ __all__ = [
     "stats",
     "stats_prefix",
     "task_of_labels",
+    "task_registry",
+    "task_registry_complete",
     "teacher_attempts",
     "teacher_breaker",
     "teacher_cache",
@@ -199,4 +206,5 @@ __all__ = [
     "teacher_paused",
     "train_lock",
     "unacked",
+    "unacked_index",
 ]

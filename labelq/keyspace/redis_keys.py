@@ -28,13 +28,38 @@ def unacked(settings: Settings) -> str:
     return settings.redis_key_prefix + "unacked"
 
 
+def unacked_index(settings: Settings) -> str:
+    """Kombu's sorted set of the ``unacked`` hash's delivery tags by delivery time (its restore sweep reads it)."""
+    return settings.redis_key_prefix + "unacked_index"
+
+
+def parked(settings: Settings, queue: str, task: str) -> str:
+    """List of a task's chunk messages of ``queue`` that cannot be served yet (a student task with no
+    adapter), in kombu's queue format, newest on the left: not a kombu queue, so no worker takes them and
+    KEDA does not count them. Moved back to the queue when the task can be served (``labelq.queue.parking``);
+    in flight for the audit; no TTL."""
+    return _redis(settings, "parked", queue, task)
+
+
+def task_registry(settings: Settings) -> str:
+    """Set of the task names that have counters (``stats``): added to in the same step as a task's first
+    counts (an enqueue, a chunk commit, a redrive), so status and audit never scan the keyspace; no TTL."""
+    return _redis(settings, "tasks")
+
+
+def task_registry_complete(settings: Settings) -> str:
+    """Marker: ``task_registry`` also holds every task counted before the registry existed (one SCAN of
+    ``stats_prefix``, the first time a reader finds the marker missing); no TTL."""
+    return _redis(settings, "tasks", "complete")
+
+
 def stats(settings: Settings, task: str) -> str:
     """Hash of a task's counters (fields: :class:`Stat`); no TTL."""
     return _redis(settings, "stats", task)
 
 
 def stats_prefix(settings: Settings) -> str:
-    """What every ``stats`` key starts with (scan it to list the known tasks)."""
+    """What every ``stats`` key starts with (scanned once, to fill ``task_registry`` on a Redis that predates it)."""
     return _redis(settings, "stats", "")
 
 

@@ -116,7 +116,15 @@ def read_waiting(settings: Settings, client: redis.Redis, stages: Iterable[str])
     found: dict[str, Waiting] = {}
     for stage in stages:
         raw: dict[bytes, bytes] = client.hgetall(keyspace.stage_waiting(settings, stage))  # type: ignore[assignment]
-        if raw:
-            found[stage] = Waiting(on=raw.get(b"on", b"?").decode(), kind=raw.get(b"kind", b"?").decode(),
-                                   since=float(raw.get(b"since", b"0")), detail=raw.get(b"detail", b"").decode())
+        waiting = waiting_from_hash(raw)
+        if waiting is not None:
+            found[stage] = waiting
     return found
+
+
+def waiting_from_hash(raw: dict[bytes, bytes]) -> Waiting | None:
+    """A stage's wait from its hash (``keyspace.stage_waiting``, read by the caller); None: no wait."""
+    if not raw:
+        return None
+    return Waiting(on=raw.get(b"on", b"?").decode(), kind=raw.get(b"kind", b"?").decode(),
+                   since=float(raw.get(b"since", b"0")), detail=raw.get(b"detail", b"").decode())

@@ -14,7 +14,8 @@ only once its chunk is in a queue. Per batch of chunks, in this order:
    (``enqueue.lua``) that adds the hashes to the dedupe set and moves the
    counters, or, when another producer took some of the hashes since step 1,
    takes the pushes back (LTRIM) and names those hashes (the caller rebuilds
-   its chunks without them and tries again).
+   its chunks without them and tries again). The same transaction adds the
+   task to the task registry (``labelq.task_registry``).
 
 A producer killed at any point (SIGKILL included) and run again on the same
 sources therefore enqueues every session exactly once, and a Redis crash
@@ -236,6 +237,7 @@ class ChunkPublisher:
             with self._redis.pipeline(transaction=True) as pipe:
                 for key, messages in zip(queue_keys, per_queue.values(), strict=True):
                     pipe.lpush(key, *messages)  # in order: as one LPUSH each, oldest first
+                pipe.sadd(keyspace.task_registry(self._settings), task)  # before its counts: labelq.task_registry
                 pipe.eval(lua.source("enqueue"), len(keys), *keys, *args)
                 return pipe.execute()[-1]
 

@@ -12,8 +12,10 @@ they never import Celery themselves. A chunk task (:class:`ChunkTask`) has:
   that go back to the queue as new chunks, so the sessions that share a chunk
   with a poisonous one are still labelled; a single session that keeps failing
   is dead-lettered as ``poison_chunk``. The rest of the queue flows meanwhile;
-* ``Paused``: the worker cannot work now (budget spent, key refused, no
-  adapter): it waits, puts the message back and loses nothing;
+* ``Paused``: the worker cannot work now (budget spent, key refused): it
+  waits, puts the message back and loses nothing; a chunk that waits for
+  something another process creates (a student task's first adapter) is
+  parked off its queue instead (``labelq.queue.parking``);
 * every other failure goes through the error policy (``policy.py``): an
   outage (Redis, the store, the provider, the engine) or a configuration
   error waits and puts the message back, uncounted; anything else is a
@@ -41,6 +43,7 @@ from labelq.errors import DecodeError
 from labelq.logging import bind, get_logger
 from labelq.metrics import observe_chunk, observe_retry, observe_waiting
 from labelq.outcomes import ChunkOutcome
+from labelq.queue.parking import Parked, park
 from labelq.queue.policy import (
     Failure,
     Verdict,
@@ -65,13 +68,18 @@ class Paused(Exception):
 
     ``on`` names what the stage waits on when that is an outage or configuration
     (``provider``, ``configuration``; shown by status like any other wait), "" otherwise.
+    ``park_until_any``: Redis keys any one of which means the chunk can be served (a task's
+    adapter pointers). When given, the chunk is parked instead (``labelq.queue.parking``): it
+    leaves its queue, so the queue's length (what KEDA scales on) counts only work that can be done,
+    and whoever creates one of those keys moves it back.
     """
 
-    def __init__(self, reason: str, wait_s: float, *, on: str = "") -> None:
+    def __init__(self, reason: str, wait_s: float, *, on: str = "", park_until_any: Sequence[str] = ()) -> None:
         super().__init__(reason)
         self.reason = reason
         self.wait_s = wait_s
         self.on = on
+        self.park_until_any = tuple(park_until_any)
 
 
 class LabelqTask(Task):  # type: ignore[misc]
@@ -147,8 +155,14 @@ class ChunkTask(LabelqTask):
             try:
                 outcome: ChunkOutcome = super().__call__(chunk)
             except Paused as pause:
-                observe_retry(self.stage, "paused")
                 self.redis.decr(attempts_key)  # a pause is not a failed delivery
+                if pause.park_until_any:
+                    parked = self._park(chunk, pause)
+                    if parked is Parked.PARKED:
+                        return ChunkOutcome(status="parked").as_log()
+                    if parked is Parked.SERVABLE:  # it can be served now: straight back, no wait
+                        raise Reject("servable again", requeue=True) from None
+                observe_retry(self.stage, "paused")
                 if pause.on:
                     self._note_wait(Verdict(Failure.CONFIG if pause.on == "configuration" else Failure.OUTAGE,
                                             pause.on), pause.reason)
@@ -175,6 +189,18 @@ class ChunkTask(LabelqTask):
             fields = outcome.as_log()
             log.info("chunk_done", sessions=len(chunk.sessions), elapsed_s=round(elapsed, 3), **fields)
             return fields  # JSON-able; Celery ignores task results
+
+    def _park(self, chunk: ChunkMessage, pause: Paused) -> Parked:
+        """Park the message being run (``labelq.queue.parking``); NOT_HELD when kombu does not hold it
+        as unacknowledged (then the caller waits and puts it back, as for any pause)."""
+        tag = (self.request.properties or {}).get("delivery_tag")
+        if not tag:
+            return Parked.NOT_HELD
+        parked = park(self.settings, self.redis, self.stage, chunk.task, str(tag), pause.park_until_any)
+        if parked is Parked.PARKED:
+            observe_retry(self.stage, "parked")
+            log.info("chunk_parked", reason=pause.reason, sessions=len(chunk.sessions))
+        return parked
 
     def _note_wait(self, verdict: Verdict, detail: str) -> None:
         note_waiting(self.settings, self.redis, self.stage, verdict, detail)

@@ -74,7 +74,8 @@ def test_status_json_keeps_its_shape_and_round_trips() -> None:
     assert data["waiting"]["teacher"]["on"] == "store"
     task = data["tasks"]["session-label"]
     assert list(task) == ["ingested", "duplicates", "labelled_teacher", "labelled_student", "escalated_student",
-                          "student_engine_s", "dead_lettered", "routing", "cost", "dead_letter", "adapter", "teacher"]
+                          "student_engine_s", "dead_lettered", "routing", "cost", "dead_letter", "adapter", "teacher",
+                          "parked_chunks"]
     assert task["routing"] == {"phase": "steady", "seeded": 50, "seed_size": 50, "sample_rate": 0.1,
                                "stratify_by": None}
     assert list(task["cost"]) == ["teacher_usd", "student_usd", "teacher_per_1k_usd", "student_per_1k_usd",
@@ -85,7 +86,8 @@ def test_status_json_keeps_its_shape_and_round_trips() -> None:
         "budget_spent_usd": 1.0, "budget_reserved_usd": 0.0, "budget_remaining_usd": 49.0,
         "budget_period": "day", "budget_period_id": "2026-11-21", "budget_resets_at": "2026-11-22T00:00:00+00:00",
         "paused": None}
-    assert data["totals"] == {"ingested": 300, "duplicates": 2, "dead_lettered": 1, "queued_chunks": 1}
+    assert data["totals"] == {"ingested": 300, "duplicates": 2, "dead_lettered": 1, "queued_chunks": 1,
+                              "parked_chunks": 0}
     wire = orjson.dumps(data)
     assert StatusSnapshot.from_dict(wire) == snapshot
     assert orjson.dumps(StatusSnapshot.from_dict(orjson.loads(wire)).to_dict()) == wire

@@ -3,7 +3,9 @@
 Before every chunk the worker reads which adapter version serves the task (one
 Redis read); a new version is fetched to the local cache and served under a
 new LoRA id, so a promote, pin or rollback reaches a running worker at its next
-chunk. Answers below the confidence threshold go back to the teacher
+chunk. A chunk of a task with no version yet is parked off the queue
+(``labelq.queue.parking``) until one is promoted, unless
+``LABELQ_STUDENT_ALLOW_BASE_MODEL`` lets the bare base model label it. Answers below the confidence threshold go back to the teacher
 (``route=escalation``) within a bounded share of traffic while the teacher can
 take them; otherwise they are kept with a ``low_confidence`` flag. An answer
 that breaks the output contract always goes back to the teacher, paused or
@@ -130,8 +132,10 @@ class StudentRuntime:
                 version = registry.serving(task)
         if version is None:
             if not self.settings.student_allow_base_model:
+                # Parked off the queue until a version is promoted: KEDA does not start GPUs for it.
                 raise Paused(f"task {task!r} has no promoted adapter yet (set LABELQ_STUDENT_ALLOW_BASE_MODEL=true "
-                             "to label with the bare base model)", self.settings.student_wait_s)
+                             "to label with the bare base model)", self.settings.student_wait_s,
+                             park_until_any=registry.serving_keys(task))
             return None
         self.check_base(task, version)
         try:

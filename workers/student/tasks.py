@@ -6,7 +6,7 @@ from labelq.outcomes import ChunkOutcome
 from labelq.queue.app import STUDENT_TASK, QueueApp
 from labelq.queue.task import ChunkTask, register_chunk_task
 from labelq.queue.worker import check_at_worker_start
-from labelq.registry import restore_lost_registries
+from labelq.registry import restore_lost_registries, sweep_parked
 from labelq.schemas import ChunkMessage
 from workers.student.labeler import StudentRuntime, run_student_chunk
 
@@ -25,6 +25,8 @@ def _label_student_chunk(job: ChunkTask, chunk: ChunkMessage) -> ChunkOutcome:
 
 def register(app: QueueApp) -> None:
     """Define the student task on ``app`` (the worker app, or a test's app); a student worker of it
-    rebuilds adapter pointers Redis has lost before it takes a chunk."""
+    rebuilds adapter pointers Redis has lost, and moves back parked chunks that can be served, before
+    it takes a chunk."""
     register_chunk_task(app, STUDENT_TASK, "student", _label_student_chunk)
     check_at_worker_start(app, "student", restore_lost_registries)
+    check_at_worker_start(app, "student", sweep_parked)
