@@ -59,10 +59,11 @@ def test_running_worker_waits_for_an_adapter_then_follows_promotions(
     sessions = list(generate(96, seed=501))
     with celery_workers(student_env(settings, tiny_model), "student", 1, tmp_path):
         early = send(settings, redis_client, sessions[:48], 16)
-        # No adapter yet: the worker takes a chunk, pauses on it, and labels nothing.
-        wait_until(lambda: b'"paused"' in b"".join(p.read_bytes() for p in tmp_path.glob("student-*.log")),
-                   120, "the worker to pause for want of an adapter")
+        # No adapter yet: the worker parks every chunk off the queue (KEDA sees no work) and labels nothing.
+        wait_until(lambda: redis_client.llen(keyspace.parked(settings, "student", TASK)) == 3, 120,
+                   "the worker to park the chunks for want of an adapter")
         assert labelled(settings, redis_client) == 0
+        assert redis_client.llen(keyspace.queue(settings, "student")) == 0
         publish_adapter(settings, redis_client, tiny_adapters["style"], 1)
         wait_until(lambda: labelled(settings, redis_client) + dead(settings, redis_client) == 48, 120, "v1 labels")
         publish_adapter(settings, redis_client, tiny_adapters["constant"], 2)  # same worker, no restart

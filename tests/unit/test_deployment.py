@@ -112,6 +112,49 @@ def test_k8s_manifests_parse_and_keda_scales_real_deployments_on_real_queues() -
     assert not unknown
 
 
+def _seconds(value: str | int) -> int:
+    """A compose duration (``3660s``, ``1h1m``) or a number of seconds."""
+    if isinstance(value, int):
+        return value
+    units = {"h": 3600, "m": 60, "s": 1}
+    return sum(int(n) * units[u] for n, u in re.findall(r"(\d+)([hms])", value))
+
+
+def test_scale_down_lets_the_longest_chunk_finish() -> None:
+    """SIGTERM starts Celery's warm shutdown (the chunk in hand is finished); SIGKILL comes after the grace
+    period. No chunk runs longer than the visibility timeout, so the grace period must be above it."""
+    docs = k8s_documents()
+    config = next(d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"] == "labelq-config")
+    visibility_s = Settings(visibility_timeout_s=int(config["data"]["LABELQ_VISIBILITY_TIMEOUT_S"])).visibility_timeout_s
+    deployments = {d["metadata"]["name"]: d for d in docs if d["kind"] == "Deployment"}
+    scaled = [d["spec"]["scaleTargetRef"]["name"] for d in docs if d["kind"] == "ScaledObject"]
+    assert set(scaled) == {"labelq-teacher", "labelq-student"}
+    for name in scaled:
+        pod = deployments[name]["spec"]["template"]["spec"]
+        assert pod["terminationGracePeriodSeconds"] > visibility_s, name
+        for container in pod["containers"]:  # REMAP_SIGTERM would make SIGTERM a cold shutdown
+            assert "REMAP_SIGTERM" not in {e["name"] for e in container.get("env", [])}, name
+            assert container["command"][:3] == ["labelq", "worker", name.removeprefix("labelq-")]
+    assert "REMAP_SIGTERM" not in config["data"]
+    services = compose()["services"]
+    compose_visibility_s = int(_service_env(services["teacher"]).get("LABELQ_VISIBILITY_TIMEOUT_S",
+                                                                     Settings().visibility_timeout_s))
+    for name in ("teacher", "student"):
+        assert _seconds(services[name]["stop_grace_period"]) > compose_visibility_s, name
+
+
+def test_keda_counts_only_chunks_that_can_be_served() -> None:
+    """The student trigger reads the queue workers consume; parked chunks (no adapter yet) live in another
+    list (tests/integration/test_parking.py: parked, the queue reads 0)."""
+    settings = Settings()
+    [student] = [d for d in k8s_documents() if d["kind"] == "ScaledObject"
+                 and d["metadata"]["name"] == "labelq-student"]
+    list_name = student["spec"]["triggers"][0]["metadata"]["listName"]
+    assert list_name == keyspace.queue(settings, "student")
+    assert keyspace.parked(settings, "student", "session-label") != list_name
+    assert not keyspace.parked(settings, "student", "session-label").startswith(list_name + ":")
+
+
 @pytest.mark.parametrize(("deployment", "command"), _k8s_commands(), ids=lambda v: v if isinstance(v, str) else "")
 def test_k8s_commands_are_real_entry_points(deployment: str, command: list[str]) -> None:
     assert command[0] == "labelq"
