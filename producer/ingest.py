@@ -42,7 +42,7 @@ class ChunkOutlet(Protocol):
 
     def unseen(self, task: str, hashes: Sequence[str]) -> list[bool]: ...
 
-    def wait_for_room(self, queue: str, incoming: int = 1) -> None: ...
+    def wait_for_room(self, queue: str, incoming: int = 1, task: str | None = None) -> None: ...
 
     def enqueue(self, task: str, chunks: Sequence[tuple[str, OutgoingChunk]], hashes: Sequence[str],
                 *, duplicates: int = 0) -> set[str]: ...
@@ -195,7 +195,7 @@ class Ingestor:
         known = {h for h, new in zip(hashes, self._publisher.unseen(self._task, hashes), strict=True) if not new}
         outgoing, fresh = self._chunks(ready, known)
         for queue, n in Counter(queue for queue, _ in outgoing).items():
-            self._publisher.wait_for_room(queue, n)
+            self._publisher.wait_for_room(queue, n, self._task)
         while taken := self._publisher.enqueue(self._task, outgoing, fresh, duplicates=len(hashes) - len(fresh)):
             known |= taken
             outgoing, fresh = self._chunks(ready, known)

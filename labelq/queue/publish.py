@@ -8,7 +8,9 @@ only once its chunk is in a queue. Per batch of chunks, in this order:
    (read only: nothing is claimed yet);
 2. :meth:`~ChunkPublisher.wait_for_room` waits out backpressure for the
    fresh chunks, holding no claim (a producer stopped or killed while it
-   waits leaves nothing behind);
+   waits leaves nothing behind); the task's chunks parked off a queue
+   (``labelq.queue.parking``) count toward it, so a task with no adapter yet
+   holds its producer as when its chunks waited on the queue;
 3. :meth:`~ChunkPublisher.enqueue` sends one MULTI/EXEC transaction: the
    LPUSHes of the Celery messages onto kombu's queue lists, then a Lua gate
    (``enqueue.lua``) that adds the hashes to the dedupe set and moves the
@@ -60,6 +62,7 @@ from labelq.keyspace import Stat
 from labelq.logging import get_logger
 from labelq.queue.app import TASK_FOR_QUEUE, TRAINER_TASK
 from labelq.queue.inspect import queue_depth
+from labelq.queue.parking import PARKED_QUEUES
 from labelq.schemas import ChunkMessage, SessionItem, chunk_json
 from labelq.settings import Settings
 from labelq.stopping import StopFlag
@@ -187,15 +190,25 @@ class ChunkPublisher:
         known = self._retrying("deduplicating", lambda: self._redis.smismember(self.seen_key(task), raw))
         return [not k for k in known]
 
-    def queue_depth(self, queue: str) -> int:
-        return self._retrying("reading queue depth",
-                              lambda: queue_depth(self._settings, self._redis, queue))
+    def queue_depth(self, queue: str, task: str | None = None) -> int:
+        """Chunks waiting in ``queue``; with ``task``, its chunks parked off that queue too (they wait in
+        Redis all the same: ``labelq.queue.parking``), in the same round trip."""
+        if task is None or queue not in PARKED_QUEUES:
+            return self._retrying("reading queue depth", lambda: queue_depth(self._settings, self._redis, queue))
 
-    def wait_for_room(self, queue: str, incoming: int = 1) -> None:
-        """Backpressure: while ``queue`` is above the high-water mark, wait for the low one.
-        Raises Stopped when asked to stop meanwhile."""
+        def both() -> int:
+            with self._redis.pipeline(transaction=False) as pipe:
+                pipe.llen(keyspace.queue(self._settings, queue))
+                pipe.llen(keyspace.parked(self._settings, queue, task))
+                return sum(int(n) for n in pipe.execute())
+
+        return self._retrying("reading queue depth", both)
+
+    def wait_for_room(self, queue: str, incoming: int = 1, task: str | None = None) -> None:
+        """Backpressure: while ``queue`` (with ``task``'s chunks parked off it) is above the high-water
+        mark, wait for the low one. Raises Stopped when asked to stop meanwhile."""
         high = self._settings.queue_high_water_chunks
-        depth = self.queue_depth(queue)
+        depth = self.queue_depth(queue, task)
         if depth + incoming <= high:
             return
         log.info("backpressure_pause", queue=queue, depth=depth, high_water=high)
@@ -204,7 +217,7 @@ class ChunkPublisher:
             while depth > min(self._settings.queue_low_water_chunks, max(0, high - incoming)):
                 self._on_pause(queue, depth)
                 self._sleep(self._settings.backpressure_poll_s)
-                depth = self.queue_depth(queue)
+                depth = self.queue_depth(queue, task)
         finally:
             self.paused_s += time.monotonic() - started
         log.info("backpressure_resume", queue=queue, depth=depth)
@@ -266,7 +279,7 @@ class ChunkPublisher:
             per_queue[queue] = per_queue.get(queue, 0) + 1
         for queue, n in per_queue.items():
             if backpressure:
-                self.wait_for_room(queue, n)
+                self.wait_for_room(queue, n, chunks[0][1].task)
         try:
             self.enqueue(chunks[0][1].task, chunks, [])
         except Exception as exc:  # kombu and celery wrap transport errors in their own types

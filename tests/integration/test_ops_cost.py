@@ -100,3 +100,17 @@ def test_audit_reads_a_long_queue_in_pages_and_counts_each_message_once(
     assert in_flight_counts(settings, client, ["session-label"]) == {"session-label": sessions + 5}
     # The first pages of 5 keys in one pipeline, then 2 more pages of the long list.
     assert commands == 5 + (n + 2) // PAGE_MESSAGES
+
+
+def test_the_session_count_header_says_what_the_body_holds(settings: Settings) -> None:
+    """The audit counts a message's sessions from its header: it must agree with the body (a change to
+    the message that breaks this makes the audit decode bodies again, never miscount)."""
+    from labelq.queue.inspect import chunk_message_count, decode_chunk_message
+
+    for sessions in (1, 7):
+        raw = chunk_envelope(settings, "teacher", "session-label", sessions, seed=f"h{sessions}")
+        chunk = decode_chunk_message(raw)
+        counted = chunk_message_count(raw)
+        assert chunk is not None and counted is not None
+        assert (counted.task, counted.sessions) == (chunk["task"], len(chunk["sessions"])) == ("session-label", sessions)
+        assert counted.message_id == orjson.loads(raw)["headers"]["id"]

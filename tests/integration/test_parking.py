@@ -18,7 +18,7 @@ from labelq.metrics import QueueDepthCollector
 from labelq.queue.app import create_app
 from labelq.queue.inspect import decode_chunk_message, queue_depth
 from labelq.queue.parking import UNPARK_BATCH, Parked, park, parked_depths, unpark
-from labelq.queue.publish import republish
+from labelq.queue.publish import ChunkPublisher, republish
 from labelq.registry import Registry, release_parked
 from labelq.settings import Settings
 from labelq.status import gather
@@ -171,3 +171,23 @@ def test_metrics_show_ready_work_and_parked_chunks_over_one_pool(
     assert families["labelq_parked_chunks"] == {(TASK,): 2}
     named = [c for c in redis_client.client_list() if c.get("name") == Collector.REDIS_CLIENT_NAME]
     assert 1 <= len(named) <= QueueDepthCollector.MAX_REDIS_CONNECTIONS
+
+
+def test_parked_chunks_hold_their_producer_like_queued_ones(settings: Settings, redis_client: redis.Redis) -> None:
+    """Parked chunks still take Redis memory: the producer's backpressure counts them with the queue."""
+    settings = settings.model_copy(update={"queue_high_water_chunks": 3, "queue_low_water_chunks": 1})
+    parked = keyspace.parked(settings, "student", TASK)
+    for seed in ("a", "b", "c"):
+        redis_client.lpush(parked, chunk_envelope(settings, "student", TASK, 1, seed=seed))
+    pauses: list[int] = []
+
+    def on_pause(queue: str, depth: int) -> None:
+        pauses.append(depth)
+        unpark(settings, redis_client, "student", TASK)  # moved back ...
+        redis_client.ltrim(keyspace.queue(settings, "student"), 0, 0)  # ... and two of them taken
+
+    with ChunkPublisher(settings, create_app(settings), redis_client, on_pause=on_pause) as publisher:
+        publisher.wait_for_room("student", 1, TASK)  # another task's chunks would not count
+        assert pauses == [3] and publisher.queue_depth("student", TASK) == 1
+        publisher.wait_for_room("student", 1, "another-task")
+        assert pauses == [3]

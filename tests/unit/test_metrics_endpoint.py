@@ -90,5 +90,6 @@ def test_queue_depths_without_redis_leave_the_family_empty_and_the_scrape_alive(
     from labelq.redis_server import free_port
 
     settings = Settings(redis_url=f"redis://:pw@127.0.0.1:{free_port()}/0")  # type: ignore[arg-type]
-    [family] = list(QueueDepthCollector(settings).collect())
-    assert family.name == "labelq_queue_depth" and family.samples == []
+    depths, parked = list(QueueDepthCollector(settings).collect())
+    assert depths.name == "labelq_queue_depth" and depths.samples == []
+    assert parked.name == "labelq_parked_chunks" and parked.samples == []
