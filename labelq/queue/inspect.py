@@ -39,6 +39,9 @@ def queue_bytes(settings: Settings, client: redis.Redis, queue: str) -> int:
     ``MEMORY USAGE`` walks the list's nodes (a large message is a node of its own; small ones share
     one), so it is exact, and read live as workers pop, up to ``queue_high_water_chunks`` nodes, the
     regime the chunk mark keeps a queue in; beyond that Redis estimates from the newest that many.
+    (Not a byte counter kept by the enqueue script: workers pop with kombu's BRPOP, which runs no
+    labelq code, so such a counter could only be taken down at acknowledgement and would drift with
+    every restored, purged or lost message.)
     """
     used = client.memory_usage(keyspace.queue(settings, queue), samples=settings.queue_high_water_chunks)
     return int(used or 0)

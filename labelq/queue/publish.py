@@ -207,13 +207,10 @@ class ChunkPublisher:
                               lambda: queue_bytes(self._settings, self._redis, queue))
 
     def wait_for_room(self, queue: str, incoming: int = 1, incoming_bytes: int = 0) -> None:
-        """Backpressure: while ``queue`` is above a high-water mark (chunks, then bytes), wait for the
-        low one. ``incoming_bytes``: what the chunks about to be pushed take (:func:`message_bytes`).
+        """Backpressure: while ``queue`` is above the high-water mark, wait for the low one; in bytes
+        (``incoming_bytes``: what the chunks about to be pushed take, :func:`message_bytes`), then in chunks.
         Raises Stopped when asked to stop meanwhile."""
-        self._wait_for_chunks(queue, incoming)
         self._wait_for_bytes(queue, incoming_bytes)
-
-    def _wait_for_chunks(self, queue: str, incoming: int) -> None:
         high = self._settings.queue_high_water_chunks
         depth = self.queue_depth(queue)
         if depth + incoming <= high:
