@@ -142,7 +142,9 @@ class Settings(BaseSettings):
         description="Producer pauses while a queue's Redis list takes more bytes than this (MEMORY USAGE).",
     )
     queue_low_water_bytes: int = Field(
-        default=128 << 20, ge=0, description="A producer paused on bytes resumes below this many."
+        default=128 << 20, ge=0,
+        description="A producer paused on bytes resumes below this many (at or above the high mark: as soon "
+                    "as its batch fits).",
     )
     backpressure_poll_s: float = Field(
         default=0.5, gt=0, description="How often a paused producer re-reads queue depth."
@@ -421,12 +423,6 @@ class Settings(BaseSettings):
     @classmethod
     def _empty_password_is_none(cls, value: SecretStr | None) -> SecretStr | None:
         return value if value is not None and value.get_secret_value() else None
-
-    @model_validator(mode="after")
-    def _byte_marks_in_order(self) -> Settings:
-        if self.queue_low_water_bytes >= self.queue_high_water_bytes:
-            raise ValueError("queue_low_water_bytes must be below queue_high_water_bytes")
-        return self
 
     @model_validator(mode="after")
     def _metrics_not_open(self) -> Settings:
