@@ -137,8 +137,27 @@ class Settings(BaseSettings):
     queue_low_water_chunks: int = Field(
         default=1_000, ge=0, description="A paused producer resumes below this many chunks."
     )
+    queue_high_water_bytes: int = Field(
+        default=256 << 20, gt=0,
+        description="Producer pauses while a queue's Redis list takes more bytes than this (MEMORY USAGE).",
+    )
+    queue_low_water_bytes: int = Field(
+        default=128 << 20, ge=0,
+        description="A producer paused on bytes resumes below this many (at or above the high mark: as soon "
+                    "as its batch fits).",
+    )
     backpressure_poll_s: float = Field(
         default=0.5, gt=0, description="How often a paused producer re-reads queue depth."
+    )
+    claim_check_bytes: int = Field(
+        default=32 << 10, ge=0,
+        description="Sessions whose JSON is larger go to the object store (payloads/); their message "
+                    "carries a reference (claim check).",
+    )
+    claim_check_retention_days: int = Field(
+        default=30, gt=0,
+        description="Claim-checked payloads older than this are deleted (`labelq payloads prune`, or the "
+                    "bucket's lifecycle rule); a session still queued then is dead-lettered payload_missing.",
     )
     dead_letter_raw_max_bytes: int = Field(
         default=4_096, gt=0, description="Raw input kept with a dead-letter record, truncated."

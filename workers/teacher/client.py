@@ -176,7 +176,7 @@ class ReplayClient:
     async def complete(self, messages: list[dict[str, str]], *, max_tokens: int,
                        temperature: float, session: SessionItem) -> Completion:
         await asyncio.sleep(self._latency_s)
-        reference = session.payload.get(self._field)
+        reference = session.require_payload().get(self._field)
         label = reference.get("label") if isinstance(reference, dict) else reference
         if not isinstance(label, str) or not label:
             raise TeacherCallError("replay_no_reference",
