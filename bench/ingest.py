@@ -38,7 +38,8 @@ from producer.run import run_ingest
 
 def bench_ours(url: str, path: Path, tmp: Path) -> float:
     settings = Settings(state_dir=tmp, redis_url=url, redis_key_prefix=f"ours{uuid.uuid4().hex[:6]}:",  # type: ignore[arg-type]
-                        store_url=f"file://{tmp / 'store'}", queue_high_water_chunks=10**9)
+                        store_url=f"file://{tmp / 'store'}", queue_high_water_chunks=10**9,
+                        queue_high_water_bytes=1 << 62)  # no worker drains: backpressure would stop the run
     started = time.perf_counter()
     summary = run_ingest(settings, [str(path)])
     elapsed = time.perf_counter() - started
@@ -104,7 +105,7 @@ def bench_rss(url: str, path: Path, tmp: Path) -> tuple[float, dict]:  # type: i
 
     env = {**os.environ, "LABELQ_REDIS_URL": url, "LABELQ_STATE_DIR": str(tmp),
            "LABELQ_STORE_URL": f"file://{tmp / 'store-rss'}", "LABELQ_REDIS_KEY_PREFIX": "rss:",
-           "LABELQ_QUEUE_HIGH_WATER_CHUNKS": str(10**9)}
+           "LABELQ_QUEUE_HIGH_WATER_CHUNKS": str(10**9), "LABELQ_QUEUE_HIGH_WATER_BYTES": str(1 << 62)}
     proc = subprocess.Popen([sys.executable, "-m", "labelq.app.cli.main", "ingest", str(path), "--json"],
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
     root = psutil.Process(proc.pid)

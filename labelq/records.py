@@ -36,7 +36,7 @@ def commit_chunk(
         return False
     if inputs:
         store.put_bytes(keyspace.inputs(stage, task, chunk_id), b"".join(
-            orjson.dumps({"session_id": s.session_id, "content_hash": s.content_hash, "payload": s.payload})
+            orjson.dumps({"session_id": s.session_id, "content_hash": s.content_hash, "payload": s.require_payload()})
             + b"\n" for s in inputs))
     if records:
         store.put_bytes(keyspace.labels(stage, task, chunk_id), encode_jsonl(list(records)))

@@ -3,7 +3,9 @@
 A worker's dead letter keeps its session (``DeadLetter.payload``). Redrive
 puts those sessions back on the queue of the stage that dead-lettered them
 (teacher letters on the teacher queue, student letters on the student queue)
-as new chunks with route ``redrive``, without the producer's dedupe claim:
+as new chunks with route ``redrive`` (a large session checked in to the store
+again and sent by reference, as the producer does: :mod:`labelq.payloads`),
+without the producer's dedupe claim:
 the sessions were claimed when they were ingested, so a re-ingest still calls
 them duplicates, and only redrive sends exactly these sessions again.
 
@@ -45,6 +47,7 @@ from labelq import keyspace, lua
 from labelq.deadletter import LetterFilter, StoredLetter, read_letters
 from labelq.hashing import chunk_id
 from labelq.logging import get_logger
+from labelq.payloads import wire_part
 from labelq.queue.app import QueueApp, create_app
 from labelq.queue.publish import ChunkPublisher, OutgoingChunk
 from labelq.redis_server import resolve_redis_url
@@ -87,9 +90,11 @@ def _batches(letters: Sequence[StoredLetter], size: int) -> Iterator[_Batch]:
             yield _Batch(queue, task, group[start:start + size])
 
 
-def _chunk(batch: _Batch) -> dict[str, Any]:
-    """The batch as a chunk message (wire dict), its id derived from its letters' ids."""
-    sessions = [(str(s.letter.session_id), str(s.letter.content_hash), s.letter.payload or {})
+def _chunk(settings: Settings, store: ObjectStore, batch: _Batch) -> dict[str, Any]:
+    """The batch as a chunk message (wire dict), its id derived from its letters' ids; a large payload is
+    written to the store first and referenced (:func:`labelq.payloads.wire_part`)."""
+    sessions = [(str(s.letter.session_id), str(s.letter.content_hash),
+                 wire_part(settings, store, batch.task, str(s.letter.content_hash), s.letter.payload or {}))
                 for s in batch.letters]
     wire = chunk_wire(batch.task, ROUTE, sessions)
     wire["chunk_id"] = chunk_id(batch.task, (h for _, h, _ in sessions),
@@ -125,13 +130,14 @@ def flush_outbox(settings: Settings, client: redis.Redis, publisher: ChunkPublis
     return len(entries)
 
 
-def _send(settings: Settings, client: redis.Redis, publisher: ChunkPublisher, batch: _Batch) -> tuple[int, int]:
+def _send(settings: Settings, store: ObjectStore, client: redis.Redis, publisher: ChunkPublisher,
+          batch: _Batch) -> tuple[int, int]:
     """Count the batch out of the dead letters and publish it: ``(sent, redriven before)``."""
     script = lua.script(client, "redrive")
     keys = [keyspace.dlq_redriven(settings), keyspace.redrive_outbox(settings), keyspace.task_registry(settings)]
     before = 0
     while batch.letters:
-        chunk = _chunk(batch)
+        chunk = _chunk(settings, store, batch)
         ids = [s.id for s in batch.letters]
         entry = orjson.dumps({"queue": batch.queue, "chunk": chunk})
         taken = [x.decode() if isinstance(x, bytes) else str(x) for x in script(
@@ -172,7 +178,7 @@ def redrive(settings: Settings, store: ObjectStore, client: redis.Redis, where: 
     with ChunkPublisher(settings, app, client) as publisher:
         summary.resumed_chunks = flush_outbox(settings, client, publisher)
         for batch in batches:
-            sent, before = _send(settings, client, publisher, batch)
+            sent, before = _send(settings, store, client, publisher, batch)
             summary.redriven += sent
             summary.already_redriven += before
             if sent:

@@ -1,6 +1,7 @@
 """Versioned wire and store schemas. Decoding failures raise DecodeError.
 
-* ``ChunkMessage``  a queue message: one chunk of sessions for one task.
+* ``ChunkMessage``  a queue message: one chunk of sessions for one task (a large session's
+                    payload by reference: ``payload_ref``, see :mod:`labelq.payloads`).
 * ``LabelRecord``   one label in ``labels/<source>/...`` (JSONL).
 * ``DeadLetter``    one thing that could not be labelled, with its reason.
 
@@ -10,14 +11,16 @@ report, curation manifest) back from its ``to_dict()`` JSON.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Any, Final, Literal, TypeVar
+from typing import Any, Final, Literal, NamedTuple, TypeVar
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
 
-from labelq.errors import DecodeError
+from labelq.errors import DecodeError, InvalidKey, PayloadUnresolved
 from labelq.hashing import chunk_id
+from labelq.keyspace.store_paths import payload as payload_key
 
 CHUNK_SCHEMA_VERSION: Final = 1
 LABEL_SCHEMA_VERSION: Final = 1
@@ -50,16 +53,56 @@ def parse_utc(value: str) -> datetime:
     return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
 
 
+class PayloadRef(NamedTuple):
+    """A claim check: the object-store key of a session's payload (:func:`labelq.keyspace.payload`)."""
+
+    key: str
+
+
 class SessionItem(BaseModel):
+    """One session of a chunk: ``payload`` inline, or (claim check, for a large session) ``payload_ref``,
+    the object-store key its payload was written to before the chunk was enqueued. A worker resolves the
+    reference (:mod:`labelq.payloads`) and then holds both: the payload to label, the reference to hand
+    the session on with (a republished session never carries its large payload inline)."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     session_id: str = Field(min_length=1)
     content_hash: str = Field(min_length=8)
-    payload: dict[str, Any]
+    payload: dict[str, Any] | None = None
+    payload_ref: str | None = Field(default=None, min_length=1)
+
+    @model_validator(mode="after")
+    def _has_a_payload(self) -> SessionItem:
+        if self.payload is None and self.payload_ref is None:
+            raise ValueError("a session needs its payload or a payload_ref")
+        return self
+
+    def require_payload(self) -> dict[str, Any]:
+        """The session itself; a claim-checked one must have been resolved (:mod:`labelq.payloads`)."""
+        if self.payload is None:
+            raise PayloadUnresolved(f"session {self.session_id!r} carries only {self.payload_ref!r}: "
+                                    "resolve it through the store first")
+        return self.payload
+
+    def wire(self) -> dict[str, Any]:
+        """As it goes on a queue: the reference when it has one (never the large payload), else the payload."""
+        if self.payload_ref is not None:
+            return {"session_id": self.session_id, "content_hash": self.content_hash,
+                    "payload_ref": self.payload_ref}
+        return {"session_id": self.session_id, "content_hash": self.content_hash, "payload": self.payload}
+
+    def wire_part(self) -> bytes | PayloadRef:
+        """What :func:`chunk_json` embeds for this session: its reference, or its payload as JSON."""
+        return PayloadRef(self.payload_ref) if self.payload_ref is not None else orjson.dumps(self.payload)
 
 
 class ChunkMessage(BaseModel):
-    """``{v, chunk_id, task, sessions: [{session_id, content_hash, payload}]}``."""
+    """``{v, chunk_id, task, route, sessions: [{session_id, content_hash, payload | payload_ref}]}``.
+
+    A ``payload_ref`` must be the key :func:`labelq.keyspace.payload` gives the session's task and content
+    hash: a message cannot point a worker at any other object of the store.
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -70,22 +113,36 @@ class ChunkMessage(BaseModel):
     # Where the chunk came from: "seed", "sample", "steady", "escalation", "forced".
     route: str = "steady"
 
+    @model_validator(mode="after")
+    def _references_are_the_sessions_own(self) -> ChunkMessage:
+        for s in self.sessions:
+            if s.payload_ref is not None:
+                try:
+                    own = payload_key(self.task, s.content_hash)
+                except InvalidKey as exc:
+                    raise ValueError(f"session {s.session_id!r}: {exc}") from None
+                if s.payload_ref != own:
+                    raise ValueError(f"session {s.session_id!r}: payload_ref {s.payload_ref[:200]!r} is not "
+                                     f"its payload's key {own!r}")
+        return self
+
     @classmethod
     def decode(cls, raw: Any) -> ChunkMessage:
         """Parse a message body (dict, str or bytes); DecodeError when it does not fit."""
         return _decode(cls, raw, f"v{CHUNK_SCHEMA_VERSION} chunk message")
 
     def wire(self) -> dict[str, Any]:
-        return self.model_dump(mode="json")
+        return {"v": self.v, "chunk_id": self.chunk_id, "task": self.task, "route": self.route,
+                "sessions": [s.wire() for s in self.sessions]}
 
 
 def chunk_wire(
-    task: str, route: str, sessions: list[tuple[str, str, dict[str, Any]]]
+    task: str, route: str, sessions: list[tuple[str, str, dict[str, Any] | PayloadRef]]
 ) -> dict[str, Any]:
     """A chunk message as its wire dict, built without re-validating trusted parts.
 
     The producer has validated every session already; workers decode with
-    :meth:`ChunkMessage.decode`.
+    :meth:`ChunkMessage.decode`. A session given as a :class:`PayloadRef` carries ``payload_ref``.
     """
     return {
         "v": CHUNK_SCHEMA_VERSION,
@@ -93,18 +150,22 @@ def chunk_wire(
         "task": task,
         "route": route,
         "sessions": [
-            {"session_id": sid, "content_hash": h, "payload": payload} for sid, h, payload in sessions
+            {"session_id": sid, "content_hash": h,
+             **({"payload_ref": part.key} if isinstance(part, PayloadRef) else {"payload": part})}
+            for sid, h, part in sessions
         ],
     }
 
 
 def chunk_json(
-    task: str, route: str, sessions: list[tuple[str, str, bytes]], chunk_id_hex: str | None = None
+    task: str, route: str, sessions: Sequence[tuple[str, str, bytes | PayloadRef]],
+    chunk_id_hex: str | None = None,
 ) -> bytes:
     """The same chunk as :func:`chunk_wire`, as JSON bytes spliced from validated raw payloads.
 
     The producer never re-parses or re-serializes a payload: ``payload`` bytes
-    were accepted by a strict JSON parser, so they embed as they are.
+    were accepted by a strict JSON parser, so they embed as they are. A session
+    given as a :class:`PayloadRef` (claim check) carries ``payload_ref`` instead.
     """
     if chunk_id_hex is None:
         chunk_id_hex = chunk_id(task, (h for _, h, _ in sessions))
@@ -112,8 +173,11 @@ def chunk_json(
                          "task": task, "route": route})
     parts = [head[:-1], b',"sessions":[']
     for sid, h, raw in sessions:  # one join at the end: each payload is copied once
-        parts += (b'{"session_id":', orjson.dumps(sid), b',"content_hash":"', h.encode(),
-                  b'","payload":', raw, b"},")
+        parts += (b'{"session_id":', orjson.dumps(sid), b',"content_hash":"', h.encode())
+        if isinstance(raw, PayloadRef):
+            parts += (b'","payload_ref":', orjson.dumps(raw.key), b"},")
+        else:
+            parts += (b'","payload":', raw, b"},")
     parts[-1] = b"}"  # the last session's closing brace, without the comma
     parts.append(b"]}")
     return b"".join(parts)

@@ -137,8 +137,27 @@ class Settings(BaseSettings):
     queue_low_water_chunks: int = Field(
         default=1_000, ge=0, description="A paused producer resumes below this many chunks."
     )
+    queue_high_water_bytes: int = Field(
+        default=256 << 20, gt=0,
+        description="Producer pauses while a queue's Redis list takes more bytes than this (MEMORY USAGE).",
+    )
+    queue_low_water_bytes: int = Field(
+        default=128 << 20, ge=0,
+        description="A producer paused on bytes resumes below this many (at or above the high mark: as soon "
+                    "as its batch fits).",
+    )
     backpressure_poll_s: float = Field(
         default=0.5, gt=0, description="How often a paused producer re-reads queue depth."
+    )
+    claim_check_bytes: int = Field(
+        default=32 << 10, ge=0,
+        description="Sessions whose JSON is larger go to the object store (payloads/); their message "
+                    "carries a reference (claim check).",
+    )
+    claim_check_retention_days: int = Field(
+        default=30, gt=0,
+        description="Claim-checked payloads older than this are deleted (`labelq payloads prune`, or the "
+                    "bucket's lifecycle rule); a session still queued then is dead-lettered payload_missing.",
     )
     dead_letter_raw_max_bytes: int = Field(
         default=4_096, gt=0, description="Raw input kept with a dead-letter record, truncated."
@@ -321,6 +340,21 @@ class Settings(BaseSettings):
     trainer_qlora: bool = Field(
         default=False, description="Train on 4-bit base weights (QLoRA) when a GPU and bitsandbytes are present."
     )
+    # Training settings: unset means the default for the kind of base (trainer.lora.BASE_DEFAULTS: the tiny
+    # base, or a real pretrained one); set, they apply to every base. Written next to each adapter.
+    trainer_learning_rate: float | None = Field(
+        default=None, gt=0, description="LoRA learning rate (default: 3e-3 on the tiny base, 1e-3 on a real one).")
+    trainer_epochs: int | None = Field(
+        default=None, gt=0, description="Passes over the training split (default: 6 tiny, 3 real).")
+    trainer_lora_rank: int | None = Field(default=None, gt=0, description="LoRA rank r (default 16).")
+    trainer_lora_alpha: int | None = Field(default=None, gt=0, description="LoRA alpha (default 32).")
+    trainer_target_modules: list[str] | None = Field(
+        default=None, description="Modules that get LoRA layers (default: every attention and MLP projection).")
+    trainer_max_tokens: int | None = Field(
+        default=None, gt=0, description="Longest training sequence in tokens, prompt and answer (default: 512 "
+        "tiny, 1024 real); longer prompts are cut from the front of the session.")
+    trainer_batch_size: int | None = Field(
+        default=None, gt=0, description="Sequences per optimizer step (default: 16 tiny, 8 real).")
     promote_margin_exact: float = Field(
         default=0.0, ge=0, description="A new adapter may trail the serving one by this much exact match."
     )

@@ -7,11 +7,13 @@ bytes. ``left`` is 0 unless the run was asked to stop (SIGTERM): then the
 sessions read but not yet enqueued are left, unclaimed, for a re-run.
 
 A session counts as seen only once its chunk is in a queue: a batch of ready
-chunks is checked against the dedupe set (read only), waits for room, and is
-then claimed, pushed and counted in one atomic step (see
-:mod:`labelq.queue.publish`). Nothing is claimed while the producer waits, so
-a producer stopped or killed at any point and run again on the same sources
-enqueues every session exactly once.
+chunks is checked against the dedupe set (read only), waits for room (chunks
+and bytes), has its large payloads written to the store (claim check, see
+:mod:`labelq.payloads`), and is then claimed, pushed and counted in one atomic
+step (see :mod:`labelq.queue.publish`). Nothing is claimed while the producer
+waits, so a producer stopped or killed at any point and run again on the same
+sources enqueues every session exactly once (a payload written before a kill
+is written again, to the same key, by the next run).
 """
 
 from __future__ import annotations
@@ -25,10 +27,13 @@ from typing import Any, Protocol
 from labelq.deadletter import DeadLetterSink, truncate_raw
 from labelq.errors import Stopped
 from labelq.hashing import chunk_id
-from labelq.queue.publish import OutgoingChunk
-from labelq.schemas import DeadLetter, chunk_json
+from labelq.keyspace import payload as payload_key
+from labelq.payloads import check_in, claim_checked
+from labelq.queue.publish import OutgoingChunk, message_bytes
+from labelq.schemas import DeadLetter, PayloadRef, chunk_json
 from labelq.settings import Settings
 from labelq.stopping import StopFlag
+from labelq.store import ObjectStore
 from producer.routing import Router
 from producer.sources import RawRecord
 from producer.validate import Accepted, Limits, Rejected, validate
@@ -42,7 +47,8 @@ class ChunkOutlet(Protocol):
 
     def unseen(self, task: str, hashes: Sequence[str]) -> list[bool]: ...
 
-    def wait_for_room(self, queue: str, incoming: int = 1, task: str | None = None) -> None: ...
+    def wait_for_room(self, queue: str, incoming: int = 1, incoming_bytes: int = 0,
+                      task: str | None = None) -> None: ...
 
     def enqueue(self, task: str, chunks: Sequence[tuple[str, OutgoingChunk]], hashes: Sequence[str],
                 *, duplicates: int = 0) -> set[str]: ...
@@ -112,12 +118,16 @@ class Ingestor:
     ``stop`` (set on SIGTERM) ends the run early: the batch being enqueued is
     finished, one waiting for room or for Redis is left, as are the chunks
     not yet full; the summary says ``stopped`` and counts them as ``left``.
+
+    With ``payload_store`` (the queues' producer), a session larger than
+    ``claim_check_bytes`` goes to that store and its chunk carries a reference;
+    without it (chunks kept in this process) every payload stays inline.
     """
 
     def __init__(
         self, settings: Settings, publisher: ChunkOutlet, dead_letters: DeadLetterSink,
         router: Router, *, task: str, on_record: Callable[[IngestSummary], None] | None = None,
-        stop: StopFlag | None = None,
+        stop: StopFlag | None = None, payload_store: ObjectStore | None = None,
     ) -> None:
         self._settings = settings
         self._publisher = publisher
@@ -131,8 +141,12 @@ class Ingestor:
             settings.publish_batch_chunks,
             settings.queue_high_water_chunks - settings.queue_low_water_chunks,
         ))
-        # Full chunks waiting to be claimed and published together.
+        # ... and between the byte marks (as estimated before the batch is built).
+        self._batch_bytes = settings.queue_high_water_bytes - settings.queue_low_water_bytes
+        self._payloads = payload_store
+        # Full chunks waiting to be claimed and published together, and their estimated bytes in Redis.
         self._ready: list[tuple[str, str, list[Accepted]]] = []
+        self._ready_bytes = 0
         self._on_record = on_record
         self._stop = stop
         self.summary = IngestSummary()
@@ -169,8 +183,10 @@ class Ingestor:
             else:
                 buffer[result.content_hash] = result
                 if len(buffer) >= self._settings.chunk_size:
-                    self._ready.append((queue, route, list(self._buffers.pop((queue, route)).values())))
-                    if len(self._ready) >= self._batch_chunks:
+                    sessions = list(self._buffers.pop((queue, route)).values())
+                    self._ready.append((queue, route, sessions))
+                    self._ready_bytes += message_bytes(sum(self._carried(s) for s in sessions))
+                    if len(self._ready) >= self._batch_chunks or self._ready_bytes >= self._batch_bytes:
                         self._publish_ready()
         if self._on_record is not None:
             self._on_record(self.summary)
@@ -185,17 +201,35 @@ class Ingestor:
         self._buffers.clear()
         self._publish_ready()
 
+    def _checked(self, session: Accepted) -> bool:
+        """Whether the session's payload goes to the store (its message carries a reference)."""
+        return self._payloads is not None and claim_checked(self._settings, len(session.raw))
+
+    def _carried(self, session: Accepted) -> int:
+        """About what the session adds to its chunk's JSON: its payload, or a reference."""
+        return 160 + (0 if self._checked(session) else len(session.raw))
+
     def _publish_ready(self) -> None:
-        """Enqueue the ready chunks' fresh sessions: look, wait for room, then claim and push
-        in one step (a conflict with another producer drops its sessions and tries again)."""
+        """Enqueue the ready chunks' fresh sessions: look, wait for room (chunks and bytes), write the
+        large payloads to the store, then claim and push in one step (a conflict with another producer
+        drops its sessions and tries again)."""
         ready = self._ready
+        self._ready_bytes = 0
         hashes = [s.content_hash for _, _, sessions in ready for s in sessions]
         if not hashes:
             return
         known = {h for h, new in zip(hashes, self._publisher.unseen(self._task, hashes), strict=True) if not new}
         outgoing, fresh = self._chunks(ready, known)
-        for queue, n in Counter(queue for queue, _ in outgoing).items():
-            self._publisher.wait_for_room(queue, n, self._task)
+        per_queue: dict[str, list[int]] = {}
+        for queue, chunk in outgoing:
+            per_queue.setdefault(queue, []).append(message_bytes(len(chunk.body)))
+        for queue, sizes in per_queue.items():
+            self._publisher.wait_for_room(queue, len(sizes), sum(sizes), self._task)
+        if self._payloads is not None:  # before the transaction: no reference is ever queued before its object
+            fresh_set = set(fresh)
+            large = {s.content_hash: s.raw for _, _, sessions in ready for s in sessions
+                     if s.content_hash in fresh_set and self._checked(s)}
+            check_in(self._payloads, self._task, list(large.items()))
         while taken := self._publisher.enqueue(self._task, outgoing, fresh, duplicates=len(hashes) - len(fresh)):
             known |= taken
             outgoing, fresh = self._chunks(ready, known)
@@ -220,7 +254,10 @@ class Ingestor:
                     new.append(s)
             if new:
                 fresh.extend(s.content_hash for s in new)
-                triples = [(s.session_id, s.content_hash, s.raw) for s in new]
+                triples: list[tuple[str, str, bytes | PayloadRef]] = [
+                    (s.session_id, s.content_hash,
+                     PayloadRef(payload_key(self._task, s.content_hash)) if self._checked(s) else s.raw)
+                    for s in new]
                 cid = chunk_id(self._task, (s.content_hash for s in new))
                 outgoing.append((queue, OutgoingChunk(
                     chunk_id=cid, task=self._task, sessions=len(new),

@@ -3,7 +3,7 @@
 them itself).
 
 Rejected records go to the dead-letter store with their reason, as in an
-ingest run; duplicates are caught within the run (the sessions are not
+ingest run; payloads stay inline whatever their size (no queue holds them); duplicates are caught within the run (the sessions are not
 marked as ingested, so a later ``labelq ingest`` still takes them).
 """
 
@@ -35,7 +35,8 @@ class LocalChunks:
     def unseen(self, task: str, hashes: Sequence[str]) -> list[bool]:
         return [h not in self._seen for h in hashes]
 
-    def wait_for_room(self, queue: str, incoming: int = 1, task: str | None = None) -> None:
+    def wait_for_room(self, queue: str, incoming: int = 1, incoming_bytes: int = 0,
+                      task: str | None = None) -> None:
         return None  # a list has room
 
     def enqueue(self, task: str, chunks: Sequence[tuple[str, OutgoingChunk]], hashes: Sequence[str],

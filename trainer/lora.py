@@ -13,13 +13,15 @@ import json
 import random
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from labelq.logging import get_logger
+from labelq.models import TINY, base_kind
 from labelq.models import base_hash as model_base_hash
 from labelq.prompts import encode_example
+from labelq.settings import Settings
 from trainer.tiny_model import answer_loss, collate
 
 log = get_logger(__name__)
@@ -40,6 +42,26 @@ class LoraTrainConfig:
     seed: int = 0
     precision: str = "auto"  # auto: bf16 on a GPU, fp32 on a CPU
     qlora: bool = False  # 4-bit base weights (bitsandbytes, GPU only); else falls back to bf16/fp32
+
+
+# Defaults per kind of base (``labelq.models.base_kind``). The tiny base is 2 layers trained from scratch:
+# it takes a large learning rate and many epochs. A real pretrained model (SmolLM2-135M, a 7B) already
+# writes English: a smaller rate and fewer passes keep it from forgetting, longer sequences fit its
+# longer tokenization of the same session, smaller batches fit its memory.
+BASE_DEFAULTS: dict[str, LoraTrainConfig] = {
+    TINY: LoraTrainConfig(),
+    "pretrained": LoraTrainConfig(epochs=3, batch_size=8, learning_rate=1e-3, max_tokens=1024),
+}
+
+
+def training_config(settings: Settings, base_model: str) -> LoraTrainConfig:
+    """The training config for ``base_model``: its kind's defaults, then every ``LABELQ_TRAINER_*`` that is set."""
+    overrides: dict[str, Any] = {name: value for name, value in (
+        ("learning_rate", settings.trainer_learning_rate), ("epochs", settings.trainer_epochs),
+        ("rank", settings.trainer_lora_rank), ("alpha", settings.trainer_lora_alpha),
+        ("target_modules", settings.trainer_target_modules), ("max_tokens", settings.trainer_max_tokens),
+        ("batch_size", settings.trainer_batch_size)) if value is not None}
+    return replace(BASE_DEFAULTS[base_kind(base_model)], qlora=settings.trainer_qlora, **overrides)
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,6 +149,7 @@ def train_lora(base_model: str, examples: list[tuple[str, str]], out_dir: Path,
     stats = TrainStats(steps=total, final_loss=round(loss_value, 4), train_seconds=seconds, device=device,
                        dtype=str(dtype).removeprefix("torch."), examples=len(examples), qlora=quantized)
     (out_dir / "train_config.json").write_text(json.dumps(
-        {"base_model": base_model, "base_hash": base_hash, "lora": asdict(config), "stats": stats.to_dict()}, indent=2))
+        {"base_model": base_model, "base_hash": base_hash, "base_kind": base_kind(base_model), "lora": asdict(config),
+         "stats": stats.to_dict()}, indent=2))
     log.info("lora_trained", **stats.to_dict())
     return stats

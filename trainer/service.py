@@ -118,7 +118,7 @@ def _log_progress(step: int, total: int, loss: float) -> None:
 
 def _train_locked(settings: Settings, store: ObjectStore, client: redis.Redis, task: str,
                   dataset_version: str) -> TrainingReport:
-    from trainer.lora import LoraTrainConfig, train_lora
+    from trainer.lora import train_lora, training_config
 
     started = time.monotonic()
     base_model = resolve_base_model(settings)  # ConfigError (never a build) when `tiny` is not built
@@ -138,7 +138,7 @@ def _train_locked(settings: Settings, store: ObjectStore, client: redis.Redis, t
     with tempfile.TemporaryDirectory(prefix="labelq-train-") as tmp:
         new_dir = Path(tmp) / "adapter"
         stats = train_lora(base_model, [(student_prompt(spec, settings, r["payload"]), r["label"]) for r in train],
-                           new_dir, LoraTrainConfig(qlora=settings.trainer_qlora), on_step=_log_progress,
+                           new_dir, training_config(settings, base_model), on_step=_log_progress,
                            base_hash=base_hash)
         base_scores = _evaluate(base_model, None, val_prompts, val_refs, spec.contract, max_new)
         adapter_scores = _evaluate(base_model, str(new_dir), val_prompts, val_refs, spec.contract, max_new)

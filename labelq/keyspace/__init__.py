@@ -18,6 +18,7 @@ never leave its folder::
 
     labels/<source>/<task>/<chunk>.jsonl          label records (teacher, student, human)
     inputs/<stage>/<task>/<chunk>.jsonl           the sessions a chunk labelled
+    payloads/<task>/<h2>/<content hash>.json      a claim-checked session's payload (deleted by age)
     deadletter/<stage>/<task>/<name>.jsonl        dead letters (ingest, teacher, student)
     curated/<task>/<version>/{train,val}.jsonl    a curated bucket, manifest.json, then a marker
     adapters/<task>/v<N>/...                      an adapter version (_CLAIM first, metrics.json last);
@@ -114,6 +115,8 @@ from labelq.keyspace.store_paths import (
     labels,
     labels_prefix,
     parse_bucket_file,
+    payload,
+    payloads_prefix,
     registry_mirror,
     review_labels,
     sample_secret_object,
@@ -182,6 +185,8 @@ __all__ = [
     "parked",
     "parse_bucket_file",
     "parse_ledger_field",
+    "payload",
+    "payloads_prefix",
     "queue",
     "rate_limit_keys",
     "redrive_outbox",

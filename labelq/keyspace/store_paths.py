@@ -56,6 +56,18 @@ def inputs_prefix(stage: str, task: str) -> str:
     return key("inputs", stage, segment(task)) + "/"
 
 
+def payload(task: str, content_hash: str) -> str:
+    """A claim-checked session's payload (its JSON as ingested), content-addressed: the same session
+    always has the same key, so a retried or repeated write writes the same object. Deleted by age
+    (``claim_check_retention_days``: ``labelq payloads prune`` or the bucket's lifecycle rule)."""
+    return key("payloads", segment(task), segment(content_hash[:2]), f"{segment(content_hash)}.json")
+
+
+def payloads_prefix(task: str | None = None) -> str:
+    """Every claim-checked payload, or those of one task."""
+    return key("payloads", *([segment(task)] if task is not None else [])) + "/"
+
+
 def dead_letters(stage: str, task: str | None, name: str) -> str:
     """Dead letters of one chunk (workers) or one flushed batch (ingest), with their reasons."""
     return key("deadletter", stage, segment(task or NO_TASK), f"{segment(name)}.jsonl")

@@ -48,6 +48,20 @@ def queue_depth(settings: Settings, client: redis.Redis, queue: str) -> int:
     return int(client.llen(keyspace.queue(settings, queue)))
 
 
+def queue_bytes(settings: Settings, client: redis.Redis, queue: str) -> int:
+    """What ``queue``'s list of waiting messages takes in Redis memory, in bytes (0 when empty).
+
+    ``MEMORY USAGE`` walks the list's nodes (a large message is a node of its own; small ones share
+    one), so it is exact, and read live as workers pop, up to ``queue_high_water_chunks`` nodes, the
+    regime the chunk mark keeps a queue in; beyond that Redis estimates from the newest that many.
+    (Not a byte counter kept by the enqueue script: workers pop with kombu's BRPOP, which runs no
+    labelq code, so such a counter could only be taken down at acknowledgement and would drift with
+    every restored, purged or lost message.)
+    """
+    used = client.memory_usage(keyspace.queue(settings, queue), samples=settings.queue_high_water_chunks)
+    return int(used or 0)
+
+
 def queue_depths(settings: Settings, client: redis.Redis) -> dict[str, int]:
     """Every labelq queue's depth, by queue name."""
     return {name: queue_depth(settings, client, name) for name in QUEUES}

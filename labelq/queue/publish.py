@@ -8,9 +8,11 @@ only once its chunk is in a queue. Per batch of chunks, in this order:
    (read only: nothing is claimed yet);
 2. :meth:`~ChunkPublisher.wait_for_room` waits out backpressure for the
    fresh chunks, holding no claim (a producer stopped or killed while it
-   waits leaves nothing behind); the task's chunks parked off a queue
-   (``labelq.queue.parking``) count toward it, so a task with no adapter yet
-   holds its producer as when its chunks waited on the queue;
+   waits leaves nothing behind): by chunks (the list's length) and by bytes
+   (what the list takes in Redis, ``MEMORY USAGE``), each with a high- and a
+   low-water mark; the task's chunks parked off a queue
+   (``labelq.queue.parking``) count toward both, so a task with no adapter
+   yet holds its producer as when its chunks waited on the queue;
 3. :meth:`~ChunkPublisher.enqueue` sends one MULTI/EXEC transaction: the
    LPUSHes of the Celery messages onto kombu's queue lists, then a Lua gate
    (``enqueue.lua``) that adds the hashes to the dedupe set and moves the
@@ -34,7 +36,9 @@ finding its own hashes taken (or pushing twice). A producer asked to stop
 
 Workers put sessions back on a queue with :func:`republish` (a teacher's
 unfinished sessions, a student's escalations, the halves of a poisoned
-chunk); those sessions were claimed when they were ingested. A teacher asks
+chunk); those sessions were claimed when they were ingested, and a
+claim-checked one goes back with its reference, never its payload
+(:mod:`labelq.payloads`). A teacher asks
 for curation with :func:`trigger_curation_if_due`.
 """
 
@@ -61,7 +65,7 @@ from labelq.hashing import chunk_id
 from labelq.keyspace import Stat
 from labelq.logging import get_logger
 from labelq.queue.app import TASK_FOR_QUEUE, TRAINER_TASK
-from labelq.queue.inspect import queue_depth
+from labelq.queue.inspect import queue_bytes, queue_depth
 from labelq.queue.parking import PARKED_QUEUES
 from labelq.schemas import ChunkMessage, SessionItem, chunk_json
 from labelq.settings import Settings
@@ -75,6 +79,14 @@ _TRANSIENT = (redis.ConnectionError, redis.TimeoutError, OSError, KombuOperation
 _BODY_TAIL = b'],{},{"callbacks":null,"errbacks":null,"chain":null,"chord":null}]'
 _RETRY = {"max_retries": 3, "interval_start": 0.2, "interval_step": 0.5, "interval_max": 2}
 _OK = b"ok"  # enqueue.lua's reply when it wrote everything
+_ENVELOPE_BYTES = 1_024  # kombu's envelope around a chunk: headers, properties, delivery info
+
+
+def message_bytes(body_bytes: int) -> int:
+    """At most what a queued chunk message of ``body_bytes`` of JSON takes in Redis: kombu's envelope
+    base64-encodes the body (4/3) and adds about 1 KiB, and the allocator rounds an allocation up by
+    less than a quarter (jemalloc's size classes)."""
+    return (body_bytes * 4 // 3 + _ENVELOPE_BYTES) * 5 // 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -204,9 +216,20 @@ class ChunkPublisher:
 
         return self._retrying("reading queue depth", both)
 
-    def wait_for_room(self, queue: str, incoming: int = 1, task: str | None = None) -> None:
+    def queue_bytes(self, queue: str, task: str | None = None) -> int:
+        """What ``queue``'s list takes in Redis; with ``task``, its parked list too."""
+        used = self._retrying("reading queue bytes", lambda: queue_bytes(self._settings, self._redis, queue))
+        if task is not None and queue in PARKED_QUEUES:
+            parked = keyspace.parked(self._settings, queue, task)
+            used += int(self._retrying("reading queue bytes", lambda: self._redis.memory_usage(parked)) or 0)
+        return used
+
+    def wait_for_room(self, queue: str, incoming: int = 1, incoming_bytes: int = 0,
+                      task: str | None = None) -> None:
         """Backpressure: while ``queue`` (with ``task``'s chunks parked off it) is above the high-water
-        mark, wait for the low one. Raises Stopped when asked to stop meanwhile."""
+        mark, wait for the low one; in bytes (``incoming_bytes``: what the chunks about to be pushed take,
+        :func:`message_bytes`), then in chunks. Raises Stopped when asked to stop meanwhile."""
+        self._wait_for_bytes(queue, incoming_bytes, task)
         high = self._settings.queue_high_water_chunks
         depth = self.queue_depth(queue, task)
         if depth + incoming <= high:
@@ -221,6 +244,26 @@ class ChunkPublisher:
         finally:
             self.paused_s += time.monotonic() - started
         log.info("backpressure_resume", queue=queue, depth=depth)
+
+    def _wait_for_bytes(self, queue: str, incoming: int, task: str | None = None) -> None:
+        """While the queue's list and ``incoming`` would take more than ``queue_high_water_bytes`` of
+        Redis, wait until the list is down to the low-water mark (or to what leaves room for
+        ``incoming``). A batch larger than the mark waits for an empty list: with claim checks a
+        chunk's bytes are bounded, so the queue is bounded by the mark or one batch."""
+        high = self._settings.queue_high_water_bytes
+        used = self.queue_bytes(queue, task)
+        if used + incoming <= high:
+            return
+        log.info("backpressure_pause", queue=queue, bytes=used, high_water_bytes=high)
+        started = time.monotonic()
+        try:
+            while used > min(self._settings.queue_low_water_bytes, max(0, high - incoming)):
+                self._on_pause(queue, self.queue_depth(queue, task))
+                self._sleep(self._settings.backpressure_poll_s)
+                used = self.queue_bytes(queue, task)
+        finally:
+            self.paused_s += time.monotonic() - started
+        log.info("backpressure_resume", queue=queue, bytes=used)
 
     def enqueue(self, task: str, chunks: Sequence[tuple[str, OutgoingChunk]], hashes: Sequence[str],
                 *, duplicates: int = 0) -> set[str]:
@@ -274,12 +317,12 @@ class ChunkPublisher:
         """
         if not chunks:
             return
-        per_queue: dict[str, int] = {}
-        for queue, _ in chunks:
-            per_queue[queue] = per_queue.get(queue, 0) + 1
-        for queue, n in per_queue.items():
+        per_queue: dict[str, list[int]] = {}
+        for queue, chunk in chunks:
+            per_queue.setdefault(queue, []).append(message_bytes(len(chunk.body)))
+        for queue, sizes in per_queue.items():
             if backpressure:
-                self.wait_for_room(queue, n, chunks[0][1].task)
+                self.wait_for_room(queue, len(sizes), sum(sizes), chunks[0][1].task)
         try:
             self.enqueue(chunks[0][1].task, chunks, [])
         except Exception as exc:  # kombu and celery wrap transport errors in their own types
@@ -295,14 +338,15 @@ def republish(settings: Settings, app: Celery, client: redis.Redis, queue: str,
     They bypass the dedupe claim (claimed at ingest) and backpressure (a
     worker never waits on a queue); each new chunk's id is derived from its
     content and its source chunk, so a chunk handed back whole is not mistaken
-    for its already-committed source.
+    for its already-committed source. A claim-checked session keeps its
+    reference (its payload stays in the store, out of Redis).
     """
     route = route or source.route
     with ChunkPublisher(settings, app, client) as publisher:
         outgoing = []
         for start in range(0, len(items), settings.chunk_size):
             part = items[start:start + settings.chunk_size]
-            triples = [(s.session_id, s.content_hash, orjson.dumps(s.payload)) for s in part]
+            triples = [(s.session_id, s.content_hash, s.wire_part()) for s in part]
             cid = chunk_id(source.task, (s.content_hash for s in part), parent=source.chunk_id)
             outgoing.append((queue, OutgoingChunk(cid, source.task, len(part),
                                                   chunk_json(source.task, route, triples, cid))))

@@ -7,6 +7,10 @@ they never import Celery themselves. A chunk task (:class:`ChunkTask`) has:
 * logging context (Celery task id, chunk id, task spec) bound for the whole run;
 * the message decoded against its schema; undecodable messages are
   dead-lettered with the reason and acknowledged (never retried forever);
+* claim-checked payloads read from the object store (``labelq.payloads``):
+  the store down is an outage (below); a payload missing or not the
+  session's dead-letters that session (``payload_missing``,
+  ``payload_corrupt``) and the rest of the chunk is labelled;
 * a delivery counter per chunk: a chunk that has been delivered more than
   ``max_attempts`` times (it keeps killing its worker) is split in two halves
   that go back to the queue as new chunks, so the sessions that share a chunk
@@ -27,6 +31,7 @@ they never import Celery themselves. A chunk task (:class:`ChunkTask`) has:
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import time
 from collections.abc import Callable, Sequence
 from functools import cached_property
@@ -43,6 +48,7 @@ from labelq.errors import DecodeError
 from labelq.logging import bind, get_logger
 from labelq.metrics import observe_chunk, observe_retry, observe_waiting
 from labelq.outcomes import ChunkOutcome
+from labelq.payloads import letters_chunk_id, read_payload, resolve_chunk
 from labelq.queue.parking import Parked, park
 from labelq.queue.policy import (
     Failure,
@@ -153,7 +159,7 @@ class ChunkTask(LabelqTask):
                 return self._poisoned(chunk, deliveries).as_log()
             started = time.monotonic()
             try:
-                outcome: ChunkOutcome = super().__call__(chunk)
+                outcome = self._resolve_and_run(chunk)
             except Paused as pause:
                 self.redis.decr(attempts_key)  # a pause is not a failed delivery
                 if pause.park_until_any:
@@ -202,6 +208,20 @@ class ChunkTask(LabelqTask):
             log.info("chunk_parked", reason=pause.reason, sessions=len(chunk.sessions))
         return parked
 
+    def _resolve_and_run(self, chunk: ChunkMessage) -> ChunkOutcome:
+        """Resolve the chunk's claim-checked payloads (the store down: raised, an outage), dead-letter the
+        sessions whose payload is gone, and run the rest."""
+        resolved, letters = resolve_chunk(self.store, chunk, self.stage)
+        if letters:
+            commit_chunk(self.settings, self.store, self.redis, stage=self.stage, task=chunk.task,
+                         chunk_id=letters_chunk_id(chunk, letters), records=[], dead_letters=letters)
+            log.error("payload_unresolved", sessions=len(letters), reasons=sorted({d.reason for d in letters}),
+                      first=letters[0].detail)
+        if resolved is None:
+            return ChunkOutcome(status="payload_missing", dead_lettered=len(letters))
+        outcome: ChunkOutcome = super().__call__(resolved)
+        return dataclasses.replace(outcome, dead_lettered=outcome.dead_lettered + len(letters)) if letters else outcome
+
     def _note_wait(self, verdict: Verdict, detail: str) -> None:
         note_waiting(self.settings, self.redis, self.stage, verdict, detail)
         if verdict.on != self._waiting_on:
@@ -241,9 +261,12 @@ class ChunkTask(LabelqTask):
             log.error("poison_chunk_split", deliveries=deliveries, sessions=len(chunk.sessions))
             return ChunkOutcome(status="poison_chunk_split", split_sessions=len(chunk.sessions))
         log.error("poison_chunk", deliveries=deliveries)
+        # The letter keeps the session itself (a claim-checked one read back from the store), for redrive.
         letters = [DeadLetter(reason="poison_chunk", stage=self.stage, task=chunk.task,
                               session_id=s.session_id, content_hash=s.content_hash, chunk_id=chunk.chunk_id,
-                              payload=s.payload, detail=f"delivered {deliveries} times without completing, alone in its chunk")
+                              payload=read_payload(self.store, s),
+                              detail=f"delivered {deliveries} times without completing, alone in its chunk"
+                                     + ("" if s.payload_ref is None else f" (payload from {s.payload_ref})"))
                    for s in chunk.sessions]
         commit_chunk(self.settings, self.store, self.redis, stage=self.stage, task=chunk.task,
                      chunk_id=chunk.chunk_id, records=[], dead_letters=letters)

@@ -7,12 +7,12 @@ from urllib.parse import urlsplit
 
 from labelq.errors import ConfigError
 from labelq.settings import Settings
-from labelq.store.base import ObjectStore
+from labelq.store.base import ObjectStore, StoredObject
 from labelq.store.keys import check_key, key, segment
 from labelq.store.local import LocalStore
 from labelq.store.s3 import S3Store
 
-__all__ = ["LocalStore", "ObjectStore", "S3Store", "check_key", "key", "open_store", "segment"]
+__all__ = ["LocalStore", "ObjectStore", "S3Store", "StoredObject", "check_key", "key", "open_store", "segment"]
 
 
 def open_store(settings: Settings, url: str | None = None) -> ObjectStore:

@@ -4,7 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import NamedTuple, Protocol, runtime_checkable
+
+
+class StoredObject(NamedTuple):
+    """One object as a listing sees it: its key, when it was last written (epoch seconds), its size."""
+
+    key: str
+    modified: float
+    size: int
 
 
 @runtime_checkable
@@ -33,6 +41,11 @@ class ObjectStore(Protocol):
 
     def list(self, prefix: str = "") -> Iterator[str]:
         """Keys under ``prefix`` (a key prefix, not only a folder), sorted."""
+        ...
+
+    def list_modified(self, prefix: str = "") -> Iterator[StoredObject]:
+        """Objects under ``prefix`` with their last write time and size, page by page (not sorted):
+        for deleting by age."""
         ...
 
     def delete(self, key: str) -> None: ...

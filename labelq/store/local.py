@@ -8,7 +8,8 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from labelq.errors import InvalidKey, ObjectNotFound
+from labelq.errors import InvalidKey, ObjectNotFound, ServiceUnavailable
+from labelq.store.base import StoredObject
 from labelq.store.keys import check_key, check_prefix
 
 _TMP = ".tmp-"
@@ -86,6 +87,8 @@ class LocalStore:
         try:
             return self._path(key).read_bytes()
         except (FileNotFoundError, IsADirectoryError) as exc:
+            if not self.root.is_dir():  # the store itself is gone (an unmounted volume): not a missing object
+                raise ServiceUnavailable(f"store root {self.root} is not a directory", dependency="store") from exc
             raise ObjectNotFound(f"no object {key!r} in {self.url}") from exc
 
     def get_file(self, key: str, path: Path) -> None:
@@ -108,6 +111,14 @@ class LocalStore:
 
     def delete(self, key: str) -> None:
         self._path(key).unlink(missing_ok=True)
+
+    def list_modified(self, prefix: str = "") -> Iterator[StoredObject]:
+        for rel in self.list(prefix):
+            try:
+                st = (self.root / rel).stat()
+            except FileNotFoundError:  # deleted meanwhile
+                continue
+            yield StoredObject(rel, st.st_mtime, st.st_size)
 
     def list(self, prefix: str = "") -> Iterator[str]:
         check_prefix(prefix)

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from labelq.errors import ObjectNotFound, ServiceUnavailable
+from labelq.store.base import StoredObject
 from labelq.store.keys import check_key, check_prefix
 
 _BLOCK_BYTES = 1 << 20
@@ -114,6 +115,21 @@ class S3Store:
 
     def delete(self, key: str) -> None:
         self._call(self._client.delete_object, Bucket=self.bucket, Key=self._full(key))
+
+    def list_modified(self, prefix: str = "") -> Iterator[StoredObject]:
+        """Page by page (a page of keys in memory at a time)."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        check_prefix(prefix)
+        full = f"{self.prefix}/{prefix}" if self.prefix else prefix
+        strip = len(self.prefix) + 1 if self.prefix else 0
+        pages = self._call(self._client.get_paginator("list_objects_v2").paginate, Bucket=self.bucket, Prefix=full)
+        try:
+            for page in pages:
+                for obj in page.get("Contents", []):
+                    yield StoredObject(obj["Key"][strip:], obj["LastModified"].timestamp(), int(obj["Size"]))
+        except (BotoCoreError, ClientError) as exc:
+            raise ServiceUnavailable(f"S3 list failed on {self.url}: {type(exc).__name__}", dependency="store") from exc
 
     def list(self, prefix: str = "") -> Iterator[str]:
         check_prefix(prefix)

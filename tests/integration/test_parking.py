@@ -187,7 +187,7 @@ def test_parked_chunks_hold_their_producer_like_queued_ones(settings: Settings, 
         redis_client.ltrim(keyspace.queue(settings, "student"), 0, 0)  # ... and two of them taken
 
     with ChunkPublisher(settings, create_app(settings), redis_client, on_pause=on_pause) as publisher:
-        publisher.wait_for_room("student", 1, TASK)  # another task's chunks would not count
+        publisher.wait_for_room("student", 1, task=TASK)  # another task's chunks would not count
         assert pauses == [3] and publisher.queue_depth("student", TASK) == 1
-        publisher.wait_for_room("student", 1, "another-task")
+        publisher.wait_for_room("student", 1, task="another-task")
         assert pauses == [3]

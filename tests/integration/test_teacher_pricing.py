@@ -58,6 +58,31 @@ def test_the_worst_case_reserves_the_thinking(settings: Settings, redis_client: 
         assert fake.requests[0]["body"]["max_completion_tokens"] == 24
 
 
+def test_a_reasoning_deployment_no_rule_knows_is_learned_from_the_providers_400(
+        settings: Settings, redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An Azure-style deployment name the family rule cannot see through: the provider refuses
+    ``max_tokens`` (400 unsupported_parameter), the same request goes again with ``max_completion_tokens``,
+    nothing is dead-lettered, and the model is remembered (later requests reserve thinking room)."""
+    from workers.teacher import reasoning
+
+    monkeypatch.setattr(reasoning, "LEARNED_REASONING_MODELS", set())
+    with FakeOpenAI(FakeConfig(reasoning_tokens=THINKING, reasoning_models=("labels-reasoner",))) as fake:
+        s = teacher_settings(settings, fake.base_url, teacher_model="labels-reasoner", teacher_concurrency=1,
+                             teacher_prices={**settings.teacher_prices, "labels-reasoner": (1.1, 4.4)})
+        first, second = chunks_of(8, 4, seed=7)
+        assert run_teacher_chunk(s, open_store(s), redis_client, first, requeue=never_requeue).labelled == 4
+        refused = [r for r in fake.requests if r["fault"] == "400_parameter"]
+        assert len(refused) == 1 and refused[0]["body"]["max_tokens"] == 24  # once: then it is known
+        answered = [r["body"] for r in fake.requests if r["fault"] != "400_parameter"]
+        assert len(answered) == 4 and all("max_tokens" not in b and "temperature" not in b for b in answered)
+        assert answered[0]["max_completion_tokens"] == 24  # the retry keeps the cap its reservation covers
+        assert {b["max_completion_tokens"] for b in answered[1:]} == {24 + 2048}  # now with thinking room
+        before = len(fake.requests)
+        assert run_teacher_chunk(s, open_store(s), redis_client, second, requeue=never_requeue).labelled == 4
+        assert all("max_tokens" not in r["body"] for r in fake.requests[before:])
+        assert all(r.output_tokens > THINKING for r in teacher_records(s))  # thinking billed, once
+
+
 def test_a_dated_snapshot_costs_its_familys_price(settings: Settings, redis_client: redis.Redis) -> None:
     with FakeOpenAI() as fake:
         s = teacher_settings(settings, fake.base_url, teacher_model="gpt-4o-mini-2024-07-18")

@@ -51,6 +51,9 @@ class FakeConfig:
     batch_expire_after: int | None = None  # rows after this one expire (first batch only)
     repair_fixes: bool = True  # False: a bad answer stays bad after the repair request
     reasoning_tokens: int = 0  # hidden thinking per answer, inside completion_tokens as OpenAI reports it
+    # Served as reasoning models (besides the o-series and gpt-5 names): like OpenAI's, they refuse
+    # ``max_tokens`` (400 unsupported_parameter) and any temperature but the default.
+    reasoning_models: tuple[str, ...] = ()
 
 
 class FakeOpenAI:
@@ -91,6 +94,25 @@ class FakeOpenAI:
             acc += rate
             if roll < acc:
                 return fault
+        return None
+
+    def is_reasoning(self, model: object) -> bool:
+        name = str(model)
+        return name in self.config.reasoning_models or any(
+            name == f or name.startswith(f + "-") for f in ("o1", "o3", "o4", "gpt-5"))
+
+    def refuse_parameters(self, body: dict[str, Any]) -> dict[str, Any] | None:
+        """OpenAI's 400 for a reasoning model asked with ``max_tokens`` or a temperature (nothing billed)."""
+        if not self.is_reasoning(body.get("model")):
+            return None
+        if "max_tokens" in body:
+            return {"message": "Unsupported parameter: 'max_tokens' is not supported with this model. "
+                               "Use 'max_completion_tokens' instead.", "type": "invalid_request_error",
+                    "param": "max_tokens", "code": "unsupported_parameter"}
+        if body.get("temperature", 1) != 1:
+            return {"message": "Unsupported value: 'temperature' does not support 0.0 with this model. Only the "
+                               "default (1) value is supported.", "type": "invalid_request_error",
+                    "param": "temperature", "code": "unsupported_value"}
         return None
 
     def chat_answer(self, body: dict[str, Any], fault: str | None) -> tuple[str, int, int]:
@@ -259,6 +281,11 @@ class FakeOpenAI:
                                  "filename": "input.jsonl", "purpose": "batch", "status": "processed"})
 
             def _chat(self, body: dict[str, Any]) -> None:
+                refusal = fake.refuse_parameters(body)
+                if refusal is not None:
+                    with fake.lock:
+                        fake.requests.append({"t": time.monotonic(), "body": body, "fault": "400_parameter"})
+                    return self._json(400, {"error": refusal})
                 fault = fake.pick_fault()
                 with fake.lock:
                     fake.requests.append({"t": time.monotonic(), "body": body, "fault": fault})

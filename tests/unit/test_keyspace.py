@@ -109,6 +109,10 @@ def test_store_paths() -> None:
     assert keyspace.batch_job_file("t", "ab", "run-0001", "job.json") == "batch-jobs/t/ab/run-0001/job.json"
     assert keyspace.registry_mirror("t") == "adapters/t/registry.json"
     assert keyspace.sample_secret_object() == "secrets/sample.key"
+    assert keyspace.payload("t", "ab12cd34") == "payloads/t/ab/ab12cd34.json"
+    assert keyspace.payloads_prefix() == "payloads/" and keyspace.payloads_prefix("t") == "payloads/t/"
+    forged = keyspace.payload("t", "../../secrets/sample.key")  # a content hash from a message stays one file
+    assert forged.startswith("payloads/t/") and forged.count("/") == 3 and ".." not in forged.split("/")
 
 
 def test_data_in_a_path_stays_one_segment() -> None:

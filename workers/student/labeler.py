@@ -191,7 +191,7 @@ def run_student_chunk(runtime: StudentRuntime, chunk: ChunkMessage, escalate: Es
     spec = load_spec(chunk.task, settings.specs_dir)
     adapter = runtime.adapter_for(chunk.task)
     backend = runtime.backend
-    prompts = [student_prompt(spec, settings, s.payload) for s in chunk.sessions]
+    prompts = [student_prompt(spec, settings, s.require_payload()) for s in chunk.sessions]
     started = time.monotonic()
     try:
         gens = backend.generate(prompts, adapter, spec.student.max_new_tokens)
@@ -223,7 +223,7 @@ def run_student_chunk(runtime: StudentRuntime, chunk: ChunkMessage, escalate: Es
         if not verdict.ok:
             letters.append(DeadLetter(reason=f"student_{verdict.reason}", stage="student", task=chunk.task,
                                       session_id=item.session_id, content_hash=item.content_hash,
-                                      chunk_id=chunk.chunk_id, payload=item.payload,
+                                      chunk_id=chunk.chunk_id, payload=item.require_payload(),
                                       detail="student answer broke the output contract on a chunk the teacher "
                                              "sent back (no second escalation)"))
             continue

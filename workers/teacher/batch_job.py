@@ -68,7 +68,7 @@ class SavedSession(_Strict):
                    cost_usd=state.spend.cost_usd)
 
     def restore(self, spec: TaskSpec, settings: Settings, item: SessionItem) -> SessionLabelling:
-        request: Messages = self.request or build_messages(spec, render_for_task(spec, settings, item.payload))
+        request: Messages = self.request or build_messages(spec, render_for_task(spec, settings, item.require_payload()))
         return SessionLabelling(item, spec, settings.teacher_max_attempts, Ask(request, repair=self.repaired),
                                 request, Spend(self.input_tokens, self.output_tokens, self.cost_usd),
                                 repaired=self.repaired, attempts=self.attempts)

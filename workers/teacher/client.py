@@ -10,6 +10,12 @@ Errors are sorted once, here, into what the labeler does with them:
       operational:  401/403 - the key is wrong: pause the queue, lose nothing
       config:       404 - the provider has no such model: pause the queue, lose nothing
       none:         400/422 - this session cannot be labelled: dead-letter it
+
+A 400 that refuses ``max_tokens`` (a reasoning model the family rule in
+``workers.teacher.reasoning`` does not know, e.g. an Azure deployment name) is
+not the session's fault: the same request is sent again at once with
+``max_completion_tokens`` (the same cap: the reservation already covers it), and
+the model is remembered as a reasoning model for the rest of the process.
 """
 
 from __future__ import annotations
@@ -21,7 +27,13 @@ from typing import Any, Protocol
 from labelq.render import estimate_tokens
 from labelq.schemas import SessionItem
 from labelq.settings import Settings
-from workers.teacher.reasoning import length_params, usage_tokens
+from workers.teacher.reasoning import (
+    is_reasoning_model,
+    learn_reasoning_model,
+    length_params,
+    refuses_max_tokens,
+    usage_tokens,
+)
 
 
 @dataclass(frozen=True)
@@ -90,10 +102,13 @@ class OpenAIClient:
                        temperature: float, session: SessionItem) -> Completion:
         oa = self._openai
         try:
-            resp = await self._client.chat.completions.create(
-                model=self.model, messages=messages,  # type: ignore[arg-type]
-                **length_params(self._settings, self.model, max_tokens, temperature),
-            )
+            try:
+                resp = await self._create(messages, max_tokens, temperature)
+            except oa.BadRequestError as exc:
+                if is_reasoning_model(self._settings, self.model) or not refuses_max_tokens(exc.body):
+                    raise
+                learn_reasoning_model(self.model)
+                resp = await self._create(messages, max_tokens, temperature)
         except oa.RateLimitError as exc:
             quota = getattr(exc, "code", None) == "insufficient_quota"
             raise TeacherCallError("teacher_quota" if quota else "teacher_http_429",
@@ -120,6 +135,12 @@ class OpenAIClient:
             raise TeacherCallError("teacher_malformed", f"malformed response: {type(exc).__name__}",
                                    retryable=True) from None
         return self._parse(resp)
+
+    async def _create(self, messages: list[dict[str, str]], max_tokens: int, temperature: float) -> Any:
+        return await self._client.chat.completions.create(
+            model=self.model, messages=messages,  # type: ignore[arg-type]
+            **length_params(self._settings, self.model, max_tokens, temperature),
+        )
 
     def _parse(self, resp: Any) -> Completion:
         try:
@@ -155,7 +176,7 @@ class ReplayClient:
     async def complete(self, messages: list[dict[str, str]], *, max_tokens: int,
                        temperature: float, session: SessionItem) -> Completion:
         await asyncio.sleep(self._latency_s)
-        reference = session.payload.get(self._field)
+        reference = session.require_payload().get(self._field)
         label = reference.get("label") if isinstance(reference, dict) else reference
         if not isinstance(label, str) or not label:
             raise TeacherCallError("replay_no_reference",

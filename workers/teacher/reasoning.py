@@ -26,13 +26,16 @@ from labelq.settings import Settings
 from labelq.spec import TaskSpec
 
 REASONING_FAMILIES = ("o1", "o3", "o4", "gpt-5")
+# Models a provider told us take ``max_completion_tokens`` (a 400 ``unsupported_parameter`` for
+# ``max_tokens``): a deployment name the family rule cannot see through. Per process, kept for its life.
+LEARNED_REASONING_MODELS: set[str] = set()
 DEFAULT_REASONING_TOKENS = 2048  # thinking room for a one-line label when teacher_reasoning_tokens is unset
 
 
 def is_reasoning_model(settings: Settings, model: str) -> bool:
     """An o-series or gpt-5 model (dated snapshots, mini and nano too), or any model once
     ``teacher_reasoning_tokens`` is above 0 (an Azure deployment name says nothing about its model)."""
-    if settings.teacher_reasoning_tokens:
+    if settings.teacher_reasoning_tokens or model in LEARNED_REASONING_MODELS:
         return True
     return any(model == family or model.startswith(family + "-") for family in REASONING_FAMILIES)
 
@@ -44,6 +47,22 @@ def output_token_cap(settings: Settings, spec: TaskSpec, model: str) -> int:
         extra = settings.teacher_reasoning_tokens
         cap += DEFAULT_REASONING_TOKENS if extra is None else extra
     return cap
+
+
+def learn_reasoning_model(model: str) -> None:
+    """The provider refused ``max_tokens`` for ``model``: from now on it is a reasoning model (its
+    requests carry ``max_completion_tokens`` and no temperature; its budget reserves thinking room)."""
+    LEARNED_REASONING_MODELS.add(model)
+
+
+def refuses_max_tokens(error_body: object) -> bool:
+    """A 400 whose body says ``max_tokens`` is not supported (OpenAI: ``code: unsupported_parameter``,
+    ``param: max_tokens``; Azure words it in the message)."""
+    error = error_body.get("error", error_body) if isinstance(error_body, dict) else None
+    if not isinstance(error, dict):
+        return False
+    named = error.get("param") == "max_tokens" or "'max_tokens'" in str(error.get("message", ""))
+    return named and error.get("code") in ("unsupported_parameter", None)
 
 
 def length_params(settings: Settings, model: str, cap: int, temperature: float) -> dict[str, Any]:

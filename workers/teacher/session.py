@@ -116,7 +116,7 @@ class SessionLabelling:
         """A session to ask about, or one the cache has answered (nothing to pay for)."""
         if cached is not None:
             return cls(item, spec, settings.teacher_max_attempts, Labelled(cached.label, cached.words, cached=True))
-        request = build_messages(spec, render_for_task(spec, settings, item.payload))
+        request = build_messages(spec, render_for_task(spec, settings, item.require_payload()))
         return cls(item, spec, settings.teacher_max_attempts, Ask(request), request)
 
     @property
@@ -195,7 +195,7 @@ class SessionLabelling:
             raise ValueError(f"session {self.item.session_id} is not dead: {step}")
         return DeadLetter(reason=step.reason, detail=step.detail, stage="teacher", task=self.spec.name,
                           session_id=self.item.session_id, content_hash=self.item.content_hash,
-                          chunk_id=chunk_id, raw=step.raw, payload=self.item.payload)
+                          chunk_id=chunk_id, raw=step.raw, payload=self.item.require_payload())
 
     def _require_waiting(self, event: str) -> None:
         if self.done:

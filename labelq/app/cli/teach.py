@@ -81,7 +81,7 @@ def _teach_realtime(settings: Settings, store: ObjectStore, client: Any,
 
             def hand_back(c: ChunkMessage, items: list[Any]) -> None:
                 queue.append(ChunkMessage.decode(chunk_wire(
-                    c.task, c.route, [(i.session_id, i.content_hash, i.payload) for i in items])))
+                    c.task, c.route, [(i.session_id, i.content_hash, i.require_payload()) for i in items])))
 
             result = run_teacher_chunk(settings, store, client, chunk, requeue=hand_back)
             totals["labelled"] += result.labelled
