@@ -168,8 +168,8 @@ class Registry:
         pipe.set(self._current(task), version)
         pipe.rpush(self._history(task), version)
         pipe.execute()
-        self.release_parked(task)
         self._mirror(task)
+        self.release_parked(task)  # after the mirror: a failure here leaves it to the sweep
 
     def rollback(self, task: str) -> int:
         history = self.state(task)["history"]
@@ -180,8 +180,8 @@ class Registry:
         pipe.rpop(self._history(task))
         pipe.set(self._current(task), previous)
         pipe.execute()
-        self.release_parked(task)
         self._mirror(task)
+        self.release_parked(task)  # after the mirror: a failure here leaves it to the sweep
         return previous
 
     def pin(self, task: str, version: int | None) -> None:
@@ -191,8 +191,8 @@ class Registry:
             raise ConfigError(f"no adapter v{version} for task {task!r} in the store")
         else:
             self._redis.set(self._pinned(task), version)
-        self.release_parked(task)
         self._mirror(task)
+        self.release_parked(task)  # after the mirror: a failure here leaves it to the sweep
 
     def _mirror(self, task: str) -> None:
         hashes = {_text(v): _text(h) for v, h in self._redis.hgetall(self._hashes(task)).items()}
