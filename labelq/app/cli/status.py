@@ -86,8 +86,8 @@ def _render_status(snapshot: StatusSnapshot, console: Console) -> None:
         console.print(f"{name}: adapter " + (f"v{serving}" + (" (pinned)" if t.adapter.pinned else "")
                                               if serving else "none yet (students wait)"), highlight=False)
         if t.parked_chunks:
-            console.print(f"  {t.parked_chunks:,} student chunks parked until an adapter is promoted "
-                          "(off the queue: no worker is started for them)", highlight=False)
+            console.print(f"  parked off the student queue until an adapter is promoted: {t.parked_chunks:,} chunks",
+                          highlight=False)
         routing, cost = t.routing, t.cost
         phase = (f"seed phase {routing.seeded}/{routing.seed_size} to the teacher" if routing.phase == "seed"
                  else f"steady: {routing.sample_rate:.0%} sampled to the teacher, the rest to students")
