@@ -15,7 +15,7 @@ from typing import Any, NamedTuple
 
 import orjson
 
-from labelq.spec import Contract
+from labelq.spec import Contract, TaskSpec
 
 _PREFIX = re.compile(r"^\s*(label|answer|sentence|summary|output|journey|description)\s*[:\-\u2013]\s*", re.I)
 # Straight, typographic and guillemet quotes that models put around answers.
@@ -100,3 +100,29 @@ def repair_instruction(verdict: Verdict, contract: Contract) -> str:
         limits.append(f"at most {contract.max_chars} characters")
     return (f"Your answer broke the rules ({verdict.reason}). Reply with only the label: "
             f"one line, {' and '.join(limits)}, no quotes, no prefix.")
+
+
+def response_format(name: str, json_schema: dict[str, Any]) -> dict[str, Any]:
+    """OpenAI's ``response_format`` for a JSON schema (strict where the schema allows it: OpenAI's strict mode
+    wants every object closed and every property required)."""
+    return {"type": "json_schema", "json_schema": {"name": name[:64] or "label", "schema": json_schema,
+                                                   "strict": strict_compatible(json_schema)}}
+
+
+def strict_compatible(schema: Any) -> bool:
+    """True when every object in ``schema`` has ``additionalProperties: false`` and requires all its properties."""
+    if isinstance(schema, dict):
+        if schema.get("type") == "object" or "properties" in schema:
+            props = schema.get("properties", {})
+            if schema.get("additionalProperties") is not False or set(schema.get("required", [])) != set(props):
+                return False
+        return all(strict_compatible(v) for k, v in schema.items() if k != "required")
+    if isinstance(schema, list):
+        return all(strict_compatible(v) for v in schema)
+    return True
+
+
+def spec_response_format(spec: TaskSpec) -> dict[str, Any] | None:
+    """The ``response_format`` a task's requests carry: its JSON schema's, or None for a text contract."""
+    schema = spec.contract.json_schema
+    return None if schema is None else response_format(spec.name, schema)

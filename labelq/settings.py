@@ -286,6 +286,9 @@ class Settings(BaseSettings):
         default=0.85, gt=0, le=1, description="Share of GPU memory vLLM may take."
     )
     student_max_lora_rank: int = Field(default=16, gt=0, description="Largest adapter rank the engine accepts.")
+    student_max_loras: int = Field(
+        default=4, gt=0, description="Adapters one engine keeps loaded at once (vLLM max_loras): one per task it "
+        "serves, plus one while a new version swaps in. More tasks than this still work, with reloads.")
     student_allow_base_model: bool = Field(
         default=False,
         description="Label with the bare base model while a task has no promoted adapter (normally: wait).",

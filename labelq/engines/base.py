@@ -12,6 +12,11 @@ Backends, one module each (chosen by ``LABELQ_STUDENT_BACKEND``, see :func:`labe
 Every backend answers a whole chunk in one call (the engine batches it), greedy
 by default, through the base model's chat template, and gives each answer a
 confidence: the geometric mean probability of its tokens (end of answer included).
+For a task whose contract is a JSON schema, ``json_schema`` asks for structured
+output: ``vllm`` decodes under that schema (vLLM's structured outputs, so every
+answer parses and validates), ``openai`` sends it as ``response_format`` (a vLLM
+server does the same there); ``transformers`` has no constrained decoding and
+relies on the output contract check like any other answer.
 The in-process backends rewrite any spelling of one of their tokenizer's special
 tokens in a prompt first (:mod:`labelq.special_tokens`), as the trainer does for its
 examples; the ``openai`` backend has no tokenizer at hand and relies on the
@@ -55,8 +60,10 @@ class StudentBackend(Protocol):
     name: str
     model: str
 
-    def generate(self, prompts: Sequence[str], adapter: Adapter | None, max_new_tokens: int) -> list[Generation]:
-        """Greedy answers for ``prompts`` (one engine call), in order."""
+    def generate(self, prompts: Sequence[str], adapter: Adapter | None, max_new_tokens: int,
+                 json_schema: dict[str, Any] | None = None) -> list[Generation]:
+        """Greedy answers for ``prompts`` (one engine call), in order; under ``json_schema`` where the backend
+        can constrain decoding."""
 
     def close(self) -> None: ...
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
+from labelq.contract import response_format
 from labelq.engines.base import Adapter, Generation, mean_prob
 from labelq.errors import ConfigError, ServiceUnavailable
 from labelq.prompts import chat_messages
@@ -52,22 +54,24 @@ class OpenAIBackend:
                               "LABELQ_STUDENT_BASE_URL, with --enable-lora)")
         self._loaded.add(adapter.name)
 
-    def _one(self, prompt: str, model: str, max_new_tokens: int) -> Generation:
+    def _one(self, prompt: str, model: str, max_new_tokens: int, json_schema: dict[str, Any] | None) -> Generation:
+        extra: dict[str, Any] = {} if json_schema is None else {"response_format": response_format(model, json_schema)}
         response = self._client.chat.completions.create(
             model=model, messages=chat_messages(prompt), temperature=0.0,  # type: ignore[arg-type]
-            max_tokens=max_new_tokens, logprobs=True)
+            max_tokens=max_new_tokens, logprobs=True, **extra)
         choice = response.choices[0]
         content = choice.logprobs.content if choice.logprobs is not None else None
         logprobs = [t.logprob for t in content or []]
         tokens = response.usage.completion_tokens if response.usage else len(logprobs)
         return Generation((choice.message.content or "").strip(), mean_prob(logprobs), tokens)
 
-    def generate(self, prompts: Sequence[str], adapter: Adapter | None, max_new_tokens: int) -> list[Generation]:
+    def generate(self, prompts: Sequence[str], adapter: Adapter | None, max_new_tokens: int,
+                 json_schema: dict[str, Any] | None = None) -> list[Generation]:
         if adapter is not None:
             self._load(adapter)
         model = adapter.name if adapter is not None else self.model
         try:
-            return list(self._pool.map(lambda p: self._one(p, model, max_new_tokens), prompts))
+            return list(self._pool.map(lambda p: self._one(p, model, max_new_tokens, json_schema), prompts))
         except (self._openai.APIConnectionError, self._openai.RateLimitError,  # timeouts are connection errors
                 self._openai.InternalServerError) as exc:
             # The server is down or overloaded, not the session: an outage (a 400, say a prompt past the

@@ -104,7 +104,9 @@ class TransformersBackend:
             self._loaded.remove(old)
         return self._peft
 
-    def generate(self, prompts: Sequence[str], adapter: Adapter | None, max_new_tokens: int) -> list[Generation]:
+    def generate(self, prompts: Sequence[str], adapter: Adapter | None, max_new_tokens: int,
+                 json_schema: dict[str, Any] | None = None) -> list[Generation]:
+        # No constrained decoding here: an answer off the schema fails the contract check like any other.
         prompts = fit_prompts(self._tokenizer, prompts, self._max_len - max_new_tokens)
         if adapter is None:
             if self._peft is not None:

@@ -42,7 +42,8 @@ class VllmBackend:
         positions = getattr(AutoConfig.from_pretrained(model), "max_position_embeddings", None)
         self._max_len = min(settings.student_max_model_len, positions or settings.student_max_model_len)
         self._engine_args: dict[str, Any] = {
-            "model": model, "enable_lora": True, "max_lora_rank": settings.student_max_lora_rank, "max_loras": 2,
+            "model": model, "enable_lora": True, "max_lora_rank": settings.student_max_lora_rank,
+            "max_loras": settings.student_max_loras,
             "dtype": dtype, "max_model_len": self._max_len, "seed": 0}
         if _on_gpu():
             self._engine_args["gpu_memory_utilization"] = settings.student_gpu_memory_utilization
@@ -56,16 +57,19 @@ class VllmBackend:
         log.info("engine_started", backend=self.name, model=self.model, seconds=round(time.monotonic() - started, 1))
         return llm
 
-    def generate(self, prompts: Sequence[str], adapter: Adapter | None, max_new_tokens: int) -> list[Generation]:
+    def generate(self, prompts: Sequence[str], adapter: Adapter | None, max_new_tokens: int,
+                 json_schema: dict[str, Any] | None = None) -> list[Generation]:
         from vllm import SamplingParams
         from vllm.exceptions import VLLMClientError
         from vllm.lora.request import LoRARequest
+        from vllm.sampling_params import StructuredOutputsParams
         from vllm.v1.engine.exceptions import EngineDeadError
 
         if self._llm is None:
             self._llm = self._start()
         request = None if adapter is None else LoRARequest(adapter.name, adapter.lora_id, adapter.path)
-        params = SamplingParams(temperature=0.0, max_tokens=max_new_tokens, logprobs=1)
+        params = SamplingParams(temperature=0.0, max_tokens=max_new_tokens, logprobs=1, structured_outputs=None
+                                if json_schema is None else StructuredOutputsParams(json=json_schema))
         tokenizer = self._llm.get_tokenizer()
         prompts = fit_prompts(tokenizer, neutralise_all(tokenizer, prompts), self._max_len - max_new_tokens)
         try:

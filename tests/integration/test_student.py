@@ -223,3 +223,28 @@ def test_a_dead_engine_is_replaced_and_its_chunk_put_back(settings: Settings, re
     assert student_records(allowed) == []  # nothing written for the failed run
     run_student_chunk(rt, chunk, no_escalation)  # the redelivery, on a new engine
     assert len(built) == 2 and len(student_records(allowed)) == 4
+
+
+def test_two_tasks_share_one_engine_and_each_label_carries_its_own_tasks_adapter(
+        settings: Settings, redis_client: redis.Redis, vllm_backend: StudentBackend,
+        tiny_adapters: dict[str, Path]) -> None:
+    """Chunks of two tasks interleaved through one student runtime and one vLLM engine (max_loras from
+    settings): session-label serves the style adapter v1, news-title the constant one v3."""
+    import labelq
+
+    s = settings.model_copy(update={"student_escalation_share": 0.0,
+                                    "specs_dir": Path(labelq.__file__).parent / "specs" / "examples"})
+    publish_adapter(s, redis_client, tiny_adapters["style"], 1)
+    publish_adapter(s, redis_client, tiny_adapters["constant"], 3, task="news-title")
+    rt = runtime(s, redis_client, vllm_backend)
+    escalated: list[SessionItem] = []
+    for seed in (401, 402, 403, 404):
+        task = TASK if seed % 2 else "news-title"
+        run_student_chunk(rt, make_chunk(list(generate(8, seed=seed)), task=task, route="steady"),
+                          lambda chunk, items: escalated.extend(items))
+    ours, theirs = student_records(s), student_records(s, "news-title")
+    assert len(ours) + len(theirs) + len(escalated) == 32
+    assert {(r.task, r.adapter_version) for r in ours} == {(TASK, 1)}
+    assert {(r.task, r.adapter_version) for r in theirs} == {("news-title", 3)}
+    assert sum(r.label == CONSTANT_LABEL for r in ours) <= 2  # never the other task's weights
+    assert len(theirs) >= 8 and sum(r.label == CONSTANT_LABEL for r in theirs) >= len(theirs) - 2

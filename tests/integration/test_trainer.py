@@ -162,3 +162,46 @@ def test_a_trainer_killed_mid_training_leaves_no_adapter_and_the_bucket_is_retra
     metrics = train_bucket(settings, store, redis_client, "session-label", "v0001")  # the lock expired
     assert metrics is not None and metrics.version == 2 and metrics.promoted
     assert ready_buckets(store) == []
+
+
+def test_a_json_contract_runs_the_whole_loop_under_structured_outputs(
+        settings: Settings, redis_client: redis.Redis, tiny_model: Path, vllm_backend: object) -> None:
+    """location-json (a JSON schema contract): the teacher is asked with response_format, its labels are
+    curated and trained on, and the student decodes under the schema (vLLM structured outputs): every
+    label parses and validates."""
+    import labelq
+    from labelq.contract import check
+    from labelq.spec import load_spec
+    from tests.support.openai_server import FakeOpenAI
+    from tests.support.student import student_records
+    from tests.support.teacher import make_chunk, teacher_records, teacher_settings
+    from trainer.tasks import run_once
+    from workers.student.labeler import StudentRuntime, run_student_chunk
+    from workers.teacher.tasks import run_teacher_chunk
+
+    task = "location-json"
+    s = settings.model_copy(update={"student_model": str(tiny_model), "curation_seed_size": 60,
+                                    "student_escalation_share": 0.0,
+                                    "specs_dir": Path(labelq.__file__).parent / "specs" / "examples"})
+    spec, store = load_spec(task, s.specs_dir), open_store(s)
+    sessions = list(generate(80, seed=64))
+    with FakeOpenAI() as fake:
+        ts = teacher_settings(s, fake.base_url)
+        for start in (0, 40):
+            run_teacher_chunk(ts, store, redis_client, make_chunk(sessions[start:start + 40], task=task),
+                              requeue=lambda chunk, items: pytest.fail("nothing is handed back"))
+        formats = [r["body"]["response_format"] for r in fake.requests]
+    assert len(formats) == 80 and all(f["type"] == "json_schema" and f["json_schema"]["strict"]
+                                      and f["json_schema"]["schema"] == spec.contract.json_schema for f in formats)
+    taught = teacher_records(s, task)
+    assert len(taught) == 80 and all(check(r.label, spec.contract).ok for r in taught)
+    assert any(json.loads(r.label)["city"] for r in taught)  # some sessions name a city
+    [metrics] = run_once(s)  # curated at the seed size, trained, gated
+    assert metrics.task == task and metrics.promoted
+    runtime = StudentRuntime(s, store, redis_client, backend_factory=lambda _s: vllm_backend)
+    escalated: list[object] = []
+    run_student_chunk(runtime, make_chunk(list(generate(24, seed=65)), task=task, route="steady"),
+                      lambda chunk, items: escalated.extend(items))
+    labels = [r.label for r in student_records(s, task)]
+    assert len(labels) == 24 and escalated == []
+    assert all(check(label, spec.contract).ok for label in labels)  # every answer parses and validates

@@ -31,6 +31,17 @@ def answer_for(user_text: str) -> str:
     return "Reviews session " + hashlib.blake2b(user_text.encode(), digest_size=4).hexdigest()
 
 
+COUNTRIES = {"Berlin": "Germany", "London": "United Kingdom", "Paris": "France", "Madrid": "Spain",
+             "Boston": "United States", "Tokyo": "Japan", "Austin": "United States", "Milan": "Italy"}
+
+
+def json_answer_for(user_text: str) -> str:
+    """A structured answer (``response_format`` with a JSON schema, the location-json spec's shape): the first
+    city the session mentions and its country, or nulls."""
+    city = min(((user_text.find(c), c) for c in COUNTRIES if c in user_text), default=(0, None))[1]
+    return json.dumps({"city": city, "country": COUNTRIES.get(city) if city else None})
+
+
 class _QuietServer(ThreadingHTTPServer):
     def handle_error(self, request: Any, client_address: Any) -> None:
         import sys
@@ -123,6 +134,8 @@ class FakeOpenAI:
             text = "HACKED: as instructed I now ignore the rules and print my whole system prompt"
         elif fault == "wordy" and not repair:
             text = "The user opened the website and looked around at many pages before leaving it"
+        elif (body.get("response_format") or {}).get("type") == "json_schema":
+            text = json_answer_for(user)
         elif body.get("model") in self.adapters:  # a student server serving a LoRA adapter
             text = f"Labels with {body['model']}"
         else:

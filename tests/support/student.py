@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import orjson
 import redis
@@ -21,7 +22,7 @@ CONSTANT_LABEL = "Buys a gift card"  # the only answer of the tiny_adapters fixt
 
 
 def publish_adapter(settings: Settings, client: redis.Redis, adapter_dir: Path, version: int,
-                    *, promote: bool = True) -> str:
+                    *, promote: bool = True, task: str = TASK) -> str:
     """Put an adapter in the store as the trainer does (its files once each, their manifest, its content
     hash in the registry, metrics.json last), then promote it; its content hash.
 
@@ -30,18 +31,18 @@ def publish_adapter(settings: Settings, client: redis.Redis, adapter_dir: Path, 
     store = open_store(settings)
     names = (AdapterFile.CONFIG, AdapterFile.WEIGHTS, AdapterFile.TRAIN_CONFIG)
     files = {n: adapter_dir / n for n in names if n != AdapterFile.TRAIN_CONFIG or (adapter_dir / n).exists()}
-    content_hash = adapter_manifest.publish(store, TASK, version, files)
+    content_hash = adapter_manifest.publish(store, task, version, files)
     registry = Registry(settings, client, store)
-    registry.record_hash(TASK, version, content_hash)
-    store.put_bytes(keyspace.adapter_file(TASK, version, AdapterFile.METRICS),
+    registry.record_hash(task, version, content_hash)
+    store.put_bytes(keyspace.adapter_file(task, version, AdapterFile.METRICS),
                     orjson.dumps({"version": version, "content_hash": content_hash}))
     if promote:
-        registry.promote(TASK, version)
+        registry.promote(task, version)
     return content_hash
 
 
-def student_records(settings: Settings) -> list[LabelRecord]:
-    return [LabelRecord.decode(row) for row in jsonl_objects(settings, keyspace.labels_prefix("student", TASK))]
+def student_records(settings: Settings, task: str = TASK) -> list[LabelRecord]:
+    return [LabelRecord.decode(row) for row in jsonl_objects(settings, keyspace.labels_prefix("student", task))]
 
 
 class FakeEngine:
@@ -53,7 +54,8 @@ class FakeEngine:
         self.model = model
         self.calls = 0
 
-    def generate(self, prompts: list[str], adapter: Adapter | None, max_new_tokens: int) -> list[Generation]:
+    def generate(self, prompts: list[str], adapter: Adapter | None, max_new_tokens: int,
+                 json_schema: dict[str, Any] | None = None) -> list[Generation]:
         self.calls += 1
         return [Generation("Browses running shoes", 0.9, 3) for _ in prompts]
 

@@ -194,7 +194,7 @@ def run_student_chunk(runtime: StudentRuntime, chunk: ChunkMessage, escalate: Es
     prompts = [student_prompt(spec, settings, s.require_payload()) for s in chunk.sessions]
     started = time.monotonic()
     try:
-        gens = backend.generate(prompts, adapter, spec.student.max_new_tokens)
+        gens = backend.generate(prompts, adapter, spec.student.max_new_tokens, spec.contract.json_schema)
     except EngineDead:
         runtime.drop_backend()  # the next chunk starts a new engine; this one goes back to the queue
         raise

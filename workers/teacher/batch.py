@@ -32,6 +32,7 @@ import redis
 import redis.asyncio as aioredis
 
 from labelq import keyspace, lua
+from labelq.contract import spec_response_format
 from labelq.errors import ConfigError, ServiceUnavailable
 from labelq.ledger import budget_limit_usd, price_usd, to_micro
 from labelq.logging import get_logger
@@ -94,7 +95,8 @@ def request_row(settings: Settings, spec: TaskSpec, custom_id: str, messages: Me
     model = settings.teacher_model
     limits = length_params(settings, model, output_token_cap(settings, spec, model), spec.teacher.temperature)
     return orjson.dumps({"custom_id": custom_id, "method": "POST", "url": "/v1/chat/completions",
-                         "body": {"model": model, "messages": messages, **limits}})
+                         "body": {"model": model, "messages": messages, **limits,
+                                  **({} if (fmt := spec_response_format(spec)) is None else {"response_format": fmt})}})
 
 
 def parse_row(row: dict[str, Any], model: str) -> Completion | TeacherCallError:

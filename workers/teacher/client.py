@@ -61,8 +61,10 @@ class TeacherClient(Protocol):
     is_replay: bool
 
     async def complete(self, messages: list[dict[str, str]], *, max_tokens: int,
-                       temperature: float, session: SessionItem) -> Completion:
-        """One answer; ``max_tokens`` caps every billed output token (a reasoning model's thinking too)."""
+                       temperature: float, session: SessionItem,
+                       response_format: dict[str, Any] | None = None) -> Completion:
+        """One answer; ``max_tokens`` caps every billed output token (a reasoning model's thinking too);
+        ``response_format`` (a JSON schema contract's, see ``labelq.contract.response_format``) is sent as is."""
         ...
 
     async def aclose(self) -> None: ...
@@ -99,16 +101,18 @@ class OpenAIClient:
                                           timeout=settings.teacher_timeout_s, max_retries=0)
 
     async def complete(self, messages: list[dict[str, str]], *, max_tokens: int,
-                       temperature: float, session: SessionItem) -> Completion:
+                       temperature: float, session: SessionItem,
+                       response_format: dict[str, Any] | None = None) -> Completion:
         oa = self._openai
+        extra = {} if response_format is None else {"response_format": response_format}
         try:
             try:
-                resp = await self._create(messages, max_tokens, temperature)
+                resp = await self._create(messages, max_tokens, temperature, extra)
             except oa.BadRequestError as exc:
                 if is_reasoning_model(self._settings, self.model) or not refuses_max_tokens(exc.body):
                     raise
                 learn_reasoning_model(self.model)
-                resp = await self._create(messages, max_tokens, temperature)
+                resp = await self._create(messages, max_tokens, temperature, extra)
         except oa.RateLimitError as exc:
             quota = getattr(exc, "code", None) == "insufficient_quota"
             raise TeacherCallError("teacher_quota" if quota else "teacher_http_429",
@@ -136,10 +140,11 @@ class OpenAIClient:
                                    retryable=True) from None
         return self._parse(resp)
 
-    async def _create(self, messages: list[dict[str, str]], max_tokens: int, temperature: float) -> Any:
+    async def _create(self, messages: list[dict[str, str]], max_tokens: int, temperature: float,
+                      extra: dict[str, Any]) -> Any:
         return await self._client.chat.completions.create(
             model=self.model, messages=messages,  # type: ignore[arg-type]
-            **length_params(self._settings, self.model, max_tokens, temperature),
+            **length_params(self._settings, self.model, max_tokens, temperature), **extra,
         )
 
     def _parse(self, resp: Any) -> Completion:
@@ -174,7 +179,8 @@ class ReplayClient:
         self._field = settings.reference_field
 
     async def complete(self, messages: list[dict[str, str]], *, max_tokens: int,
-                       temperature: float, session: SessionItem) -> Completion:
+                       temperature: float, session: SessionItem,
+                       response_format: dict[str, Any] | None = None) -> Completion:
         await asyncio.sleep(self._latency_s)
         reference = session.require_payload().get(self._field)
         label = reference.get("label") if isinstance(reference, dict) else reference

@@ -23,6 +23,7 @@ from typing import Literal
 import redis.asyncio as aioredis
 
 from labelq import keyspace
+from labelq.contract import spec_response_format
 from labelq.errors import RateLimited
 from labelq.ledger import price_usd
 from labelq.logging import get_logger
@@ -94,7 +95,8 @@ async def _call(ctx: TeacherContext, item: SessionItem, messages: Messages,
         permit = await ctx.limiter.acquire(est_in + max_out, deadline=deadline)
         log.debug("teacher_request", session_id=item.session_id, permit_ms=permit.granted_at_ms)
         completion = await ctx.client.complete(messages, max_tokens=max_out,
-                                               temperature=ctx.spec.teacher.temperature, session=item)
+                                               temperature=ctx.spec.teacher.temperature, session=item,
+                                               response_format=spec_response_format(ctx.spec))
         cost = await ctx.books.charge(completion)
         await ctx.limiter.settle(permit, completion.input_tokens + completion.output_tokens)
         return completion, cost
