@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -83,10 +84,32 @@ def demo(
         paths = write_report(summary, out or settings.state_dir / "report")
         display("report", 1, 1, str(paths["html"]))
     _print_summary(summary, paths)
+    _print_next_steps(settings)
     if json_out:
         print_json_line({k: v for k, v in summary.items() if k != "stages"})
     if summary["lost"] or not summary["finished"] or not summary["audit_ok"]:
         raise typer.Exit(1)
+
+
+def _print_next_steps(settings: Any) -> None:
+    """How to look at this run afterwards: `--run latest` finds it, no variables to set."""
+    import sys
+    from pathlib import Path
+
+    from labelq.app.demo import MAKE_DEMO_DIR
+
+    exe = Path(sys.argv[0])
+    cli = str(exe) if exe.name == "labelq" and exe.exists() else "labelq"
+    in_make_dir = settings.state_dir == MAKE_DEMO_DIR.resolve()
+    prefix = "" if in_make_dir or "state_dir" not in settings.model_fields_set \
+        else f"LABELQ_STATE_DIR={settings.state_dir} "
+    with contextlib.suppress(ValueError):
+        cli = str(Path(cli).resolve().relative_to(Path.cwd()))
+    err_console.print("Look at this run (its Redis keeps running; `make clean` or `labelq redis stop` ends it):",
+                      highlight=False)
+    for command in ("status", "audit", "export labels.jsonl", "deadletter list", "adapter list session-label",
+                    "flower"):
+        err_console.print(f"  {prefix}{cli} --run latest {command}", highlight=False, soft_wrap=True)
 
 
 def _print_summary(summary: dict[str, Any], paths: dict[str, Path]) -> None:
