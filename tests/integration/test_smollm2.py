@@ -12,7 +12,6 @@ from labelq.errors import ConfigError
 from labelq.models import SMOLLM2, base_hash, base_kind, read_manifest, resolve_base_model
 from labelq.prompts import chat_messages
 from labelq.settings import Settings
-from tests.conftest import MODEL_CACHE
 
 
 def test_conversion_is_a_hashed_model_folder_that_smollm2_resolves_to(smollm2_model: Path) -> None:
@@ -25,7 +24,7 @@ def test_conversion_is_a_hashed_model_folder_that_smollm2_resolves_to(smollm2_mo
     assert "quantization_config" not in config  # the GGUF marker save_pretrained refuses is gone
     assert (config["num_hidden_layers"], config["hidden_size"], config["head_dim"]) == (30, 576, 64)
     assert base_hash(str(smollm2_model)) == manifest["base_hash"]
-    settings = Settings(state_dir=MODEL_CACHE, student_model=SMOLLM2)
+    settings = Settings(state_dir=smollm2_model.parent.parent, student_model=SMOLLM2)
     assert resolve_base_model(settings) == str(smollm2_model)
     assert base_kind(str(smollm2_model)) == "pretrained"
 
@@ -34,7 +33,7 @@ def test_a_second_import_reuses_the_cached_folder(smollm2_model: Path) -> None:
     from trainer.gguf_import import import_gguf, smollm2_gguf
 
     before = os.stat(smollm2_model / "model.safetensors").st_mtime_ns
-    again = import_gguf(Settings(state_dir=MODEL_CACHE), smollm2_gguf(), name=SMOLLM2)
+    again = import_gguf(Settings(state_dir=smollm2_model.parent.parent), smollm2_gguf(), name=SMOLLM2)
     assert again == smollm2_model
     assert os.stat(again / "model.safetensors").st_mtime_ns == before
 

@@ -207,7 +207,8 @@ def test_a_dead_engine_is_replaced_and_its_chunk_put_back(settings: Settings, re
             built.append(1)
             self.dead = len(built) == 1
 
-        def generate(self, prompts: list[str], adapter: object, max_new_tokens: int) -> list[Generation]:
+        def generate(self, prompts: list[str], adapter: object, max_new_tokens: int,
+                     json_schema: object = None) -> list[Generation]:
             if self.dead:
                 raise EngineDead("the engine process was killed")
             return [Generation("Browses shoes", 0.9, 3) for _ in prompts]

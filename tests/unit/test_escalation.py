@@ -33,7 +33,8 @@ class ScriptedEngine:
     def __init__(self, answers: dict[int, Generation]) -> None:
         self.answers = answers
 
-    def generate(self, prompts: list[str], adapter: Adapter | None, max_new_tokens: int) -> list[Generation]:
+    def generate(self, prompts: list[str], adapter: Adapter | None, max_new_tokens: int,
+                 json_schema: object = None) -> list[Generation]:
         return [self.answers.get(i, CONFIDENT) for i in range(len(prompts))]
 
     def close(self) -> None:
