@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import importlib.util
 import shutil
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -81,9 +82,8 @@ def _convert(gguf: Path, digest: str, final: Path, stage: Callable[[str], None])
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     started = time.monotonic()
-    work = final.with_name(final.name + ".partial")
-    shutil.rmtree(work, ignore_errors=True)
-    work.mkdir(parents=True)
+    final.parent.mkdir(parents=True, exist_ok=True)  # a work folder of its own: two imports at once never mix
+    work = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".partial", dir=final.parent))
     folder, filename = str(gguf.parent), gguf.name
     stage("reading the tokenizer and chat template")
     tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=filename)

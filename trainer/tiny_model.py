@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import random
 import shutil
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -122,21 +123,22 @@ def build_tiny_model(settings: Settings, config: TinyConfig | None = None, *, fo
                            else {"config": asdict(config)})
         point_tiny_at(settings, final)
         return final
-    _pretrain(settings, config, final, on_step)
+    _pretrain(settings, config, final, on_step, force)
     point_tiny_at(settings, final)
     return final
 
 
 def _pretrain(settings: Settings, config: TinyConfig, final: Path,
-              on_step: Callable[[int, int, float], None] | None) -> None:
+              on_step: Callable[[int, int, float], None] | None, force: bool = False) -> None:
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
     started = time.monotonic()
     torch.manual_seed(config.seed)
-    work = final.with_name(final.name + ".partial")
-    shutil.rmtree(work, ignore_errors=True)
-    work.mkdir(parents=True)
+    # Each build its own work folder: two builds at once (two tests sessions, two `labelq model tiny`)
+    # must not write into or remove each other's files.
+    final.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".partial", dir=final.parent))
     pairs = _corpus(settings, config)
     tokenizer = train_tokenizer([p for p, _ in pairs] + [a for _, a in pairs], config, work)
     model_config = LlamaConfig(
@@ -170,6 +172,9 @@ def _pretrain(settings: Settings, config: TinyConfig, final: Path,
     model.save_pretrained(work, safe_serialization=True)
     manifest = write_manifest(work, kind="tiny", builder={
         "config": asdict(config), "train_seconds": round(time.monotonic() - started, 1)})
+    if read_manifest(final) is not None and not force:  # another build of the same config finished first
+        shutil.rmtree(work, ignore_errors=True)
+        return
     shutil.rmtree(final, ignore_errors=True)
     work.rename(final)  # appears whole or not at all (the manifest inside it)
     log.info("tiny_model_built", path=str(final), base_hash=manifest["base_hash"], manifest=MANIFEST,
