@@ -10,6 +10,7 @@ ask for one repair and, failing that, dead-letter the raw answer.
 
 from __future__ import annotations
 
+import copy
 import re
 from typing import Any, NamedTuple
 
@@ -126,3 +127,36 @@ def spec_response_format(spec: TaskSpec) -> dict[str, Any] | None:
     """The ``response_format`` a task's requests carry: its JSON schema's, or None for a text contract."""
     schema = spec.contract.json_schema
     return None if schema is None else response_format(spec.name, schema)
+
+
+def decoding_schema(schema: dict[str, Any], max_new_tokens: int) -> dict[str, Any]:
+    """``schema`` with every string capped (``maxLength``) so that a whole answer fits ``max_new_tokens``:
+    under structured decoding an answer cut off by the token limit is unfinished JSON, whatever the grammar.
+
+    A token carries at least one character of ASCII text, so the room left after the keys and punctuation
+    (counted in characters) is shared between the string fields; a smaller ``maxLength`` in the schema wins.
+    """
+    bounded = copy.deepcopy(schema)
+    strings: list[dict[str, Any]] = []
+    keys_chars = 2
+
+    def walk(node: Any) -> None:
+        nonlocal keys_chars
+        if isinstance(node, dict):
+            kinds = node.get("type")
+            if kinds == "string" or (isinstance(kinds, list) and "string" in kinds):
+                strings.append(node)
+            for key, child in (node.get("properties") or {}).items():
+                keys_chars += len(key) + 7  # "key": "", plus a space
+                walk(child)
+            for name in ("items", "anyOf", "oneOf", "allOf"):
+                walk(node.get(name))
+        elif isinstance(node, list):
+            for child in node:
+                walk(child)
+
+    walk(bounded)
+    cap = max(1, (max_new_tokens - keys_chars) // max(1, len(strings)))
+    for node in strings:
+        node["maxLength"] = min(int(node.get("maxLength", cap)), cap)
+    return bounded

@@ -200,8 +200,8 @@ def test_a_json_contract_runs_the_whole_loop_under_structured_outputs(
     assert metrics.task == task and metrics.promoted
     runtime = StudentRuntime(s, store, redis_client, backend_factory=lambda _s: vllm_backend)
     escalated: list[object] = []
-    run_student_chunk(runtime, make_chunk(list(generate(24, seed=65)), task=task, route="steady"),
-                      lambda chunk, items: escalated.extend(items))
+    outcome = run_student_chunk(runtime, make_chunk(list(generate(24, seed=65)), task=task, route="steady"),
+                                lambda chunk, items: escalated.extend(items))
     labels = [r.label for r in student_records(s, task)]
-    assert len(labels) == 24 and escalated == []
+    assert escalated == [] and len(labels) == 24, (len(escalated), labels[:3], outcome)
     assert all(check(label, spec.contract).ok for label in labels)  # every answer parses and validates

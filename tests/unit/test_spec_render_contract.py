@@ -127,3 +127,19 @@ def test_violations(answer: str, reason: str) -> None:
 def test_normalise_is_idempotent() -> None:
     for text in ['"Label: x."', "Buys shoes.", "a  b"]:
         assert normalise_text(normalise_text(text)) == normalise_text(text)
+
+
+def test_structured_decoding_caps_strings_so_an_answer_always_closes_and_strict_needs_a_closed_schema() -> None:
+    from labelq.contract import decoding_schema, response_format
+
+    schema = {"type": "object", "required": ["city", "tags"], "additionalProperties": False,
+              "properties": {"city": {"type": ["string", "null"]},
+                             "tags": {"type": "array", "items": {"type": "string", "maxLength": 5}}}}
+    bounded = decoding_schema(schema, 60)
+    city, tag = bounded["properties"]["city"]["maxLength"], bounded["properties"]["tags"]["items"]["maxLength"]
+    assert tag == 5 and 5 < city and 2 + len('"city": "", ') + len('"tags": "", ') + city <= 60
+    assert "maxLength" not in schema["properties"]["city"]  # the contract's own schema is left alone
+    assert response_format("location-json", schema)["json_schema"]["strict"] is True
+    open_schema = {**schema, "additionalProperties": True}
+    assert response_format("x", open_schema)["json_schema"]["strict"] is False
+    assert response_format("x", {**schema, "required": ["city"]})["json_schema"]["strict"] is False

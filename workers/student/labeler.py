@@ -41,7 +41,7 @@ from pathlib import Path
 
 import redis
 
-from labelq.contract import Verdict, check
+from labelq.contract import Verdict, check, decoding_schema
 from labelq.engines import Adapter, Generation, StudentBackend, make_backend
 from labelq.errors import (
     ConfigError,
@@ -194,7 +194,9 @@ def run_student_chunk(runtime: StudentRuntime, chunk: ChunkMessage, escalate: Es
     prompts = [student_prompt(spec, settings, s.require_payload()) for s in chunk.sessions]
     started = time.monotonic()
     try:
-        gens = backend.generate(prompts, adapter, spec.student.max_new_tokens, spec.contract.json_schema)
+        schema = spec.contract.json_schema
+        gens = backend.generate(prompts, adapter, spec.student.max_new_tokens,
+                                None if schema is None else decoding_schema(schema, spec.student.max_new_tokens))
     except EngineDead:
         runtime.drop_backend()  # the next chunk starts a new engine; this one goes back to the queue
         raise
