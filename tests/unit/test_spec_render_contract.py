@@ -137,7 +137,7 @@ def test_structured_decoding_caps_strings_so_an_answer_always_closes_and_strict_
                              "tags": {"type": "array", "items": {"type": "string", "maxLength": 5}}}}
     bounded = decoding_schema(schema, 60)
     city, tag = bounded["properties"]["city"]["maxLength"], bounded["properties"]["tags"]["items"]["maxLength"]
-    assert tag == 5 and 5 < city and 2 + len('"city": "", ') + len('"tags": "", ') + city <= 60
+    assert tag == 5 and city > 5 and 2 + len('"city": "", ') + len('"tags": "", ') + city <= 60
     assert "maxLength" not in schema["properties"]["city"]  # the contract's own schema is left alone
     assert response_format("location-json", schema)["json_schema"]["strict"] is True
     open_schema = {**schema, "additionalProperties": True}
