@@ -122,7 +122,7 @@ def test_listing_is_in_key_order_and_resumes_after_a_key(store: ObjectStore) -> 
 def test_s3_listing_pages_lazily(s3_endpoint: str, s3_bucket: str) -> None:
     store = S3Store(s3_bucket, "deploy", endpoint_url=s3_endpoint, list_page_size=3)
     calls: list[dict[str, object]] = []
-    store._client.meta.events.register("before-parameter-build.s3.ListObjectsV2",  # noqa: SLF001
+    store._client.meta.events.register("before-parameter-build.s3.ListObjectsV2",
                                        lambda params, **_: calls.append(params))
     keys = [f"labels/teacher/t/{i:03d}.jsonl" for i in range(10)]
     for k in keys:
