@@ -223,8 +223,9 @@ def _log_head(store: ObjectStore, task: str, lag_s: float) -> Watermark:
 
 def read_new(store: ObjectStore, task: str, previous: Watermark | None, *, limit: int = MAX_ROWS,
              lag_s: float = LAG_S) -> Window:
-    """The labels written after ``previous`` (None: every label object), at most about ``limit``
-    (whole objects), with the sessions they label and the watermark to leave for the next bucket."""
+    """The labels written after ``previous`` (None: every label object, then the write log from where it
+    stood when that began), at most about ``limit`` (whole objects), with the sessions they label and the
+    watermark to leave for the next bucket."""
     mark = previous if previous is not None else _log_head(store, task, lag_s)
     window = Window([], {}, mark)
     seen = 0
@@ -237,8 +238,7 @@ def read_new(store: ObjectStore, task: str, previous: Watermark | None, *, limit
                     return window
                 seen += _read_object(store, key, keyspace.inputs_of_labels(key), window)
                 last = key
-        window.watermark = Watermark(mark.written, mark.recent, legacy_after=None)
-        return window
+        mark = Watermark(mark.written, mark.recent, legacy_after=None)  # done: on to the write log
     start = keyspace.written_prefix("teacher", task, keyspace.shift_stamp(mark.written, -lag_s)) \
         if mark.written else None
     done = set(mark.recent)
