@@ -5,8 +5,8 @@ straight into it with a bulk writer: per chunk of 64, the label object, the inpu
 write-log entry that teacher workers leave (``labelq/records.py``), through no worker, Redis or fsync,
 on a virtual clock 10 s per chunk apart; 5% of the records relabel an earlier session. At each size:
 
-* **export**: ``labelq export`` in a subprocess, all labels to JSONL: its peak RSS (``ru_maxrss`` of that
-  child, from ``os.wait4``) and seconds (the whole command, its start included). ``export_rss_ratio``: peak RSS at the largest size over the
+* **export**: ``labelq export`` in a subprocess, all labels to JSONL: its peak RSS (``VmHWM`` of that
+  process, read as it exits) and seconds (the whole command, its start included). ``export_rss_ratio``: peak RSS at the largest size over the
   smallest (goal <= 1.2).
 * **curation**: the history is curated first, bucket by bucket as the trainer would have done
   (``history_curation_s``, not a goal), then ``--new`` (1,000) new labels are written and the next
@@ -61,7 +61,7 @@ CHUNK = 64
 RELABEL_SHARE = 0.05
 LABELS = ("Searches running shoes and pays by card", "Browses gift cards and leaves", "Buys a phone case",
           "Compares two laptops and saves one", "Signs up for the newsletter", "Returns an order online")
-CLI = [sys.executable, "-m", "labelq.app.cli.main"]
+CLI_MODULE = "labelq.app.cli.main"  # `labelq`
 # What ``labelq curate`` runs, timed inside its own process (the interpreter's start is not curation).
 CURATE = f"""
 import sys, time, orjson
@@ -127,19 +127,40 @@ class BulkWriter:
         self.labels += n
 
 
-def measured(args: list[str], env: dict[str, str]) -> tuple[float, float, bytes]:
-    """Run ``args``; its seconds, its peak RSS in MB (``ru_maxrss`` of this one child) and its stdout."""
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+# Runs a module (``-m``) or code (``-c``) and, at exit, writes the peak RSS of its own image (``VmHWM``)
+# to $SCALE_PEAK_FILE. Not ``ru_maxrss``: Linux counts in it the parent's RSS when the child was forked
+# (the pages it shared before exec), and this parent has curated a large history in-process.
+PEAK = """
+import atexit, os, runpy, sys
+def report():
+    with open("/proc/self/status") as status:
+        peak = next(line.split()[1] for line in status if line.startswith("VmHWM:"))
+    with open(os.environ["SCALE_PEAK_FILE"], "w") as out:
+        out.write(peak)
+atexit.register(report)
+mode, target, *rest = sys.argv[1:]
+sys.argv = [target, *rest]
+if mode == "-m":
+    runpy.run_module(target, run_name="__main__", alter_sys=True)
+else:
+    exec(compile(target, "<bench>", "exec"), {"__name__": "__main__"})
+"""
+
+
+def measured(mode: str, target: str, args: list[str], env: dict[str, str]) -> tuple[float, float, bytes]:
+    """Run a Python module (``-m``) or code (``-c``) in a fresh interpreter; its seconds, its peak RSS in
+    MB (``VmHWM`` of its own image) and its stdout."""
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err, \
+            tempfile.NamedTemporaryFile(prefix="peak-") as peak:
         started = time.perf_counter()
-        proc = subprocess.Popen(args, env=env, stdout=out, stderr=err)
-        _, status, usage = os.wait4(proc.pid, 0)  # this child's own rusage (Popen.wait would hide it)
-        proc.returncode = os.waitstatus_to_exitcode(status)
+        proc = subprocess.run([sys.executable, "-c", PEAK, mode, target, *args], env={**env, "SCALE_PEAK_FILE": peak.name},
+                              stdout=out, stderr=err, check=False)
         seconds = time.perf_counter() - started
         out.seek(0)
         err.seek(0)
         if proc.returncode != 0:
-            raise RuntimeError(f"{args[2:4]} exited {proc.returncode}: {err.read().decode()[-2000:]}")
-        return seconds, usage.ru_maxrss / 1024, out.read()
+            raise RuntimeError(f"{target[:40]!r} exited {proc.returncode}: {err.read().decode()[-2000:]}")
+        return seconds, int(Path(peak.name).read_text()) / 1024, out.read()
 
 
 def optional_sections(sizes: list[int]) -> dict[str, Any]:
@@ -185,7 +206,7 @@ def main() -> None:
     store = LocalStore(root)
     spec = load_spec(TASK)
     result: dict[str, Any] = {"sizes": sizes, "new_labels": args.new, "chunk": CHUNK,
-                              "peak_rss_measure": "ru_maxrss of the subprocess (os.wait4)"}
+                              "peak_rss_measure": "VmHWM of the subprocess's own image"}
     rows: dict[str, dict[str, Any]] = {}
     try:
         for size in sizes:
@@ -194,7 +215,7 @@ def main() -> None:
             writer.write(size - writer.labels)
             row["history_write_s"] = round(time.perf_counter() - started, 1)
             out = base / "export.jsonl"
-            seconds, rss, _ = measured([*CLI, "export", str(out), "--tmp-dir", str(base)], env)
+            seconds, rss, _ = measured("-m", CLI_MODULE, ["export", str(out), "--tmp-dir", str(base)], env)
             row.update(export_s=round(seconds, 2), export_peak_rss_mb=round(rss, 1),
                        exported=sum(1 for _ in out.open("rb")), history_labels=writer.labels)
             assert row["exported"] == writer.distinct, (row, writer.distinct)
@@ -206,7 +227,7 @@ def main() -> None:
             times, peaks = [], []
             for _ in range(args.repeat):  # the median of a few buckets: one is a fraction of a second
                 writer.write(args.new)
-                _, rss, stdout = measured([sys.executable, "-c", CURATE], env)
+                _, rss, stdout = measured("-c", CURATE, [], env)
                 manifest = orjson.loads(stdout)
                 assert manifest["labels_seen"] == args.new, manifest
                 times.append(manifest["seconds"])
@@ -218,7 +239,7 @@ def main() -> None:
             read = ("from trainer.curation import read_training_set as r; t, v = r(__import__('labelq.store',"
                     f" fromlist=['x']).LocalStore(__import__('pathlib').Path({str(root)!r})), {TASK!r}, "
                     f"{manifest['version']!r}); print(len(t) + len(v))")
-            seconds, rss, stdout = measured([sys.executable, "-c", read], env)
+            seconds, rss, stdout = measured("-c", read, [], env)
             row.update(training_set_read_s=round(seconds, 2), training_set_read_peak_rss_mb=round(rss, 1),
                        training_set_read_rows=int(stdout))
             row["store_mb"] = round(sum(p.stat().st_size for p in root.rglob("*") if p.is_file()) / 2**20)
