@@ -2,7 +2,10 @@
 
 Objects are keyed by chunk id, so a chunk redelivered before its commit
 overwrites its own output and never duplicates it; one redelivered after its
-commit writes nothing. Counters move only the first time a chunk is
+commit writes nothing. A chunk whose inputs are kept (the teacher's: curation
+trains on them) also gets an entry in the write log (``written/<stage>/<task>/``,
+named by the time it was written, after its objects), so curation reads only
+the chunks written since its last bucket. Counters move only the first time a chunk is
 committed (a ``done`` marker set atomically with them), so status and audit
 count each session once however often its chunk ran.
 """
@@ -42,6 +45,8 @@ def commit_chunk(
         store.put_bytes(keyspace.labels(stage, task, chunk_id), encode_jsonl(list(records)))
     if dead_letters:
         store.put_bytes(keyspace.dead_letters(stage, task, chunk_id), encode_jsonl(list(dead_letters)))
+    if inputs and records:  # last: an entry in the write log names objects that exist
+        store.put_bytes(keyspace.written(stage, task, chunk_id, keyspace.write_stamp()), b"")
     stats = keyspace.stats(settings, task)
     args: list[str | int] = [keyspace.CHUNK_DONE_TTL_S, task]
     if records:

@@ -331,6 +331,16 @@ class Settings(BaseSettings):
     curation_retrain_every: int = Field(
         default=1_000, gt=0, description="New teacher labels that trigger the next automatic curated bucket."
     )
+    curation_max_rows: int = Field(
+        default=100_000, gt=0,
+        description="Most rows a training set holds (human rows are always kept, even beyond it), and most "
+        "labels one bucket reads (a larger backlog is read by the next buckets).",
+    )
+    curation_watermark_lag_s: float = Field(
+        default=300.0, ge=0,
+        description="A bucket looks this far back before its predecessor's watermark for write-log entries "
+        "that landed late (slow writes, clock skew between workers); entries later still are not curated.",
+    )
     curation_require_review: bool = Field(
         default=False, description="Curated buckets wait for `labelq review` before the trainer sees them."
     )

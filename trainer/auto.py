@@ -36,10 +36,12 @@ def curate_if_due(settings: Settings, store: ObjectStore, client: redis.Redis, t
     try:
         labels = teacher_labels(settings, client, task)
         manifest = curate(store, load_spec(task, settings.specs_dir),
-                          require_review=settings.curation_require_review)
+                          require_review=settings.curation_require_review, max_rows=settings.curation_max_rows,
+                          lag_s=settings.curation_watermark_lag_s)
         record_curated(settings, client, task, labels)
         if manifest is not None:
             log.info("curated", task=task, dataset=manifest.version, counts=manifest.counts.to_dict(),
+                     new=manifest.new.to_dict() if manifest.new else None, labels_read=manifest.labels_seen,
                      review=settings.curation_require_review)
         return manifest
     finally:

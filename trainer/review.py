@@ -4,7 +4,10 @@
 rejects it (``_REJECTED``; never trained), or applies edits first: a JSONL
 file of ``{"content_hash" | "session_id", "label"}`` or ``{..., "drop": true}``.
 Edited labels are human labels: they are checked against the contract, written
-under ``labels/human/`` (later curations prefer them) and replace the rows.
+under ``labels/human/`` (for export) and replace the bucket's rows, where every
+later training set keeps them (human rows are always selected, and beat a
+teacher's label of the same session from any bucket). A review covers the
+bucket's own rows: the labels that were new when it was curated.
 """
 
 from __future__ import annotations
@@ -95,5 +98,6 @@ def apply_edits(store: ObjectStore, spec: TaskSpec, version: str, edits: list[di
     store.delete(bucket_file(spec.name, version, BucketFile.REVIEW))
     write_bucket(store, spec, version, sorted(by_hash.values(), key=lambda r: r.content_hash),
                  dropped={**manifest.dropped, "review_drop": dropped}, labels_seen=manifest.labels_seen,
-                 marker=BucketFile.READY, review=changed)
+                 marker=BucketFile.READY, review=changed, watermark=manifest.watermark,
+                 earlier=[s for s in manifest.segments if s.version != version], max_rows=manifest.max_rows)
     return changed

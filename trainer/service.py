@@ -32,10 +32,11 @@ from labelq.logging import get_logger
 from labelq.models import resolve_base_model, same_base, settings_base_hash
 from labelq.prompts import student_prompt
 from labelq.registry import Registry, recorded_base_hash
-from labelq.schemas import decode_jsonl, utc_now_iso
+from labelq.schemas import utc_now_iso
 from labelq.settings import Settings
 from labelq.spec import load_spec
 from labelq.store import ObjectStore
+from trainer.curation import read_training_set
 from trainer.evaluate import EvalScores
 from trainer.gate import gate
 from trainer.reports import ServingEval, TrainingReport
@@ -125,8 +126,7 @@ def _train_locked(settings: Settings, store: ObjectStore, client: redis.Redis, t
     base_hash = settings_base_hash(settings, base_model)
     spec = load_spec(task, settings.specs_dir)
     bucket = keyspace.bucket(task, dataset_version)
-    train = decode_jsonl(store.get_bytes(keyspace.bucket_file(task, dataset_version, BucketFile.TRAIN)))
-    val = decode_jsonl(store.get_bytes(keyspace.bucket_file(task, dataset_version, BucketFile.VAL)))
+    train, val = read_training_set(store, task, dataset_version)  # bounded by the bucket's selection
     registry = Registry(settings, client, store)
     registry.ensure(task)  # a Redis that lost the pointer must not let this version skip the gate
     serving = registry.serving(task)

@@ -3,11 +3,29 @@ so a task name or chunk id from data can never leave its folder."""
 
 from __future__ import annotations
 
+import re
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 
 from labelq.store.keys import key, segment
 
 NO_TASK = "_none"  # the task folder of dead letters that belong to no task
+
+# Write stamps: ``YYYYMMDD/HHMMSS.ffffff`` (UTC, fixed width), so keys that start with one sort by time.
+_STAMP_FORMAT = "%Y%m%d/%H%M%S.%f"
+_STAMP = re.compile(r"\d{8}/\d{6}\.\d{6}")
+_WRITTEN = re.compile(r"written/([^/]+)/([^/]+)/(\d{8}/\d{6}\.\d{6})-([^/]+)")
+
+
+def write_stamp(at: datetime | None = None) -> str:
+    """A write stamp (``YYYYMMDD/HHMMSS.ffffff``, UTC): now, or ``at``."""
+    return (at or datetime.now(UTC)).astimezone(UTC).strftime(_STAMP_FORMAT)
+
+
+def shift_stamp(stamp: str, seconds: float) -> str:
+    """``stamp`` moved by ``seconds`` (negative: earlier)."""
+    at = datetime.strptime(stamp, _STAMP_FORMAT).replace(tzinfo=UTC)
+    return write_stamp(at + timedelta(seconds=seconds))
 
 
 class BucketFile(StrEnum):
@@ -66,6 +84,38 @@ def payload(task: str, content_hash: str) -> str:
 def payloads_prefix(task: str | None = None) -> str:
     """Every claim-checked payload, or those of one task."""
     return key("payloads", *([segment(task)] if task is not None else [])) + "/"
+
+
+def written(stage: str, task: str, name: str, stamp: str) -> str:
+    """The write log: an empty object per chunk whose inputs were kept, written after its label and input
+    objects, named ``written/<stage>/<task>/<day>/<time>-<chunk>`` from its write stamp. Its keys sort by
+    time, so curation lists only what was written after its last bucket's watermark (a start-after key)."""
+    if not _STAMP.fullmatch(stamp):
+        raise ValueError(f"not a write stamp: {stamp!r}")
+    day, clock = stamp.split("/")
+    return key("written", stage, segment(task), day, f"{clock}-{segment(name)}")
+
+
+def written_prefix(stage: str, task: str, stamp: str | None = None) -> str:
+    """A task's write log, or (with ``stamp``) the key just before every entry written at or after it."""
+    base = key("written", stage, segment(task)) + "/"
+    return base if stamp is None else base + stamp
+
+
+def parse_written(path: str) -> tuple[str, str, str] | None:
+    """``(write stamp, label object, inputs object)`` of a write-log entry, else None."""
+    found = _WRITTEN.fullmatch(path)
+    if found is None:
+        return None
+    stage, task, stamp, name = found.groups()
+    return stamp, f"labels/{stage}/{task}/{name}.jsonl", f"inputs/{stage}/{task}/{name}.jsonl"
+
+
+def inputs_of_labels(path: str) -> str:
+    """The inputs object written with the label object at ``path`` (``labels/...`` -> ``inputs/...``)."""
+    if not path.startswith("labels/"):
+        raise ValueError(f"not a label object: {path!r}")
+    return "inputs/" + path[len("labels/"):]
 
 
 def dead_letters(stage: str, task: str | None, name: str) -> str:

@@ -39,8 +39,10 @@ class ObjectStore(Protocol):
 
     def exists(self, key: str) -> bool: ...
 
-    def list(self, prefix: str = "") -> Iterator[str]:
-        """Keys under ``prefix`` (a key prefix, not only a folder), sorted."""
+    def list(self, prefix: str = "", *, start_after: str | None = None) -> Iterator[str]:
+        """Keys under ``prefix`` (a key prefix, not only a folder), sorted, and after ``start_after`` (any
+        string: keys equal to it or before it are skipped) when given. Lazy: keys come a page (S3) or a
+        folder (local) at a time, so listing millions of objects holds one page or folder in memory."""
         ...
 
     def list_modified(self, prefix: str = "") -> Iterator[StoredObject]:

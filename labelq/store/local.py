@@ -120,21 +120,29 @@ class LocalStore:
                 continue
             yield StoredObject(rel, st.st_mtime, st.st_size)
 
-    def list(self, prefix: str = "") -> Iterator[str]:
+    def list(self, prefix: str = "", *, start_after: str | None = None) -> Iterator[str]:
         check_prefix(prefix)
         # Walk only the deepest folder the prefix names; filter the rest by string.
         folder = prefix.rsplit("/", 1)[0] if "/" in prefix else ""
-        base = self.root / folder if folder else self.root
-        if not base.is_dir():
-            return iter(())
-        found: list[str] = []
-        for dirpath, dirnames, filenames in os.walk(base):
-            dirnames.sort()
-            rel_dir = Path(dirpath).relative_to(self.root).as_posix()
-            for name in filenames:
-                if name.startswith(_TMP):
+        return self._walk(self.root / folder if folder else self.root, folder, prefix, start_after or "")
+
+    def _walk(self, path: Path, rel: str, prefix: str, after: str) -> Iterator[str]:
+        """Keys under ``path`` in key order, one folder's names in memory at a time. A folder sorts as its
+        name plus ``/`` (every key in it starts so), which makes depth-first order the keys' order; a folder
+        whose keys all sort at or before ``after`` is skipped unopened."""
+        try:
+            with os.scandir(path) as found:
+                entries = [(e.name + "/" if e.is_dir() and not e.is_symlink() else e.name)
+                           for e in found if not e.name.startswith(_TMP)]
+        except (FileNotFoundError, NotADirectoryError):
+            return
+        for name in sorted(entries):
+            full = f"{rel}/{name}" if rel else name
+            if name.endswith("/"):
+                if not (full.startswith(prefix) or prefix.startswith(full)):
                     continue
-                rel = name if rel_dir == "." else f"{rel_dir}/{name}"
-                if rel.startswith(prefix):
-                    found.append(rel)
-        return iter(sorted(found))
+                if full < after and not after.startswith(full):
+                    continue
+                yield from self._walk(path / name[:-1], full[:-1], prefix, after)
+            elif full.startswith(prefix) and full > after:
+                yield full

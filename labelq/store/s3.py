@@ -21,12 +21,13 @@ class S3Store:
 
     def __init__(
         self, bucket: str, prefix: str = "", *, endpoint_url: str | None = None,
-        region: str = "us-east-1", client: Any | None = None,
+        region: str = "us-east-1", client: Any | None = None, list_page_size: int = 1000,
     ) -> None:
         import boto3
         from botocore.config import Config
 
         self.bucket = bucket
+        self.list_page_size = list_page_size  # keys per ListObjectsV2 page (S3's maximum is 1,000)
         self.prefix = prefix.strip("/")
         if self.prefix:
             check_key(self.prefix)
@@ -131,18 +132,22 @@ class S3Store:
         except (BotoCoreError, ClientError) as exc:
             raise ServiceUnavailable(f"S3 list failed on {self.url}: {type(exc).__name__}", dependency="store") from exc
 
-    def list(self, prefix: str = "") -> Iterator[str]:
+    def list(self, prefix: str = "", *, start_after: str | None = None) -> Iterator[str]:
+        """``ListObjectsV2`` page by page (``list_page_size`` keys each; S3 returns keys in order), from
+        ``StartAfter`` when given: nothing is held beyond the page being read."""
         check_prefix(prefix)
-        full = f"{self.prefix}/{prefix}" if self.prefix else prefix
-        strip = len(self.prefix) + 1 if self.prefix else 0
-        paginator = self._client.get_paginator("list_objects_v2")
-        keys: list[str] = []
-        pages = self._call(paginator.paginate, Bucket=self.bucket, Prefix=full)
+        args: dict[str, Any] = {"Bucket": self.bucket, "Prefix": f"{self.prefix}/{prefix}" if self.prefix else prefix,
+                                "PaginationConfig": {"PageSize": self.list_page_size}}
+        if start_after:
+            args["StartAfter"] = f"{self.prefix}/{start_after}" if self.prefix else start_after
+        return self._pages(args, len(self.prefix) + 1 if self.prefix else 0)
+
+    def _pages(self, args: dict[str, Any], strip: int) -> Iterator[str]:
         from botocore.exceptions import BotoCoreError, ClientError
 
         try:
-            for page in pages:
-                keys.extend(obj["Key"][strip:] for obj in page.get("Contents", []))
+            for page in self._client.get_paginator("list_objects_v2").paginate(**args):
+                for obj in page.get("Contents", []):
+                    yield obj["Key"][strip:]
         except (BotoCoreError, ClientError) as exc:
             raise ServiceUnavailable(f"S3 list failed on {self.url}: {type(exc).__name__}", dependency="store") from exc
-        return iter(sorted(keys))

@@ -70,7 +70,7 @@ def test_ensure_rebuilds_only_what_redis_lost(settings: Settings, redis_client: 
 class StaleListing(LocalStore):
     """A store whose listings lag its writes (they show nothing)."""
 
-    def list(self, prefix: str = "") -> Iterator[str]:
+    def list(self, prefix: str = "", *, start_after: str | None = None) -> Iterator[str]:
         return iter(())
 
 

@@ -104,3 +104,32 @@ def test_put_if_absent_lets_exactly_one_of_many_writers_create_a_key(store: Obje
         t.join()
     assert len(won) == 1 and store.get_bytes("adapters/t/v2/_CLAIM") == won[0]
     assert list(store.list("adapters/t/")) == ["adapters/t/v1/_CLAIM", "adapters/t/v2/_CLAIM"]  # no temp files
+
+
+def test_listing_is_in_key_order_and_resumes_after_a_key(store: ObjectStore) -> None:
+    # '-' sorts before '/': a file "a-b" comes before the folder "a/", as S3 orders keys.
+    names = ["w/a/x", "w/a-b", "w/a.c/y", "w/a/z/1", "w/b", "w/20260101/120000.000001-c", "w/20260101/120000.0000-d",
+             "wx"]
+    for name in names:
+        store.put_bytes(name, b"")
+    everything = sorted(n for n in names if n.startswith("w/"))
+    assert list(store.list("w/")) == everything
+    assert list(store.list("w/a")) == [n for n in everything if n.startswith("w/a")]
+    for after in ("", "w/", "w/a", "w/a/", "w/a/x", "w/a/y", "w/20260101/120000.000001", "w/zzz"):
+        assert list(store.list("w/", start_after=after)) == [n for n in everything if n > after], after
+
+
+def test_s3_listing_pages_lazily(s3_endpoint: str, s3_bucket: str) -> None:
+    store = S3Store(s3_bucket, "deploy", endpoint_url=s3_endpoint, list_page_size=3)
+    calls: list[dict[str, object]] = []
+    store._client.meta.events.register("before-parameter-build.s3.ListObjectsV2",
+                                       lambda params, **_: calls.append(params))
+    keys = [f"labels/teacher/t/{i:03d}.jsonl" for i in range(10)]
+    for k in keys:
+        store.put_bytes(k, b"")
+    listing = store.list("labels/teacher/")
+    assert next(listing) == keys[0] and len(calls) == 1  # one page asked for, not all of them
+    assert [keys[0], *listing] == keys and len(calls) == 4  # 10 keys in pages of 3
+    calls.clear()
+    assert list(store.list("labels/", start_after=keys[6])) == keys[7:]
+    assert len(calls) == 1 and calls[0]["StartAfter"] == f"deploy/{keys[6]}"

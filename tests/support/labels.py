@@ -18,10 +18,15 @@ def label_record(content_hash: str, label: str, source: str = "teacher",
                        created_at=at)
 
 
-def put_teacher_labels(store: ObjectStore, records: list[LabelRecord], chunk_id: str = "c1") -> None:
-    """The teacher's labels of one chunk and the inputs it kept (curation trains on both)."""
+def put_teacher_labels(store: ObjectStore, records: list[LabelRecord], chunk_id: str = "c1", *,
+                       stamp: str | None = None, logged: bool = True) -> None:
+    """The teacher's labels of one chunk and the inputs it kept (curation trains on both), then its
+    write-log entry at ``stamp`` (default: now), as ``labelq.records.commit_chunk`` leaves them;
+    ``logged=False``: no entry, as a chunk written before the write log existed."""
     store.put_bytes(keyspace.labels("teacher", TASK, chunk_id),
                     b"".join(orjson.dumps(r.model_dump(mode="json")) + b"\n" for r in records))
     store.put_bytes(keyspace.inputs("teacher", TASK, chunk_id), b"".join(
         orjson.dumps({"session_id": r.session_id, "content_hash": r.content_hash, "payload": {"x": i}}) + b"\n"
         for i, r in enumerate(records)))
+    if logged:
+        store.put_bytes(keyspace.written("teacher", TASK, chunk_id, stamp or keyspace.write_stamp()), b"")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import tomllib
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -93,6 +94,18 @@ def test_store_paths() -> None:
     assert keyspace.review_labels("t", "v0001") == "labels/human/t/review-v0001.jsonl"
     assert keyspace.inputs("teacher", "t", "c1") == "inputs/teacher/t/c1.jsonl"
     assert keyspace.inputs_prefix("teacher", "t") == "inputs/teacher/t/"
+    assert keyspace.inputs_of_labels(keyspace.labels("teacher", "a b", "c1")) == keyspace.inputs("teacher", "a b", "c1")
+    # The write log: keys that sort by write time and name the chunk's objects.
+    at = datetime(2026, 3, 1, 23, 59, 59, 250_000, tzinfo=UTC)
+    stamp = keyspace.write_stamp(at)
+    assert stamp == "20260301/235959.250000" and keyspace.shift_stamp(stamp, 1) == "20260302/000000.250000"
+    entry = keyspace.written("teacher", "a b", "c/1", stamp)
+    assert entry == "written/teacher/a%20b/20260301/235959.250000-c%2F1"
+    assert keyspace.parse_written(entry) == (stamp, keyspace.labels("teacher", "a b", "c/1"),
+                                             keyspace.inputs("teacher", "a b", "c/1"))
+    assert keyspace.parse_written(keyspace.labels("teacher", "t", "c1")) is None
+    assert keyspace.written_prefix("teacher", "a b", stamp) < entry < keyspace.written(
+        "teacher", "a b", "a", keyspace.shift_stamp(stamp, 1e-6))
     assert keyspace.curated_prefix() == "curated/" and keyspace.curated_prefix("t") == "curated/t/"
     assert keyspace.bucket_file("t", "v0001", BucketFile.READY) == "curated/t/v0001/_READY"
     assert keyspace.bucket_file("t", "v0001", keyspace.split_file("val")) == "curated/t/v0001/val.jsonl"

@@ -13,7 +13,7 @@ from labelq.spec import load_spec
 from labelq.store import LocalStore
 from tests.support.labels import label_record, put_teacher_labels
 from trainer import review
-from trainer.curation import curate, read_rows
+from trainer.curation import curate, read_rows, read_training_set
 from trainer.service import ready_buckets
 
 SPEC = load_spec("session-label")
@@ -61,12 +61,20 @@ def test_edits_relabel_and_drop_rows_then_approve_and_win_later(store: LocalStor
     assert len(after) == len(rows) - 1 and rows[1].content_hash not in after
     assert after[rows[0].content_hash].label == "Browses the gift card page"
     assert after[rows[0].content_hash].source == "human"
-    # The human label is kept for later buckets and wins over the teacher's.
+    # The human label is kept for later buckets and wins over the teacher's, even a later one's.
     assert store.exists(keyspace.review_labels(SPEC.name, "v0001"))
+    assert curate(store, SPEC, require_review=True) is None  # nothing new: the review's labels are in v0001
+    relabel = label_record(rows[0].content_hash, "Searches shoes and pays by card", at="2026-02-01T00:00:00")
+    put_teacher_labels(store, [relabel, *(label_record(f"{i:032x}", "Buys a gift card") for i in range(40, 45))], "c2")
     later = curate(store, SPEC, require_review=True)
-    assert later is not None and later.version == "v0002" and later.sources == {"teacher": 39, "human": 1}
-    assert next(r for r in read_rows(store, SPEC.name, "v0002")
-                if r.content_hash == rows[0].content_hash).label == "Browses the gift card page"
+    assert later is not None and later.version == "v0002" and later.labels_seen == 6
+    assert later.sources == {"teacher": 38 + 6, "human": 1}  # as selected, before newer rows replace older ones
+    review.approve(store, SPEC.name, "v0002")
+    train, val = read_training_set(store, SPEC.name, "v0002")
+    final = {r["content_hash"]: r for r in train + val}
+    assert len(final) == 44 and rows[1].content_hash not in final
+    assert final[rows[0].content_hash]["label"] == "Browses the gift card page"
+    assert final[rows[0].content_hash]["source"] == "human"
 
 
 @pytest.mark.parametrize(("data", "why"), [
@@ -84,3 +92,27 @@ def test_an_edits_file_of_labels_and_drops_is_accepted() -> None:
     data = b'{"session_id": "s", "drop": true}\n{"content_hash": "h", "label": "Buys a gift card"}\n'
     assert review.parse_edits(data) == [{"session_id": "s", "drop": True},
                                         {"content_hash": "h", "label": "Buys a gift card"}]
+
+
+def test_human_rows_stay_in_every_later_training_set_whatever_the_cap(store: LocalStore) -> None:
+    rows = read_rows(store, SPEC.name, "v0001")
+    edited = {r.content_hash for r in rows[:3]}
+    review.apply_edits(store, SPEC, "v0001", [{"content_hash": h, "label": "Browses the gift card page"}
+                                              for h in edited])
+    for n in range(4):  # four more buckets of 20 new labels, a training set of at most 10 rows
+        put_teacher_labels(store, [label_record(f"{i:032x}", "Buys a gift card")
+                                   for i in range(100 + 20 * n, 120 + 20 * n)], f"more{n}")
+        manifest = curate(store, SPEC, max_rows=10)
+        assert manifest is not None and manifest.counts.total == 10
+        train, val = read_training_set(store, SPEC.name, manifest.version)
+        assert len(train) + len(val) == 10
+        humans = {r["content_hash"] for r in train + val if r["source"] == "human"}
+        assert humans == edited
+
+
+def test_a_rejected_bucket_is_left_out_of_later_training_sets(store: LocalStore) -> None:
+    review.reject(store, SPEC.name, "v0001", "spot check failed")
+    put_teacher_labels(store, [label_record(f"{i:032x}", "Buys a gift card") for i in range(100, 110)], "c2")
+    later = curate(store, SPEC)
+    assert later is not None and later.labels_seen == 10  # v0001's labels are not read again
+    assert [t.version for t in later.selection] == [later.version] and later.counts.total == 10

@@ -20,12 +20,16 @@ def export(
     until: Annotated[str | None, typer.Option(help="Labels created before this date/time (ISO).")] = None,
     fmt: Annotated[str | None, typer.Option("--format", help="jsonl or parquet (default: from the name).")]
     = None,
+    tmp_dir: Annotated[Path | None, typer.Option(
+        "--tmp-dir", file_okay=False, help="Folder for the sorted runs (about the export's size; default: the "
+        "system temp folder).")] = None,
 ) -> None:
-    """Write the latest label per session to one JSONL or Parquet file."""
-    from labelq.export import latest_labels, write_export
+    """Write the latest label per session to one JSONL or Parquet file (streamed: memory does not grow with
+    the number of labels)."""
+    from labelq.export import export_latest
     from labelq.store import open_store
 
     settings = settings_of(ctx)
-    records = latest_labels(open_store(settings), tasks=task, sources=source, since=since, until=until)
-    written = write_export(records, out, fmt)
-    err_console.print(f"{len(records):,} labels written to {out} ({written})", highlight=False)
+    written, count = export_latest(open_store(settings), out, fmt, tasks=task, sources=source, since=since,
+                                   until=until, tmp_dir=tmp_dir)
+    err_console.print(f"{count:,} labels written to {out} ({written})", highlight=False)
