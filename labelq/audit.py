@@ -10,12 +10,14 @@ published (``labelq.redrive``). Counters move once per chunk (``records.commit_c
 redelivered chunk does not count twice. A gap is a loss (or, negative, a
 double count); audit lists it and exits non-zero.
 
-A producer claims a session (adds its hash to ``seen:<task>``) in the same
-Redis transaction that pushes its chunk and counts it as ingested
+A producer claims a session (adds its hash to the dedupe set of the current
+bucket, ``seen:<task>:<bucket>``) in the same Redis transaction that pushes
+its chunk and counts it as ingested and in the bucket's count
 (``labelq/lua/enqueue.lua``), so no claim can exist without its chunk. Claims
-made by older producers that were stopped between claiming and publishing
-show as ``claimed_not_enqueued``: those sessions are lost (a re-ingest calls
-them duplicates) and the audit fails.
+beyond a bucket's count (made by older producers that were stopped between
+claiming and publishing) show as ``claimed_not_enqueued``
+(``labelq.dedupe.claims_not_enqueued``): those sessions are lost (a re-ingest
+within the dedupe window calls them duplicates) and the audit fails.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from collections import Counter
 import redis
 
 from labelq import keyspace
+from labelq.dedupe import claims_not_enqueued
 from labelq.keyspace import Stat
 from labelq.queue.inspect import in_flight_chunks
 from labelq.redis_server import read_int_hash
@@ -50,10 +53,9 @@ def audit(settings: Settings, client: redis.Redis) -> AuditReport:
         dead = stats.get(Stat.DEAD_TEACHER, 0) + stats.get(Stat.DEAD_STUDENT, 0)
         ingested = stats.get(Stat.INGESTED, 0)
         gap = ingested - labelled - dead - flying[task]
-        claimed = int(client.scard(keyspace.seen(settings, task)))
         tasks[task] = TaskBalance(ingested=ingested, labelled=labelled,
                                   labelled_teacher=stats.get(Stat.LABELLED_TEACHER, 0),
                                   labelled_student=stats.get(Stat.LABELLED_STUDENT, 0), dead_lettered=dead,
                                   in_flight=flying[task], gap=gap,
-                                  claimed_not_enqueued=max(0, claimed - ingested))
+                                  claimed_not_enqueued=claims_not_enqueued(settings, client, task, ingested))
     return AuditReport(ok=all(t.gap == 0 and t.claimed_not_enqueued == 0 for t in tasks.values()), tasks=tasks)

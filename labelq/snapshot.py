@@ -104,9 +104,10 @@ class StatusSnapshot:
 class TaskBalance:
     """``ingested = labelled + dead_lettered + in_flight + gap``; a gap is a loss (negative: a double count).
 
-    ``claimed_not_enqueued``: sessions in the dedupe set beyond those ingested,
-    claimed by a producer that never enqueued them (labelq before claims and
-    chunks moved in one step); lost too, since a re-ingest calls them duplicates.
+    ``claimed_not_enqueued``: sessions in the dedupe sets beyond those counted
+    as enqueued into them, claimed by a producer that never enqueued them
+    (labelq before claims and chunks moved in one step); lost too, since a
+    re-ingest within the dedupe window calls them duplicates.
     """
 
     ingested: int

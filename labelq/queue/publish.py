@@ -11,8 +11,9 @@ only once its chunk is in a queue. Per batch of chunks, in this order:
    waits leaves nothing behind);
 3. :meth:`~ChunkPublisher.enqueue` sends one MULTI/EXEC transaction: the
    LPUSHes of the Celery messages onto kombu's queue lists, then a Lua gate
-   (``enqueue.lua``) that adds the hashes to the dedupe set and moves the
-   counters, or, when another producer took some of the hashes since step 1,
+   (``enqueue.lua``) that adds the hashes to the dedupe set of the current
+   bucket (``labelq.dedupe``: dedupe holds within ``dedupe_window_days``) and
+   moves the counters, or, when another producer took some of the hashes since step 1,
    takes the pushes back (LTRIM) and names those hashes (the caller rebuilds
    its chunks without them and tries again).
 
@@ -53,6 +54,7 @@ from kombu.utils.uuid import uuid
 
 from labelq import keyspace, lua
 from labelq.curation_schedule import claim_trigger
+from labelq.dedupe import dedupe_keys
 from labelq.errors import ServiceUnavailable, Stopped
 from labelq.hashing import chunk_id
 from labelq.keyspace import Stat
@@ -146,9 +148,6 @@ class ChunkPublisher:
             self._producer_ctx.__exit__(*exc)
         self._producer_ctx = self._producer = None
 
-    def seen_key(self, task: str) -> str:
-        return keyspace.seen(self._settings, task)
-
     def _sleep(self, seconds: float) -> None:
         """Sleep, unless asked to stop: then raise Stopped at once."""
         if self._stop is None:
@@ -183,8 +182,10 @@ class ChunkPublisher:
         if not hashes:
             return []
         raw = [bytes.fromhex(h) for h in hashes]
-        known = self._retrying("deduplicating", lambda: self._redis.smismember(self.seen_key(task), raw))
-        return [not k for k in known]
+        lookup = lua.script(self._redis, "seen_lookup")
+        keys = dedupe_keys(self._settings, task).lookup
+        known: bytes = self._retrying("deduplicating", lambda: lookup(keys=keys, args=raw))
+        return [flag == 48 for flag in known]  # ord("0")
 
     def queue_depth(self, queue: str) -> int:
         return self._retrying("reading queue depth",
@@ -225,10 +226,13 @@ class ChunkPublisher:
             per_queue.setdefault(queue, []).append(envelope(self._app, queue, chunk, self._origin))
         self._declare(per_queue)
         queue_keys = [keyspace.queue(self._settings, queue) for queue in per_queue]
-        keys = [self.seen_key(task), keyspace.claim_reply(self._settings, uuid()),
-                keyspace.stats(self._settings, task), *queue_keys]
-        args: list[bytes | str | int] = [len(hashes), Stat.INGESTED, Stat.DUPLICATES, duplicates,
-                *(len(messages) for messages in per_queue.values()), *(bytes.fromhex(h) for h in hashes)]
+        dedupe = dedupe_keys(self._settings, task)
+        keys = [keyspace.claim_reply(self._settings, uuid()), keyspace.stats(self._settings, task),
+                dedupe.current.set_key, dedupe.current.count_key, dedupe.legacy, *dedupe.others, *queue_keys]
+        args: list[bytes | str | int] = [
+            len(hashes), Stat.INGESTED, Stat.DUPLICATES, duplicates, dedupe.current.expire_at_s,
+            dedupe.legacy_ttl_s, len(dedupe.others),
+            *(len(messages) for messages in per_queue.values()), *(bytes.fromhex(h) for h in hashes)]
 
         def step() -> Any:
             # EVAL, not EVALSHA: a NOSCRIPT inside MULTI (a restarted Redis) fails only the gate, and
