@@ -17,8 +17,8 @@ not exist cost one ``EXISTS``.
 
 Next to each set, ``seen:<task>:<bucket>:n`` counts what ``enqueue.lua`` added
 to it, in the same transaction and with the same expiry: ``labelq audit``
-compares the two bucket by bucket (:func:`claims_not_enqueued`), so a bucket
-that expires takes both with it.
+compares the two bucket by bucket (:func:`claims_not_enqueued`, one read-only
+script), so a bucket that expires takes both with it.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 import redis
 
-from labelq import keyspace
+from labelq import keyspace, lua
 from labelq.settings import Settings
 
 DAY_S = 86_400
@@ -98,14 +98,9 @@ def live_buckets(settings: Settings, task: str, now_s: float | None = None) -> l
 def claims_not_enqueued(settings: Settings, client: redis.Redis, task: str, ingested: int) -> int:
     """Claims without their enqueue: per bucket, hashes in the set beyond the count ``enqueue.lua``
     kept; in the legacy set, hashes beyond the sessions ingested outside the live buckets.
-    Read in one transaction, so a bucket expiring meanwhile takes its set and its count together."""
-    buckets = live_buckets(settings, task)
-    pipe = client.pipeline(transaction=True)
-    for bucket in buckets:
-        pipe.scard(bucket.set_key)
-        pipe.get(bucket.count_key)
-    pipe.scard(keyspace.seen_legacy(settings, task))
-    replies = pipe.execute()
-    sizes, counts = replies[0:-1:2], [int(c or 0) for c in replies[1:-1:2]]
-    orphans = sum(max(0, int(size) - count) for size, count in zip(sizes, counts, strict=True))
-    return orphans + max(0, int(replies[-1]) - (ingested - sum(counts)))
+    Read at one moment (``seen_audit.lua``), so a bucket expiring meanwhile takes its set and its count together."""
+    keys = [key for bucket in live_buckets(settings, task) for key in (bucket.set_key, bucket.count_key)]
+    replies = [int(n) for n in lua.script(client, "seen_audit")(keys=[*keys, keyspace.seen_legacy(settings, task)])]
+    sizes, counts = replies[0:-1:2], replies[1:-1:2]
+    orphans = sum(max(0, size - count) for size, count in zip(sizes, counts, strict=True))
+    return orphans + max(0, replies[-1] - (ingested - sum(counts)))

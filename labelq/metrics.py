@@ -22,6 +22,10 @@ no session ids, no keys ever become a label value.
 * ``labelq_student_usd_total{task}``             engine seconds x ``LABELQ_STUDENT_GPU_USD_PER_HOUR``
 * ``labelq_adapter_version{task}``               adapter version the student serves
 * ``labelq_queue_depth{queue}``                  chunks waiting, read from Redis at scrape time
+* ``labelq_redis_memory_bytes``, ``labelq_redis_maxmemory_bytes``  Redis's used memory and its ceiling
+                                                 (0: none), read at scrape time; producers pause above
+                                                 ``LABELQ_REDIS_MEMORY_HIGH_WATER`` of the ceiling
+* ``labelq_redis_memory_reserve_bytes``          the reserve held for workers to drain a full Redis
 
 Prefork workers (the teacher) share one endpoint through prometheus_client's
 multiprocess mode: ``PROMETHEUS_MULTIPROC_DIR`` is set before any metric exists.
@@ -46,9 +50,11 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 import redis
 
+from labelq import keyspace
 from labelq.errors import LabelqError
 from labelq.logging import get_logger
 from labelq.outcomes import ChunkOutcome
+from labelq.redis_memory import read_memory
 from labelq.settings import Settings, is_loopback
 
 log = get_logger(__name__)
@@ -149,7 +155,8 @@ def observe_waiting(stage: str, on: str, since: float) -> None:
 
 
 class QueueDepthCollector:
-    """``labelq_queue_depth{queue}`` read from Redis when scraped, over one small pool per process.
+    """``labelq_queue_depth{queue}`` and Redis memory, read from Redis when scraped, over one small pool
+    per process.
 
     The pool is made on the first scrape and kept: a scrape costs a few commands, never a new
     connection (at most ``MAX_REDIS_CONNECTIONS`` however many scrapes run at once). When Redis
@@ -181,14 +188,24 @@ class QueueDepthCollector:
         from labelq.queue.inspect import queue_depths
 
         family = GaugeMetricFamily("labelq_queue_depth", "Chunks waiting in a queue.", labels=["queue"])
+        memory = None
         try:
             depths = queue_depths(self._settings, self._redis())
+            memory = read_memory(self._redis(), keyspace.memory_reserve(self._settings))
         except (redis.RedisError, LabelqError) as exc:
             log.warning("metrics_queue_depth_unavailable", error=type(exc).__name__)
             depths = {}
         for queue, depth in depths.items():
             family.add_metric([queue], float(depth))
         yield family
+        if memory is not None:
+            yield GaugeMetricFamily("labelq_redis_memory_bytes", "Memory Redis uses (INFO used_memory).",
+                                    value=memory.used_bytes)
+            yield GaugeMetricFamily("labelq_redis_maxmemory_bytes", "Redis's memory ceiling (maxmemory; 0: none).",
+                                    value=memory.max_bytes)
+            yield GaugeMetricFamily("labelq_redis_memory_reserve_bytes",
+                                    "Memory held in reserve for workers to drain a full Redis.",
+                                    value=memory.reserve_bytes)
 
 
 def require_basic_auth(app: WSGIApp, user: str, password: str) -> WSGIApp:

@@ -51,6 +51,7 @@ DEFAULT_PRICES: dict[str, tuple[float, float]] = {
     "gpt-4": (30.00, 60.00),
     "replay": (2.50, 10.00),  # the offline demo teacher is priced like gpt-4o
 }
+EMBEDDED_REDIS_MAXMEMORY_MB = 2_048
 # A config file named by the caller of load_settings (beats LABELQ_CONFIG_FILE).
 _CONFIG_FILE: ContextVar[str | None] = ContextVar("labelq_config_file", default=None)
 
@@ -95,7 +96,7 @@ class Settings(BaseSettings):
         description="How long a producer waits for Redis to come back (a restart) before it gives up.",
     )
     redis_maxmemory_mb: int = Field(
-        default=2_048, gt=0,
+        default=EMBEDDED_REDIS_MAXMEMORY_MB, gt=0,
         description="maxmemory of the embedded Redis, in MiB (noeviction: writes are refused beyond it). "
         "A Redis of your own (LABELQ_REDIS_URL) takes its cap from its own config (infra/redis.conf).",
     )

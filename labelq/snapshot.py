@@ -7,7 +7,7 @@ that ``--json`` prints (``from_dict`` reads it back)::
     StatusSnapshot
       queues: {queue: chunks waiting}     dead_letter: {reason: sessions}
       tasks: {task: TaskStatus}           totals: StatusTotals
-      waiting: {stage: Waiting}
+      waiting: {stage: Waiting}          redis_memory: RedisMemoryStatus
     TaskStatus
       counts ...  routing: RoutingState   cost: CostSummary
       dead_letter: {reason: sessions}     adapter: AdapterStatus   teacher: TeacherStatus
@@ -85,12 +85,24 @@ class StatusTotals:
 
 
 @dataclass(frozen=True, slots=True)
+class RedisMemoryStatus:
+    """Redis memory against its ceiling (``labelq.redis_memory``)."""
+
+    used_bytes: int
+    max_bytes: int  # maxmemory; 0: no ceiling
+    share: float | None  # used / max; None without a ceiling
+    high_water: float  # producers pause above this share of max_bytes
+    reserve_bytes: int  # held for workers to drain a full Redis; 0: released (or none)
+
+
+@dataclass(frozen=True, slots=True)
 class StatusSnapshot:
     queues: dict[str, int]
     dead_letter: dict[str, int]  # every stage (ingest included), by reason
     tasks: dict[str, TaskStatus]
     totals: StatusTotals
     waiting: dict[str, Waiting]  # stage -> what its workers wait on; empty when nothing waits
+    redis_memory: RedisMemoryStatus | None = None  # None: read from a snapshot that had none
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

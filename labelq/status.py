@@ -1,4 +1,4 @@
-"""What ``labelq status`` reports: queue depths, dead letters, per-task totals."""
+"""What ``labelq status`` reports: queue depths, Redis memory, dead letters, per-task totals."""
 
 from __future__ import annotations
 
@@ -11,10 +11,18 @@ from labelq.keyspace import Stat
 from labelq.ledger import budget_limit_usd, cost_summary, read_ledger
 from labelq.queue.inspect import queue_depths
 from labelq.queue.policy import CHUNK_STAGES, read_waiting
+from labelq.redis_memory import read_memory
 from labelq.redis_server import read_int_hash
 from labelq.routing import routing_state
 from labelq.settings import Settings
-from labelq.snapshot import AdapterStatus, StatusSnapshot, StatusTotals, TaskStatus, TeacherStatus
+from labelq.snapshot import (
+    AdapterStatus,
+    RedisMemoryStatus,
+    StatusSnapshot,
+    StatusTotals,
+    TaskStatus,
+    TeacherStatus,
+)
 from labelq.store import ObjectStore
 
 
@@ -83,7 +91,12 @@ def gather(settings: Settings, client: redis.Redis, store: ObjectStore | None = 
                 paused=orjson.loads(paused)["reason"] if paused else None,
             ),
         )
+    memory = read_memory(client, keyspace.memory_reserve(settings))
     return StatusSnapshot(
+        redis_memory=RedisMemoryStatus(
+            used_bytes=memory.used_bytes, max_bytes=memory.max_bytes,
+            share=None if memory.share is None else round(memory.share, 4),
+            high_water=settings.redis_memory_high_water, reserve_bytes=memory.reserve_bytes),
         waiting=read_waiting(settings, client, CHUNK_STAGES),
         queues=queues,
         dead_letter=dead_letter,

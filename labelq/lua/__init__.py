@@ -20,7 +20,7 @@ from redis.commands.core import AsyncScript, Script
 Name = Literal[
     "budget_extend", "budget_reserve", "budget_seed", "budget_settle", "commit_chunk", "enqueue",
     "escalation_grant", "lock_release", "lock_renew", "rate_acquire", "rate_settle", "redrive", "seed_route",
-    "seen_lookup", "version_claim",
+    "seen_audit", "seen_lookup", "version_claim",
 ]
 NAMES: tuple[Name, ...] = get_args(Name)
 

@@ -7,7 +7,8 @@ only once its chunk is in a queue. Per batch of chunks, in this order:
 1. :meth:`~ChunkPublisher.unseen` reads which hashes were enqueued before
    (read only: nothing is claimed yet);
 2. :meth:`~ChunkPublisher.wait_for_room` waits out backpressure for the
-   fresh chunks, holding no claim (a producer stopped or killed while it
+   fresh chunks (Redis memory above its high-water share of maxmemory, a
+   queue above its high-water mark), holding no claim (a producer stopped or killed while it
    waits leaves nothing behind);
 3. :meth:`~ChunkPublisher.enqueue` sends one MULTI/EXEC transaction: the
    LPUSHes of the Celery messages onto kombu's queue lists, then a Lua gate
@@ -61,6 +62,13 @@ from labelq.keyspace import Stat
 from labelq.logging import get_logger
 from labelq.queue.app import TASK_FOR_QUEUE, TRAINER_TASK
 from labelq.queue.inspect import queue_depth
+from labelq.redis_memory import (
+    RedisMemory,
+    ReservePolicy,
+    make_reserve,
+    read_memory,
+    refused_for_memory,
+)
 from labelq.schemas import ChunkMessage, SessionItem, chunk_json
 from labelq.settings import Settings
 from labelq.stopping import StopFlag
@@ -137,6 +145,7 @@ class ChunkPublisher:
         self.paused_s = 0.0
         self._origin = anon_nodename()
         self._declared: set[str] = set()
+        self._reserve = ReservePolicy.from_settings(settings)
 
     def __enter__(self) -> ChunkPublisher:
         self._producer_ctx = self._app.producer_pool.acquire(block=True)
@@ -156,26 +165,30 @@ class ChunkPublisher:
             raise Stopped("asked to stop")
 
     def _retrying(self, action: str, step: Callable[[], _T], *, stoppable: bool = True) -> _T:
-        """Run a Redis step; through a Redis restart, retry it for up to ``redis_outage_max_s``.
-        A failure that is not a lost connection, or one that outlasts that, is ServiceUnavailable.
-        A ``stoppable`` step stops waiting for Redis when asked to stop (nothing of it was written)."""
+        """Run a Redis step; through a Redis restart, or a Redis at its maxmemory that refused the step
+        whole (nothing written: workers draining make room), retry it for up to ``redis_outage_max_s``.
+        Another refusal, or one that outlasts that, is ServiceUnavailable. A ``stoppable`` step stops
+        waiting for Redis when asked to stop (nothing of it was written)."""
         deadline = time.monotonic() + self._settings.redis_outage_max_s
         delay_s = 0.2
         while True:
             try:
                 return step()
-            except _TRANSIENT as exc:
+            except (*_TRANSIENT, redis.RedisError) as exc:
+                full = refused_for_memory(exc)  # a MULTI or a script Redis refused whole at its ceiling
+                if not full and not isinstance(exc, _TRANSIENT):  # answered, but refused
+                    raise ServiceUnavailable(f"Redis refused {action}: {type(exc).__name__}: {str(exc)[:200]}",
+                                             dependency="redis") from exc
                 if time.monotonic() + delay_s > deadline:
-                    raise _redis_failure(action, exc) from exc
-                log.warning("redis_unavailable_retrying", action=action, error=type(exc).__name__,
-                            retry_in_s=delay_s)
+                    raise (ServiceUnavailable(f"Redis stayed at its maxmemory while {action}", dependency="redis")
+                           if full else _redis_failure(action, exc)) from exc
+                log.warning("redis_full_retrying" if full else "redis_unavailable_retrying", action=action,
+                            error=type(exc).__name__, retry_in_s=delay_s)
                 if stoppable:
                     self._sleep(delay_s)
                 else:
                     time.sleep(delay_s)
                 delay_s = min(5.0, delay_s * 2)
-            except redis.RedisError as exc:  # answered, but refused (out of memory under noeviction, say)
-                raise ServiceUnavailable(f"Redis refused {action}: {type(exc).__name__}: {str(exc)[:200]}", dependency="redis") from exc
 
     def unseen(self, task: str, hashes: Sequence[str]) -> list[bool]:
         """True for each hash never enqueued for ``task`` (read only: claims nothing)."""
@@ -191,9 +204,33 @@ class ChunkPublisher:
         return self._retrying("reading queue depth",
                               lambda: queue_depth(self._settings, self._redis, queue))
 
+    def redis_memory(self) -> RedisMemory:
+        """Redis's memory now; holds the reserve for the workers when there is room for it."""
+        return self._retrying("reading Redis memory", lambda: make_reserve(
+            self._redis, self._reserve, read_memory(self._redis, self._reserve.key)))
+
+    def wait_for_memory(self) -> None:
+        """Backpressure on Redis memory: while Redis uses more than the high-water share of its
+        maxmemory, wait for the low one (``labelq.redis_memory``). Raises Stopped when asked to stop."""
+        high, low = self._settings.redis_memory_high_water, self._settings.redis_memory_low_water
+        memory = self.redis_memory()
+        if not memory.above(high):
+            return
+        log.info("backpressure_pause", on="redis_memory", used_bytes=memory.used_bytes,
+                 max_bytes=memory.max_bytes, high_water=high)
+        started = time.monotonic()
+        try:
+            while memory.above(low):
+                self._sleep(self._settings.backpressure_poll_s)
+                memory = self.redis_memory()
+        finally:
+            self.paused_s += time.monotonic() - started
+        log.info("backpressure_resume", on="redis_memory", used_bytes=memory.used_bytes, max_bytes=memory.max_bytes)
+
     def wait_for_room(self, queue: str, incoming: int = 1) -> None:
-        """Backpressure: while ``queue`` is above the high-water mark, wait for the low one.
-        Raises Stopped when asked to stop meanwhile."""
+        """Backpressure: while Redis memory is above its high-water share (:meth:`wait_for_memory`),
+        or ``queue`` above the high-water mark, wait for the low one. Raises Stopped when asked to stop meanwhile."""
+        self.wait_for_memory()
         high = self._settings.queue_high_water_chunks
         depth = self.queue_depth(queue)
         if depth + incoming <= high:
