@@ -140,8 +140,10 @@ class ChunkTask(LabelqTask):
             return ChunkOutcome(status="decode_error").as_log()
         with bind(chunk_id=chunk.chunk_id, task=chunk.task):
             attempts_key = keyspace.chunk_attempts(self.settings, self.stage, chunk.chunk_id)
-            deliveries = int(self.redis.incr(attempts_key))
-            self.redis.expire(attempts_key, keyspace.CHUNK_ATTEMPTS_TTL_S)
+            with self.redis.pipeline() as pipe:  # MULTI: the counter never lives without its TTL
+                pipe.incr(attempts_key)
+                pipe.expire(attempts_key, keyspace.CHUNK_ATTEMPTS_TTL_S)
+                deliveries = int(pipe.execute()[0])
             if deliveries > self.settings.max_attempts:
                 return self._poisoned(chunk, deliveries).as_log()
             started = time.monotonic()

@@ -45,6 +45,15 @@ def claimed(settings: Settings, client: redis.Redis, task: str) -> int:
     return sum(int(client.scard(key)) for key in dedupe_keys(settings, task).lookup)
 
 
+def keys_without_ttl(settings: Settings, client: redis.Redis) -> set[str]:
+    """Every key of the settings' prefix that never expires."""
+    keys = list(client.scan_iter(match=settings.redis_key_prefix + "*", count=1000))
+    pipe = client.pipeline(transaction=False)
+    for key in keys:
+        pipe.ttl(key)
+    return {key.decode() for key, ttl in zip(keys, pipe.execute(), strict=True) if ttl == -1}
+
+
 def jsonl_objects(settings: Settings, prefix: str) -> list[dict[str, Any]]:
     """Every JSONL row of every object under ``prefix`` in the settings' store."""
     store = open_store(settings)
