@@ -135,10 +135,10 @@ def _directives(conf: str) -> dict[str, str]:
 
 
 def _bytes(size: str) -> int:
-    """``3gb`` (redis.conf) or ``4Gi`` (Kubernetes) in bytes."""
+    """``3gb`` (redis.conf: gb is GiB, g is 10^9) or ``4Gi`` (Kubernetes) in bytes."""
     number, unit = re.fullmatch(r"(\d+)\s*([a-zA-Z]*)", size).groups()  # type: ignore[union-attr]
-    return int(number) * {"": 1, "kb": 1000, "mb": 10**6, "gb": 10**9, "ki": 1 << 10, "mi": 1 << 20,
-                          "gi": 1 << 30}[unit.lower()]
+    return int(number) * {"": 1, "k": 1000, "m": 10**6, "g": 10**9, "kb": 1 << 10, "mb": 1 << 20, "gb": 1 << 30,
+                          "ki": 1 << 10, "mi": 1 << 20, "gi": 1 << 30}[unit.lower()]
 
 
 def test_redis_has_a_memory_ceiling_that_fits_its_container() -> None:
