@@ -20,6 +20,8 @@ reads, pops and deletes. Three rules keep labelq working there:
   starts and keeps consuming against a full Redis (``labelq.queue.transport``).
 
 ``maxmemory`` 0 means Redis has no ceiling: nothing pauses and no reserve is made.
+The reserve counts as used memory (producers pause 2% earlier) and, after an
+AOF rewrite, takes its size on disk too.
 """
 
 from __future__ import annotations
