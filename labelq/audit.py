@@ -1,7 +1,8 @@
 """``labelq audit``: every ingested session is labelled, in flight, or dead-lettered, per task.
 
     ingested = labelled (teacher + student) + dead-lettered by workers + in flight
-    claimed  = ingested   (hashes in the dedupe set; more would be claims never enqueued)
+    claimed  = enqueued   (per dedupe bucket, hashes in its set = its count; more would be
+                           claims never enqueued)
 
 In flight means inside a chunk waiting in the teacher or student queue, or
 reserved by a worker and not yet acknowledged (it is redelivered if that
