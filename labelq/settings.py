@@ -51,6 +51,7 @@ DEFAULT_PRICES: dict[str, tuple[float, float]] = {
     "gpt-4": (30.00, 60.00),
     "replay": (2.50, 10.00),  # the offline demo teacher is priced like gpt-4o
 }
+EMBEDDED_REDIS_MAXMEMORY_MB = 2_048
 # A config file named by the caller of load_settings (beats LABELQ_CONFIG_FILE).
 _CONFIG_FILE: ContextVar[str | None] = ContextVar("labelq_config_file", default=None)
 
@@ -93,6 +94,33 @@ class Settings(BaseSettings):
     redis_outage_max_s: float = Field(
         default=120.0, ge=0,
         description="How long a producer waits for Redis to come back (a restart) before it gives up.",
+    )
+    redis_maxmemory_mb: int = Field(
+        default=EMBEDDED_REDIS_MAXMEMORY_MB, gt=0,
+        description="maxmemory of the embedded Redis, in MiB (noeviction: writes are refused beyond it). "
+        "A Redis of your own (LABELQ_REDIS_URL) takes its cap from its own config (infra/redis.conf).",
+    )
+    redis_memory_high_water: float = Field(
+        default=0.8, gt=0, le=1,
+        description="Producers pause while Redis uses more than this share of its maxmemory.",
+    )
+    redis_memory_low_water: float = Field(
+        default=0.7, gt=0, le=1, description="A producer paused on Redis memory resumes below this share.",
+    )
+    redis_memory_reserve_share: float = Field(
+        default=0.02, ge=0, lt=0.5,
+        description="Share of maxmemory held in reserve (one key) while Redis is below the low water; "
+        "a worker that meets a full Redis frees it, so the queues can still be drained. 0: none.",
+    )
+    dedupe_window_days: float = Field(
+        default=30.0, gt=0,
+        description="A session is a duplicate when the same content was enqueued for its task within "
+        "this many days (at least; up to one dedupe bucket more); older claims expire.",
+    )
+    dedupe_bucket_s: int = Field(
+        default=3 * 86_400, gt=0,
+        description="Length of one dedupe bucket (a set that expires whole): three UTC days, so a lookup "
+        "checks 11 sets in a 30-day window. Changing it hides the claims made in buckets of the old length.",
     )
     store_url: str | None = Field(
         default=None,
@@ -400,6 +428,21 @@ class Settings(BaseSettings):
     log_format: str = Field(
         default="auto", description="auto (console on a TTY, JSON lines otherwise), json or console."
     )
+
+    @model_validator(mode="after")
+    def _memory_waters(self) -> Settings:
+        if self.redis_memory_low_water > self.redis_memory_high_water:
+            raise ValueError("redis_memory_low_water must not be above redis_memory_high_water "
+                             f"({self.redis_memory_low_water} > {self.redis_memory_high_water})")
+        return self
+
+    @model_validator(mode="after")
+    def _dedupe_buckets(self) -> Settings:
+        # A lookup checks every live bucket: keep that a few hundred keys at most.
+        if self.dedupe_window_days * 86_400 / self.dedupe_bucket_s > 1_000:
+            raise ValueError(f"dedupe_window_days ({self.dedupe_window_days}) spans more than 1,000 buckets of "
+                             f"dedupe_bucket_s ({self.dedupe_bucket_s} s): lengthen the buckets")
+        return self
 
     @field_validator("state_dir")
     @classmethod

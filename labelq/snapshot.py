@@ -8,7 +8,7 @@ that ``--json`` prints (``from_dict`` reads it back)::
       queues: {queue: chunks waiting}     dead_letter: {reason: sessions}
       (parked chunks, which wait for a first adapter off the queue: per task and in totals)
       tasks: {task: TaskStatus}           totals: StatusTotals
-      waiting: {stage: Waiting}
+      waiting: {stage: Waiting}          redis_memory: RedisMemoryStatus
     TaskStatus
       counts ...  routing: RoutingState   cost: CostSummary
       dead_letter: {reason: sessions}     adapter: AdapterStatus   teacher: TeacherStatus
@@ -88,12 +88,24 @@ class StatusTotals:
 
 
 @dataclass(frozen=True, slots=True)
+class RedisMemoryStatus:
+    """Redis memory against its ceiling (``labelq.redis_memory``)."""
+
+    used_bytes: int
+    max_bytes: int  # maxmemory; 0: no ceiling
+    share: float | None  # used / max; None without a ceiling
+    high_water: float  # producers pause above this share of max_bytes
+    reserve_bytes: int  # held for workers to drain a full Redis; 0: released (or none)
+
+
+@dataclass(frozen=True, slots=True)
 class StatusSnapshot:
     queues: dict[str, int]
     dead_letter: dict[str, int]  # every stage (ingest included), by reason
     tasks: dict[str, TaskStatus]
     totals: StatusTotals
     waiting: dict[str, Waiting]  # stage -> what its workers wait on; empty when nothing waits
+    redis_memory: RedisMemoryStatus | None = None  # None: read from a snapshot that had none
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -107,9 +119,10 @@ class StatusSnapshot:
 class TaskBalance:
     """``ingested = labelled + dead_lettered + in_flight + gap``; a gap is a loss (negative: a double count).
 
-    ``claimed_not_enqueued``: sessions in the dedupe set beyond those ingested,
-    claimed by a producer that never enqueued them (labelq before claims and
-    chunks moved in one step); lost too, since a re-ingest calls them duplicates.
+    ``claimed_not_enqueued``: sessions in the dedupe sets beyond those counted
+    as enqueued into them, claimed by a producer that never enqueued them
+    (labelq before claims and chunks moved in one step); lost too, since a
+    re-ingest within the dedupe window calls them duplicates.
     """
 
     ingested: int

@@ -1,4 +1,4 @@
-"""What ``labelq status`` reports: queue depths, dead letters, per-task totals.
+"""What ``labelq status`` reports: queue depths, Redis memory, dead letters, per-task totals.
 
 Its cost does not grow with history: the tasks come from the task registry (a
 Redis set, ``labelq.task_registry``), never from a scan, and everything else is
@@ -6,6 +6,7 @@ read in one pipeline: 2 commands for the task list, then
 ``len(QUEUES) + 1 + len(CHUNK_STAGES)`` for the whole deployment and
 :data:`COMMANDS_PER_TASK` per task, in two round trips. Only a budget whose Redis
 totals are gone (flushed, or no teacher call yet this period) reads the store.
+Redis memory (``INFO memory`` and the reserve) is one more round trip of 2 commands.
 """
 
 from __future__ import annotations
@@ -23,10 +24,12 @@ from labelq.keyspace import BudgetField, Stat
 from labelq.ledger import budget_limit_usd, cost_summary, ledger_from_hash
 from labelq.queue.parking import PARKED_QUEUES
 from labelq.queue.policy import CHUNK_STAGES, waiting_from_hash
+from labelq.redis_memory import read_memory
 from labelq.routing import routing_from_hash
 from labelq.settings import QUEUES, Settings
 from labelq.snapshot import (
     AdapterStatus,
+    RedisMemoryStatus,
     StatusSnapshot,
     StatusTotals,
     TaskStatus,
@@ -138,7 +141,12 @@ def gather(settings: Settings, client: redis.Redis, store: ObjectStore | None = 
         if found is not None:
             waiting[stage] = found
     tasks = {task: _task_status(settings, task, pid, replies, store) for task in names}
+    memory = read_memory(client, keyspace.memory_reserve(settings))
     return StatusSnapshot(
+        redis_memory=RedisMemoryStatus(
+            used_bytes=memory.used_bytes, max_bytes=memory.max_bytes,
+            share=None if memory.share is None else round(memory.share, 4),
+            high_water=settings.redis_memory_high_water, reserve_bytes=memory.reserve_bytes),
         waiting=waiting,
         queues=queues,
         dead_letter=dead_letter,

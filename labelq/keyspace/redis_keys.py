@@ -105,10 +105,31 @@ def teacher_attempts(settings: Settings, task: str, content_hash: str) -> str:
     return _redis(settings, "attempts", "teacher", task, content_hash)
 
 
-def seen(settings: Settings, task: str) -> str:
-    """Set of the content hashes (16 raw bytes) ever enqueued for a task (dedupe); a hash enters it
-    in the same step as its chunk enters a queue (``enqueue.lua``); no TTL."""
+def seen(settings: Settings, task: str, bucket: str) -> str:
+    """Set of the content hashes (16 raw bytes) enqueued for a task in one dedupe bucket (three UTC
+    days, named by the first, ``2026-11-21``; see ``labelq.dedupe``); a hash enters it in the same
+    step as its chunk enters a queue (``enqueue.lua``); expires ``dedupe_window_days`` after the
+    bucket ends."""
+    return _redis(settings, "seen", task, bucket)
+
+
+def seen_count(settings: Settings, task: str, bucket: str) -> str:
+    """How many hashes ``enqueue.lua`` added to that bucket's set (the audit compares the two);
+    expires with the set."""
+    return _redis(settings, "seen", task, bucket, "n")
+
+
+def seen_legacy(settings: Settings, task: str) -> str:
+    """The one dedupe set per task of labelq before buckets: still read by lookups, given a TTL of
+    one window by the first enqueue that finds it without one."""
     return _redis(settings, "seen", task)
+
+
+def memory_reserve(settings: Settings) -> str:
+    """A string of ``redis_memory_reserve_share`` x maxmemory zero bytes, held while Redis has room
+    and deleted by a worker that meets a full Redis, so the queues can still be drained
+    (``labelq.redis_memory``); no TTL."""
+    return _redis(settings, "memory", "reserve")
 
 
 def claim_reply(settings: Settings, token: str) -> str:

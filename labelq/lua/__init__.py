@@ -20,7 +20,7 @@ from redis.commands.core import AsyncScript, Script
 Name = Literal[
     "budget_extend", "budget_reserve", "budget_seed", "budget_settle", "commit_chunk", "enqueue",
     "escalation_grant", "lock_release", "lock_renew", "park", "rate_acquire", "rate_settle", "redrive",
-    "seed_route", "unpark", "version_claim",
+    "seed_route", "seen_audit", "seen_lookup", "unpark", "version_claim",
 ]
 NAMES: tuple[Name, ...] = get_args(Name)
 

@@ -18,6 +18,8 @@ from kombu.serialization import registry
 from kombu.transport import redis as kombu_redis
 from kombu.utils import json as kombu_json
 
+from labelq import keyspace
+from labelq.queue.transport import RESERVE_KEY, RESERVE_LOW_WATER, RESERVE_SHARE, Transport
 from labelq.redis_server import resolve_redis_url
 from labelq.settings import QUEUES, Settings
 
@@ -62,9 +64,15 @@ def celery_config(settings: Settings, broker_url: str) -> dict[str, Any]:
         # the scan reads an index, so labelq scans on every sweep.
         "unacked_restore_interval": max(1, min(10, settings.visibility_timeout_s // 3)),
         "unacked_restore_throttle": 1,
+        # labelq.queue.transport: where the memory reserve is, its size, when to hold it.
+        RESERVE_KEY: keyspace.memory_reserve(settings),
+        RESERVE_SHARE: settings.redis_memory_reserve_share,
+        RESERVE_LOW_WATER: settings.redis_memory_low_water,
     }
     return {
         "broker_url": broker_url,
+        # kombu's Redis transport, made to start and keep consuming at Redis's memory ceiling.
+        "broker_transport": f"{Transport.__module__}:{Transport.__name__}",
         "broker_transport_options": transport,
         "broker_connection_retry_on_startup": True,
         "broker_connection_max_retries": None,  # reconnect forever after a Redis restart

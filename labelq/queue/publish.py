@@ -8,15 +8,17 @@ only once its chunk is in a queue. Per batch of chunks, in this order:
    (read only: nothing is claimed yet);
 2. :meth:`~ChunkPublisher.wait_for_room` waits out backpressure for the
    fresh chunks, holding no claim (a producer stopped or killed while it
-   waits leaves nothing behind): by chunks (the list's length) and by bytes
-   (what the list takes in Redis, ``MEMORY USAGE``), each with a high- and a
-   low-water mark; the task's chunks parked off a queue
+   waits leaves nothing behind): Redis memory above its high-water share of
+   maxmemory (``labelq.redis_memory``), then a queue by chunks (the list's
+   length) and by bytes (what the list takes in Redis, ``MEMORY USAGE``), each
+   with a high- and a low-water mark; the task's chunks parked off a queue
    (``labelq.queue.parking``) count toward both, so a task with no adapter
    yet holds its producer as when its chunks waited on the queue;
 3. :meth:`~ChunkPublisher.enqueue` sends one MULTI/EXEC transaction: the
    LPUSHes of the Celery messages onto kombu's queue lists, then a Lua gate
-   (``enqueue.lua``) that adds the hashes to the dedupe set and moves the
-   counters, or, when another producer took some of the hashes since step 1,
+   (``enqueue.lua``) that adds the hashes to the dedupe set of the current
+   bucket (``labelq.dedupe``: dedupe holds within ``dedupe_window_days``) and
+   moves the counters, or, when another producer took some of the hashes since step 1,
    takes the pushes back (LTRIM) and names those hashes (the caller rebuilds
    its chunks without them and tries again). The same transaction adds the
    task to the task registry (``labelq.task_registry``).
@@ -60,6 +62,7 @@ from kombu.utils.uuid import uuid
 
 from labelq import keyspace, lua
 from labelq.curation_schedule import claim_trigger
+from labelq.dedupe import dedupe_keys
 from labelq.errors import ServiceUnavailable, Stopped
 from labelq.hashing import chunk_id
 from labelq.keyspace import Stat
@@ -67,6 +70,13 @@ from labelq.logging import get_logger
 from labelq.queue.app import TASK_FOR_QUEUE, TRAINER_TASK
 from labelq.queue.inspect import queue_bytes, queue_depth
 from labelq.queue.parking import PARKED_QUEUES
+from labelq.redis_memory import (
+    RedisMemory,
+    ReservePolicy,
+    make_reserve,
+    read_memory,
+    refused_for_memory,
+)
 from labelq.schemas import ChunkMessage, SessionItem, chunk_json
 from labelq.settings import Settings
 from labelq.stopping import StopFlag
@@ -151,6 +161,7 @@ class ChunkPublisher:
         self.paused_s = 0.0
         self._origin = anon_nodename()
         self._declared: set[str] = set()
+        self._reserve = ReservePolicy.from_settings(settings)
 
     def __enter__(self) -> ChunkPublisher:
         self._producer_ctx = self._app.producer_pool.acquire(block=True)
@@ -162,9 +173,6 @@ class ChunkPublisher:
             self._producer_ctx.__exit__(*exc)
         self._producer_ctx = self._producer = None
 
-    def seen_key(self, task: str) -> str:
-        return keyspace.seen(self._settings, task)
-
     def _sleep(self, seconds: float) -> None:
         """Sleep, unless asked to stop: then raise Stopped at once."""
         if self._stop is None:
@@ -173,34 +181,40 @@ class ChunkPublisher:
             raise Stopped("asked to stop")
 
     def _retrying(self, action: str, step: Callable[[], _T], *, stoppable: bool = True) -> _T:
-        """Run a Redis step; through a Redis restart, retry it for up to ``redis_outage_max_s``.
-        A failure that is not a lost connection, or one that outlasts that, is ServiceUnavailable.
-        A ``stoppable`` step stops waiting for Redis when asked to stop (nothing of it was written)."""
+        """Run a Redis step; through a Redis restart, or a Redis at its maxmemory that refused the step
+        whole (nothing written: workers draining make room), retry it for up to ``redis_outage_max_s``.
+        Another refusal, or one that outlasts that, is ServiceUnavailable. A ``stoppable`` step stops
+        waiting for Redis when asked to stop (nothing of it was written)."""
         deadline = time.monotonic() + self._settings.redis_outage_max_s
         delay_s = 0.2
         while True:
             try:
                 return step()
-            except _TRANSIENT as exc:
+            except (*_TRANSIENT, redis.RedisError) as exc:
+                full = refused_for_memory(exc)  # a MULTI or a script Redis refused whole at its ceiling
+                if not full and not isinstance(exc, _TRANSIENT):  # answered, but refused
+                    raise ServiceUnavailable(f"Redis refused {action}: {type(exc).__name__}: {str(exc)[:200]}",
+                                             dependency="redis") from exc
                 if time.monotonic() + delay_s > deadline:
-                    raise _redis_failure(action, exc) from exc
-                log.warning("redis_unavailable_retrying", action=action, error=type(exc).__name__,
-                            retry_in_s=delay_s)
+                    raise (ServiceUnavailable(f"Redis stayed at its maxmemory while {action}", dependency="redis")
+                           if full else _redis_failure(action, exc)) from exc
+                log.warning("redis_full_retrying" if full else "redis_unavailable_retrying", action=action,
+                            error=type(exc).__name__, retry_in_s=delay_s)
                 if stoppable:
                     self._sleep(delay_s)
                 else:
                     time.sleep(delay_s)
                 delay_s = min(5.0, delay_s * 2)
-            except redis.RedisError as exc:  # answered, but refused (out of memory under noeviction, say)
-                raise ServiceUnavailable(f"Redis refused {action}: {type(exc).__name__}: {str(exc)[:200]}", dependency="redis") from exc
 
     def unseen(self, task: str, hashes: Sequence[str]) -> list[bool]:
         """True for each hash never enqueued for ``task`` (read only: claims nothing)."""
         if not hashes:
             return []
         raw = [bytes.fromhex(h) for h in hashes]
-        known = self._retrying("deduplicating", lambda: self._redis.smismember(self.seen_key(task), raw))
-        return [not k for k in known]
+        lookup = lua.script(self._redis, "seen_lookup")
+        keys = dedupe_keys(self._settings, task).lookup
+        known: bytes = self._retrying("deduplicating", lambda: lookup(keys=keys, args=raw))
+        return [flag == 48 for flag in known]  # ord("0")
 
     def queue_depth(self, queue: str, task: str | None = None) -> int:
         """Chunks waiting in ``queue``; with ``task``, its chunks parked off that queue too (they wait in
@@ -216,6 +230,30 @@ class ChunkPublisher:
 
         return self._retrying("reading queue depth", both)
 
+    def redis_memory(self) -> RedisMemory:
+        """Redis's memory now; holds the reserve for the workers when there is room for it."""
+        return self._retrying("reading Redis memory", lambda: make_reserve(
+            self._redis, self._reserve, read_memory(self._redis, self._reserve.key)))
+
+    def wait_for_memory(self) -> None:
+        """Backpressure on Redis memory: while Redis uses more than the high-water share of its
+        maxmemory, wait for the low one (``labelq.redis_memory``). Raises Stopped when asked to stop."""
+        high, low = self._settings.redis_memory_high_water, self._settings.redis_memory_low_water
+        memory = self.redis_memory()
+        if not memory.above(high):
+            return
+        log.info("backpressure_pause", on="redis_memory", used_bytes=memory.used_bytes,
+                 max_bytes=memory.max_bytes, high_water=high)
+        started = time.monotonic()
+        try:
+            while memory.above(low):
+                self._sleep(self._settings.backpressure_poll_s)
+                memory = self.redis_memory()
+        finally:
+            self.paused_s += time.monotonic() - started
+        log.info("backpressure_resume", on="redis_memory", used_bytes=memory.used_bytes, max_bytes=memory.max_bytes)
+
+
     def queue_bytes(self, queue: str, task: str | None = None) -> int:
         """What ``queue``'s list takes in Redis; with ``task``, its parked list too."""
         used = self._retrying("reading queue bytes", lambda: queue_bytes(self._settings, self._redis, queue))
@@ -228,7 +266,9 @@ class ChunkPublisher:
                       task: str | None = None) -> None:
         """Backpressure: while ``queue`` (with ``task``'s chunks parked off it) is above the high-water
         mark, wait for the low one; in bytes (``incoming_bytes``: what the chunks about to be pushed take,
-        :func:`message_bytes`), then in chunks. Raises Stopped when asked to stop meanwhile."""
+        :func:`message_bytes`), then in chunks; first, while Redis memory is above its high-water share
+        (:meth:`wait_for_memory`). Raises Stopped when asked to stop meanwhile."""
+        self.wait_for_memory()
         self._wait_for_bytes(queue, incoming_bytes, task)
         high = self._settings.queue_high_water_chunks
         depth = self.queue_depth(queue, task)
@@ -282,10 +322,13 @@ class ChunkPublisher:
             per_queue.setdefault(queue, []).append(envelope(self._app, queue, chunk, self._origin))
         self._declare(per_queue)
         queue_keys = [keyspace.queue(self._settings, queue) for queue in per_queue]
-        keys = [self.seen_key(task), keyspace.claim_reply(self._settings, uuid()),
-                keyspace.stats(self._settings, task), *queue_keys]
-        args: list[bytes | str | int] = [len(hashes), Stat.INGESTED, Stat.DUPLICATES, duplicates,
-                *(len(messages) for messages in per_queue.values()), *(bytes.fromhex(h) for h in hashes)]
+        dedupe = dedupe_keys(self._settings, task)
+        keys = [keyspace.claim_reply(self._settings, uuid()), keyspace.stats(self._settings, task),
+                dedupe.current.set_key, dedupe.current.count_key, dedupe.legacy, *dedupe.others, *queue_keys]
+        args: list[bytes | str | int] = [
+            len(hashes), Stat.INGESTED, Stat.DUPLICATES, duplicates, dedupe.current.expire_at_s,
+            dedupe.legacy_ttl_s, len(dedupe.others),
+            *(len(messages) for messages in per_queue.values()), *(bytes.fromhex(h) for h in hashes)]
 
         def step() -> Any:
             # EVAL, not EVALSHA: a NOSCRIPT inside MULTI (a restarted Redis) fails only the gate, and

@@ -21,7 +21,7 @@ they never import Celery themselves. A chunk task (:class:`ChunkTask`) has:
   something another process creates (a student task's first adapter) is
   parked off its queue instead (``labelq.queue.parking``);
 * every other failure goes through the error policy (``policy.py``): an
-  outage (Redis, the store, the provider, the engine) or a configuration
+  outage (Redis down or at its maxmemory, the store, the provider, the engine) or a configuration
   error waits and puts the message back, uncounted; anything else is a
   failed delivery, and the delivery counter turns a chunk that keeps
   failing into halves, then dead letters;
@@ -61,6 +61,7 @@ from labelq.queue.policy import (
 )
 from labelq.queue.publish import republish, trigger_curation_if_due
 from labelq.records import commit_chunk
+from labelq.redis_memory import refused_for_memory, release_reserve
 from labelq.redis_server import connect
 from labelq.schemas import ChunkMessage, DeadLetter, SessionItem
 from labelq.settings import Settings
@@ -153,8 +154,10 @@ class ChunkTask(LabelqTask):
             return ChunkOutcome(status="decode_error").as_log()
         with bind(chunk_id=chunk.chunk_id, task=chunk.task):
             attempts_key = keyspace.chunk_attempts(self.settings, self.stage, chunk.chunk_id)
-            deliveries = int(self.redis.incr(attempts_key))
-            self.redis.expire(attempts_key, keyspace.CHUNK_ATTEMPTS_TTL_S)
+            with self.redis.pipeline() as pipe:  # MULTI: the counter never lives without its TTL
+                pipe.incr(attempts_key)
+                pipe.expire(attempts_key, keyspace.CHUNK_ATTEMPTS_TTL_S)
+                deliveries = int(pipe.execute()[0])
             if deliveries > self.settings.max_attempts:
                 return self._poisoned(chunk, deliveries).as_log()
             started = time.monotonic()
@@ -240,6 +243,9 @@ class ChunkTask(LabelqTask):
                 self.redis.decr(counted_key)
         if verdict.kind is Failure.POISON:  # bookkeeping raised something unexpected: count it as an outage
             verdict = Verdict(Failure.OUTAGE, "worker")
+        if refused_for_memory(exc):  # Redis at its maxmemory: free the reserve, so the queues can drain
+            with contextlib.suppress(redis.RedisError):
+                release_reserve(self.redis, keyspace.memory_reserve(self.settings), "a chunk's write")
         self._outage_streak += 1
         wait_s = outage_backoff_s(self.settings, self._outage_streak)
         detail = explain(exc)

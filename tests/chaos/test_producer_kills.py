@@ -23,14 +23,13 @@ import psutil
 import pytest
 import redis
 
-from labelq import keyspace
 from labelq.audit import audit
 from labelq.hashing import content_hash
 from labelq.settings import Settings
 from labelq.synth import generate
 from tests.support.chaos import record_result, wait_until
 from tests.support.cli import labelq, labelq_started
-from tests.support.helpers import queued_chunks, write_jsonl
+from tests.support.helpers import claimed, queued_chunks, write_jsonl
 
 pytestmark = [pytest.mark.chaos, pytest.mark.integration]
 
@@ -86,7 +85,7 @@ def _stop_during_pause_then_reingest(settings: Settings, client: redis.Redis, tm
     before = _queued_hashes(settings, client)
     balance = audit(settings, client).tasks[TASK]
     # No claim without its chunk: everything in the dedupe set is in the queue, and counted.
-    assert client.scard(keyspace.seen(settings, TASK)) == sum(before.values()) == balance.ingested
+    assert claimed(settings, client, TASK) == sum(before.values()) == balance.ingested
     assert balance.claimed_not_enqueued == 0 and balance.gap == 0
     first: dict[str, object] = {}
     if sig == signal.SIGKILL:

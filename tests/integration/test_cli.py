@@ -89,6 +89,11 @@ def test_embedded_redis_commands(tmp_path: Path) -> None:
         assert labelq(["ingest", str(tmp_path / "in.jsonl")], env=env).returncode == 0
         status = orjson.loads(labelq(["status", "--json"], env=env).stdout.splitlines()[-1])
         assert status["totals"]["ingested"] == 1
+        memory = status["redis_memory"]  # the embedded Redis has a ceiling (LABELQ_REDIS_MAXMEMORY_MB)
+        assert memory["max_bytes"] == 2048 << 20 and 0 < memory["used_bytes"] < memory["max_bytes"]
+        assert memory["reserve_bytes"] == int(0.02 * memory["max_bytes"])  # held by the producer
+        table = labelq(["status"], env=env).stdout.decode()
+        assert "redis memory:" in table and "of 2,048 MiB" in table and "producers pause above 80%" in table
     finally:
         assert b"stopped" in labelq(["redis", "stop"], env=env).stdout
 

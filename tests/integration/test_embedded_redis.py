@@ -72,3 +72,17 @@ def test_relative_state_dir_and_clear_start_failure(tmp_path: Path, monkeypatch:
                         lambda *a: ["this-is-not-a-directive yes"])
     with pytest.raises(ServiceUnavailable, match="failed to start"):
         EmbeddedRedis(tmp_path / "other").ensure_running()
+
+
+def test_the_embedded_redis_has_a_memory_ceiling(tmp_path: Path) -> None:
+    """LABELQ_REDIS_MAXMEMORY_MB with noeviction; one started by a labelq before the ceiling gets it."""
+    settings = Settings(state_dir=tmp_path / "s", redis_maxmemory_mb=64)
+    embedded = EmbeddedRedis(settings.state_dir, settings.redis_maxmemory_mb)
+    try:
+        client = redis.Redis.from_url(resolve_redis_url(settings))
+        assert client.config_get("maxmemory") == {"maxmemory": str(64 << 20)}
+        assert client.config_get("maxmemory-policy") == {"maxmemory-policy": "noeviction"}
+        client.config_set("maxmemory", 0)  # as an older labelq started it
+        assert redis.Redis.from_url(resolve_redis_url(settings)).config_get("maxmemory") == {"maxmemory": str(64 << 20)}
+    finally:
+        embedded.stop()

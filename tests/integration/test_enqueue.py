@@ -21,6 +21,7 @@ from pydantic import SecretStr
 
 from labelq import keyspace
 from labelq.audit import audit
+from labelq.dedupe import dedupe_keys
 from labelq.errors import ServiceUnavailable
 from labelq.hashing import chunk_id, content_hash
 from labelq.keyspace import Stat
@@ -30,7 +31,7 @@ from labelq.schemas import chunk_json
 from labelq.settings import Settings
 from labelq.synth import generate
 from producer.run import run_ingest
-from tests.support.helpers import queued_chunks, write_jsonl
+from tests.support.helpers import claimed, queued_chunks, write_jsonl
 from tests.support.redis_process import RedisProcess
 
 pytestmark = pytest.mark.integration
@@ -71,16 +72,16 @@ def test_the_message_is_what_kombu_pushes(settings: Settings, redis_client: redi
 
 
 def test_enqueue_claims_pushes_and_counts_or_writes_nothing(settings: Settings, redis_client: redis.Redis) -> None:
-    seen, stats = keyspace.seen(settings, TASK), keyspace.stats(settings, TASK)
+    stats = keyspace.stats(settings, TASK)
     with ChunkPublisher(settings, create_app(settings), redis_client) as publisher:
         chunk, hashes = _chunk(3)
         assert publisher.enqueue(TASK, [("teacher", chunk)], hashes, duplicates=2) == set()
-        assert redis_client.scard(seen) == 3 and redis_client.llen(keyspace.queue(settings, "teacher")) == 1
+        assert claimed(settings, redis_client, TASK) == 3 and redis_client.llen(keyspace.queue(settings, "teacher")) == 1
         assert redis_client.hgetall(stats) == {Stat.INGESTED.encode(): b"3", Stat.DUPLICATES.encode(): b"2"}
         # Another producer took one of these since this one looked: nothing is written.
         other, fresh = _chunk(2)
         assert publisher.enqueue(TASK, [("teacher", other)], [*fresh, hashes[1]]) == {hashes[1]}
-        assert redis_client.scard(seen) == 3 and redis_client.llen(keyspace.queue(settings, "teacher")) == 1
+        assert claimed(settings, redis_client, TASK) == 3 and redis_client.llen(keyspace.queue(settings, "teacher")) == 1
         assert redis_client.hget(stats, Stat.INGESTED) == b"3"
     assert queued_chunks(settings, redis_client, "teacher")[0].chunk_id == chunk.chunk_id  # a worker decodes it
 
@@ -119,7 +120,7 @@ def test_a_conflict_takes_back_only_its_own_pushes(settings: Settings, redis_cli
     assert [c.chunk_id for c in queued_chunks(settings, redis_client, "teacher")] == [
         waiting[0][0].chunk_id, waiting[2][0].chunk_id]
     assert [c.chunk_id for c in queued_chunks(settings, redis_client, "student")] == [waiting[1][0].chunk_id]
-    assert redis_client.scard(keyspace.seen(settings, TASK)) == 3
+    assert claimed(settings, redis_client, TASK) == 3
 
 
 def test_a_producer_racing_another_drops_what_the_other_took(
@@ -132,7 +133,8 @@ def test_a_producer_racing_another_drops_what_the_other_took(
 
     def stale(self: ChunkPublisher, task: str, hashes: Sequence[str]) -> list[bool]:
         answer = real_unseen(self, task, hashes)  # looked before the other producer...
-        redis_client.sadd(keyspace.seen(settings, task), *(bytes.fromhex(h) for h in hashes if h in taken))
+        redis_client.sadd(dedupe_keys(settings, task).current.set_key,
+                          *(bytes.fromhex(h) for h in hashes if h in taken))
         return answer  # ...which took its sessions just after
 
     monkeypatch.setattr(ChunkPublisher, "unseen", stale)
@@ -167,7 +169,7 @@ def test_redis_outage_longer_than_patience_leaves_no_orphan_claim(
     queued = [s.content_hash for c in queued_chunks(settings, client, "teacher") for s in c.sessions]
     assert len(queued) == 2 * settings.chunk_size
     # Every claim has its chunk, and the counts agree.
-    assert client.scard(keyspace.seen(settings, TASK)) == len(queued)
+    assert claimed(settings, client, TASK) == len(queued)
     balance = audit(settings, client).tasks[TASK]
     assert balance.claimed_not_enqueued == 0 and balance.ingested == balance.in_flight == len(queued)
 
@@ -184,7 +186,10 @@ def test_audit_reports_claims_never_enqueued(settings: Settings, redis_client: r
     run_ingest(settings, [str(write_jsonl(tmp_path / "in.jsonl", list(generate(20, seed=43))))],
                client=redis_client, queue="teacher")
     assert audit(settings, redis_client).ok
-    redis_client.sadd(keyspace.seen(settings, TASK), *(uuid.uuid4().bytes for _ in range(3)))
+    redis_client.sadd(dedupe_keys(settings, TASK).current.set_key, *(uuid.uuid4().bytes for _ in range(3)))
     report = audit(settings, redis_client)
     assert not report.ok
     assert report.tasks[TASK].claimed_not_enqueued == 3 and report.tasks[TASK].gap == 0
+    # In the one set per task of labelq before buckets: claims beyond what was ingested outside the buckets.
+    redis_client.sadd(keyspace.seen_legacy(settings, TASK), *(uuid.uuid4().bytes for _ in range(2)))
+    assert audit(settings, redis_client).tasks[TASK].claimed_not_enqueued == 5

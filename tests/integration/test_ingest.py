@@ -25,7 +25,13 @@ from labelq.settings import Settings
 from labelq.spec import BUILTIN_DIR
 from labelq.synth import generate
 from producer.run import run_ingest
-from tests.support.helpers import dead_letters, queued_chunks, queued_session_ids, write_jsonl
+from tests.support.helpers import (
+    claimed,
+    dead_letters,
+    queued_chunks,
+    queued_session_ids,
+    write_jsonl,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -133,7 +139,7 @@ def test_failed_enqueue_claims_nothing_so_nothing_is_lost(
     monkeypatch.setattr(ChunkPublisher, "enqueue", flaky)
     with pytest.raises(ServiceUnavailable):
         run_ingest(settings, [str(path)], client=redis_client)
-    assert redis_client.scard(keyspace.seen(settings, "session-label")) == settings.chunk_size  # the first chunk only
+    assert claimed(settings, redis_client, "session-label") == settings.chunk_size  # the first chunk only
     monkeypatch.setattr(ChunkPublisher, "enqueue", real_enqueue)
     rerun = run_ingest(settings, [str(path)], client=redis_client)
     queued = queued_session_ids(settings, redis_client)

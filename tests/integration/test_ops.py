@@ -65,6 +65,7 @@ def test_teacher_worker_serves_prometheus_metrics_without_session_content(
     assert lines['labelq_labels_total{stage="teacher",task="session-label"}'] == 96  # both children summed
     assert lines['labelq_batch_sessions_count{stage="teacher"}'] == 6
     assert lines['labelq_queue_depth{queue="teacher"}'] == 0
+    assert lines["labelq_redis_memory_bytes"] > 0 and lines["labelq_redis_maxmemory_bytes"] == 0  # the tests' Redis
     assert lines['labelq_teacher_usd_total{model="replay",task="session-label"}'] > 0
     assert any(k.startswith("labelq_chunk_seconds_bucket") for k in lines)
     for s in sessions[:20]:  # ids and content never become label values

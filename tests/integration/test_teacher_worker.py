@@ -9,12 +9,13 @@ import orjson
 import pytest
 import redis
 
+from labelq import keyspace
 from labelq.queue.inspect import queue_depth
 from labelq.settings import Settings
 from labelq.status import gather
 from labelq.synth import generate
 from producer.run import run_ingest
-from tests.support.helpers import write_jsonl
+from tests.support.helpers import keys_without_ttl, write_jsonl
 from tests.support.teacher import REPLAY_RATE_LIFTED, teacher_records
 from tests.support.worker_procs import celery_workers, worker_env
 
@@ -45,6 +46,15 @@ def test_replay_teacher_workers_label_everything(settings: Settings, redis_clien
     snapshot = gather(settings, redis_client).tasks["session-label"]
     assert snapshot.ingested == 200 and snapshot.dead_lettered == 1
     assert snapshot.teacher.models["replay"].calls == 200
+    # Every key of a session or a chunk expires (dedupe buckets, cache, done markers, attempts, claim
+    # memos); what never does is one per task, per queue or per deployment, whatever the volume.
+    task, prefix = "session-label", settings.redis_key_prefix
+    per_task = {keyspace.stats(settings, task), keyspace.dlq_reasons(settings), keyspace.dlq_task(settings, task),
+                keyspace.ledger(settings, task), keyspace.routing(settings, task),
+                keyspace.routing_strata(settings, task), keyspace.budget_keys(settings, task, "total")[0]}
+    kombus = {f"{prefix}_kombu.binding.teacher", f"{prefix}_kombu.binding_permanent.teacher",
+              f"{prefix}_kombu.binding_deadlines"}  # kombu's queue bindings
+    assert keys_without_ttl(settings, redis_client) <= per_task | kombus
     logs = b"".join(p.read_bytes() for p in tmp_path.glob("teacher-*.log"))
     assert b'"teacher_replay"' in logs
     assert any(orjson.loads(line).get("event") == "chunk_done" for line in logs.splitlines()

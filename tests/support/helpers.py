@@ -1,4 +1,4 @@
-"""Helpers shared by tests: waiting, store rows, queued and in-flight chunks, dead letters."""
+"""Helpers shared by tests: waiting, store rows, queued and in-flight chunks, dedupe claims, dead letters."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import pytest
 import redis
 
 from labelq import keyspace
+from labelq.dedupe import dedupe_keys
 from labelq.queue import inspect
 from labelq.schemas import ChunkMessage, decode_jsonl
 from labelq.settings import Settings
@@ -37,6 +38,20 @@ def queued_session_ids(settings: Settings, client: redis.Redis) -> list[str]:
     """Session ids in every chunk waiting on the teacher and student queues (routing splits them)."""
     return [s.session_id for q in ("teacher", "student") for c in queued_chunks(settings, client, q)
             for s in c.sessions]
+
+
+def claimed(settings: Settings, client: redis.Redis, task: str) -> int:
+    """Content hashes in every dedupe set of ``task`` that a lookup checks (``labelq.dedupe``)."""
+    return sum(int(client.scard(key)) for key in dedupe_keys(settings, task).lookup)
+
+
+def keys_without_ttl(settings: Settings, client: redis.Redis) -> set[str]:
+    """Every key of the settings' prefix that never expires."""
+    keys = list(client.scan_iter(match=settings.redis_key_prefix + "*", count=1000))
+    pipe = client.pipeline(transaction=False)
+    for key in keys:
+        pipe.ttl(key)
+    return {key.decode() for key, ttl in zip(keys, pipe.execute(), strict=True) if ttl == -1}
 
 
 def jsonl_objects(settings: Settings, prefix: str) -> list[dict[str, Any]]:

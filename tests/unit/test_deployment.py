@@ -177,6 +177,23 @@ def _directives(conf: str) -> dict[str, str]:
     return out
 
 
+def _bytes(size: str) -> int:
+    """``3gb`` (redis.conf: gb is GiB, g is 10^9) or ``4Gi`` (Kubernetes) in bytes."""
+    number, unit = re.fullmatch(r"(\d+)\s*([a-zA-Z]*)", size).groups()  # type: ignore[union-attr]
+    return int(number) * {"": 1, "k": 1000, "m": 10**6, "g": 10**9, "kb": 1 << 10, "mb": 1 << 20, "gb": 1 << 30,
+                          "ki": 1 << 10, "mi": 1 << 20, "gi": 1 << 30}[unit.lower()]
+
+
+def test_redis_has_a_memory_ceiling_that_fits_its_container() -> None:
+    """maxmemory with noeviction (writes refused, never a queued message evicted), below the k8s limit
+    with room for an AOF rewrite's fork and client buffers."""
+    conf = _directives((ROOT / "infra" / "redis.conf").read_text())
+    assert conf["maxmemory-policy"] == "noeviction" and _bytes(conf["maxmemory"]) > 0
+    [redis_set] = [d for d in k8s_documents() if d["kind"] == "StatefulSet" and d["metadata"]["name"] == "redis"]
+    [container] = redis_set["spec"]["template"]["spec"]["containers"]
+    assert _bytes(conf["maxmemory"]) <= 0.8 * _bytes(container["resources"]["limits"]["memory"])
+
+
 def test_redis_conf_never_runs_open() -> None:
     conf = _directives((ROOT / "infra" / "redis.conf").read_text())
     assert conf.get("protected-mode") == "yes"  # also stops the image's entrypoint adding "no"

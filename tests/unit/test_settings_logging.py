@@ -32,6 +32,14 @@ def test_unknown_and_invalid_settings_are_clear(tmp_path: Path) -> None:
         load_settings(None, store_url="ftp://x")
 
 
+def test_memory_waters_and_dedupe_buckets_are_checked() -> None:
+    with pytest.raises(ConfigError, match="redis_memory_low_water"):
+        load_settings(redis_memory_high_water=0.6, redis_memory_low_water=0.7)
+    with pytest.raises(ConfigError, match="lengthen the buckets"):
+        load_settings(dedupe_window_days=30, dedupe_bucket_s=60)  # 43,200 sets to look up
+    assert load_settings(dedupe_window_days=365).dedupe_bucket_s == 3 * 86_400  # 122 buckets: fine
+
+
 def test_masked_dump_hides_secrets() -> None:
     s = Settings(redis_url="redis://:hunter2pass@10.0.0.1:6379/0")  # type: ignore[arg-type]
     dumped = masked_dump(s)

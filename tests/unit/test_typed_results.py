@@ -14,6 +14,7 @@ from labelq.routing import RoutingState
 from labelq.snapshot import (
     AdapterStatus,
     AuditReport,
+    RedisMemoryStatus,
     StatusSnapshot,
     StatusTotals,
     TaskBalance,
@@ -64,13 +65,17 @@ def _snapshot() -> StatusSnapshot:
                           tasks={"session-label": task},
                           totals=StatusTotals(ingested=300, duplicates=2, dead_lettered=1, queued_chunks=1),
                           waiting={"teacher": Waiting(on="store", kind="outage", since=1_700_000_000.0,
-                                                      detail="ServiceUnavailable: S3 error 500")})
+                                                      detail="ServiceUnavailable: S3 error 500")},
+                          redis_memory=RedisMemoryStatus(used_bytes=900, max_bytes=1000, share=0.9, high_water=0.8,
+                                                         reserve_bytes=0))
 
 
 def test_status_json_keeps_its_shape_and_round_trips() -> None:
     snapshot = _snapshot()
     data = snapshot.to_dict()
-    assert list(data) == ["queues", "dead_letter", "tasks", "totals", "waiting"]
+    assert list(data) == ["queues", "dead_letter", "tasks", "totals", "waiting", "redis_memory"]
+    assert data["redis_memory"] == {"used_bytes": 900, "max_bytes": 1000, "share": 0.9, "high_water": 0.8,
+                                    "reserve_bytes": 0}
     assert data["waiting"]["teacher"]["on"] == "store"
     task = data["tasks"]["session-label"]
     assert list(task) == ["ingested", "duplicates", "labelled_teacher", "labelled_student", "escalated_student",

@@ -15,7 +15,8 @@ app = typer.Typer(help="Manage the embedded Redis server (when LABELQ_REDIS_URL 
 @friendly_errors
 def redis_start(ctx: typer.Context) -> None:
     """Start the embedded Redis for this state dir (no-op when running) and print where it listens."""
-    url = EmbeddedRedis(settings_of(ctx).state_dir).ensure_running()
+    settings = settings_of(ctx)
+    url = EmbeddedRedis(settings.state_dir, settings.redis_maxmemory_mb).ensure_running()
     typer.echo(f"embedded redis running at {url.split('@', 1)[1]} (password in state dir)")
 
 

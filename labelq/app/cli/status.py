@@ -1,4 +1,4 @@
-"""``labelq status``: queue depths, routing, labels, adapters, cost and dead letters, as tables."""
+"""``labelq status``: queue depths, Redis memory, routing, labels, adapters, cost and dead letters, as tables."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from labelq.app.cli.common import friendly_errors, print_json_line, settings_of
 from labelq.redis_server import connect
 
 if TYPE_CHECKING:
-    from labelq.snapshot import StatusSnapshot, TeacherStatus
+    from labelq.snapshot import RedisMemoryStatus, StatusSnapshot, TeacherStatus
 
 
 @friendly_errors
@@ -60,6 +60,8 @@ def _render_status(snapshot: StatusSnapshot, console: Console) -> None:
     for name, depth in snapshot.queues.items():
         queues.add_row(name, str(depth))
     console.print(queues)
+    if snapshot.redis_memory is not None:
+        console.print(_memory_line(snapshot.redis_memory), highlight=False)
     # Two tables, not one of nine columns, and headers that wrap at a space ("dead letters"),
     # so that neither table cuts a header or a count at 80 columns.
     tasks = Table(title="tasks")
@@ -125,3 +127,22 @@ def _budget_line(teacher: TeacherStatus) -> str:
     if teacher.budget_resets_at:
         text += f", resets {teacher.budget_resets_at[:16].replace('T', ' ')} UTC"
     return text
+
+
+def _mib(n: int) -> str:
+    return f"{n / (1 << 20):,.0f} MiB"
+
+
+def _memory_line(memory: RedisMemoryStatus) -> str:
+    """``redis memory: 1,234 MiB of 3,072 MiB (40%); producers pause above 80%; reserve 61 MiB held``."""
+    if memory.share is None:
+        return (f"redis memory: {_mib(memory.used_bytes)} [yellow]with no maxmemory[/yellow]: Redis grows until "
+                "the host runs out (set maxmemory with noeviction: infra/redis.conf)")
+    share = f"{memory.share:.0%}"
+    if memory.share >= 1:
+        share = f"[red]{share}: full, writes refused[/red]"
+    elif memory.share > memory.high_water:
+        share = f"[yellow]{share}: producers paused[/yellow]"
+    reserve = f"reserve {_mib(memory.reserve_bytes)} held" if memory.reserve_bytes else "no reserve held"
+    return (f"redis memory: {_mib(memory.used_bytes)} of {_mib(memory.max_bytes)} ({share}); "
+            f"producers pause above {memory.high_water:.0%}; {reserve}")
