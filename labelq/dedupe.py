@@ -1,14 +1,16 @@
 """Dedupe within a window: one set per task per bucket of time, each expiring whole.
 
 A content hash enqueued at time ``t`` is claimed in the set of the bucket that
-holds ``t`` (``seen:<task>:<first day>``; a bucket is three UTC days,
+holds ``t`` (``seen:<task>:<first day>``; a bucket is six UTC days,
 ``dedupe_bucket_s``), and that set expires ``dedupe_window_days`` after its
 bucket ends. So a claim is held for at least the window and at most one bucket
 longer, a session enqueued again after that is new again, and Redis holds at
 most window + one bucket of claims per task. A lookup costs one set per live
-bucket (11 for 30 days: about 3 ms of Redis per 1,024 hashes once all are
-full; day-long buckets would cost 31 sets, 9 ms, and hold claims at most a day
-past the window instead of three).
+bucket (6, and the next one, for 30 days: about 1.5 ms of Redis per 1,024
+hashes once all are full; day-long buckets would cost 31 sets, 9 ms, and hold
+claims at most a day past the window instead of six). The audit reads each
+live bucket's size and count (``seen_audit.lua``: one ``SCARD`` each and one
+``MGET``), so the bucket count also sets what an audit costs.
 
 A lookup (``seen_lookup.lua``; ``enqueue.lua`` in the enqueue's transaction)
 checks every bucket that can still be live, the one after the current bucket

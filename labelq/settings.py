@@ -118,9 +118,9 @@ class Settings(BaseSettings):
         "this many days (at least; up to one dedupe bucket more); older claims expire.",
     )
     dedupe_bucket_s: int = Field(
-        default=3 * 86_400, gt=0,
-        description="Length of one dedupe bucket (a set that expires whole): three UTC days, so a lookup "
-        "checks 11 sets in a 30-day window. Changing it hides the claims made in buckets of the old length.",
+        default=6 * 86_400, gt=0,
+        description="Length of one dedupe bucket (a set that expires whole): six UTC days, so a lookup "
+        "checks 7 sets in a 30-day window. Changing it hides the claims made in buckets of the old length.",
     )
     store_url: str | None = Field(
         default=None,

@@ -45,10 +45,17 @@ def _migrate(settings: Settings, client: redis.Redis) -> set[str]:
     """Scan the ``stats`` keys once and add their tasks to the registry (a Redis from before it)."""
     prefix = keyspace.stats_prefix(settings)
     found = {k.decode()[len(prefix):] for k in client.scan_iter(match=prefix + "*", count=1000)}
-    with client.pipeline(transaction=True) as pipe:
-        if found:
-            pipe.sadd(keyspace.task_registry(settings), *sorted(found))
-        pipe.set(keyspace.task_registry_complete(settings), 1)
-        pipe.execute()
+    try:
+        with client.pipeline(transaction=True) as pipe:
+            if found:
+                pipe.sadd(keyspace.task_registry(settings), *sorted(found))
+            pipe.set(keyspace.task_registry_complete(settings), 1)
+            pipe.execute()
+    except (redis.exceptions.OutOfMemoryError, redis.exceptions.ExecAbortError, redis.exceptions.ReadOnlyError) \
+            as exc:
+        # A Redis at its ceiling (or a replica) refuses the write: this read still answers from the scan,
+        # and the next reader tries again (status, audit and metrics only read a full Redis).
+        log.warning("task_registry_not_filled", error=type(exc).__name__, tasks=len(found))
+        return found
     log.info("task_registry_filled", tasks=len(found), detail="scanned the stats keys once")
     return found

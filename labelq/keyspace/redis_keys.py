@@ -106,7 +106,7 @@ def teacher_attempts(settings: Settings, task: str, content_hash: str) -> str:
 
 
 def seen(settings: Settings, task: str, bucket: str) -> str:
-    """Set of the content hashes (16 raw bytes) enqueued for a task in one dedupe bucket (three UTC
+    """Set of the content hashes (16 raw bytes) enqueued for a task in one dedupe bucket (six UTC
     days, named by the first, ``2026-11-21``; see ``labelq.dedupe``); a hash enters it in the same
     step as its chunk enters a queue (``enqueue.lua``); expires ``dedupe_window_days`` after the
     bucket ends."""

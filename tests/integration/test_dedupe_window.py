@@ -33,10 +33,10 @@ def _chunk(hashes: list[str]) -> OutgoingChunk:
 
 def test_the_buckets_a_lookup_checks_and_when_a_claim_expires(settings: Settings) -> None:
     now = calendar.timegm((2026, 11, 21, 15, 0, 0))
-    default = dedupe_keys(settings, "t", now)  # a 30-day window of three-day buckets, named by their first day
-    assert default.current.set_key == keyspace.seen(settings, "t", "2026-11-21")  # day 20,778 = 3 x 6,926
-    assert default.current.expire_at_s == calendar.timegm((2026, 12, 24, 0, 0, 0))  # its end + 30 days
-    assert len(default.others) == 11 and default.others[0].endswith(":2026-10-22")  # ends 10-25: live
+    default = dedupe_keys(settings, "t", now)  # a 30-day window of six-day buckets, named by their first day
+    assert default.current.set_key == keyspace.seen(settings, "t", "2026-11-21")  # day 20,778 = 6 x 3,463
+    assert default.current.expire_at_s == calendar.timegm((2026, 12, 27, 0, 0, 0))  # its end + 30 days
+    assert len(default.others) == 6 and default.others[0].endswith(":2026-10-22")  # ends 10-28: live
     keys = dedupe_keys(settings.model_copy(update={"dedupe_bucket_s": DAY_S}), "t", now)  # day-long buckets
     assert keys.current.set_key == keyspace.seen(settings, "t", "2026-11-21")
     assert keys.current.count_key == keyspace.seen_count(settings, "t", "2026-11-21")
@@ -54,8 +54,8 @@ def test_a_lookup_finds_every_live_bucket_and_the_legacy_set(settings: Settings,
     raw = [bytes.fromhex(h) for h in hashes]
     t = time.time()
     redis_client.sadd(dedupe_keys(settings, TASK, t - 29 * DAY_S).current.set_key, raw[0])  # still in the window
-    # 34 days ago: past the window and its last bucket (claims are held 30 to 33 days), so expired by now
-    redis_client.sadd(dedupe_keys(settings, TASK, t - 34 * DAY_S).current.set_key, raw[1])
+    # 37 days ago: past the window and its last bucket (claims are held 30 to 36 days), so expired by now
+    redis_client.sadd(dedupe_keys(settings, TASK, t - 37 * DAY_S).current.set_key, raw[1])
     redis_client.sadd(keyspace.seen_legacy(settings, TASK), raw[2])  # labelq before buckets
     redis_client.sadd(dedupe_keys(settings, TASK, t + settings.dedupe_bucket_s).current.set_key, raw[3])  # one ahead
     with ChunkPublisher(settings, create_app(settings), redis_client) as publisher:

@@ -22,6 +22,7 @@ import orjson
 import redis
 
 from labelq import keyspace
+from labelq.dedupe import dedupe_keys
 from labelq.hashing import chunk_id
 from labelq.keyspace import Stat
 from labelq.queue.app import create_app
@@ -31,7 +32,7 @@ from labelq.settings import Settings
 
 TASKS = ("session-label", "support-triage", "review-topics")
 BATCH = 1_000
-_OWN = ("info", "config|resetstat")  # what the counting itself sends
+_OWN = ("config|resetstat",)  # what the counting itself sends (its INFO commandstats is counted after it reads)
 
 
 def _hash(*parts: object) -> bytes:
@@ -54,7 +55,9 @@ def fill_history(settings: Settings, client: redis.Redis, keys: int, tasks: Sequ
             stop = min(keys, first + BATCH)
             pipe.mset({families[i % len(families)](i): b"1" for i in range(first, stop)})
             task = tasks[(first // BATCH) % len(tasks)]
-            pipe.sadd(keyspace.seen(settings, task), *(_hash("seen", i) for i in range(first, stop)))
+            bucket = dedupe_keys(settings, task).current  # claims and their count, as enqueue.lua keeps them
+            pipe.sadd(bucket.set_key, *(_hash("seen", i) for i in range(first, stop)))
+            pipe.incrby(bucket.count_key, stop - first)
             pipe.hincrby(keyspace.stats(settings, task), Stat.INGESTED, stop - first)
             pipe.hincrby(keyspace.stats(settings, task), Stat.LABELLED_STUDENT, stop - first)
             if len(pipe) >= 50:

@@ -37,7 +37,7 @@ def test_memory_waters_and_dedupe_buckets_are_checked() -> None:
         load_settings(redis_memory_high_water=0.6, redis_memory_low_water=0.7)
     with pytest.raises(ConfigError, match="lengthen the buckets"):
         load_settings(dedupe_window_days=30, dedupe_bucket_s=60)  # 43,200 sets to look up
-    assert load_settings(dedupe_window_days=365).dedupe_bucket_s == 3 * 86_400  # 122 buckets: fine
+    assert load_settings(dedupe_window_days=365).dedupe_bucket_s == 6 * 86_400  # 61 buckets: fine
 
 
 def test_masked_dump_hides_secrets() -> None:
