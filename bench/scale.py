@@ -176,7 +176,8 @@ def optional_sections(sizes: list[int]) -> dict[str, Any]:
     except ImportError:
         pass
     else:
-        out.update(redis_bytes_per_session(max(sizes)))
+        memory = redis_bytes_per_session(max(sizes))
+        out.update(memory, redis_bytes_per_session=memory["bytes_per_session"])
     try:
         from bench._scale_ops import ops_redis_commands
     except ImportError:
