@@ -124,6 +124,8 @@ class ChunkTask(LabelqTask):
     abstract = True
     stage = "worker"
     reject_on_worker_lost = True
+    # The stage's check that a chunk can run now (``register_chunk_task``'s ``ready``); None: always.
+    ready: Callable[[ChunkTask, ChunkMessage], None] | None = None
 
     def republish(self, queue: str, source: ChunkMessage, items: Sequence[SessionItem],
                   route: str | None = None) -> None:
@@ -212,8 +214,13 @@ class ChunkTask(LabelqTask):
         return parked
 
     def _resolve_and_run(self, chunk: ChunkMessage) -> ChunkOutcome:
-        """Resolve the chunk's claim-checked payloads (the store down: raised, an outage), dead-letter the
-        sessions whose payload is gone, and run the rest."""
+        """Ask the stage whether the chunk can run now (``ready``: a student chunk whose task has no adapter
+        is paused or parked here, before anything is read or written), then resolve its claim-checked
+        payloads (the store down: raised, an outage), dead-letter the sessions whose payload is gone, and
+        run the rest. Letters are never committed for a chunk that then goes back or is parked: its message
+        would still carry them, in flight for the audit and dead-lettered at once."""
+        if self.ready is not None:
+            self.ready(self, chunk)
         resolved, letters = resolve_chunk(self.store, chunk, self.stage)
         if letters:
             commit_chunk(self.settings, self.store, self.redis, stage=self.stage, task=chunk.task,
@@ -293,11 +300,14 @@ class ChunkTask(LabelqTask):
 
 
 def register_chunk_task(app: Celery, name: str, stage: str,
-                        run: Callable[[ChunkTask, ChunkMessage], ChunkOutcome]) -> None:
+                        run: Callable[[ChunkTask, ChunkMessage], ChunkOutcome],
+                        ready: Callable[[ChunkTask, ChunkMessage], None] | None = None) -> None:
     """Define the chunk task ``name`` on ``app``: :class:`ChunkTask` decodes, counts deliveries and
-    logs, then calls ``run(task, chunk)``."""
+    logs, calls ``ready(task, chunk)`` when given (it raises :class:`Paused` for a chunk that cannot run
+    yet, before its payloads are read), then ``run(task, chunk)``."""
 
-    @app.task(name=name, base=ChunkTask, bind=True, stage=stage, shared=False)  # type: ignore[untyped-decorator]
+    @app.task(name=name, base=ChunkTask, bind=True, stage=stage, shared=False,  # type: ignore[untyped-decorator]
+              ready=None if ready is None else staticmethod(ready))
     def chunk_task(self: ChunkTask, chunk: ChunkMessage) -> ChunkOutcome:
         return run(self, chunk)
 

@@ -191,3 +191,36 @@ def test_parked_chunks_hold_their_producer_like_queued_ones(settings: Settings, 
         assert pauses == [3] and publisher.queue_depth("student", TASK) == 1
         publisher.wait_for_room("student", 1, task="another-task")
         assert pauses == [3]
+
+
+def test_a_claim_checked_chunk_parks_unread_and_its_missing_payload_is_dead_lettered_once_served(
+        settings: Settings, redis_client: redis.Redis, fake_student: FakeEngine, tmp_path: Path) -> None:
+    """The adapter check comes before the payloads are read: a parked chunk has written nothing (no dead
+    letter for a lost payload while its message still carries that session), and the audit balances
+    throughout."""
+    from labelq.hashing import content_hash
+    from labelq.queue.worker import worker_thread
+    from producer.run import run_ingest
+    from tests.support.helpers import dead_letters, write_jsonl
+
+    s = settings.model_copy(update={"claim_check_bytes": 2_000, "chunk_size": 4})
+    sessions = list(generate(4, seed=43))
+    for session in sessions:
+        session["attachment"] = "x" * 3_000  # claim-checked: the message carries references
+    run_ingest(s, [str(write_jsonl(tmp_path / "in.jsonl", sessions))], queue="student", client=redis_client)
+    store = open_store(s)
+    store.delete(keyspace.payload(TASK, content_hash(sessions[0])))  # lost while the chunk waits
+    app = create_app(s)
+    student_tasks.register(app)
+    parked = keyspace.parked(s, "student", TASK)
+    with worker_thread(app, ["student"]):
+        wait_until(lambda: redis_client.llen(parked) == 1, 60, "the chunk to be parked")
+        report = audit(s, redis_client)
+        assert dead_letters(s, "student") == [] and report.ok and report.tasks[TASK].in_flight == 4
+        publish_adapter(s, redis_client, adapter_dir(tmp_path / "adapter"), 1)  # promote: unpark
+        wait_until(lambda: int(redis_client.hget(keyspace.stats(s, TASK), Stat.LABELLED_STUDENT) or 0) == 3,
+                   60, "the chunk to be labelled once promoted")
+    [letter] = dead_letters(s, "student")
+    assert letter["session_id"] == sessions[0]["session_id"] and letter["reason"] == "payload_missing"
+    report = audit(s, redis_client)
+    assert report.ok and report.tasks[TASK].dead_lettered == 1 and report.tasks[TASK].in_flight == 0

@@ -13,12 +13,22 @@ from workers.student.labeler import StudentRuntime, run_student_chunk
 _RUNTIME: StudentRuntime | None = None
 
 
-def _label_student_chunk(job: ChunkTask, chunk: ChunkMessage) -> ChunkOutcome:
+def _runtime(job: ChunkTask) -> StudentRuntime:
     global _RUNTIME
     if _RUNTIME is None:
         _RUNTIME = StudentRuntime(job.settings, job.store, job.redis)
+    return _RUNTIME
+
+
+def _student_ready(job: ChunkTask, chunk: ChunkMessage) -> None:
+    """A chunk whose task has no adapter (or one that cannot be served here) pauses or parks before its
+    claim-checked payloads are read: nothing of it is written while it waits."""
+    _runtime(job).adapter_for(chunk.task)
+
+
+def _label_student_chunk(job: ChunkTask, chunk: ChunkMessage) -> ChunkOutcome:
     return run_student_chunk(
-        _RUNTIME, chunk,
+        _runtime(job), chunk,
         escalate=lambda c, items: job.republish("teacher", c, items, route="escalation"),
     )
 
@@ -27,6 +37,6 @@ def register(app: QueueApp) -> None:
     """Define the student task on ``app`` (the worker app, or a test's app); a student worker of it
     rebuilds adapter pointers Redis has lost, and moves back parked chunks that can be served, before
     it takes a chunk."""
-    register_chunk_task(app, STUDENT_TASK, "student", _label_student_chunk)
+    register_chunk_task(app, STUDENT_TASK, "student", _label_student_chunk, ready=_student_ready)
     check_at_worker_start(app, "student", restore_lost_registries)
     check_at_worker_start(app, "student", sweep_parked)
