@@ -161,8 +161,9 @@ class QueueDepthCollector:
     """``labelq_queue_depth{queue}``, ``labelq_parked_chunks{task}`` and Redis memory, read from Redis when
     scraped, over one small pool per process.
 
-    The pool is made on the first scrape and kept: a scrape costs two round trips (the task registry,
-    then one pipeline of ``LLEN``: one per queue and one per task), never a new connection (at most
+    The pool is made on the first scrape and kept: a scrape costs four round trips (the queues' ``LLEN``,
+    the task registry, the parked lists' ``LLEN``, then ``INFO memory`` with the reserve's ``STRLEN``),
+    never a new connection (at most
     ``MAX_REDIS_CONNECTIONS`` however many scrapes run at once). When Redis does not answer the
     families are empty for that scrape and the other metrics are still served.
     """
@@ -188,7 +189,6 @@ class QueueDepthCollector:
 
     def read(self) -> tuple[dict[str, int], dict[str, int]]:
         """Queue depths by queue, parked chunks by task (tasks with none left out)."""
-        from labelq import keyspace
         from labelq.queue.parking import parked_depths
         from labelq.task_registry import known_tasks
 
@@ -210,10 +210,14 @@ class QueueDepthCollector:
         memory = None
         try:
             depths, parked_by_task = self.read()
-            memory = read_memory(self._redis(), keyspace.memory_reserve(self._settings))
         except (redis.RedisError, LabelqError) as exc:
             log.warning("metrics_queue_depth_unavailable", error=type(exc).__name__)
             depths, parked_by_task = {}, {}
+        else:
+            try:
+                memory = read_memory(self._redis(), keyspace.memory_reserve(self._settings))
+            except (redis.RedisError, LabelqError) as exc:  # the depths read above are still served
+                log.warning("metrics_redis_memory_unavailable", error=type(exc).__name__)
         for queue, depth in depths.items():
             family.add_metric([queue], float(depth))
         for task, n in parked_by_task.items():

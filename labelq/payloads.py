@@ -48,7 +48,7 @@ waits up to a month).
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -183,14 +183,17 @@ class PruneSummary:
 
 
 def prune(settings: Settings, store: ObjectStore, *, older_than_days: float | None = None,
-          task: str | None = None, dry_run: bool = False, now: float | None = None) -> PruneSummary:
+          task: str | None = None, dry_run: bool = False, now: float | None = None,
+          keep_tasks: Collection[str] = ()) -> PruneSummary:
     """Delete the payload objects last written more than ``older_than_days`` (default
-    ``claim_check_retention_days``) ago, of every task or of ``task``."""
+    ``claim_check_retention_days``) ago, of every task or of ``task``; never those of ``keep_tasks``
+    (tasks with chunks parked until they have an adapter: their wait has no bound)."""
     days = settings.claim_check_retention_days if older_than_days is None else older_than_days
     cutoff = (time.time() if now is None else now) - days * 86_400
     summary = PruneSummary(dry_run=dry_run)
+    kept_prefixes = tuple(keyspace.payloads_prefix(t) for t in keep_tasks)
     for entry in store.list_modified(keyspace.payloads_prefix(task)):
-        if entry.modified >= cutoff:
+        if entry.modified >= cutoff or (kept_prefixes and entry.key.startswith(kept_prefixes)):
             summary.kept += 1
             continue
         if not dry_run:

@@ -259,7 +259,9 @@ class ChunkPublisher:
         used = self._retrying("reading queue bytes", lambda: queue_bytes(self._settings, self._redis, queue))
         if task is not None and queue in PARKED_QUEUES:
             parked = keyspace.parked(self._settings, queue, task)
-            used += int(self._retrying("reading queue bytes", lambda: self._redis.memory_usage(parked)) or 0)
+            samples = self._settings.queue_high_water_chunks  # as for the queue: exact up to that many nodes
+            used += int(self._retrying("reading queue bytes",
+                                       lambda: self._redis.memory_usage(parked, samples=samples)) or 0)
         return used
 
     def wait_for_room(self, queue: str, incoming: int = 1, incoming_bytes: int = 0,

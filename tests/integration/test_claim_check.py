@@ -318,6 +318,8 @@ def test_prune_deletes_payloads_past_their_retention(kind: str, settings: Settin
     dry = prune(settings, store, dry_run=True, now=now)
     assert (dry.deleted, dry.kept) == (len(expected_gone), len(keys) - len(expected_gone))
     assert sorted(store.list(keyspace.payloads_prefix())) == keys
+    parked = prune(settings, store, now=now, keep_tasks=[TASK])  # a task whose chunks wait parked: kept
+    assert (parked.deleted, parked.kept) == (0, len(keys))
     done = prune(settings, store, now=now)
     assert done.deleted == len(expected_gone) and done.deleted_bytes > 3_000 * len(expected_gone)
     assert sorted(store.list(keyspace.payloads_prefix())) == sorted(set(keys) - set(expected_gone))
