@@ -6,8 +6,9 @@ puts those sessions back on the queue of the stage that dead-lettered them
 as new chunks with route ``redrive`` (a large session checked in to the store
 again and sent by reference, as the producer does: :mod:`labelq.payloads`),
 without the producer's dedupe claim:
-the sessions were claimed when they were ingested, so a re-ingest still calls
-them duplicates, and only redrive sends exactly these sessions again.
+the sessions were claimed when they were ingested, so a re-ingest within the
+dedupe window (``dedupe_window_days``) still calls them duplicates, and only
+redrive sends exactly these sessions again.
 
 Once per letter, in three steps:
 
