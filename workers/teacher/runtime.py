@@ -30,6 +30,7 @@ from collections.abc import Coroutine
 from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
+from redis.maint_notifications import MaintNotificationsConfig
 
 from labelq.logging import get_logger
 from labelq.redis_server import resolve_redis_url
@@ -47,7 +48,13 @@ class TeacherRuntime:
         self.settings = settings
         self.loop = asyncio.new_event_loop()
         self.client: TeacherClient = make_client(settings)
-        self.redis: aioredis.Redis = aioredis.from_url(resolve_redis_url(settings))
+        # A timeout, like every labelq Redis client: a kept connection to a peer that vanished without
+        # closing it (a failed-over host) must not hang a chunk; one idle for a while is PINGed first.
+        # Maintenance notifications (a managed-Redis feature) off: with them on, the pool hands out a
+        # connection the server has closed instead of replacing it.
+        self.redis: aioredis.Redis = aioredis.from_url(
+            resolve_redis_url(settings), socket_timeout=10, health_check_interval=30,
+            maint_notifications_config=MaintNotificationsConfig(enabled=False))
         self._lock = threading.Lock()  # held while a chunk runs the loop, and while closing
         self.usable = True  # False once closed, or once a run was cut off with tasks still pending
         if self.client.is_replay:
@@ -60,7 +67,7 @@ class TeacherRuntime:
             if not self.usable:
                 coro.close()
                 raise RuntimeError("this teacher runtime is closed")
-            task = self.loop.create_task(coro)
+            task = self.loop.create_task(_after_pending_io(coro))
             try:
                 return self.loop.run_until_complete(task)
             finally:
@@ -91,6 +98,14 @@ class TeacherRuntime:
             await self.client.aclose()
         finally:
             await self.redis.aclose()
+
+
+async def _after_pending_io(coro: Coroutine[Any, Any, T]) -> T:
+    """``coro``, after one turn of the loop. Between chunks the loop does not run, so a connection
+    the server closed meanwhile (Redis restarted) still looks open; one turn reads its end, and the
+    pool replaces it when it is next taken instead of failing the chunk on it."""
+    await asyncio.sleep(0)
+    return await coro
 
 
 _LOCK = threading.Lock()
