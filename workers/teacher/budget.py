@@ -13,7 +13,8 @@ extends its reservation while it is polled. Lua scripts: ``budget_reserve``, ``b
 period with its high-water mark H (``labelq.budget.SpendRecord``) and keeps, in memory, its
 committed amount C: what it has spent plus the worst case of its calls in flight. The rule::
 
-    reserved X in Redis         C += X; if C > H: write H = C + block    (durably, before the call)
+    C + X <= H already          C += X (in memory), then reserve X in Redis; refused: C -= X
+    else: reserved X in Redis   C += X; if C > H: write H = C + block    (durably, before the call)
     Redis lost it meanwhile     C -= X, and reserve again
     settled at cost A           C += A - X; if C > H: write H = C        (the estimate undershot)
     end of a chunk              if H > C: write H = C                    (hand the block back)
@@ -25,7 +26,11 @@ durable spend D, the sum of every writer's H, covers all money sent.
 Redis still holds the reservation; only then send. A reservation that vanished meanwhile (a flush)
 is given up and asked for again. Writing H after the reservation, not before, means a writer
 raises H only for money Redis granted it (and its block): the first seed of a new period finds
-nothing to count, and only a real loss of Redis costs anything.
+nothing to count, and only a real loss of Redis costs anything. When H already covers the call
+(the block has room: most calls), C is raised first, in memory, and the reservation itself is the
+check: H covered the call before Redis granted it, so nothing is written, no thread is needed and
+the rate-limit permit can be asked in the same atomic step (``reserve_and``). One new block is
+taken at a time; the calls that waited for it fit in it.
 
 **Seeding.** The reserve script refuses with -1 while the period's totals were never seeded (a
 new period, or a flushed or lost Redis). The worker reads D from the store (its own exact C in
@@ -43,9 +48,15 @@ the calls then in flight count as spent (such a call also counts again when it s
 
 **Overhead.** A block is 1% of the cap (at least the call's worst case): a worker process writes
 its record at most about 100 times per period for blocks, plus once per chunk to hand back what it
-did not use (a $50 budget at $0.02 a call: one write per ~25 calls, and one per chunk); every call
-adds one Redis round trip (the check). A Batch API job writes exactly, without a block, once per
-batch it submits and once per batch it settles.
+did not use (a $50 budget at $0.02 a call: one write per ~25 calls, and one per chunk); a call that
+takes a new block adds one Redis round trip (the check), the others none. A Batch API job writes
+exactly, without a block, once per batch it submits and once per batch it settles.
+
+**Per chunk and per process.** The writer (``process_writer``) lives as long as its worker process;
+a ``Budget`` may serve many chunks. ``close`` ends a stretch of work, not the object: it hands the
+unused block back (H = C; C still counts any call in flight, so nothing in flight is given back),
+and the next reservation takes a new block. The teacher closes it at the end of every chunk, when
+none of the chunk's calls is in flight, so a worker killed between chunks leaves no block behind.
 """
 
 from __future__ import annotations
@@ -332,5 +343,5 @@ class Budget:
         return bool(await self._extend(keys=self.keys(reservation.period_id), args=[reservation.id, ttl_ms]))
 
     async def close(self) -> None:
-        """Hand back the writer's unused block (end of a chunk)."""
+        """Hand back the writer's unused block (end of a chunk); the budget can reserve again after."""
         await asyncio.to_thread(self.writer.trim)
