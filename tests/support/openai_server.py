@@ -58,7 +58,7 @@ class FakeOpenAI:
         self.config = config or FakeConfig()
         self.rng = random.Random(self.config.seed)
         self.lock = threading.Lock()
-        self.requests: list[dict[str, Any]] = []  # chat requests: time, body, outcome
+        self.requests: list[dict[str, Any]] = []  # chat requests: time, body, outcome, client address
         self.files: dict[str, bytes] = {}
         self.batches: dict[str, dict[str, Any]] = {}  # every batch ever created (one entry per creation)
         # The provider's own bill: one entry per answer it produced (chat, or a batch row), whether
@@ -261,7 +261,8 @@ class FakeOpenAI:
             def _chat(self, body: dict[str, Any]) -> None:
                 fault = fake.pick_fault()
                 with fake.lock:
-                    fake.requests.append({"t": time.monotonic(), "body": body, "fault": fault})
+                    fake.requests.append({"t": time.monotonic(), "body": body, "fault": fault,
+                                          "peer": self.client_address})  # one per TCP connection
                 if fake.config.latency_s:
                     time.sleep(fake.config.latency_s)
                 if fault == "429":
