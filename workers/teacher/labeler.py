@@ -12,7 +12,7 @@ What an answer or a failure means is decided by the session state machine
 Batch API mode (``batch.py``). This module sends requests one by one.
 
 Redis round trips: the chunk's cache look-ups and a read of the circuit breaker
-at its start (two, three with cache hits); per answered request two: the budget
+at its start (two at once; one more with cache hits); per answered request two: the budget
 reservation with the rate-limit permit (one chained script, ``lua.chain``; while
 the writer's durable block has room, ``budget.py``), and one batch that settles
 both at the real usage, adds the ledger, caches the label and counts the answer
@@ -154,48 +154,66 @@ async def _breaker_wait(breaker: Breaker, deadline: float) -> BreakerOpen | None
 
 
 async def label_session(ctx: TeacherContext, state: SessionLabelling, chunk: ChunkMessage,
-                        deadline: float) -> SessionResult:
-    """Drive one session's state machine with real-time calls, backing off between attempts."""
-    settings, item = ctx.settings, state.item
-    started = time.monotonic()
+                        deadline: float, gate: asyncio.Semaphore) -> SessionResult:
+    """Drive one session's state machine with real-time calls, backing off between attempts.
+
+    ``gate`` bounds the requests in flight: it is held from the breaker check to the answer, not
+    while an answer is booked or a failed session backs off.
+    """
+    item = state.item
+    started = None  # its first request's turn: the record's latency, as when a session held a slot throughout
     # Failed attempts are counted in Redis: a redelivered chunk does not start again at one.
-    attempts_key = keyspace.teacher_attempts(settings, ctx.spec.name, item.content_hash)
+    attempts_key = keyspace.teacher_attempts(ctx.settings, ctx.spec.name, item.content_hash)
     outages = 0  # outage errors met by this session in this delivery: they back off, uncounted
     while not state.done:
-        if ctx.breaker is not None and (blocked := await _breaker_wait(ctx.breaker, deadline)) is not None:
-            state.provider_out()
-            return SessionResult(item, "paused_provider", detail=blocked.describe())
-        try:
-            paid = await _call(ctx, item, state.request, deadline)
-        except TeacherCallError as exc:
-            attempt = None
-            if exc.outage:
-                outages += 1
-                if ctx.breaker is not None:
-                    await ctx.breaker.failed(exc.reason, exc.retry_after_s)
-            elif ctx.breaker is not None:  # the provider answered (a refusal is an answer): it is up
-                await ctx.breaker.succeeded()
-            if not exc.outage and exc.retryable and not exc.operational:
-                pipe = ctx.redis.pipeline(transaction=False)
-                pipe.incr(attempts_key)
-                pipe.expire(attempts_key, keyspace.TEACHER_ATTEMPTS_TTL_S)
-                attempt = int((await pipe.execute())[0])
-            step = state.failed(exc, attempt)
-            if isinstance(step, Dead):
-                await ctx.redis.delete(attempts_key)  # finished: the next delivery starts at one
-            elif isinstance(step, Retry):
-                delay = backoff_s(settings, outages if exc.outage else step.attempt, step.retry_after_s, ctx.rng)
-                if time.monotonic() + delay > deadline:
-                    return SessionResult(item, "retry_later")
-                log.info("teacher_retry", session_id=item.session_id, reason=step.reason,
-                         attempt=step.attempt, delay_s=round(delay, 2))
-                await asyncio.sleep(delay)
+        failure: TeacherCallError | None = None
+        async with gate:
+            started = started or time.monotonic()
+            if ctx.breaker is not None and (blocked := await _breaker_wait(ctx.breaker, deadline)) is not None:
+                state.provider_out()
+                return SessionResult(item, "paused_provider", detail=blocked.describe())
+            try:
+                paid = await _call(ctx, item, state.request, deadline)
+            except TeacherCallError as exc:
+                failure = exc
+        if failure is None:
+            if paid is None:
+                state.budget_refused()
+            else:
+                await _book(ctx, state, paid, attempts_key)
             continue
-        if paid is None:
-            state.budget_refused()
-        else:
-            await _book(ctx, state, paid, attempts_key)
-    return _result(ctx, state, chunk, started)
+        outages += failure.outage
+        if not await _failed(ctx, state, failure, attempts_key, outages, deadline):
+            return SessionResult(item, "retry_later")
+    return _result(ctx, state, chunk, started or time.monotonic())
+
+
+async def _failed(ctx: TeacherContext, state: SessionLabelling, exc: TeacherCallError, attempts_key: str,
+                  outages: int, deadline: float) -> bool:
+    """A request that brought no answer: the breaker told, the attempt counted, the session judged;
+    then back off before the next request. False when the back-off would pass the deadline."""
+    attempt = None
+    if exc.outage:
+        if ctx.breaker is not None:
+            await ctx.breaker.failed(exc.reason, exc.retry_after_s)
+    elif ctx.breaker is not None:  # the provider answered (a refusal is an answer): it is up
+        await ctx.breaker.succeeded()
+    if not exc.outage and exc.retryable and not exc.operational:
+        pipe = ctx.redis.pipeline(transaction=False)
+        pipe.incr(attempts_key)
+        pipe.expire(attempts_key, keyspace.TEACHER_ATTEMPTS_TTL_S)
+        attempt = int((await pipe.execute())[0])
+    step = state.failed(exc, attempt)
+    if isinstance(step, Dead):
+        await ctx.redis.delete(attempts_key)  # finished: the next delivery starts at one
+    elif isinstance(step, Retry):
+        delay = backoff_s(ctx.settings, outages if exc.outage else step.attempt, step.retry_after_s, ctx.rng)
+        if time.monotonic() + delay > deadline:
+            return False
+        log.info("teacher_retry", session_id=state.item.session_id, reason=step.reason,
+                 attempt=step.attempt, delay_s=round(delay, 2))
+        await asyncio.sleep(delay)
+    return True
 
 
 def _result(ctx: TeacherContext, state: SessionLabelling, chunk: ChunkMessage, started: float) -> SessionResult:
@@ -211,18 +229,18 @@ def _result(ctx: TeacherContext, state: SessionLabelling, chunk: ChunkMessage, s
 
 
 async def label_chunk(ctx: TeacherContext, chunk: ChunkMessage, deadline: float) -> list[SessionResult]:
-    """Every session of ``chunk``, concurrently (at most ``teacher_concurrency`` in flight)."""
+    """Every session of ``chunk``, concurrently (at most ``teacher_concurrency`` requests in flight)."""
     gate = asyncio.Semaphore(ctx.settings.teacher_concurrency)
-    states = await ctx.books.start_all(chunk.sessions)  # the cache, for the whole chunk at once
-    if ctx.breaker is not None:
-        await ctx.breaker.refresh()
+    if ctx.breaker is None:
+        states = await ctx.books.start_all(chunk.sessions)  # the cache, for the whole chunk at once
+    else:  # and the breaker, at the same time: the chunk's first requests need not each ask
+        states, _ = await asyncio.gather(ctx.books.start_all(chunk.sessions), ctx.breaker.refresh())
 
     async def one(state: SessionLabelling) -> SessionResult:
-        async with gate:
-            try:
-                return await label_session(ctx, state, chunk, deadline)
-            except RateLimited:
-                return SessionResult(state.item, "retry_later")
+        try:
+            return await label_session(ctx, state, chunk, deadline, gate)
+        except RateLimited:
+            return SessionResult(state.item, "retry_later")
 
     async with asyncio.TaskGroup() as group:  # a Redis failure cancels the rest: the chunk is redelivered
         tasks = [group.create_task(one(state)) for state in states]

@@ -52,9 +52,12 @@ class TeacherRuntime:
         # closing it (a failed-over host) must not hang a chunk; one idle for a while is PINGed first.
         # Maintenance notifications (a managed-Redis feature) off: with them on, the pool hands out a
         # connection the server has closed instead of replacing it.
-        self.redis: aioredis.Redis = aioredis.from_url(
-            resolve_redis_url(settings), socket_timeout=10, health_check_interval=30,
-            maint_notifications_config=MaintNotificationsConfig(enabled=False))
+        # Connections: one per request in flight and one per answer being booked (a session books
+        # after it gives its turn back), a few for the chunk; more wait for one instead of failing.
+        self.redis: aioredis.Redis = aioredis.Redis.from_pool(aioredis.BlockingConnectionPool.from_url(
+            resolve_redis_url(settings), max_connections=2 * settings.teacher_concurrency + 8, timeout=10,
+            socket_timeout=10, health_check_interval=30,
+            maint_notifications_config=MaintNotificationsConfig(enabled=False)))
         self._lock = threading.Lock()  # held while a chunk runs the loop, and while closing
         self.usable = True  # False once closed, or once a run was cut off with tasks still pending
         if self.client.is_replay:
