@@ -32,6 +32,10 @@ def answer_for(user_text: str) -> str:
 
 
 class _QuietServer(ThreadingHTTPServer):
+    # A provider's listen backlog, not socketserver's 5: 64 clients connecting at once are all
+    # accepted (with 5, some get a reset, and the client sees a connection error).
+    request_queue_size = 128
+
     def handle_error(self, request: Any, client_address: Any) -> None:
         import sys
 
