@@ -46,18 +46,20 @@ class TeacherRuntime:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.loop = asyncio.new_event_loop()
         self.client: TeacherClient = make_client(settings)
-        # A timeout, like every labelq Redis client: a kept connection to a peer that vanished without
-        # closing it (a failed-over host) must not hang a chunk; one idle for a while is PINGed first.
-        # Maintenance notifications (a managed-Redis feature) off: with them on, the pool hands out a
-        # connection the server has closed instead of replacing it.
-        # Connections: one per request in flight and one per answer being booked (a session books
-        # after it gives its turn back), a few for the chunk; more wait for one instead of failing.
+        # The Redis pool:
+        # * connections: one per request in flight and one per answer being booked (a session books
+        #   after it gives its turn back), a few for the chunk; past that, wait for one, not fail;
+        # * a socket timeout, like labelq's other Redis clients: a kept connection to a peer that
+        #   vanished without closing it (a failed-over host) must not hang a chunk; one idle for a
+        #   while is PINGed before use;
+        # * maintenance notifications (a managed-Redis feature) off: with them on, redis-py hands
+        #   out a connection the server has closed instead of replacing it.
         self.redis: aioredis.Redis = aioredis.Redis.from_pool(aioredis.BlockingConnectionPool.from_url(
             resolve_redis_url(settings), max_connections=2 * settings.teacher_concurrency + 8, timeout=10,
             socket_timeout=10, health_check_interval=30,
             maint_notifications_config=MaintNotificationsConfig(enabled=False)))
+        self.loop = asyncio.new_event_loop()
         self._lock = threading.Lock()  # held while a chunk runs the loop, and while closing
         self.usable = True  # False once closed, or once a run was cut off with tasks still pending
         if self.client.is_replay:
