@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from celery import Celery
-from celery.signals import task_prerun, worker_init
+from celery.signals import task_prerun, worker_init, worker_process_shutdown, worker_shutdown
 
 from labelq.errors import ConfigError
 from labelq.logging import get_logger
@@ -81,6 +81,18 @@ def check_at_worker_start(app: Celery, queue: str, check: Callable[[Settings], N
             log.error("worker_refused", queue=queue, reason=str(exc))
             # SystemExit: Celery logs and swallows an Exception raised by a signal handler.
             raise SystemExit(f"the {queue} worker cannot start: {exc}") from None
+
+
+def on_worker_exit(callback: Callable[[], object]) -> None:
+    """Call ``callback`` in a worker process as it exits: each prefork child (which ends without
+    running atexit handlers), and the main process of a solo pool. Connected once per callback."""
+    uid = f"labelq-exit-{callback.__module__}.{callback.__qualname__}"
+
+    def _exit(**_: Any) -> None:
+        callback()
+
+    worker_process_shutdown.connect(_exit, weak=False, dispatch_uid=uid)
+    worker_shutdown.connect(_exit, weak=False, dispatch_uid=uid)
 
 
 @contextlib.contextmanager

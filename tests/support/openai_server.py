@@ -43,6 +43,10 @@ def json_answer_for(user_text: str) -> str:
 
 
 class _QuietServer(ThreadingHTTPServer):
+    # A provider's listen backlog, not socketserver's 5: 64 clients connecting at once are all
+    # accepted (with 5, some get a reset, and the client sees a connection error).
+    request_queue_size = 128
+
     def handle_error(self, request: Any, client_address: Any) -> None:
         import sys
 
@@ -72,7 +76,7 @@ class FakeOpenAI:
         self.config = config or FakeConfig()
         self.rng = random.Random(self.config.seed)
         self.lock = threading.Lock()
-        self.requests: list[dict[str, Any]] = []  # chat requests: time, body, outcome
+        self.requests: list[dict[str, Any]] = []  # chat requests: time, body, outcome, client address
         self.files: dict[str, bytes] = {}
         self.batches: dict[str, dict[str, Any]] = {}  # every batch ever created (one entry per creation)
         # The provider's own bill: one entry per answer it produced (chat, or a batch row), whether
@@ -301,7 +305,8 @@ class FakeOpenAI:
                     return self._json(400, {"error": refusal})
                 fault = fake.pick_fault()
                 with fake.lock:
-                    fake.requests.append({"t": time.monotonic(), "body": body, "fault": fault})
+                    fake.requests.append({"t": time.monotonic(), "body": body, "fault": fault,
+                                          "peer": self.client_address})  # one per TCP connection
                 if fake.config.latency_s:
                     time.sleep(fake.config.latency_s)
                 if fault == "429":

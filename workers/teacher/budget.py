@@ -13,7 +13,8 @@ extends its reservation while it is polled. Lua scripts: ``budget_reserve``, ``b
 period with its high-water mark H (``labelq.budget.SpendRecord``) and keeps, in memory, its
 committed amount C: what it has spent plus the worst case of its calls in flight. The rule::
 
-    reserved X in Redis         C += X; if C > H: write H = C + block    (durably, before the call)
+    C + X <= H already          C += X (in memory), then reserve X in Redis; refused: C -= X
+    else: reserved X in Redis   C += X; if C > H: write H = C + block    (durably, before the call)
     Redis lost it meanwhile     C -= X, and reserve again
     settled at cost A           C += A - X; if C > H: write H = C        (the estimate undershot)
     end of a chunk              if H > C: write H = C                    (hand the block back)
@@ -25,7 +26,11 @@ durable spend D, the sum of every writer's H, covers all money sent.
 Redis still holds the reservation; only then send. A reservation that vanished meanwhile (a flush)
 is given up and asked for again. Writing H after the reservation, not before, means a writer
 raises H only for money Redis granted it (and its block): the first seed of a new period finds
-nothing to count, and only a real loss of Redis costs anything.
+nothing to count, and only a real loss of Redis costs anything. When H already covers the call
+(the block has room: most calls), C is raised first, in memory, and the reservation itself is the
+check: H covered the call before Redis granted it, so nothing is written, no thread is needed and
+the rate-limit permit can be asked in the same atomic step (``reserve_and``). One new block is
+taken at a time; the calls that waited for it fit in it.
 
 **Seeding.** The reserve script refuses with -1 while the period's totals were never seeded (a
 new period, or a flushed or lost Redis). The worker reads D from the store (its own exact C in
@@ -43,9 +48,15 @@ the calls then in flight count as spent (such a call also counts again when it s
 
 **Overhead.** A block is 1% of the cap (at least the call's worst case): a worker process writes
 its record at most about 100 times per period for blocks, plus once per chunk to hand back what it
-did not use (a $50 budget at $0.02 a call: one write per ~25 calls, and one per chunk); every call
-adds one Redis round trip (the check). A Batch API job writes exactly, without a block, once per
-batch it submits and once per batch it settles.
+did not use (a $50 budget at $0.02 a call: one write per ~25 calls, and one per chunk); a call that
+takes a new block adds one Redis round trip (the check), the others none. A Batch API job writes
+exactly, without a block, once per batch it submits and once per batch it settles.
+
+**Per chunk and per process.** The writer (``process_writer``) lives as long as its worker process;
+a ``Budget`` may serve many chunks. ``close`` ends a stretch of work, not the object: it hands the
+unused block back (H = C; C still counts any call in flight, so nothing in flight is given back),
+and the next reservation takes a new block. The teacher closes it at the end of every chunk, when
+none of the chunk's calls is in flight, so a worker killed between chunks leaves no block behind.
 """
 
 from __future__ import annotations
@@ -58,6 +69,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 import redis.asyncio as aioredis
 from redis.asyncio.client import Pipeline
@@ -103,6 +115,22 @@ class SpendWriter:
         self._lock = threading.Lock()
         self._committed: dict[str, int] = {}
         self._high: dict[str, int] = {}
+
+    def try_adjust(self, pid: str, delta_micro: int) -> bool:
+        """Add ``delta_micro`` to C at once, in memory, when H already covers the result: no write
+        is needed, so nothing blocks (the event loop may call it). False, changing nothing, when a
+        write would be needed, the period is not loaded yet, or another thread holds the writer:
+        then use ``commit``, ``release`` or ``settle`` in a thread."""
+        if not self._lock.acquire(blocking=False):
+            return False
+        try:
+            committed = self._committed.get(pid)
+            if committed is None or committed + delta_micro > self._high[pid]:
+                return False
+            self._committed[pid] = committed + delta_micro
+            return True
+        finally:
+            self._lock.release()
 
     def commit(self, pid: str, micro: int) -> None:
         """Count ``micro`` as committed; H is raised durably first when it would not cover it."""
@@ -193,6 +221,7 @@ class Budget:
         self._settle = lua.script(client, "budget_settle")
         self._seed = lua.script(client, "budget_seed")
         self._extend = lua.script(client, "budget_extend")
+        self._new_block = asyncio.Lock()
 
     def keys(self, pid: str) -> list[str]:
         return keyspace.budget_keys(self.settings, self.task, pid)
@@ -201,13 +230,40 @@ class Budget:
         """A reservation, or None when the call would pass the cap (then do not call).
 
         Redis first, then the durable record, then a check that Redis still holds the reservation:
-        a call goes out only once its money is both reserved and written down.
+        a call goes out only once its money is both reserved and written down. When the writer's
+        H already covers the call, Redis granting it is the check (one round trip, nothing written).
         """
+        reservation, _ = await self.reserve_and(worst_usd, None, ttl_ms=ttl_ms)
+        return reservation
+
+    async def reserve_and(self, worst_usd: float, then: lua.Call | None, *,
+                          ttl_ms: int = RESERVATION_TTL_MS) -> tuple[Reservation | None, Any]:
+        """``reserve``, and the script call ``then`` in the same round trip once the reservation is
+        granted, where that is safe (H already covered the call); its reply, or None when ``then``
+        was not run (the caller runs it)."""
         pid = period_id(self.settings.teacher_budget_period, self._clock())
         micro = max(1, to_micro(worst_usd))
+        if not self.writer.try_adjust(pid, micro):
+            async with self._new_block:  # one new block at a time: the calls that wait for it fit in it
+                if not self.writer.try_adjust(pid, micro):
+                    return await self._reserve_and_write(pid, micro, ttl_ms), None
+        # H already covers the call (the block has room): Redis granting it is the check.
+        reservation = Reservation(uuid.uuid4().hex, micro, pid)
+        try:
+            granted, reply = await self._try_reserve(reservation, ttl_ms, then)
+        except BaseException:
+            await self._adjust(pid, -micro, self.writer.release, pid, micro)
+            raise
+        if granted:
+            return reservation, reply
+        await self._adjust(pid, -micro, self.writer.release, pid, micro)
+        return None, None
+
+    async def _reserve_and_write(self, pid: str, micro: int, ttl_ms: int) -> Reservation | None:
+        """Reserve in Redis, raise H durably, then check that Redis still holds the reservation."""
         for _ in range(SEED_TRIES):
             reservation = Reservation(uuid.uuid4().hex, micro, pid)
-            if not await self._try_reserve(reservation, ttl_ms):
+            if not (await self._try_reserve(reservation, ttl_ms, None))[0]:
                 return None
             try:
                 await asyncio.to_thread(self.writer.commit, pid, micro)
@@ -222,14 +278,21 @@ class Budget:
         raise ServiceUnavailable(f"the teacher budget of {self.task} ({pid}) vanished from Redis {SEED_TRIES} "
                                  "times in a row; is something flushing Redis?")
 
-    async def _try_reserve(self, reservation: Reservation, ttl_ms: int) -> bool:
+    async def _try_reserve(self, reservation: Reservation, ttl_ms: int, then: lua.Call | None) -> tuple[bool, Any]:
+        """Granted or not (seeding the period's totals when Redis has none), and ``then``'s reply."""
         pid = reservation.period_id
         args: list[str | int] = [reservation.id, reservation.micro_usd, self.limit_micro, ttl_ms,
                                  keys_expire_at_ms(pid)]
         for _ in range(SEED_TRIES):
-            answer = int(await self._reserve(keys=self.keys(pid), args=args))
+            reply = None
+            if then is None:
+                answer = int(await self._reserve(keys=self.keys(pid), args=args))
+            else:
+                answer, *rest = await lua.chain(self._client, "budget_reserve", then.name)(
+                    lua.Call("budget_reserve", self.keys(pid), args), then)
+                reply = rest[0] if rest else None
             if answer >= 0:
-                return answer == 1
+                return answer == 1, reply
             await self.seed(pid)
         raise ServiceUnavailable(f"the teacher budget of {self.task} ({pid}) vanished from Redis {SEED_TRIES} "
                                  "times in a row while being seeded; is something flushing Redis?")
@@ -250,19 +313,35 @@ class Budget:
     async def settle(self, reservation: Reservation, actual_usd: float, *, pipe: Pipeline | None = None) -> None:
         """Replace the reservation by the real cost. With ``pipe`` the Redis step is queued on it
         (the caller executes it; the durable step is done here, after it is queued)."""
-        actual = to_micro(actual_usd)
-        pid = reservation.period_id
-        args: list[str | int] = [reservation.id, actual, keys_expire_at_ms(pid)]
+        args = self._settle_args(reservation, actual_usd)
         if pipe is None:
-            await self._settle(keys=self.keys(pid), args=args)
+            await self._settle(keys=self.keys(reservation.period_id), args=args)
         else:
-            await self._settle(keys=self.keys(pid), args=args, client=pipe)
-        await asyncio.to_thread(self.writer.settle, pid, reservation.micro_usd, actual)
+            await self._settle(keys=self.keys(reservation.period_id), args=args, client=pipe)
+        await self.settled(reservation, actual_usd)
+
+    def settle_in(self, batch: lua.Batch, reservation: Reservation, actual_usd: float) -> None:
+        """Queue the Redis step of ``settle`` on ``batch``; call ``settled`` once the batch has run."""
+        batch.script("budget_settle", self.keys(reservation.period_id), self._settle_args(reservation, actual_usd))
+
+    async def settled(self, reservation: Reservation, actual_usd: float) -> None:
+        """The durable step of ``settle``: C moves from the worst case to the real cost."""
+        pid, reserved = reservation.period_id, reservation.micro_usd
+        actual = to_micro(actual_usd)
+        await self._adjust(pid, actual - reserved, self.writer.settle, pid, reserved, actual)
+
+    def _settle_args(self, reservation: Reservation, actual_usd: float) -> list[str | int]:
+        return [reservation.id, to_micro(actual_usd), keys_expire_at_ms(reservation.period_id)]
+
+    async def _adjust(self, pid: str, delta_micro: int, slow: Callable[..., None], *args: object) -> None:
+        """Move C by ``delta_micro`` in memory when no write is needed, else ``slow(*args)`` in a thread."""
+        if not self.writer.try_adjust(pid, delta_micro):
+            await asyncio.to_thread(slow, *args)
 
     async def extend(self, reservation: Reservation, ttl_ms: int) -> bool:
         """Keep a live reservation for ``ttl_ms`` from now; False when it is gone."""
         return bool(await self._extend(keys=self.keys(reservation.period_id), args=[reservation.id, ttl_ms]))
 
     async def close(self) -> None:
-        """Hand back the writer's unused block (end of a chunk)."""
+        """Hand back the writer's unused block (end of a chunk); the budget can reserve again after."""
         await asyncio.to_thread(self.writer.trim)

@@ -99,6 +99,7 @@ class OpenAIClient:
         # Retries are ours (budget, rate limit and deadline aware), never the SDK's.
         self._client = openai.AsyncOpenAI(base_url=settings.teacher_base_url, api_key=key,
                                           timeout=settings.teacher_timeout_s, max_retries=0)
+        self._completion_type = openai.types.chat.ChatCompletion
 
     async def complete(self, messages: list[dict[str, str]], *, max_tokens: int,
                        temperature: float, session: SessionItem,
@@ -142,10 +143,11 @@ class OpenAIClient:
 
     async def _create(self, messages: list[dict[str, str]], max_tokens: int, temperature: float,
                       extra: dict[str, Any]) -> Any:
-        return await self._client.chat.completions.create(
-            model=self.model, messages=messages,  # type: ignore[arg-type]
-            **length_params(self._settings, self.model, max_tokens, temperature), **extra,
-        )
+        body = {"model": self.model, "messages": messages,
+                **length_params(self._settings, self.model, max_tokens, temperature), **extra}
+        # chat.completions.create, less its walk over the typed parameters (about half a
+        # millisecond a request, on the one core a worker process has; these are plain JSON).
+        return await self._client.post("/chat/completions", body=body, cast_to=self._completion_type)
 
     def _parse(self, resp: Any) -> Completion:
         try:

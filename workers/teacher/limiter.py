@@ -20,6 +20,7 @@ import asyncio
 import time
 import uuid
 from dataclasses import dataclass
+from typing import Any
 
 import redis.asyncio as aioredis
 
@@ -50,12 +51,22 @@ class RateLimiter:
         self._acquire = lua.script(client, "rate_acquire")
         self._settle = lua.script(client, "rate_settle")
 
-    async def acquire(self, tokens: int, *, deadline: float) -> Permit:
-        """Wait for room for one request of ``tokens``; RateLimited if ``deadline`` comes first."""
-        permit_id = uuid.uuid4().hex
+    def ask(self, tokens: int) -> lua.Call:
+        """The script call that asks for one permit of ``tokens``, to send along with another step
+        (``Budget.reserve_and``); ``acquire(asked=...)`` carries on from its reply."""
+        return lua.Call("rate_acquire", self._keys,
+                        [self.window_ms, self.rpm, self.tpm, tokens, uuid.uuid4().hex, self.burst])
+
+    async def acquire(self, tokens: int, *, deadline: float, asked: tuple[lua.Call, Any] | None = None) -> Permit:
+        """Wait for room for one request of ``tokens``; RateLimited if ``deadline`` comes first.
+        ``asked``: a call of ``ask(tokens)`` already sent, and its reply (None: not sent after all)."""
+        call, reply = asked if asked is not None else (self.ask(tokens), None)
+        permit_id = str(call.args[4])
         while True:
-            ok, value = await self._acquire(
-                keys=self._keys, args=[self.window_ms, self.rpm, self.tpm, tokens, permit_id, self.burst])
+            if reply is None:
+                reply = await self._acquire(keys=call.keys, args=call.args)
+            ok, value = reply
+            reply = None
             if ok:
                 return Permit(permit_id, tokens, int(value))
             wait_s = max(0.005, int(value) / 1000)
@@ -68,3 +79,7 @@ class RateLimiter:
     async def settle(self, permit: Permit, actual_tokens: int) -> None:
         """Replace the reserved token count with the real one (it stays in the window)."""
         await self._settle(keys=self._keys, args=[permit.id, permit.tokens, max(0, actual_tokens)])
+
+    def settle_in(self, batch: lua.Batch, permit: Permit, actual_tokens: int) -> None:
+        """``settle``, queued on ``batch`` (sent with the call's other bookkeeping)."""
+        batch.script("rate_settle", self._keys, [permit.id, permit.tokens, max(0, actual_tokens)])

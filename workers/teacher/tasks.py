@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 from typing import Any
 
 import orjson
 import redis
-import redis.asyncio as aioredis
 
 from labelq import keyspace
 from labelq.budget import period_id
@@ -17,48 +15,41 @@ from labelq.logging import get_logger
 from labelq.outcomes import ChunkOutcome, TeacherSpend
 from labelq.queue.app import TEACHER_TASK, QueueApp
 from labelq.queue.task import ChunkTask, Paused, register_chunk_task
-from labelq.queue.worker import check_at_worker_start
+from labelq.queue.worker import check_at_worker_start, on_worker_exit
 from labelq.records import commit_chunk
-from labelq.redis_server import resolve_redis_url
 from labelq.schemas import ChunkMessage
 from labelq.settings import Settings
 from labelq.spec import load_spec
 from labelq.store import ObjectStore
 from workers.teacher.breaker import Breaker
 from workers.teacher.budget import Budget, process_writer
-from workers.teacher.client import make_client
 from workers.teacher.labeler import SessionResult, TeacherContext, label_chunk
 from workers.teacher.limiter import RateLimiter
 from workers.teacher.preflight import check_teacher
+from workers.teacher.runtime import TeacherRuntime, close_all, runtime_for
 
 log = get_logger(__name__)
 DEADLINE_SHARE = 0.5  # finish (or hand back) well inside the visibility timeout
 
 
-async def _label(settings: Settings, store: ObjectStore, chunk: ChunkMessage,
+async def _label(settings: Settings, store: ObjectStore, runtime: TeacherRuntime, chunk: ChunkMessage,
                  deadline: float) -> list[SessionResult]:
     spec = load_spec(chunk.task, settings.specs_dir)
     limit_usd = budget_limit_usd(settings, spec)
-    client = make_client(settings)
-    if client.is_replay:
-        log.warning("teacher_replay", detail="answering with the data set's reference labels, no API calls "
-                    "(chosen with LABELQ_TEACHER_BACKEND=replay; openai and a key for a real teacher)")
-    aredis = aioredis.from_url(resolve_redis_url(settings))
+    aredis = runtime.redis
     budget = Budget(aredis, settings, spec.name, limit_usd, process_writer(store, spec.name, limit_usd))
     try:
         ctx = TeacherContext(
-            settings=settings, spec=spec, client=client, redis=aredis,
+            settings=settings, spec=spec, client=runtime.client, redis=aredis,
             limiter=RateLimiter(aredis, keyspace.rate_limit_keys(settings), rpm=settings.teacher_rpm,
                                 tpm=settings.teacher_tpm,
                                 window_ms=int(settings.teacher_rate_window_s * 1000)),
             budget=budget,
-            breaker=None if client.is_replay else Breaker(settings, aredis),
+            breaker=None if runtime.client.is_replay else Breaker(settings, aredis),
         )
         return await label_chunk(ctx, chunk, deadline)
     finally:
         await budget.close()  # hand back the unused durable block: nothing of this chunk is in flight
-        await client.aclose()
-        await aredis.aclose()
 
 
 def budget_spent_reason(settings: Settings, limit_usd: float) -> str:
@@ -100,7 +91,8 @@ def run_teacher_chunk(settings: Settings, store: ObjectStore, client: redis.Redi
     # Refused at worker start too; a worker started some other way waits on configuration (the error
     # policy) and loses nothing.
     check_teacher(settings)
-    results = asyncio.run(_label(settings, store, chunk, deadline))
+    runtime = runtime_for(settings)  # this process's loop, teacher client and Redis pool, kept between chunks
+    results = runtime.run(_label(settings, store, runtime, chunk, deadline))
     pause_key = keyspace.teacher_paused(settings, chunk.task)
     paused = next((r for r in results if r.status.startswith("paused_")), None)
     if paused is not None:
@@ -145,3 +137,4 @@ def register(app: QueueApp) -> None:
     refuses to start without a chosen backend, a usable key and a priced model."""
     register_chunk_task(app, TEACHER_TASK, "teacher", _label_teacher_chunk)
     check_at_worker_start(app, "teacher", check_teacher)
+    on_worker_exit(close_all)
