@@ -51,7 +51,8 @@ def test_replay_teacher_workers_label_everything(settings: Settings, redis_clien
     task, prefix = "session-label", settings.redis_key_prefix
     per_task = {keyspace.stats(settings, task), keyspace.dlq_reasons(settings), keyspace.dlq_task(settings, task),
                 keyspace.ledger(settings, task), keyspace.routing(settings, task),
-                keyspace.routing_strata(settings, task), keyspace.budget_keys(settings, task, "total")[0]}
+                keyspace.routing_strata(settings, task), keyspace.budget_keys(settings, task, "total")[0],
+                keyspace.task_registry(settings), keyspace.task_registry_complete(settings)}  # one per deployment
     kombus = {f"{prefix}_kombu.binding.teacher", f"{prefix}_kombu.binding_permanent.teacher",
               f"{prefix}_kombu.binding_deadlines"}  # kombu's queue bindings
     assert keys_without_ttl(settings, redis_client) <= per_task | kombus
