@@ -271,41 +271,33 @@ class ChunkPublisher:
         :func:`message_bytes`), then in chunks; first, while Redis memory is above its high-water share
         (:meth:`wait_for_memory`). Raises Stopped when asked to stop meanwhile."""
         self.wait_for_memory()
-        self._wait_for_bytes(queue, incoming_bytes, task)
-        high = self._settings.queue_high_water_chunks
-        depth = self.queue_depth(queue, task)
-        if depth + incoming <= high:
-            return
-        log.info("backpressure_pause", queue=queue, depth=depth, high_water=high)
-        started = time.monotonic()
-        try:
-            while depth > min(self._settings.queue_low_water_chunks, max(0, high - incoming)):
-                self._on_pause(queue, depth)
-                self._sleep(self._settings.backpressure_poll_s)
-                depth = self.queue_depth(queue, task)
-        finally:
-            self.paused_s += time.monotonic() - started
-        log.info("backpressure_resume", queue=queue, depth=depth)
+        s = self._settings
+        # Bytes first (a few large sessions fill Redis long before the chunk mark), then chunks.
+        self._wait_below(queue, "bytes", lambda: self.queue_bytes(queue, task), incoming_bytes,
+                         s.queue_high_water_bytes, s.queue_low_water_bytes, task)
+        self._wait_below(queue, "depth", lambda: self.queue_depth(queue, task), incoming,
+                         s.queue_high_water_chunks, s.queue_low_water_chunks, task)
 
-    def _wait_for_bytes(self, queue: str, incoming: int, task: str | None = None) -> None:
-        """While the queue's list and ``incoming`` would take more than ``queue_high_water_bytes`` of
-        Redis, wait until the list is down to the low-water mark (or to what leaves room for
-        ``incoming``). A batch larger than the mark waits for an empty list: with claim checks a
-        chunk's bytes are bounded, so the queue is bounded by the mark or one batch."""
-        high = self._settings.queue_high_water_bytes
-        used = self.queue_bytes(queue, task)
+    def _wait_below(self, queue: str, measure: str, read: Callable[[], int], incoming: int, high: int, low: int,
+                    task: str | None) -> None:
+        """While ``read()`` (the queue's chunks, or the bytes its list takes) and ``incoming`` would pass
+        ``high``, wait until it is down to ``low`` (or to what leaves room for ``incoming``). A batch larger
+        than the mark waits for an empty queue: with claim checks a chunk's bytes are bounded, so the
+        queue is bounded by the mark or one batch."""
+        used = read()
         if used + incoming <= high:
             return
-        log.info("backpressure_pause", queue=queue, bytes=used, high_water_bytes=high)
+        mark = "high_water" if measure == "depth" else f"high_water_{measure}"  # the log fields as before
+        log.info("backpressure_pause", queue=queue, **{measure: used, mark: high})
         started = time.monotonic()
         try:
-            while used > min(self._settings.queue_low_water_bytes, max(0, high - incoming)):
-                self._on_pause(queue, self.queue_depth(queue, task))
+            while used > min(low, max(0, high - incoming)):
+                self._on_pause(queue, used if measure == "depth" else self.queue_depth(queue, task))
                 self._sleep(self._settings.backpressure_poll_s)
-                used = self.queue_bytes(queue, task)
+                used = read()
         finally:
             self.paused_s += time.monotonic() - started
-        log.info("backpressure_resume", queue=queue, bytes=used)
+        log.info("backpressure_resume", queue=queue, **{measure: used})
 
     def enqueue(self, task: str, chunks: Sequence[tuple[str, OutgoingChunk]], hashes: Sequence[str],
                 *, duplicates: int = 0) -> set[str]:
