@@ -5,6 +5,8 @@ when Celery first reads its configuration, so ``celery ... --help`` starts
 no embedded Redis; its metrics endpoint starts with the worker (``worker_init``),
 in the main process, so prefork children share it. Which modules register
 tasks on it is the caller's business (the app layer names the stage packages).
+Stages hook the worker's start (:func:`check_at_worker_start`) and each worker
+process's exit (:func:`on_worker_exit`) here, without importing Celery.
 """
 
 from __future__ import annotations

@@ -58,5 +58,7 @@ def test_replay_teacher_workers_label_everything(settings: Settings, redis_clien
     assert keys_without_ttl(settings, redis_client) <= per_task | kombus
     logs = b"".join(p.read_bytes() for p in tmp_path.glob("teacher-*.log"))
     assert b'"teacher_replay"' in logs
+    # One runtime per pool child that took a chunk (it says "replay" once), closed as the child exited.
+    assert logs.count(b'"teacher_runtime_closed"') == logs.count(b'"teacher_replay"') >= 1
     assert any(orjson.loads(line).get("event") == "chunk_done" for line in logs.splitlines()
                if line.startswith(b"{"))

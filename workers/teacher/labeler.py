@@ -102,13 +102,13 @@ async def _call(ctx: TeacherContext, item: SessionItem, messages: Messages, dead
     max_out = output_token_cap(ctx.settings, ctx.spec, ctx.client.model)  # a reasoning model's thinking too
     est_in = estimate_prompt_tokens(messages)
     ask = ctx.limiter.ask(est_in + max_out)  # sent with the reservation when it can be: one round trip
-    reservation, asked = await ctx.budget.reserve_and(price_usd(ctx.settings, ctx.client.model, est_in, max_out),
+    reservation, reply = await ctx.budget.reserve_and(price_usd(ctx.settings, ctx.client.model, est_in, max_out),
                                                       ask)
     if reservation is None:
         return None
     permit = None
     try:
-        permit = await ctx.limiter.acquire(est_in + max_out, deadline=deadline, asked=(ask, asked))
+        permit = await ctx.limiter.acquire(est_in + max_out, deadline=deadline, asked=(ask, reply))
         log.debug("teacher_request", session_id=item.session_id, permit_ms=permit.granted_at_ms)
         completion = await ctx.client.complete(messages, max_tokens=max_out,
                                                temperature=ctx.spec.teacher.temperature, session=item,

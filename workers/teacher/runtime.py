@@ -93,6 +93,7 @@ class TeacherRuntime:
                 log.warning("teacher_runtime_close_failed", error=f"{type(exc).__name__}: {exc}"[:200])
             finally:
                 self.loop.close()
+                log.info("teacher_runtime_closed", pid=os.getpid())
 
     async def _aclose(self) -> None:
         pending = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
