@@ -38,7 +38,7 @@ from tests.support.worker_procs import worker_env
 
 pytestmark = [pytest.mark.chaos, pytest.mark.slow]
 N = 10_500
-STORE_TOP = {"labels", "inputs", "deadletter", "adapters", "registry", "secrets", "budget"}
+STORE_TOP = {"labels", "inputs", "deadletter", "adapters", "registry", "secrets", "budget", "written", "payloads", "curated"}
 
 
 def test_hostile_inputs_are_all_accounted_for_and_contained(
