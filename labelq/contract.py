@@ -135,6 +135,7 @@ def decoding_schema(schema: dict[str, Any], max_new_tokens: int) -> dict[str, An
 
     A token carries at least one character of ASCII text, so the room left after the keys and punctuation
     (counted in characters) is shared between the string fields; a smaller ``maxLength`` in the schema wins.
+    The ``vllm`` backend decodes without free whitespace between JSON tokens, which this count assumes.
     """
     bounded = copy.deepcopy(schema)
     strings: list[dict[str, Any]] = []

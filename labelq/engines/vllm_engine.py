@@ -69,7 +69,7 @@ class VllmBackend:
             self._llm = self._start()
         request = None if adapter is None else LoRARequest(adapter.name, adapter.lora_id, adapter.path)
         params = SamplingParams(temperature=0.0, max_tokens=max_new_tokens, logprobs=1, structured_outputs=None
-                                if json_schema is None else StructuredOutputsParams(json=json_schema))
+                                if json_schema is None else StructuredOutputsParams(json=json_schema, disable_any_whitespace=True))
         tokenizer = self._llm.get_tokenizer()
         prompts = fit_prompts(tokenizer, neutralise_all(tokenizer, prompts), self._max_len - max_new_tokens)
         try:

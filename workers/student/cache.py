@@ -34,6 +34,9 @@ log = get_logger(__name__)
 SERVED_FILES = (AdapterFile.CONFIG, AdapterFile.WEIGHTS)
 FETCH_ATTEMPTS = 3
 Fingerprint = tuple[tuple[str, int, int], ...]
+# vLLM keeps the weights it first loaded under an id for the engine's life: ids are unique in the process,
+# not per cache, so two runtimes sharing one engine (tests, a runtime made again) never reuse one.
+_LORA_IDS = itertools.count(1)
 
 
 def _fingerprint(folder: Path) -> Fingerprint | None:
@@ -55,7 +58,7 @@ class AdapterCache:
     def __init__(self, store: ObjectStore, root: Path, keep: int = 2) -> None:
         self._store, self._root, self._keep = store, root, keep
         self._ids: dict[tuple[str, int], int] = {}
-        self._next_id = itertools.count(1)
+        self._next_id = _LORA_IDS  # per process: engines share ids across every cache of the process
         self._base_hashes: dict[tuple[str, int], str | None] = {}
         self._checked: dict[tuple[str, int], tuple[str | None, Fingerprint]] = {}
 
