@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import functools
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any, TypeVar
 
 import orjson
@@ -32,6 +33,16 @@ err_console = Console(stderr=True)
 EXIT_OPERATIONAL = 1
 EXIT_CONFIG = 2
 EXIT_STOPPED = 3  # SIGTERM ended the command early and cleanly; running it again finishes the work
+
+
+@contextmanager
+def extra_required(extras: str) -> Iterator[None]:
+    """Imports inside need ``labelq[<extras>]``: without it, one line that says what to install, exit 2."""
+    try:
+        yield
+    except ImportError as exc:
+        err_console.print(f"[red]needs the {extras} extra:[/red] pip install 'labelq[{extras}]' ({exc})")
+        raise typer.Exit(EXIT_CONFIG) from None
 
 
 def settings_of(ctx: typer.Context) -> Settings:

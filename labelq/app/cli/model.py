@@ -11,6 +11,7 @@ import typer
 
 from labelq.app.cli.common import (
     err_console,
+    extra_required,
     friendly_errors,
     print_json_line,
     progress_bar,
@@ -37,41 +38,36 @@ def tiny(
     Its manifest (labelq_model.json) keeps its content hash; LABELQ_STUDENT_MODEL=tiny
     then means this model (workers and the trainer never build it themselves).
     """
-    try:
+    with extra_required("trainer"):
         from trainer.tiny_model import TinyConfig, build_tiny_model
-    except ImportError as exc:
-        err_console.print(f"[red]needs the trainer extra:[/red] pip install 'labelq[trainer]' ({exc})")
-        raise typer.Exit(2) from None
     config = TinyConfig() if steps is None else replace(TinyConfig(), train_steps=steps)
     with progress_bar(total_items=config.train_steps) as progress:
         bar = progress.add_task("pre-train tiny base", total=config.train_steps, info="")
         path = build_tiny_model(
             settings_of(ctx), config, force=force,
             on_step=lambda step, total, loss: progress.update(bar, completed=step, info=f"loss {loss:.3f}"))
-    manifest = read_manifest(path) or {}
-    err_console.print(f"tiny base model: {path}", soft_wrap=True)
-    err_console.print(f"base hash: {manifest.get('base_hash')}", soft_wrap=True)
-    if json_out:
-        print_json_line({"path": str(path), "name": path.name, "base_hash": manifest.get("base_hash")})
+    _report_model("tiny base model", path, None, json_out)
 
 
-def _import(ctx: typer.Context, gguf_path: Callable[[], Path], name: str | None, force: bool, json_out: bool) -> None:
-    try:
-        from trainer.gguf_import import import_gguf
-    except ImportError as exc:
-        err_console.print(f"[red]needs the trainer extra:[/red] pip install 'labelq[trainer,gguf]' ({exc})")
-        raise typer.Exit(2) from None
-    gguf = gguf_path()
-    with err_console.status(f"converting {gguf.name}") as status:
-        path = import_gguf(settings_of(ctx), gguf, name=name, force=force,
-                           on_stage=lambda text: status.update(f"{gguf.name}: {text}"))
+def _report_model(what: str, path: Path, name: str | None, json_out: bool) -> None:
+    """Where the model is, its base hash, and what LABELQ_STUDENT_MODEL value now means it."""
     manifest = read_manifest(path) or {}
-    err_console.print(f"model: {path}", soft_wrap=True)
+    err_console.print(f"{what}: {path}", soft_wrap=True)
     err_console.print(f"base hash: {manifest.get('base_hash')}", soft_wrap=True)
     if name is not None:
         err_console.print(f"LABELQ_STUDENT_MODEL={name} now means this model", soft_wrap=True)
     if json_out:
         print_json_line({"path": str(path), "name": path.name, "base_hash": manifest.get("base_hash")})
+
+
+def _import(ctx: typer.Context, gguf_path: Callable[[], Path], name: str | None, force: bool, json_out: bool) -> None:
+    with extra_required("trainer,gguf"):
+        from trainer.gguf_import import import_gguf
+    gguf = gguf_path()
+    with err_console.status(f"converting {gguf.name}") as status:
+        path = import_gguf(settings_of(ctx), gguf, name=name, force=force,
+                           on_stage=lambda text: status.update(f"{gguf.name}: {text}"))
+    _report_model("model", path, name, json_out)
 
 
 @app.command("smollm2")

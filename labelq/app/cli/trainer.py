@@ -6,7 +6,13 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from labelq.app.cli.common import err_console, friendly_errors, print_json_line, settings_of
+from labelq.app.cli.common import (
+    err_console,
+    extra_required,
+    friendly_errors,
+    print_json_line,
+    settings_of,
+)
 
 if TYPE_CHECKING:
     from trainer.reports import TrainingReport
@@ -32,11 +38,8 @@ def trainer_run(
     json_out: Annotated[bool, typer.Option("--json", help="With --once: print the results as JSON.")] = False,
 ) -> None:
     """Poll the store (local or s3://) for _READY buckets without an adapter and train them."""
-    try:
+    with extra_required("trainer"):
         from trainer.tasks import run_forever, run_once
-    except ImportError as exc:
-        err_console.print(f"[red]needs the trainer extra:[/red] pip install 'labelq[trainer]' ({exc})")
-        raise typer.Exit(2) from None
     settings = settings_of(ctx)
     if not once:
         from labelq.metrics import serve
