@@ -49,6 +49,16 @@ def redis_client(redis_url: str) -> redis.Redis:
 
 
 @pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[RedisProcess]:
+    """A redis-server of the test's own (started; stopped at teardown, also when the test fails early),
+    for a test that stops, restarts, fills or flushes it."""
+    server = RedisProcess(tmp_path / "redis")
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
 def settings(tmp_path: Path, redis_url: str) -> Settings:
     """Settings for one test: its own key prefix, state dir and local store; the replay teacher, chosen
     (tests/support/teacher.py's ``teacher_settings`` points a test at the fake OpenAI server instead)."""

@@ -33,11 +33,9 @@ TASK = "session-label"
 
 
 def test_redis_flushed_mid_run_never_spends_past_the_budget(
-        settings: Settings, tmp_path: Path, request: pytest.FixtureRequest) -> None:
+        settings: Settings, tmp_path: Path, own_redis: RedisProcess, request: pytest.FixtureRequest) -> None:
     budget, rpm = 0.1, 20  # about 75 calls; 20 a second, so the flush lands mid-spend
-    server = RedisProcess(tmp_path / "redis")  # its own server: this test flushes all of it
-    server.start()
-    request.addfinalizer(server.stop)
+    server = own_redis
     client = redis.Redis.from_url(server.url)
     settings = settings.model_copy(update={"redis_url": SecretStr(server.url), "chunk_size": 10,
                                            "curation_seed_size": 10**6})

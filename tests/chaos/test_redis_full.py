@@ -41,10 +41,8 @@ MEMORY = {"redis_memory_high_water": 1.0, "redis_memory_low_water": 0.9,  # the 
 
 
 def test_a_worker_started_against_a_full_redis_starts_and_drains_it(
-        settings: Settings, tmp_path: Path, request: pytest.FixtureRequest) -> None:
-    server = RedisProcess(tmp_path / "redis")  # its own server: this test fills it
-    server.start()
-    request.addfinalizer(server.stop)
+        settings: Settings, tmp_path: Path, own_redis: RedisProcess, request: pytest.FixtureRequest) -> None:
+    server = own_redis
     client = redis.Redis.from_url(server.url)
     client.config_set("maxmemory", int(client.info("memory")["used_memory"]) + 24 * MIB)
     settings = settings.model_copy(update={"redis_url": SecretStr(server.url), "chunk_size": 20,

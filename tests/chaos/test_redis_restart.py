@@ -44,10 +44,8 @@ def stats(client: redis.Redis, settings: Settings) -> dict[str, int]:
 @pytest.mark.parametrize("kill", [False, True], ids=["sigterm", "sigkill"])
 def test_redis_restart_mid_run_loses_nothing(
         kill: bool, settings: Settings, tiny_model: Path, tiny_adapters: dict[str, Path], tmp_path: Path,
-        request: pytest.FixtureRequest) -> None:
-    server = RedisProcess(tmp_path / "redis")  # its own server: this test restarts it
-    server.start()
-    request.addfinalizer(server.stop)  # also when the test fails before its own cleanup
+        own_redis: RedisProcess, request: pytest.FixtureRequest) -> None:
+    server = own_redis
     client = redis.Redis.from_url(server.url)
     sessions = list(generate(1200, seed=7201))
     settings = settings.model_copy(update={"redis_url": SecretStr(server.url), "chunk_size": 20,

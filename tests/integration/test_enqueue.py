@@ -146,10 +146,8 @@ def test_a_producer_racing_another_drops_what_the_other_took(
 
 
 def test_redis_outage_longer_than_patience_leaves_no_orphan_claim(
-        settings: Settings, tmp_path: Path, request: pytest.FixtureRequest) -> None:
-    server = RedisProcess(tmp_path / "redis")  # its own server: this test stops it
-    server.start()
-    request.addfinalizer(server.stop)
+        settings: Settings, tmp_path: Path, own_redis: RedisProcess) -> None:
+    server = own_redis
     client = redis.Redis.from_url(server.url)
     settings = settings.model_copy(update={
         "redis_url": SecretStr(server.url), "chunk_size": 10, "queue_high_water_chunks": 2,

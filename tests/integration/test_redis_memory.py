@@ -33,12 +33,10 @@ MIB = 1 << 20
 
 
 @pytest.fixture
-def capped(settings: Settings, tmp_path: Path, request: pytest.FixtureRequest) -> tuple[Settings, redis.Redis, int]:
+def capped(settings: Settings, tmp_path: Path, own_redis: RedisProcess) -> tuple[Settings, redis.Redis, int]:
     """Settings on a private redis-server whose maxmemory is 6 MiB above what it uses empty; its client,
     that ceiling."""
-    server = RedisProcess(tmp_path / "redis")
-    server.start()
-    request.addfinalizer(server.stop)
+    server = own_redis
     client = redis.Redis.from_url(server.url)
     ceiling = int(client.info("memory")["used_memory"]) + 6 * MIB
     client.config_set("maxmemory", ceiling)

@@ -83,10 +83,8 @@ def test_a_forked_process_makes_its_own_runtime_and_leaves_the_parents_alone(set
 
 
 def test_the_kept_redis_pool_reconnects_after_redis_restarts(settings: Settings, tmp_path: Path,
-                                                             request: pytest.FixtureRequest) -> None:
-    server = RedisProcess(tmp_path / "redis")
-    server.start()
-    request.addfinalizer(server.stop)
+                                                             own_redis: RedisProcess) -> None:
+    server = own_redis
     s = settings.model_copy(update={"redis_url": SecretStr(server.url), **REPLAY_UNLIMITED})
     client = redis.Redis.from_url(server.url)
     first, second = chunks_of(8, 4, seed=41)
