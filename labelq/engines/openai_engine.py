@@ -54,8 +54,7 @@ class OpenAIBackend:
                               "LABELQ_STUDENT_BASE_URL, with --enable-lora)")
         self._loaded.add(adapter.name)
 
-    def _one(self, prompt: str, model: str, max_new_tokens: int, json_schema: dict[str, Any] | None) -> Generation:
-        extra: dict[str, Any] = {} if json_schema is None else {"response_format": response_format(model, json_schema)}
+    def _one(self, prompt: str, model: str, max_new_tokens: int, extra: dict[str, Any]) -> Generation:
         response = self._client.chat.completions.create(
             model=model, messages=chat_messages(prompt), temperature=0.0,  # type: ignore[arg-type]
             max_tokens=max_new_tokens, logprobs=True, **extra)
@@ -70,8 +69,9 @@ class OpenAIBackend:
         if adapter is not None:
             self._load(adapter)
         model = adapter.name if adapter is not None else self.model
+        extra: dict[str, Any] = {} if json_schema is None else {"response_format": response_format(model, json_schema)}
         try:
-            return list(self._pool.map(lambda p: self._one(p, model, max_new_tokens, json_schema), prompts))
+            return list(self._pool.map(lambda p: self._one(p, model, max_new_tokens, extra), prompts))
         except (self._openai.APIConnectionError, self._openai.RateLimitError,  # timeouts are connection errors
                 self._openai.InternalServerError) as exc:
             # The server is down or overloaded, not the session: an outage (a 400, say a prompt past the

@@ -38,6 +38,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import redis
 
@@ -185,11 +186,17 @@ def _escalation_order(verdicts: Sequence[Verdict], gens: Sequence[Generation], t
     return [i for *_, i in sorted(doubtful)]
 
 
-def run_student_chunk(runtime: StudentRuntime, chunk: ChunkMessage, escalate: Escalate) -> ChunkOutcome:
-    """Label a chunk, escalate what the bound allows, commit the output once."""
+_LOOK_UP: Any = object()  # run_student_chunk's default: look the adapter up (None means the bare base)
+
+
+def run_student_chunk(runtime: StudentRuntime, chunk: ChunkMessage, escalate: Escalate,
+                      adapter: Adapter | None = _LOOK_UP) -> ChunkOutcome:
+    """Label a chunk, escalate what the bound allows, commit the output once; ``adapter``: the one the
+    worker's ready check already found (``runtime.adapter_for``), else it is looked up here."""
     settings = runtime.settings
     spec = load_spec(chunk.task, settings.specs_dir)
-    adapter = runtime.adapter_for(chunk.task)
+    if adapter is _LOOK_UP:
+        adapter = runtime.adapter_for(chunk.task)
     backend = runtime.backend
     prompts = [student_prompt(spec, settings, s.require_payload()) for s in chunk.sessions]
     started = time.monotonic()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from labelq.engines import Adapter
 from labelq.outcomes import ChunkOutcome
 from labelq.queue.app import STUDENT_TASK, QueueApp
 from labelq.queue.task import ChunkTask, register_chunk_task
@@ -20,17 +21,22 @@ def _runtime(job: ChunkTask) -> StudentRuntime:
     return _RUNTIME
 
 
+_READY: dict[str, Adapter | None] = {}  # chunk id -> the adapter its ready check found, until it runs
+
+
 def _student_ready(job: ChunkTask, chunk: ChunkMessage) -> None:
     """A chunk whose task has no adapter (or one that cannot be served here) pauses or parks before its
-    claim-checked payloads are read: nothing of it is written while it waits."""
-    _runtime(job).adapter_for(chunk.task)
+    claim-checked payloads are read: nothing of it is written while it waits. The adapter found is the
+    one the chunk runs with (one look-up per chunk)."""
+    _READY.clear()
+    _READY[chunk.chunk_id] = _runtime(job).adapter_for(chunk.task)
 
 
 def _label_student_chunk(job: ChunkTask, chunk: ChunkMessage) -> ChunkOutcome:
-    return run_student_chunk(
-        _runtime(job), chunk,
-        escalate=lambda c, items: job.republish("teacher", c, items, route="escalation"),
-    )
+    escalate = lambda c, items: job.republish("teacher", c, items, route="escalation")  # noqa: E731
+    if chunk.chunk_id in _READY:
+        return run_student_chunk(_runtime(job), chunk, escalate, _READY.pop(chunk.chunk_id))
+    return run_student_chunk(_runtime(job), chunk, escalate)
 
 
 def register(app: QueueApp) -> None:

@@ -28,7 +28,7 @@ import asyncio
 import random
 import time
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 import redis.asyncio as aioredis
 
@@ -75,9 +75,11 @@ class TeacherContext:
     breaker: Breaker | None = None  # None for the replay teacher (no provider)
     rng: random.Random = field(default_factory=random.Random)
     books: TeacherBooks = field(init=False)
+    response_format: dict[str, Any] | None = field(init=False)  # the spec's JSON schema, if any: sent as is
 
     def __post_init__(self) -> None:
         self.books = TeacherBooks(self.settings, self.spec, self.redis, self.client.model)
+        self.response_format = spec_response_format(self.spec)
 
 
 def backoff_s(settings: Settings, attempt: int, retry_after_s: float | None, rng: random.Random) -> float:
@@ -112,7 +114,7 @@ async def _call(ctx: TeacherContext, item: SessionItem, messages: Messages, dead
         log.debug("teacher_request", session_id=item.session_id, permit_ms=permit.granted_at_ms)
         completion = await ctx.client.complete(messages, max_tokens=max_out,
                                                temperature=ctx.spec.teacher.temperature, session=item,
-                                               response_format=spec_response_format(ctx.spec))
+                                               response_format=ctx.response_format)
     except TeacherCallError:
         # Nothing to pay; a failed request still counts as a request, its tokens do not.
         batch = lua.Batch(ctx.redis)
