@@ -47,8 +47,7 @@ class ChunkOutlet(Protocol):
 
     def unseen(self, task: str, hashes: Sequence[str]) -> list[bool]: ...
 
-    def wait_for_room(self, queue: str, incoming: int = 1, incoming_bytes: int = 0,
-                      task: str | None = None) -> None: ...
+    def wait_for_chunks(self, chunks: Sequence[tuple[str, OutgoingChunk]], task: str) -> None: ...
 
     def enqueue(self, task: str, chunks: Sequence[tuple[str, OutgoingChunk]], hashes: Sequence[str],
                 *, duplicates: int = 0) -> set[str]: ...
@@ -220,11 +219,7 @@ class Ingestor:
             return
         known = {h for h, new in zip(hashes, self._publisher.unseen(self._task, hashes), strict=True) if not new}
         outgoing, fresh = self._chunks(ready, known)
-        per_queue: dict[str, list[int]] = {}
-        for queue, chunk in outgoing:
-            per_queue.setdefault(queue, []).append(message_bytes(len(chunk.body)))
-        for queue, sizes in per_queue.items():
-            self._publisher.wait_for_room(queue, len(sizes), sum(sizes), self._task)
+        self._publisher.wait_for_chunks(outgoing, self._task)
         if self._payloads is not None:  # before the transaction: no reference is ever queued before its object
             fresh_set = set(fresh)
             large = {s.content_hash: s.raw for _, _, sessions in ready for s in sessions

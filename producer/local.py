@@ -35,8 +35,7 @@ class LocalChunks:
     def unseen(self, task: str, hashes: Sequence[str]) -> list[bool]:
         return [h not in self._seen for h in hashes]
 
-    def wait_for_room(self, queue: str, incoming: int = 1, incoming_bytes: int = 0,
-                      task: str | None = None) -> None:
+    def wait_for_chunks(self, chunks: Sequence[tuple[str, OutgoingChunk]], task: str) -> None:
         return None  # a list has room
 
     def enqueue(self, task: str, chunks: Sequence[tuple[str, OutgoingChunk]], hashes: Sequence[str],

@@ -14,7 +14,7 @@
 -- KEYS[3]     the current bucket's set (keyspace.seen), where the hashes are claimed
 -- KEYS[4]     its count of claims (keyspace.seen_count): the audit compares it with the set
 -- KEYS[5]     the task's set from before buckets (keyspace.seen_legacy): looked up, and given a TTL
---             of ARGV[6] seconds when it has none
+--             of ARGV[6] seconds when it has none (by a producer's enqueue: one with hashes)
 -- KEYS[6 .. 5+b]  the other sets a lookup checks (older live buckets, the next one)
 -- KEYS[6+b ..]    the queue lists pushed to (keyspace.queue: kombu's lists, new messages on the left)
 -- ARGV[1]     n, the number of hashes (distinct; 16 raw bytes each)
@@ -43,8 +43,11 @@ local n = tonumber(ARGV[1])
 local first, last = 8 + q, 7 + q + n
 local flags, taken = {}, false
 for i = 1, n do flags[i] = '0' end
-local lookup = {KEYS[3], KEYS[5]}
-for k = 6, 5 + b do lookup[#lookup + 1] = KEYS[k] end
+local lookup = {}  -- a worker's republish claims nothing (n = 0): no set to look in
+if n > 0 then
+  lookup = {KEYS[3], KEYS[5]}
+  for k = 6, 5 + b do lookup[#lookup + 1] = KEYS[k] end
+end
 for _, key in ipairs(lookup) do
   if redis.call('EXISTS', key) == 1 then
     for i = first, last, 1000 do
@@ -66,7 +69,7 @@ if added > 0 then
   redis.call('EXPIREAT', KEYS[3], ARGV[5])
   redis.call('EXPIREAT', KEYS[4], ARGV[5])
 end
-if redis.call('TTL', KEYS[5]) == -1 then redis.call('EXPIRE', KEYS[5], ARGV[6]) end
+if n > 0 and redis.call('TTL', KEYS[5]) == -1 then redis.call('EXPIRE', KEYS[5], ARGV[6]) end
 if tonumber(ARGV[4]) > 0 then redis.call('HINCRBY', KEYS[2], ARGV[3], tonumber(ARGV[4])) end
 redis.call('SET', KEYS[1], 'ok', 'EX', 3600)
 return 'ok'

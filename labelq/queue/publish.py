@@ -6,11 +6,11 @@ only once its chunk is in a queue. Per batch of chunks, in this order:
 
 1. :meth:`~ChunkPublisher.unseen` reads which hashes were enqueued before
    (read only: nothing is claimed yet);
-2. :meth:`~ChunkPublisher.wait_for_room` waits out backpressure for the
+2. :meth:`~ChunkPublisher.wait_for_chunks` waits out backpressure for the
    fresh chunks, holding no claim (a producer stopped or killed while it
    waits leaves nothing behind): Redis memory above its high-water share of
-   maxmemory (``labelq.redis_memory``), then a queue by chunks (the list's
-   length) and by bytes (what the list takes in Redis, ``MEMORY USAGE``), each
+   maxmemory (``labelq.redis_memory``, once per batch), then each queue by bytes
+   (what the list takes in Redis, ``MEMORY USAGE``) and by chunks (the list's length), each
    with a high- and a low-water mark; the task's chunks parked off a queue
    (``labelq.queue.parking``) count toward both, so a task with no adapter
    yet holds its producer as when its chunks waited on the queue;
@@ -271,6 +271,19 @@ class ChunkPublisher:
         :func:`message_bytes`), then in chunks; first, while Redis memory is above its high-water share
         (:meth:`wait_for_memory`). Raises Stopped when asked to stop meanwhile."""
         self.wait_for_memory()
+        self._wait_for_queue(queue, incoming, incoming_bytes, task)
+
+    def wait_for_chunks(self, chunks: Sequence[tuple[str, OutgoingChunk]], task: str) -> None:
+        """:meth:`wait_for_room` for a batch about to be pushed: Redis memory once, then each queue it
+        goes to with what it brings (chunks and message bytes)."""
+        per_queue: dict[str, list[int]] = {}
+        for queue, chunk in chunks:
+            per_queue.setdefault(queue, []).append(message_bytes(len(chunk.body)))
+        self.wait_for_memory()
+        for queue, sizes in per_queue.items():
+            self._wait_for_queue(queue, len(sizes), sum(sizes), task)
+
+    def _wait_for_queue(self, queue: str, incoming: int, incoming_bytes: int, task: str | None) -> None:
         s = self._settings
         # Bytes first (a few large sessions fill Redis long before the chunk mark), then chunks.
         self._wait_below(queue, "bytes", lambda: self.queue_bytes(queue, task), incoming_bytes,
@@ -354,12 +367,8 @@ class ChunkPublisher:
         """
         if not chunks:
             return
-        per_queue: dict[str, list[int]] = {}
-        for queue, chunk in chunks:
-            per_queue.setdefault(queue, []).append(message_bytes(len(chunk.body)))
-        for queue, sizes in per_queue.items():
-            if backpressure:
-                self.wait_for_room(queue, len(sizes), sum(sizes), chunks[0][1].task)
+        if backpressure:
+            self.wait_for_chunks(chunks, chunks[0][1].task)
         try:
             self.enqueue(chunks[0][1].task, chunks, [])
         except Exception as exc:  # kombu and celery wrap transport errors in their own types
