@@ -18,9 +18,9 @@ on a virtual clock 10 s per chunk apart; 5% of the records relabel an earlier se
 * **training set**: the trainer's read of that bucket's selection (``read_training_set``) in a
   subprocess: rows and peak RSS (bounded by ``LABELQ_CURATION_MAX_ROWS``, not by history).
 
-Two more sections come from other files when they exist (their keys are merged into the JSON):
-``bench/_scale_redis.py`` (``redis_bytes_per_session(n) -> dict``) and ``bench/_scale_ops.py``
-(``ops_redis_commands(...) -> dict``: ``status_redis_commands``, ``audit_redis_commands``).
+Two more sections come from their own files, their keys merged into the JSON (``--no-hooks`` skips them):
+``bench/_scale_redis.py`` (``redis_bytes_per_session``, at the largest size) and ``bench/_scale_ops.py``
+(``status_redis_commands``, ``audit_redis_commands``, on a million keys of history).
 
     python bench/scale.py --json                            # 100k, 300k, 1M labels (~25 min on 2 cores, ~6 GB disk)
     python bench/scale.py --json --sizes 100000,300000      # the two smaller sizes
@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import inspect
 import os
 import random
 import shutil
@@ -40,7 +39,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -163,28 +161,14 @@ def measured(mode: str, target: str, args: list[str], env: dict[str, str]) -> tu
         return seconds, int(Path(peak.name).read_text()) / 1024, out.read()
 
 
-def optional_sections(sizes: list[int]) -> dict[str, Any]:
-    """The keys of bench/_scale_redis.py and bench/_scale_ops.py, when those files exist."""
-    out: dict[str, Any] = {}
+def redis_and_ops_sections(sizes: list[int]) -> dict[str, Any]:
+    """Redis bytes per session (``bench/_scale_redis.py``, at the largest size) and the Redis commands of
+    ``labelq status`` and ``labelq audit`` on a million keys of history (``bench/_scale_ops.py``)."""
+    from bench._scale_ops import ops_redis_commands
+    from bench._scale_redis import redis_bytes_per_session
 
-    def call(fn: Callable[..., dict[str, Any]], **offered: Any) -> dict[str, Any]:
-        accepted = inspect.signature(fn).parameters
-        return fn(**{k: v for k, v in offered.items() if k in accepted})
-
-    try:
-        from bench._scale_redis import redis_bytes_per_session
-    except ImportError:
-        pass
-    else:
-        memory = redis_bytes_per_session(max(sizes))
-        out.update(memory, redis_bytes_per_session=memory["bytes_per_session"])
-    try:
-        from bench._scale_ops import ops_redis_commands
-    except ImportError:
-        pass
-    else:
-        out.update(call(ops_redis_commands, sizes=sizes, n=max(sizes)))
-    return out
+    memory = redis_bytes_per_session(max(sizes))
+    return {**memory, "redis_bytes_per_session": memory["bytes_per_session"], **ops_redis_commands()}
 
 
 def main() -> None:
@@ -261,7 +245,7 @@ def main() -> None:
         rows=rows,
     )
     if not args.no_hooks:
-        result.update(optional_sections(sizes))
+        result.update(redis_and_ops_sections(sizes))
     emit(result, args.json)
 
 

@@ -231,4 +231,9 @@ def connect(settings: Settings, *, start: bool = True) -> redis.Redis:
 def read_int_hash(client: redis.Redis, key: str) -> dict[str, int]:
     """A hash of counters (stats, dead-letter reasons, escalation), field name to int, by field name."""
     raw: dict[bytes, bytes] = client.hgetall(key)  # type: ignore[assignment]
+    return int_hash_from(raw)
+
+
+def int_hash_from(raw: dict[bytes, bytes]) -> dict[str, int]:
+    """The counters of a hash read by the caller (``HGETALL``, in a pipeline say), by field name."""
     return {k.decode(): int(v) for k, v in sorted(raw.items())}

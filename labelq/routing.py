@@ -5,9 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-import redis
-
-from labelq import keyspace
 from labelq.keyspace import RoutingField
 from labelq.settings import Settings
 
@@ -21,12 +18,6 @@ class RoutingState:
     seed_size: int
     sample_rate: float  # steady phase: share of traffic sampled to the teacher
     stratify_by: str | None
-
-
-def routing_state(settings: Settings, client: redis.Redis, task: str) -> RoutingState:
-    """Where a task stands in the routing policy."""
-    raw: dict[bytes, bytes] = client.hgetall(keyspace.routing(settings, task))  # type: ignore[assignment]
-    return routing_from_hash(settings, raw)
 
 
 def routing_from_hash(settings: Settings, raw: dict[bytes, bytes]) -> RoutingState:

@@ -25,6 +25,7 @@ from labelq.ledger import budget_limit_usd, cost_summary, ledger_from_hash
 from labelq.queue.parking import PARKED_QUEUES
 from labelq.queue.policy import CHUNK_STAGES, waiting_from_hash
 from labelq.redis_memory import read_memory
+from labelq.redis_server import int_hash_from
 from labelq.routing import routing_from_hash
 from labelq.settings import QUEUES, Settings
 from labelq.snapshot import (
@@ -39,7 +40,7 @@ from labelq.snapshot import (
 from labelq.store import ObjectStore
 from labelq.task_registry import known_tasks
 
-__all__ = ["COMMANDS_PER_TASK", "gather", "known_tasks"]
+__all__ = ["COMMANDS_PER_TASK", "gather"]
 
 COMMANDS_PER_TASK = 7 + len(PARKED_QUEUES)  # what _read_task queues on the pipeline
 
@@ -52,10 +53,6 @@ def _budget_limit(settings: Settings, task: str) -> float | None:
         return budget_limit_usd(settings, load_spec(task, settings.specs_dir))
     except ConfigError:
         return None  # a task with no spec here (ingested elsewhere): no budget to show
-
-
-def _ints(raw: dict[bytes, bytes]) -> dict[str, int]:
-    return {k.decode(): int(v) for k, v in sorted(raw.items())}
 
 
 def _read_task(pipe: Any, settings: Settings, task: str, pid: str) -> None:
@@ -74,7 +71,7 @@ def _read_task(pipe: Any, settings: Settings, task: str, pid: str) -> None:
 
 def _task_status(settings: Settings, task: str, pid: str, replies: Iterator[Any],
                  store: ObjectStore | None) -> TaskStatus:
-    stats, dlq = _ints(next(replies)), _ints(next(replies))
+    stats, dlq = int_hash_from(next(replies)), int_hash_from(next(replies))
     ledger = ledger_from_hash(next(replies))
     budget = budget_state_from(settings, task, pid, next(replies), next(replies), store)
     paused, adapter_current, adapter_pinned = next(replies)
@@ -134,7 +131,7 @@ def gather(settings: Settings, client: redis.Redis, store: ObjectStore | None = 
             _read_task(pipe, settings, task, pid)
         replies = iter(pipe.execute())
     queues = {queue: int(next(replies)) for queue in QUEUES}
-    dead_letter = _ints(next(replies))
+    dead_letter = int_hash_from(next(replies))
     waiting: dict[str, Waiting] = {}
     for stage in CHUNK_STAGES:
         found = waiting_from_hash(next(replies))

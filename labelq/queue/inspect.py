@@ -125,11 +125,6 @@ def queued_chunks(settings: Settings, client: redis.Redis, queue: str) -> list[d
     return _chunks(reversed(client.lrange(keyspace.queue(settings, queue), 0, -1)))
 
 
-def parked_chunks(settings: Settings, client: redis.Redis, queue: str, task: str) -> list[dict[str, Any]]:
-    """The chunks of ``task`` parked off ``queue`` (``labelq.queue.parking``), oldest first."""
-    return _chunks(reversed(client.lrange(keyspace.parked(settings, queue, task), 0, -1)))
-
-
 def unacked_chunks(settings: Settings, client: redis.Redis) -> list[dict[str, Any]]:
     """The chunks workers have taken and not acknowledged (redelivered if their worker dies)."""
     return _chunks(client.hvals(keyspace.unacked(settings)))

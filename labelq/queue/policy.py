@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import enum
 import time
-from collections.abc import Iterable
 from dataclasses import dataclass
 
 import redis
@@ -109,17 +108,6 @@ def note_waiting(settings: Settings, client: redis.Redis, stage: str, verdict: V
 def clear_waiting(settings: Settings, client: redis.Redis, stage: str) -> None:
     """A chunk went through: ``stage`` no longer waits."""
     client.delete(keyspace.stage_waiting(settings, stage))
-
-
-def read_waiting(settings: Settings, client: redis.Redis, stages: Iterable[str]) -> dict[str, Waiting]:
-    """The stages that wait on a dependency or on configuration, and since when."""
-    found: dict[str, Waiting] = {}
-    for stage in stages:
-        raw: dict[bytes, bytes] = client.hgetall(keyspace.stage_waiting(settings, stage))  # type: ignore[assignment]
-        waiting = waiting_from_hash(raw)
-        if waiting is not None:
-            found[stage] = waiting
-    return found
 
 
 def waiting_from_hash(raw: dict[bytes, bytes]) -> Waiting | None:
