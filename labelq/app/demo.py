@@ -187,10 +187,10 @@ def run_demo(base: Settings, config: DemoConfig, progress: Progress) -> DemoRun:
 
     clock.start("base_model")
     if settings.student_model == "smollm2":
-        from trainer.gguf_import import import_gguf, smollm2_gguf
+        from trainer.gguf_import import prepare_smollm2
 
         progress("base model", 0, 1, "converting SmolLM2-135M-Instruct from its GGUF file (once)")
-        model_path = str(import_gguf(settings, smollm2_gguf(), name="smollm2"))
+        model_path = str(prepare_smollm2(settings))
         progress("base model", 1, 1, f"SmolLM2-135M-Instruct ({Path(model_path).name})")
     elif settings.student_model == "tiny":
         ready = (tiny_model_dir(settings) / "config.json").exists()

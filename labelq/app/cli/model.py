@@ -60,14 +60,10 @@ def _report_model(what: str, path: Path, name: str | None, json_out: bool) -> No
         print_json_line({"path": str(path), "name": path.name, "base_hash": manifest.get("base_hash")})
 
 
-def _import(ctx: typer.Context, gguf_path: Callable[[], Path], name: str | None, force: bool, json_out: bool) -> None:
-    with extra_required("trainer,gguf"):
-        from trainer.gguf_import import import_gguf
-    gguf = gguf_path()
-    with err_console.status(f"converting {gguf.name}") as status:
-        path = import_gguf(settings_of(ctx), gguf, name=name, force=force,
-                           on_stage=lambda text: status.update(f"{gguf.name}: {text}"))
-    _report_model("model", path, name, json_out)
+def _converting(label: str, convert: Callable[[Callable[[str], None]], Path]) -> Path:
+    """Run ``convert(on_stage)`` under a spinner that shows each stage."""
+    with err_console.status(f"converting {label}") as status:
+        return convert(lambda text: status.update(f"{label}: {text}"))
 
 
 @app.command("smollm2")
@@ -87,12 +83,12 @@ def smollm2(
     """
     from labelq.models import SMOLLM2
 
-    def locate() -> Path:
-        from trainer.gguf_import import smollm2_gguf
-
-        return smollm2_gguf()
-
-    _import(ctx, locate, SMOLLM2, force, json_out)
+    with extra_required("trainer,gguf"):
+        from trainer.gguf_import import prepare_smollm2
+    settings = settings_of(ctx)
+    path = _converting("SmolLM2-135M-Instruct", lambda on_stage: prepare_smollm2(settings, force=force,
+                                                                                 on_stage=on_stage))
+    _report_model("model", path, SMOLLM2, json_out)
 
 
 @app.command("import-gguf")
@@ -109,4 +105,8 @@ def import_gguf_command(
     Cached by the file's content hash under the state dir's models/ folder; set
     LABELQ_STUDENT_MODEL to the printed path to train and serve on it.
     """
-    _import(ctx, lambda: gguf, None, force, json_out)
+    with extra_required("trainer,gguf"):
+        from trainer.gguf_import import import_gguf
+    settings = settings_of(ctx)
+    path = _converting(gguf.name, lambda on_stage: import_gguf(settings, gguf, force=force, on_stage=on_stage))
+    _report_model("model", path, None, json_out)
