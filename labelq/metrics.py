@@ -58,7 +58,7 @@ from labelq.errors import LabelqError
 from labelq.logging import get_logger
 from labelq.outcomes import ChunkOutcome
 from labelq.redis_memory import read_memory
-from labelq.settings import QUEUES, Settings, is_loopback
+from labelq.settings import Settings, is_loopback
 
 log = get_logger(__name__)
 WSGIApp = Callable[[dict[str, Any], Any], Iterable[bytes]]
@@ -189,16 +189,13 @@ class QueueDepthCollector:
 
     def read(self) -> tuple[dict[str, int], dict[str, int]]:
         """Queue depths by queue, parked chunks by task (tasks with none left out)."""
+        from labelq.queue.inspect import queue_depths
         from labelq.queue.parking import parked_depths
         from labelq.task_registry import known_tasks
 
         client = self._redis()
-        with client.pipeline(transaction=False) as pipe:
-            for queue in QUEUES:
-                pipe.llen(keyspace.queue(self._settings, queue))
-            depths = pipe.execute()
-        queues = dict(zip(QUEUES, (int(d) for d in depths), strict=True))
-        return queues, parked_depths(self._settings, client, known_tasks(self._settings, client))
+        return (queue_depths(self._settings, client),
+                parked_depths(self._settings, client, known_tasks(self._settings, client)))
 
     def collect(self) -> Any:
         from prometheus_client.core import GaugeMetricFamily

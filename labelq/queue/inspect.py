@@ -63,8 +63,12 @@ def queue_bytes(settings: Settings, client: redis.Redis, queue: str) -> int:
 
 
 def queue_depths(settings: Settings, client: redis.Redis) -> dict[str, int]:
-    """Every labelq queue's depth, by queue name."""
-    return {name: queue_depth(settings, client, name) for name in QUEUES}
+    """Every labelq queue's depth, by queue name (one round trip)."""
+    with client.pipeline(transaction=False) as pipe:
+        for name in QUEUES:
+            pipe.llen(keyspace.queue(settings, name))
+        depths = pipe.execute()
+    return dict(zip(QUEUES, (int(d) for d in depths), strict=True))
 
 
 def _body_chunk(message: dict[str, Any]) -> dict[str, Any] | None:
