@@ -86,10 +86,8 @@ def _indexes(settings: Settings, now_s: float) -> tuple[int, int]:
 
 
 def dedupe_keys(settings: Settings, task: str, now_s: float | None = None) -> DedupeKeys:
-    now_s = time.time() if now_s is None else now_s
-    oldest, current = _indexes(settings, now_s)
-    others = [_bucket(settings, task, i).set_key for i in (*range(oldest, current), current + 1)]
-    return DedupeKeys(current=_bucket(settings, task, current), others=others,
+    *older, current, following = live_buckets(settings, task, now_s)
+    return DedupeKeys(current=current, others=[b.set_key for b in (*older, following)],
                       legacy=keyspace.seen_legacy(settings, task), legacy_ttl_s=window_s(settings))
 
 
