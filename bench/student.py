@@ -38,18 +38,19 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 from bench._common import ROOT, emit, private_redis
 
 
-def adapter_for(base: str, cache: Path) -> Path:
-    """The style adapter on ``base`` (300 replay labels), trained once and cached."""
+def adapter_for(base: str, cache: Path, examples_n: int = 300) -> Path:
+    """The style adapter on ``base`` (``examples_n`` replay labels), trained once and cached. Its speed does
+    not depend on how many examples taught it (same rank, same modules): fewer train it sooner on a slow base."""
     from labelq.prompts import student_prompt
     from labelq.settings import Settings
     from labelq.spec import load_spec
     from labelq.synth import REFERENCE_FIELD, generate
     from trainer.lora import train_lora, training_config
 
-    out = cache / f"adapter-{Path(base).name}"
+    out = cache / f"adapter-{Path(base).name}" / f"{examples_n}-examples"
     if not (out / "adapter_model.safetensors").exists():
         spec, settings = load_spec("session-label"), Settings()
-        examples = [(student_prompt(spec, settings, s), s[REFERENCE_FIELD]["label"]) for s in generate(300, seed=5)]
+        examples = [(student_prompt(spec, settings, s), s[REFERENCE_FIELD]["label"]) for s in generate(examples_n, seed=5)]
         train_lora(base, examples, out, training_config(settings, base))
     return out
 
@@ -80,7 +81,7 @@ def run(args: argparse.Namespace, url: str, tmp: Path) -> dict[str, Any]:
 
     # Never builds: `tiny` needs `labelq model tiny` first (ConfigError says so).
     base = resolve_base_model(load_settings(state_dir=args.state_dir, student_model=args.base_model))
-    adapter_dir = adapter_for(base, ROOT / "bench" / "results" / "cache")
+    adapter_dir = adapter_for(base, ROOT / "bench" / "results" / "cache", args.adapter_examples)
     settings = Settings(state_dir=tmp / "state", redis_url=url, store_url=f"file://{tmp / 'store'}",  # type: ignore[arg-type]
                         chunk_size=args.chunk_size, student_escalation_share=0.0,
                         student_max_model_len=1024, queue_high_water_chunks=100_000)
@@ -167,7 +168,7 @@ def run(args: argparse.Namespace, url: str, tmp: Path) -> dict[str, Any]:
         "ratio_vs_unbatched": round(celery_lps / unbatched_lps, 1),
         "chunk_size": args.chunk_size, "sessions": args.n, "unbatched_sessions": len(singles),
         "outcome": outcome,
-        "engine": "vllm", "adapter": "LoRA on 300 replay labels", "base_model": Path(base).name,
+        "engine": "vllm", "adapter": f"LoRA on {args.adapter_examples} replay labels", "base_model": Path(base).name,
     }
 
 
@@ -181,6 +182,9 @@ def main() -> None:
     parser.add_argument("--base", "--base-model", dest="base_model", default="tiny",
                         help="'tiny', 'smollm2' (prepared by `labelq model tiny` / `labelq model smollm2`), "
                         "or a hub name / local path")
+    parser.add_argument("--adapter-examples", type=int, default=300,
+                        help="replay labels the benchmark's adapter is trained on (once, cached); fewer train sooner "
+                        "on a real base and serve at the same speed")
     parser.add_argument("--json", action="store_true", help="print only the JSON result line on stdout")
     args = parser.parse_args()
     with private_redis() as url, tempfile.TemporaryDirectory() as tmp:

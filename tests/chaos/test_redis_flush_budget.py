@@ -61,10 +61,12 @@ def test_redis_flushed_mid_run_never_spends_past_the_budget(
             paused = keyspace.teacher_paused(settings, TASK)
             wait_until(lambda: bool(client.exists(paused)), 120, "the budget to run out after the flush")
             time.sleep(2)  # every racing worker meets the cap
-            waiting = {s.content_hash for c in queued_chunks(settings, client, "teacher")
-                       + unacked_chunks(settings, client) for s in c.sessions}
-            final = tally(settings, expected)
             logs = fleet.logs()
+        # Read the queues once the workers have stopped: a running worker moves a paused chunk from the
+        # unacked set back to its queue (and takes it again) between any two reads.
+        waiting = {s.content_hash for c in queued_chunks(settings, client, "teacher")
+                   + unacked_chunks(settings, client) for s in c.sessions}
+        final = tally(settings, expected)
         billed = fake.billed_usd(settings)
         calls = len(fake.billed)
     ended = {r["content_hash"] for r in jsonl_objects(settings, keyspace.labels_prefix("teacher"))}
