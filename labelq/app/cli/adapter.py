@@ -72,7 +72,8 @@ def gate_lines(metrics: dict[str, Any]) -> list[str]:
     """Why a version was promoted or refused, one wrapped line per gate check (FAIL first in its line);
     the ``gate`` sentence for versions written before checks were kept; the calibration's outcome."""
     def wrap(text: str, mark: str) -> list[str]:
-        return textwrap.wrap(text, WIDTH, initial_indent=f"  {mark:<4} ", subsequent_indent=" " * 8)
+        first = f"  {mark:<4} " if mark else "  "
+        return textwrap.wrap(text, WIDTH, initial_indent=first, subsequent_indent=" " * (len(first) + 2))
 
     lines: list[str] = []
     checks = metrics.get("checks")
