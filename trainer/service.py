@@ -35,13 +35,13 @@ from labelq.prompts import student_prompt
 from labelq.registry import Registry, recorded_base_hash
 from labelq.schemas import utc_now_iso
 from labelq.settings import Settings
-from labelq.spec import load_spec
+from labelq.spec import TaskSpec, load_spec
 from labelq.store import ObjectStore
-from trainer.calibration import calibrate
+from trainer.calibration import Calibration, calibrate
 from trainer.curation import read_training_set
 from trainer.evaluate import EvalScores, answers_right, score
-from trainer.gate import Floors, gate
-from trainer.golden import golden_path, judge_all, load_golden
+from trainer.gate import Floors, GoldenOutcome, gate
+from trainer.golden import GoldenCase, golden_path, judge_all, load_golden
 from trainer.reports import ServingEval, TrainingReport
 
 log = get_logger(__name__)
@@ -71,6 +71,22 @@ def _answers(base_model: str, adapter_dir: str | None, prompts: list[str], max_n
 def _evaluate(base_model: str, adapter_dir: str | None, prompts: list[str], refs: list[str],
               contract: Any, max_new_tokens: int) -> EvalScores:
     return score([g.text for g in _answers(base_model, adapter_dir, prompts, max_new_tokens)], refs, contract)
+
+
+def _evaluate_new(settings: Settings, spec: TaskSpec, base_model: str, adapter_dir: str, val_prompts: list[str],
+                  val_refs: list[str], golden_cases: list[GoldenCase] | None,
+                  ) -> tuple[EvalScores, GoldenOutcome | None, Calibration]:
+    """The new adapter on the val split and the golden cases (one generation pass), and the confidence
+    threshold its val answers calibrate for the students."""
+    golden_prompts = [student_prompt(spec, settings, c.session) for c in golden_cases or []]
+    answers = _answers(base_model, adapter_dir, val_prompts + golden_prompts, spec.student.max_new_tokens)
+    val, rest = answers[:len(val_prompts)], answers[len(val_prompts):]
+    texts = [g.text for g in val]
+    golden = None if golden_cases is None else judge_all(golden_cases, [g.text for g in rest], spec.contract)
+    calibration = calibrate([g.confidence for g in val], answers_right(texts, val_refs, spec.contract),
+                            target_precision=settings.student_target_precision,
+                            fallback=settings.student_confidence_threshold)
+    return score(texts, val_refs, spec.contract), golden, calibration
 
 
 def train_bucket(settings: Settings, store: ObjectStore, client: redis.Redis, task: str,
@@ -149,16 +165,8 @@ def _train_locked(settings: Settings, store: ObjectStore, client: redis.Redis, t
                            new_dir, training_config(settings, base_model), on_step=_log_progress,
                            base_hash=base_hash)
         base_scores = _evaluate(base_model, None, val_prompts, val_refs, spec.contract, max_new)
-        golden_prompts = [student_prompt(spec, settings, c.session) for c in golden_cases or []]
-        answers = _answers(base_model, str(new_dir), val_prompts + golden_prompts, max_new)
-        val_texts = [g.text for g in answers[:len(val_prompts)]]
-        adapter_scores = score(val_texts, val_refs, spec.contract)
-        golden = None if golden_cases is None else judge_all(
-            golden_cases, [g.text for g in answers[len(val_prompts):]], spec.contract)
-        calibration = calibrate([g.confidence for g in answers[:len(val_prompts)]],
-                                answers_right(val_texts, val_refs, spec.contract),
-                                target_precision=settings.student_target_precision,
-                                fallback=settings.student_confidence_threshold)
+        adapter_scores, golden, calibration = _evaluate_new(settings, spec, base_model, str(new_dir), val_prompts,
+                                                            val_refs, golden_cases)
         serving_eval = None
         other_base = serving_on_other_base(store, task, serving, base_hash)
         if serving is not None and other_base is None:
