@@ -235,6 +235,7 @@ def run_student_chunk(runtime: StudentRuntime, chunk: ChunkMessage, escalate: Es
     spec = load_spec(chunk.task, settings.specs_dir)
     if adapter is _LOOK_UP:
         adapter = runtime.adapter_for(chunk.task)
+    threshold = runtime.confidence_threshold(adapter)  # read before the engine runs: a store outage costs nothing
     backend = runtime.backend
     prompts = [student_prompt(spec, settings, s.require_payload()) for s in chunk.sessions]
     started = time.monotonic()
@@ -248,7 +249,6 @@ def run_student_chunk(runtime: StudentRuntime, chunk: ChunkMessage, escalate: Es
     engine_s = time.monotonic() - started
 
     verdicts = [check(gen.text, spec.contract) for gen in gens]
-    threshold = runtime.confidence_threshold(adapter)
     doubtful = _escalation_order(verdicts, gens, threshold, chunk.sessions)
     allowed = 0
     if doubtful and chunk.route != "escalation" and escalation.teacher_can_take(settings, runtime.client, spec):
