@@ -330,6 +330,12 @@ class Settings(BaseSettings):
     student_escalation_share: float = Field(
         default=0.05, ge=0, le=1, description="At most this share of student traffic is escalated to the teacher."
     )
+    student_target_precision: float = Field(
+        default=0.9, gt=0, le=1,
+        description="The trainer calibrates each adapter's confidence threshold on its val split: the lowest one "
+        "whose answers at or above it are right this often. Uncalibrated adapters use "
+        "LABELQ_STUDENT_CONFIDENCE_THRESHOLD.",
+    )
     student_adapter_cache_dir: Path | None = Field(
         default=None, description="Local cache of downloaded adapters (default: <state_dir>/adapter-cache)."
     )
@@ -402,6 +408,19 @@ class Settings(BaseSettings):
     promote_margin_cosine: float = Field(
         default=0.0, ge=0, description="A new adapter may trail the serving one by this much cosine."
     )
+    # Floors every version must reach on its val split, the first one too. Set for short labels a teacher
+    # phrases consistently (the synthetic world: adapters score 0.9+ exact); lower them for free-text tasks.
+    promote_floor_exact: float = Field(
+        default=0.3, ge=0, le=1, description="Least exact match (share) a new adapter needs to be promoted.")
+    promote_floor_cosine: float = Field(
+        default=0.85, ge=0, le=1, description="Least mean cosine similarity a new adapter needs to be promoted.")
+    promote_floor_within_contract: float = Field(
+        default=0.95, ge=0, le=1,
+        description="Least share of answers within the output contract a new adapter needs to be promoted.")
+    promote_golden_min_share: float = Field(
+        default=0.9, ge=0, le=1,
+        description="Least share of the task's golden cases (<spec>.golden.jsonl beside its spec) a new adapter "
+        "must pass to be promoted; no golden file, no golden check.")
 
     # --- operations -------------------------------------------------------------
     metrics_port: int | None = Field(

@@ -77,3 +77,10 @@ def score(predictions: Sequence[str], references: Sequence[str], contract: Contr
         within_contract=round(sum(v.ok for v in verdicts) / n, 4),
         mean_words=round(sum(len(p.split()) for p in predictions) / n, 2),
     )
+
+
+def answers_right(predictions: Sequence[str], references: Sequence[str], contract: Contract) -> list[bool]:
+    """Per answer: within the contract and an exact match after normalisation (what calibration counts
+    as right, ``trainer.calibration.RIGHT``)."""
+    return [check(p, contract).ok and normalise_for_match(p) == normalise_for_match(r)
+            for p, r in zip(predictions, references, strict=True)]

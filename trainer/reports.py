@@ -2,7 +2,8 @@
 
 ``TrainingReport.to_dict()`` is the file's content; ``from_dict`` reads it back
 (the demo's report, tools). Evaluation scores are ``trainer.evaluate.EvalScores``,
-training stats ``trainer.lora.TrainStats``.
+training stats ``trainer.lora.TrainStats``, the gate's checks ``trainer.gate.GateCheck``, the
+confidence calibration ``trainer.calibration.Calibration`` (students read its ``threshold``).
 """
 
 from __future__ import annotations
@@ -12,7 +13,9 @@ from typing import Any
 
 from labelq.errors import DecodeError
 from labelq.schemas import decode_as
+from trainer.calibration import Calibration
 from trainer.evaluate import EvalScores
+from trainer.gate import GateCheck
 from trainer.lora import TrainStats
 
 
@@ -44,6 +47,8 @@ class TrainingReport:
     seconds: float  # training and evaluation, wall time
     base_hash: str | None = None  # the base it was trained on (labelq.models); None in reports before it was kept
     content_hash: str | None = None  # of the version's manifest (labelq.adapter_manifest); None before it was kept
+    checks: tuple[GateCheck, ...] = ()  # every check of the gate; empty in reports before they were kept
+    calibration: Calibration | None = None  # the students' confidence threshold; None before it was kept
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -53,7 +58,8 @@ class TrainingReport:
             "base": self.base.to_dict(), "adapter": self.adapter.to_dict(),
             "serving": None if self.serving is None else self.serving.to_dict(),
             "promoted": self.promoted, "gate": self.gate, "created_at": self.created_at, "seconds": self.seconds,
-            "content_hash": self.content_hash,
+            "content_hash": self.content_hash, "checks": [c.to_dict() for c in self.checks],
+            "calibration": None if self.calibration is None else self.calibration.to_dict(),
         }
 
     @classmethod

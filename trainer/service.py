@@ -1,4 +1,4 @@
-"""The trainer service: curated bucket -> LoRA adapter -> evaluation -> promotion gate.
+"""The trainer service: curated bucket -> LoRA adapter -> evaluation, calibration -> promotion gate.
 
 A bucket is ready when it has ``_READY`` and no ``_TRAINED`` marker. A Redis
 lock per bucket keeps two trainers apart. The adapter version is claimed
@@ -26,6 +26,7 @@ import orjson
 import redis
 
 from labelq import adapter_manifest, keyspace, lua
+from labelq.engines.base import Generation
 from labelq.errors import IntegrityError
 from labelq.keyspace import AdapterFile, BucketFile
 from labelq.logging import get_logger
@@ -34,11 +35,13 @@ from labelq.prompts import student_prompt
 from labelq.registry import Registry, recorded_base_hash
 from labelq.schemas import utc_now_iso
 from labelq.settings import Settings
-from labelq.spec import load_spec
+from labelq.spec import TaskSpec, load_spec
 from labelq.store import ObjectStore
+from trainer.calibration import Calibration, calibrate
 from trainer.curation import read_training_set
-from trainer.evaluate import EvalScores
-from trainer.gate import gate
+from trainer.evaluate import EvalScores, answers_right, score
+from trainer.gate import Floors, GoldenOutcome, gate
+from trainer.golden import GoldenCase, golden_path, judge_all, load_golden
 from trainer.reports import ServingEval, TrainingReport
 
 log = get_logger(__name__)
@@ -58,13 +61,32 @@ def ready_buckets(store: ObjectStore) -> list[tuple[str, str]]:
     return sorted(ready - trained, key=lambda tv: (tv[1], tv[0]))
 
 
-def _evaluate(base_model: str, adapter_dir: str | None, prompts: list[str], refs: list[str],
-              contract: Any, max_new_tokens: int) -> EvalScores:
-    from labelq.engines.transformers_engine import generate, load_for_generation
-    from trainer.evaluate import score
+def _answers(base_model: str, adapter_dir: str | None, prompts: list[str], max_new_tokens: int) -> list[Generation]:
+    from labelq.engines.transformers_engine import generate_scored, load_for_generation
 
     model, tokenizer = load_for_generation(base_model, adapter_dir)
-    return score(generate(model, tokenizer, prompts, max_new_tokens=max_new_tokens), refs, contract)
+    return generate_scored(model, tokenizer, prompts, max_new_tokens=max_new_tokens)
+
+
+def _evaluate(base_model: str, adapter_dir: str | None, prompts: list[str], refs: list[str],
+              contract: Any, max_new_tokens: int) -> EvalScores:
+    return score([g.text for g in _answers(base_model, adapter_dir, prompts, max_new_tokens)], refs, contract)
+
+
+def _evaluate_new(settings: Settings, spec: TaskSpec, base_model: str, adapter_dir: str, val_prompts: list[str],
+                  val_refs: list[str], golden_cases: list[GoldenCase] | None,
+                  ) -> tuple[EvalScores, GoldenOutcome | None, Calibration]:
+    """The new adapter on the val split and the golden cases (one generation pass), and the confidence
+    threshold its val answers calibrate for the students."""
+    golden_prompts = [student_prompt(spec, settings, c.session) for c in golden_cases or []]
+    answers = _answers(base_model, adapter_dir, val_prompts + golden_prompts, spec.student.max_new_tokens)
+    val, rest = answers[:len(val_prompts)], answers[len(val_prompts):]
+    texts = [g.text for g in val]
+    golden = None if golden_cases is None else judge_all(golden_cases, [g.text for g in rest], spec.contract)
+    calibration = calibrate([g.confidence for g in val], answers_right(texts, val_refs, spec.contract),
+                            target_precision=settings.student_target_precision,
+                            fallback=settings.student_confidence_threshold)
+    return score(texts, val_refs, spec.contract), golden, calibration
 
 
 def train_bucket(settings: Settings, store: ObjectStore, client: redis.Redis, task: str,
@@ -125,6 +147,8 @@ def _train_locked(settings: Settings, store: ObjectStore, client: redis.Redis, t
     base_model = resolve_base_model(settings)  # ConfigError (never a build) when `tiny` is not built
     base_hash = settings_base_hash(settings, base_model)
     spec = load_spec(task, settings.specs_dir)
+    golden_file = golden_path(task, settings.specs_dir)
+    golden_cases = load_golden(golden_file)  # a malformed file stops here, before a version is claimed
     bucket = keyspace.bucket(task, dataset_version)
     train, val = read_training_set(store, task, dataset_version)  # bounded by the bucket's selection
     registry = Registry(settings, client, store)
@@ -141,7 +165,8 @@ def _train_locked(settings: Settings, store: ObjectStore, client: redis.Redis, t
                            new_dir, training_config(settings, base_model), on_step=_log_progress,
                            base_hash=base_hash)
         base_scores = _evaluate(base_model, None, val_prompts, val_refs, spec.contract, max_new)
-        adapter_scores = _evaluate(base_model, str(new_dir), val_prompts, val_refs, spec.contract, max_new)
+        adapter_scores, golden, calibration = _evaluate_new(settings, spec, base_model, str(new_dir), val_prompts,
+                                                            val_refs, golden_cases)
         serving_eval = None
         other_base = serving_on_other_base(store, task, serving, base_hash)
         if serving is not None and other_base is None:
@@ -149,11 +174,18 @@ def _train_locked(settings: Settings, store: ObjectStore, client: redis.Redis, t
             adapter_manifest.fetch(store, task, serving, SERVED_FILES, serving_dir, registry.content_hash(task, serving))
             serving_eval = ServingEval(serving, _evaluate(base_model, str(serving_dir), val_prompts, val_refs,
                                                           spec.contract, max_new))
-        decision = gate(adapter_scores, serving_eval.scores if serving_eval else None,
-                        margin_exact=settings.promote_margin_exact, margin_cosine=settings.promote_margin_cosine)
+        decision = gate(
+            adapter_scores, serving_eval.scores if serving_eval else None,
+            floors=Floors(settings.promote_floor_exact, settings.promote_floor_cosine,
+                          settings.promote_floor_within_contract),
+            margin_exact=settings.promote_margin_exact, margin_cosine=settings.promote_margin_cosine,
+            golden=golden, golden_min_share=settings.promote_golden_min_share,
+            golden_missing=f"no golden set ({golden_file.name} not beside the spec)",
+            # not comparable when on another base, and students on this base refuse that one anyway
+            no_serving="no adapter serves yet" if other_base is None
+            else f"the serving adapter v{serving} was trained on another base ({other_base})",
+            serving_version=serving)
         promote, why = decision.promote, decision.why
-        if other_base is not None:  # not comparable, and students on this base refuse it anyway
-            why = f"the serving adapter v{serving} was trained on another base ({other_base})"
         (new_dir / AdapterFile.DATASET).write_bytes(orjson.dumps(
             {"task": task, "dataset_version": dataset_version, "bucket": bucket}))
         content_hash = adapter_manifest.publish(
@@ -162,7 +194,8 @@ def _train_locked(settings: Settings, store: ObjectStore, client: redis.Redis, t
         task=task, version=version, dataset_version=dataset_version, prompt_version=spec.prompt_version,
         base_model=base_model, base_hash=base_hash, train=stats, base=base_scores, adapter=adapter_scores,
         serving=serving_eval, promoted=promote, gate=why, created_at=utc_now_iso(),
-        seconds=round(time.monotonic() - started, 1), content_hash=content_hash)
+        seconds=round(time.monotonic() - started, 1), content_hash=content_hash, checks=decision.checks,
+        calibration=calibration)
     registry.record_hash(task, version, content_hash)  # before metrics.json makes the version visible
     metrics = keyspace.adapter_file(task, version, AdapterFile.METRICS)
     if not store.put_if_absent(metrics, orjson.dumps(report.to_dict(), option=orjson.OPT_INDENT_2)):
@@ -171,5 +204,6 @@ def _train_locked(settings: Settings, store: ObjectStore, client: redis.Redis, t
         registry.promote(task, version)
     store.put_bytes(keyspace.bucket_file(task, dataset_version, BucketFile.TRAINED),
                     orjson.dumps({"adapter_version": version, "promoted": promote}))
-    log.info("bucket_trained", task=task, dataset=dataset_version, adapter=version, promoted=promote, gate=why)
+    log.info("bucket_trained", task=task, dataset=dataset_version, adapter=version, promoted=promote, gate=why,
+             confidence_threshold=calibration.threshold, calibrated=calibration.calibrated)
     return report

@@ -1,16 +1,18 @@
 """Batched greedy generation with transformers (optionally through a PEFT adapter).
 
-Used by the trainer's evaluation and by the student's ``transformers``
-backend; both get the mean probability of the chosen tokens as a confidence.
+Used by the trainer's evaluation (and its confidence calibration) and by the
+student's ``transformers`` backend; both get the confidence every backend
+reports (``labelq.engines.base.mean_prob``): the geometric mean probability of
+the chosen tokens, end of answer included, from the model's raw logits (as
+vLLM's default ``raw_logprobs``), not from scores a logits processor changed.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from typing import Any
 
-from labelq.engines.base import Adapter, Generation, fit_prompts
+from labelq.engines.base import Adapter, Generation, fit_prompts, mean_prob
 from labelq.prompts import chat_messages
 from labelq.settings import Settings
 from labelq.special_tokens import neutralise_all
@@ -47,18 +49,17 @@ def generate_scored(model: Any, tokenizer: Any, prompts: Sequence[str], *, max_n
         with torch.no_grad():
             result = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False,
                                     pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
-                                    output_scores=True, return_dict_in_generate=True)
+                                    output_logits=True, return_dict_in_generate=True)
         new = result.sequences[:, enc["input_ids"].shape[1]:]
-        # log-probability of each chosen token under the (unprocessed, greedy) scores
-        logprobs = torch.stack([torch.log_softmax(s.float(), dim=-1) for s in result.scores], dim=1)
+        # log-probability of each chosen token under the raw logits (what vLLM reports by default)
+        logprobs = torch.stack([torch.log_softmax(s.float(), dim=-1) for s in result.logits], dim=1)
         chosen = logprobs.gather(2, new.unsqueeze(-1)).squeeze(-1)
         for row, ids in enumerate(new.tolist()):
             n = _length(ids, tokenizer.eos_token_id, tokenizer.pad_token_id)
             # the end-of-answer token counts: a confident stop is part of a confident answer
             counted = min(len(ids), n + 1)
-            mean = float(chosen[row, :counted].mean()) if counted else float("-inf")
             out.append(Generation(tokenizer.decode(ids[:n], skip_special_tokens=True).strip(),
-                                  math.exp(mean) if counted else None, n))
+                                  mean_prob(chosen[row, :counted].tolist()), n))
     return out
 
 

@@ -11,6 +11,7 @@ from labelq import keyspace
 from labelq.keyspace import AdapterFile
 from labelq.settings import Settings
 from tests.support.cli import labelq
+from trainer.gate import GateCheck
 
 pytestmark = pytest.mark.integration
 
@@ -110,6 +111,21 @@ def test_adapter_and_curate_commands(settings: Settings) -> None:
     assert labelq(["adapter", "pin", "session-label", "1"], settings).stdout.strip().endswith(b"v1")
     listing = orjson.loads(labelq(["adapter", "list", "session-label", "--json"], settings).stdout.splitlines()[-1])
     assert listing["serving"] == 1 and listing["current"] == 2 and len(listing["versions"]) == 2
+    # A version with the gate's checks and a calibration: promoted/refused and why, within 80 columns.
+    checks = [GateCheck("floor_exact_match", False, 0.25, ">=", 0.3),
+              GateCheck("golden", False, 0.5, ">=", 0.9, "6/12 cases; failed: refund-chat: 'Buys a gift card' "
+                        "does not mention 'refund'; many-pages-buy: 'Buys a gift card' does not mention 'yoga mat'"),
+              GateCheck("serving", True, note="no adapter serves yet")]
+    store.put_bytes(keyspace.adapter_file("session-label", 3, AdapterFile.METRICS), orjson.dumps({
+        "adapter": {"exact_match": 0.25}, "promoted": False, "gate": "refused: ...",
+        "checks": [c.to_dict() for c in checks],
+        "calibration": {"calibrated": True, "threshold": 0.4213, "why": "lowest threshold whose answers reach "
+                        "precision 0.900: 0.950 on 97.0% of val answers"}}))
+    text = labelq(["adapter", "list", "session-label"], settings).stdout.decode()
+    assert all(len(line) <= 80 for line in text.splitlines()), text
+    assert "v3 refused" in text and "FAIL floor_exact_match 0.250 < 0.300" in text
+    assert "FAIL golden 0.500 < 0.900 (6/12 cases" in text and "ok   serving: skipped (no adapter serves yet)" in text
+    assert "confidence threshold 0.4213: lowest threshold" in text and "0.4213" in text
     assert labelq(["adapter", "pin", "session-label"], settings).returncode == 2
     assert labelq(["adapter", "pin", "session-label", "--clear"], settings).returncode == 0
     assert b"v1" in labelq(["adapter", "rollback", "session-label"], settings).stdout

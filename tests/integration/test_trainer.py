@@ -11,6 +11,7 @@ import pytest
 import redis
 
 from labelq import keyspace
+from labelq.engines import Adapter
 from labelq.keyspace import AdapterFile, BucketFile
 from labelq.registry import Registry
 from labelq.settings import Settings
@@ -18,8 +19,10 @@ from labelq.store import open_store
 from labelq.synth import generate
 from tests.support.teacher import label_with_replay
 from trainer.curation import curate
+from trainer.gate import GateCheck
 from trainer.reports import TrainingReport
 from trainer.service import ready_buckets, train_bucket
+from workers.student.labeler import StudentRuntime
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 pytest.importorskip("torch")
@@ -38,8 +41,23 @@ def test_bucket_trains_promotes_and_gate_refuses_a_worse_adapter(
     assert manifest is not None and manifest.counts.train > 200
     assert ready_buckets(store) == [("session-label", "v0001")]
     first = train_bucket(settings, store, redis_client, "session-label", "v0001")
-    assert first is not None and first.promoted and first.version == 1
+    assert first is not None and first.promoted and first.version == 1, first and first.gate
     assert first.adapter.within_contract > first.base.within_contract
+    # Every check passed and is recorded: the floors (the first version too), the shipped golden set,
+    # and no serving adapter to compare with.
+    checks = {c.name: c for c in first.checks}
+    assert all(c.passed for c in first.checks) and checks["serving"].note == "no adapter serves yet"
+    assert checks["floor_exact_match"] == GateCheck("floor_exact_match", True, first.adapter.exact_match, ">=",
+                                                    settings.promote_floor_exact)
+    assert checks["golden"].value is not None and checks["golden"].note.startswith(("12/12", "11/12"))
+    # The confidence threshold students will use, calibrated on the val split (exact match 0.9+ on it).
+    calibration = first.calibration
+    assert calibration is not None and calibration.calibrated and calibration.answers == first.adapter.n
+    assert 0 < calibration.threshold < 1 and calibration.curve[-1].coverage == 1.0
+    chosen = next(p for p in calibration.curve if p.threshold == calibration.threshold)
+    assert chosen.precision >= settings.student_target_precision
+    student = StudentRuntime(settings, store, redis_client)  # reads it from metrics.json, engine not started
+    assert student.confidence_threshold(Adapter("session-label", 1, "", 0)) == calibration.threshold
     assert first.adapter.mean_words < first.base.mean_words
     registry = Registry(settings, redis_client, store)
     assert TrainingReport.from_dict(registry.metrics("session-label", 1)) == first
@@ -67,8 +85,11 @@ def test_bucket_trains_promotes_and_gate_refuses_a_worse_adapter(
     redis_client.delete(keyspace.adapter_current(settings, "session-label"),
                         keyspace.adapter_history(settings, "session-label"))
     second = train_bucket(settings, store, redis_client, "session-label", "v0002")
-    assert second is not None and not second.promoted and "worse than the serving adapter" in second.gate
+    assert second is not None and not second.promoted and second.gate.startswith("refused: ")
+    failed = {c.name for c in second.checks if not c.passed}
+    assert {"floor_exact_match", "golden", "serving_exact_match"} <= failed, second.gate
     assert second.serving is not None and second.serving.version == 1
+    assert registry.metrics("session-label", 2)["checks"] == [c.to_dict() for c in second.checks]
     assert registry.metrics("session-label", 2)["serving"] == second.serving.to_dict()
     assert TrainingReport.from_dict(registry.metrics("session-label", 2)) == second
     assert registry.serving("session-label") == 1 and registry.versions("session-label") == [1, 2]
@@ -180,8 +201,12 @@ def test_a_json_contract_runs_the_whole_loop_under_structured_outputs(
     from workers.teacher.tasks import run_teacher_chunk
 
     task = "location-json"
+    # The trainer evaluates with transformers, which cannot decode under the schema: the tiny adapter taught
+    # by 60 labels writes free text there (exact 0, within contract 0 measured), so the floors are off here;
+    # the student below decodes under the schema with vLLM.
     s = settings.model_copy(update={"student_model": str(tiny_model), "curation_seed_size": 60,
-                                    "student_escalation_share": 0.0,
+                                    "student_escalation_share": 0.0, "promote_floor_exact": 0.0,
+                                    "promote_floor_cosine": 0.0, "promote_floor_within_contract": 0.0,
                                     "specs_dir": Path(labelq.__file__).parent / "specs" / "examples"})
     spec, store = load_spec(task, s.specs_dir), open_store(s)
     sessions = list(generate(80, seed=64))

@@ -129,3 +129,30 @@ def test_nothing_escalates_when_the_teacher_cannot_take_it(
         assert [d["reason"] for d in dead_letters(rt.settings, "student")] == ["student_too_many_words"]
     records = {r.session_id: r for r in student_records(rt.settings)}
     assert sorted(records) == sorted(ids[1:]) and "low_confidence" in records[ids[1]].flags
+
+
+@pytest.mark.parametrize("calibration", [{"calibrated": True, "threshold": 0.3},
+                                         {"calibrated": False, "threshold": 0.3}, None])
+def test_an_adapter_s_calibrated_threshold_replaces_the_setting(
+        settings: Settings, redis_client: redis.Redis, calibration: dict[str, object] | None) -> None:
+    """The trainer records a threshold in the version's metrics.json; students use it when calibrated, the
+    setting (0.5 here) otherwise (a failed calibration, or an adapter written before calibration)."""
+    import orjson
+
+    from labelq.keyspace import AdapterFile
+
+    sessions = list(generate(4, seed=91))
+    ids = [str(s["session_id"]) for s in sessions]
+    rt = student(settings, redis_client, {1: Generation("Searches shoes", 0.2, 2),
+                                          2: Generation("Searches shoes", 0.4, 2)},
+                 student_escalation_share=1.0)
+    rt.store.put_bytes(keyspace.adapter_file(TASK, 3, AdapterFile.METRICS),
+                       orjson.dumps({"version": 3, "calibration": calibration}))
+    escalate = Escalated()
+    adapter = Adapter(TASK, 3, "/nowhere", 1)  # the scripted engine loads nothing
+    run_student_chunk(rt, make_chunk(sessions, route="steady"), escalate, adapter=adapter)
+    calibrated = calibration is not None and calibration["calibrated"]
+    assert rt.confidence_threshold(adapter) == (0.3 if calibrated else 0.5)
+    assert rt.confidence_threshold(None) == 0.5
+    # 0.2 is doubtful under both thresholds; 0.4 only under the setting's 0.5
+    assert escalate.calls == ([[ids[1]]] if calibrated else [[ids[1], ids[2]]])

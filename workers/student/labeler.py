@@ -25,6 +25,12 @@ engine's base cannot be hashed here (an ``openai`` engine serving a path on its
 own machine), with one ``base_unverifiable`` warning. A base model that cannot
 be resolved (``tiny`` not built) makes chunks wait the same way.
 
+The confidence threshold is the adapter's own when the trainer calibrated it on
+its val split (``calibration.threshold`` in the version's ``metrics.json``, read
+once per version: a version is written once), else
+``LABELQ_STUDENT_CONFIDENCE_THRESHOLD`` (the bare base model, adapters trained
+before calibration, and adapters whose calibration did not reach the target).
+
 Every adapter copy is checked against the content hash the registry records
 for its version (``workers.student.cache``); when the store's copy itself does
 not match, chunks wait the same way until an operator pins or promotes
@@ -40,6 +46,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import orjson
 import redis
 
 from labelq.contract import Verdict, check, decoding_schema
@@ -84,6 +91,7 @@ class StudentRuntime:
     _base_hash: str | None = field(default=None, init=False)
     _unchecked_warned: set[tuple[str, int]] = field(default_factory=set, init=False)
     _content_hashes: dict[tuple[str, int], str | None] = field(default_factory=dict, init=False)
+    _thresholds: dict[tuple[str, int], float | None] = field(default_factory=dict, init=False)
     _ensured: dict[str, float] = field(default_factory=dict, init=False)  # task -> last registry check
 
     @property
@@ -160,6 +168,25 @@ class StudentRuntime:
                             detail="adapter written before content hashes were kept: served unchecked")
         return self._content_hashes[(task, version)]
 
+    def confidence_threshold(self, adapter: Adapter | None) -> float:
+        """The threshold below which ``adapter``'s answers are doubtful: its calibrated one, else the setting."""
+        if adapter is None:
+            return self.settings.student_confidence_threshold
+        key = (adapter.task, adapter.version)
+        if key not in self._thresholds:
+            try:
+                metrics = Registry(self.settings, self.client, self.store).metrics(*key)
+            except (ObjectNotFound, orjson.JSONDecodeError) as exc:
+                log.warning("adapter_metrics_unreadable", task=adapter.task, adapter_version=adapter.version,
+                            detail=str(exc)[:200])
+                metrics = {}
+            found = self._thresholds[key] = calibrated_threshold(metrics)
+            log.info("confidence_threshold", task=adapter.task, adapter_version=adapter.version,
+                     threshold=found if found is not None else self.settings.student_confidence_threshold,
+                     calibrated=found is not None)
+        recorded = self._thresholds[key]
+        return self.settings.student_confidence_threshold if recorded is None else recorded
+
     def check_base(self, task: str, version: int) -> None:
         """Paused when the adapter was trained on another base than the engine serves."""
         recorded = self.cache.base_hash(task, version)
@@ -172,6 +199,17 @@ class StudentRuntime:
         if self.base_hash and not same_base(recorded, self.base_hash):
             raise Paused(mismatch_message(task, version, recorded, self.base_hash, self.backend.model),
                          self.settings.student_wait_s)
+
+
+def calibrated_threshold(metrics: Any) -> float | None:
+    """The confidence threshold a version's ``metrics.json`` records when its calibration succeeded, else None."""
+    calibration = metrics.get("calibration") if isinstance(metrics, dict) else None
+    if not isinstance(calibration, dict) or calibration.get("calibrated") is not True:
+        return None
+    threshold = calibration.get("threshold")
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0 <= threshold <= 1:
+        return None
+    return float(threshold)
 
 
 def _escalation_order(verdicts: Sequence[Verdict], gens: Sequence[Generation], threshold: float,
@@ -197,6 +235,7 @@ def run_student_chunk(runtime: StudentRuntime, chunk: ChunkMessage, escalate: Es
     spec = load_spec(chunk.task, settings.specs_dir)
     if adapter is _LOOK_UP:
         adapter = runtime.adapter_for(chunk.task)
+    threshold = runtime.confidence_threshold(adapter)  # read before the engine runs: a store outage costs nothing
     backend = runtime.backend
     prompts = [student_prompt(spec, settings, s.require_payload()) for s in chunk.sessions]
     started = time.monotonic()
@@ -210,7 +249,7 @@ def run_student_chunk(runtime: StudentRuntime, chunk: ChunkMessage, escalate: Es
     engine_s = time.monotonic() - started
 
     verdicts = [check(gen.text, spec.contract) for gen in gens]
-    doubtful = _escalation_order(verdicts, gens, settings.student_confidence_threshold, chunk.sessions)
+    doubtful = _escalation_order(verdicts, gens, threshold, chunk.sessions)
     allowed = 0
     if doubtful and chunk.route != "escalation" and escalation.teacher_can_take(settings, runtime.client, spec):
         allowed = escalation.grant(settings, runtime.client, chunk.task, chunk.chunk_id,
@@ -236,7 +275,7 @@ def run_student_chunk(runtime: StudentRuntime, chunk: ChunkMessage, escalate: Es
                                       detail="student answer broke the output contract on a chunk the teacher "
                                              "sent back (no second escalation)"))
             continue
-        low = gen.confidence is not None and gen.confidence < settings.student_confidence_threshold
+        low = gen.confidence is not None and gen.confidence < threshold
         records.append(LabelRecord(
             session_id=item.session_id, content_hash=item.content_hash, task=chunk.task, label=verdict.label,
             source="student", model=backend.model, adapter_version=adapter.version if adapter else None,

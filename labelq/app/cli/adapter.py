@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import textwrap
 from typing import Annotated, Any
 
 import typer
@@ -12,6 +13,9 @@ from labelq.app.cli.common import err_console, friendly_errors, print_json_line,
 from labelq.redis_server import connect
 from labelq.registry import Registry
 from labelq.store import open_store
+from trainer.gate import GateCheck
+
+WIDTH = 80  # the gate's reasons are wrapped to this many columns
 
 app = typer.Typer(help="List, promote, roll back and pin adapter versions (running students follow).",
                   no_args_is_help=True)
@@ -26,7 +30,8 @@ def _registry(ctx: typer.Context) -> Registry:
 @friendly_errors
 def adapter_list(ctx: typer.Context, task: Annotated[str, typer.Argument(help="Task spec name.")],
                  json_out: Annotated[bool, typer.Option("--json", help="Print JSON (last line).")] = False) -> None:
-    """Adapter versions in the store with their metrics, and which one serves."""
+    """Adapter versions in the store with their metrics, which one serves, and why each was promoted
+    or refused (every gate check; FAIL marks the ones that refused it)."""
     reg = _registry(ctx)
     state = reg.state(task)
     rows: list[dict[str, Any]] = [{"version": v, "metrics": reg.metrics(task, v)} for v in reg.versions(task)]
@@ -34,15 +39,58 @@ def adapter_list(ctx: typer.Context, task: Annotated[str, typer.Argument(help="T
         print_json_line({"task": task, **state, "serving": reg.serving(task), "versions": rows})
         return
     table = Table(title=f"adapters for {task} (serving: v{reg.serving(task)})")
-    for col in ("version", "exact_match", "cosine", "within_contract", "state"):
+    for col in ("version", "exact", "cosine", "within", "threshold", "gate", "state"):
         table.add_column(col)
     for row in rows:
         m = row["metrics"].get("adapter", row["metrics"])
         flags = [f for f, on in (("current", row["version"] == state["current"]),
                                  ("pinned", row["version"] == state["pinned"])) if on]
         table.add_row(f"v{row['version']}", str(m.get("exact_match", "-")), str(m.get("cosine", "-")),
-                      str(m.get("within_contract", "-")), ", ".join(flags))
-    Console().print(table)
+                      str(m.get("within_contract", "-")), _threshold(row["metrics"]),
+                      _verdict(row["metrics"]), ", ".join(flags))
+    Console(width=WIDTH).print(table)
+    for row in rows:
+        typer.echo(f"\nv{row['version']} {_verdict(row['metrics'])}")
+        for line in gate_lines(row["metrics"]):
+            typer.echo(line)
+
+
+def _verdict(metrics: dict[str, Any]) -> str:
+    promoted = metrics.get("promoted")
+    return "-" if promoted is None else "promoted" if promoted else "refused"
+
+
+def _threshold(metrics: dict[str, Any]) -> str:
+    """The students' confidence threshold: the calibrated one, or ``fixed`` (the setting applies)."""
+    calibration = metrics.get("calibration")
+    if not isinstance(calibration, dict):
+        return "-"
+    return f"{calibration.get('threshold')}" if calibration.get("calibrated") else "fixed"
+
+
+def gate_lines(metrics: dict[str, Any]) -> list[str]:
+    """Why a version was promoted or refused, one wrapped line per gate check (FAIL first in its line);
+    the ``gate`` sentence for versions written before checks were kept; the calibration's outcome."""
+    def wrap(text: str, mark: str) -> list[str]:
+        first = f"  {mark:<4} " if mark else "  "
+        return textwrap.wrap(text, WIDTH, initial_indent=first, subsequent_indent=" " * (len(first) + 2))
+
+    lines: list[str] = []
+    checks = metrics.get("checks")
+    if isinstance(checks, list) and checks:
+        for raw in checks:
+            try:
+                check = GateCheck(**raw)
+            except TypeError:
+                lines.extend(wrap(str(raw), "?"))
+                continue
+            lines.extend(wrap(check.line(), "ok" if check.passed else "FAIL"))
+    elif metrics.get("gate"):
+        lines.extend(wrap(str(metrics["gate"]), ""))
+    calibration = metrics.get("calibration")
+    if isinstance(calibration, dict) and calibration.get("why"):
+        lines.extend(wrap(f"confidence threshold {calibration.get('threshold')}: {calibration['why']}", ""))
+    return lines
 
 
 @app.command("promote")
