@@ -208,7 +208,7 @@ def test_shadow_agreement_degraded_mark_and_rollback(live: Settings, redis_clien
     assert event["from"] == 2 and event["to"] == 1 and event["worse"] and event["p"] < 0.01
     assert event["current"]["n"] == rows[2].n and event["predecessor"]["exact_rate"] == 1.0
     record = orjson.loads(store.get_bytes(keyspace.adapter_rolled_back(TASK, 2)))
-    assert record["from"] == 2 and record["to"] == 1
+    assert record["from"] == 2 and record["to"] == 1 and registry.rolled_back(TASK) == {2}  # `adapter list`
     assert states[TASK].rolled_back is not None and again[TASK].version == 1 and not again[TASK].degraded
     assert again[TASK].rolled_back == states[TASK].rolled_back
     # The next curated bucket is due now, whatever the count; building it clears the request.
