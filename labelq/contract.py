@@ -45,6 +45,12 @@ def normalise_text(answer: str) -> str:
     return re.sub(r"[ \t]+", " ", text)
 
 
+
+def normalise_for_match(text: str) -> str:
+    """What "exact match" compares: the normalised answer, lower case, letters, digits and spaces only
+    (the trainer's evaluation and the live student-teacher agreement use the same)."""
+    return re.sub(r"[^a-z0-9 ]+", "", normalise_text(text).lower()).strip()
+
 def check_text(answer: str, contract: Contract) -> Verdict:
     text = normalise_text(answer)
     words = len(text.split())

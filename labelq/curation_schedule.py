@@ -4,7 +4,10 @@ Teacher workers ask after each chunk (two Redis reads) and, when a threshold
 is crossed, claim it (a ``SET NX`` per threshold keeps it to one trainer
 trigger; :func:`labelq.queue.publish.trigger_curation_if_due`). The trainer
 curates when :func:`is_due` agrees, so a lost or duplicated trigger changes
-nothing: the trainer's polling loop runs the same check.
+nothing: the trainer's polling loop runs the same check. :func:`force_next`
+makes the next bucket due at once, whatever the count (the agreement monitor
+asks for it after a rollback: fresh teacher labels should train a better
+adapter soon); building that bucket clears it.
 """
 
 from __future__ import annotations
@@ -27,7 +30,19 @@ def _curated_at(settings: Settings, client: redis.Redis, task: str) -> int | Non
 
 def record_curated(settings: Settings, client: redis.Redis, task: str, labels: int) -> None:
     """Curation ran at ``labels`` teacher labels: the next bucket is due ``retrain_every`` later."""
-    client.hset(keyspace.curation(settings, task), CurationField.LABELS_AT, labels)
+    with client.pipeline(transaction=True) as pipe:
+        pipe.hset(keyspace.curation(settings, task), CurationField.LABELS_AT, labels)
+        pipe.hdel(keyspace.curation(settings, task), CurationField.FORCED)
+        pipe.execute()
+
+
+def force_next(settings: Settings, client: redis.Redis, task: str, why: str) -> None:
+    """Make ``task``'s next bucket due now (the trainer's next poll builds it)."""
+    client.hset(keyspace.curation(settings, task), CurationField.FORCED, why)
+
+
+def forced(settings: Settings, client: redis.Redis, task: str) -> bool:
+    return bool(client.hexists(keyspace.curation(settings, task), CurationField.FORCED))
 
 
 def next_threshold(settings: Settings, client: redis.Redis, task: str) -> int:
@@ -37,7 +52,8 @@ def next_threshold(settings: Settings, client: redis.Redis, task: str) -> int:
 
 
 def is_due(settings: Settings, client: redis.Redis, task: str) -> bool:
-    return teacher_labels(settings, client, task) >= next_threshold(settings, client, task)
+    return (teacher_labels(settings, client, task) >= next_threshold(settings, client, task)
+            or forced(settings, client, task))
 
 
 def claim_trigger(settings: Settings, client: redis.Redis, task: str) -> int | None:

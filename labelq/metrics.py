@@ -29,6 +29,12 @@ no session ids, no keys ever become a label value.
                                                  (0: none), read at scrape time; producers pause above
                                                  ``LABELQ_REDIS_MEMORY_HIGH_WATER`` of the ceiling
 * ``labelq_redis_memory_reserve_bytes``          the reserve held for workers to drain a full Redis
+* ``labelq_agreement_pairs{task,version}``, ``labelq_agreement_exact{task,version}``,
+  ``labelq_agreement_cosine{task,version}``, ``labelq_agreement_within{task,version}``
+                                                 live student-teacher agreement of the serving version in
+                                                 its judged window (``labelq.agreement``), read at scrape
+                                                 time from the trainer monitor's last verdict
+* ``labelq_quality_degraded{task}``              1 while the drift alarm marks the task degraded, else 0
 
 Prefork workers (the teacher) share one endpoint through prometheus_client's
 multiprocess mode: ``PROMETHEUS_MULTIPROC_DIR`` is set before any metric exists.
@@ -197,6 +203,41 @@ class QueueDepthCollector:
         return (queue_depths(self._settings, client),
                 parked_depths(self._settings, client, known_tasks(self._settings, client)))
 
+    def read_quality(self) -> dict[str, Any]:
+        """The agreement monitor's last verdict per task (``labelq.agreement.QualityState``)."""
+        from labelq.agreement import read_states
+        from labelq.task_registry import known_tasks
+
+        client = self._redis()
+        return read_states(self._settings, client, known_tasks(self._settings, client))
+
+    def _quality_families(self) -> list[Any]:
+        from prometheus_client.core import GaugeMetricFamily
+
+        try:
+            states = self.read_quality()
+        except (redis.RedisError, LabelqError) as exc:
+            log.warning("metrics_agreement_unavailable", error=type(exc).__name__)
+            return []
+        figures = {name: GaugeMetricFamily(f"labelq_agreement_{name}", text, labels=["task", "version"])
+                   for name, text in (("pairs", "Student-teacher pairs scored in the judged window."),
+                                      ("exact", "Share of pairs whose labels match after normalisation."),
+                                      ("cosine", "Mean cosine of the pairs' label embeddings."),
+                                      ("within", "Share of shadow answers within the output contract."))}
+        degraded = GaugeMetricFamily("labelq_quality_degraded", "1 while the drift alarm marks the task degraded.",
+                                     labels=["task"])
+        for task, state in states.items():
+            q = state.status()
+            degraded.add_metric([task], float(q.degraded))
+            if q.version is None or q.window_start is None:
+                continue
+            labels = [task, str(q.version)]
+            figures["pairs"].add_metric(labels, float(q.n))
+            for name, value in (("exact", q.exact), ("cosine", q.cosine), ("within", q.within)):
+                if value is not None:
+                    figures[name].add_metric(labels, float(value))
+        return [*figures.values(), degraded]
+
     def collect(self) -> Any:
         from prometheus_client.core import GaugeMetricFamily
 
@@ -229,6 +270,8 @@ class QueueDepthCollector:
             yield GaugeMetricFamily("labelq_redis_memory_reserve_bytes",
                                     "Memory held in reserve for workers to drain a full Redis.",
                                     value=memory.reserve_bytes)
+        if depths:  # Redis answered this scrape
+            yield from self._quality_families()
 
 
 def require_basic_auth(app: WSGIApp, user: str, password: str) -> WSGIApp:

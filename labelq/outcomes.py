@@ -11,7 +11,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
-OutcomeStatus = Literal["done", "decode_error", "poison_chunk", "poison_chunk_split", "payload_missing", "parked"]
+OutcomeStatus = Literal["done", "decode_error", "poison_chunk", "poison_chunk_split", "payload_missing", "parked",
+                        "shadow", "shadow_dropped"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,13 +45,17 @@ class ChunkOutcome:
     escalated: int = 0  # student answers sent back to the teacher
     handed_back: int = 0  # teacher sessions put back on the queue, unfinished at the deadline
     split_sessions: int = 0  # poison_chunk_split: sessions of the chunk that was halved
+    shadowed: int = 0  # shadow: shadow records written (labelq.agreement), not labels
     teacher: TeacherSpend | None = None
     student: StudentEngine | None = None
 
     def as_log(self) -> dict[str, Any]:
         """The ``chunk_done`` log fields (and the task's JSON result): only what applies to this outcome."""
-        if self.status in ("decode_error", "parked"):
+        if self.status in ("decode_error", "parked", "shadow_dropped"):
             return {"status": self.status}
+        if self.status == "shadow":
+            return {"status": self.status, "shadowed": self.shadowed,
+                    **(asdict(self.student) if self.student is not None else {})}
         if self.status == "poison_chunk_split":
             return {"status": self.status, "sessions": self.split_sessions}
         if self.status in ("poison_chunk", "payload_missing"):

@@ -113,6 +113,12 @@ class Registry:
                 found.add(version)
         return sorted(found)
 
+    def rolled_back(self, task: str) -> set[int]:
+        """Versions the agreement monitor rolled back (``trainer.monitor``: a ``rolled_back.json`` beside
+        their files), read with one listing."""
+        return {v for k in self._store.list(keyspace.adapter_prefix(task) + "/v")
+                if (v := keyspace.adapter_version_of(k)) is not None and k == keyspace.adapter_rolled_back(task, v)}
+
     def metrics(self, task: str, version: int) -> dict[str, Any]:
         data: dict[str, Any] = orjson.loads(self._store.get_bytes(keyspace.adapter_file(task, version, AdapterFile.METRICS)))
         return data

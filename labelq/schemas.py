@@ -110,7 +110,7 @@ class ChunkMessage(BaseModel):
     chunk_id: str = Field(min_length=8)
     task: str = Field(min_length=1)
     sessions: list[SessionItem] = Field(min_length=1)
-    # Where the chunk came from: "seed", "sample", "steady", "escalation", "forced".
+    # Where the chunk came from: "seed", "sample", "steady", "escalation", "forced", or SHADOW_ROUTE.
     route: str = "steady"
 
     @model_validator(mode="after")
@@ -213,6 +213,32 @@ class LabelRecord(BaseModel):
     @classmethod
     def decode(cls, raw: bytes | str | dict[str, Any]) -> LabelRecord:
         return _decode(cls, raw, f"v{LABEL_SCHEMA_VERSION} label record")
+
+
+SHADOW_ROUTE = "shadow"  # a student chunk of teacher-sample sessions, labelled for agreement only
+SHADOW_SCHEMA_VERSION: Final = 1
+
+
+class ShadowRecord(BaseModel):
+    """The serving student's answer to a session of the teacher sample (``shadow/<task>/<chunk>.jsonl``):
+    kept to measure agreement with the teacher (``labelq.agreement``), never a label of the session."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    v: Literal[1] = SHADOW_SCHEMA_VERSION
+    session_id: str
+    content_hash: str
+    task: str
+    adapter_version: int
+    label: str  # the answer as the contract cleaned it, or the raw answer when it broke the contract
+    within_contract: bool
+    confidence: float | None = None
+    chunk_id: str
+    created_at: str = Field(default_factory=utc_now_iso)
+
+    @classmethod
+    def decode(cls, raw: bytes | str | dict[str, Any]) -> ShadowRecord:
+        return _decode(cls, raw, f"v{SHADOW_SCHEMA_VERSION} shadow record")
 
 
 class DeadLetter(BaseModel):

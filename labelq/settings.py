@@ -362,6 +362,50 @@ class Settings(BaseSettings):
     routing_stratify_by: str | None = Field(
         default=None, description="Field path (e.g. site, user.device) whose values share the seed set fairly."
     )
+    # Live quality: shadow labels of the teacher sample, agreement, drift alarm, rollback (labelq.agreement).
+    shadow_enabled: bool = Field(
+        default=True, description="Steady-phase sessions sampled to the teacher are also labelled by the serving "
+        "student as shadow records (not labels), so the two answers are compared live.",
+    )
+    agreement_window_s: int = Field(
+        default=3_600, ge=60, description="Student-teacher agreement is counted per adapter version in windows "
+        "of this many seconds.",
+    )
+    agreement_keep_windows: int = Field(
+        default=168, gt=0, description="Windows of agreement counts kept (each expires this many windows after "
+        "it starts): the rollback compares with the predecessor's last window still kept.",
+    )
+    agreement_pair_ttl_s: int = Field(
+        default=86_400, gt=0, description="How long a teacher label or a shadow label waits for the other half "
+        "of its pair before it is forgotten.",
+    )
+    agreement_cosine_backlog: int = Field(
+        default=10_000, gt=0, description="Pairs waiting for the trainer to embed them (cosine); older ones are "
+        "dropped beyond it.",
+    )
+    drift_min_samples: int = Field(
+        default=100, gt=0, description="Pairs a window needs before the drift alarm or the rollback judge it.",
+    )
+    drift_floor_exact: float = Field(
+        default=0.0, ge=0, le=1, description="A task is degraded when its window's exact agreement is below this "
+        "(0: not checked; free-text labels rarely match word for word).",
+    )
+    drift_floor_cosine: float = Field(
+        default=0.6, ge=0, le=1, description="A task is degraded when its window's mean cosine is below this "
+        "(0: not checked).",
+    )
+    drift_floor_within: float = Field(
+        default=0.9, ge=0, le=1, description="A task is degraded when its window's share of shadow answers within "
+        "the output contract is below this (0: not checked).",
+    )
+    auto_rollback: bool = Field(
+        default=True, description="Roll a promoted version back to its predecessor when its live exact agreement "
+        "is significantly worse (one-sided two-proportion z-test, LABELQ_ROLLBACK_P_VALUE).",
+    )
+    rollback_p_value: float = Field(
+        default=0.01, gt=0, lt=1, description="The z-test's p-value below which a version counts as worse than "
+        "its predecessor.",
+    )
     curation_retrain_every: int = Field(
         default=1_000, gt=0, description="New teacher labels that trigger the next automatic curated bucket."
     )

@@ -18,7 +18,7 @@ that ``--json`` prints (``from_dict`` reads it back)::
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from labelq.ledger import CostSummary, ModelSpend
@@ -52,6 +52,23 @@ class TeacherStatus:
 
 
 @dataclass(frozen=True, slots=True)
+class QualityStatus:
+    """Live student-teacher agreement of the serving version in its judged window, and the drift mark, as
+    the trainer's monitor last judged them (``labelq.agreement``, ``trainer.monitor``)."""
+
+    version: int | None
+    window_start: int | None = None  # unix time; None before any pair
+    n: int = 0  # pairs scored in the window
+    exact: float | None = None  # share of pairs equal after normalisation
+    cosine: float | None = None  # mean cosine of the pairs embedded so far
+    within: float | None = None  # share of shadow answers within the output contract
+    degraded: bool = False
+    reasons: list[str] = field(default_factory=list)
+    rolled_back: dict[str, Any] | None = None  # the last automatic rollback of the task
+    checked_at: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
 class TaskStatus:
     ingested: int
     duplicates: int
@@ -66,6 +83,7 @@ class TaskStatus:
     adapter: AdapterStatus
     teacher: TeacherStatus
     parked_chunks: int = 0  # student chunks waiting off the queue for a first adapter (labelq.queue.parking)
+    quality: QualityStatus | None = None  # None: no verdict yet (no adapter, or no trainer polling)
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,6 +19,7 @@ import orjson
 import redis
 
 from labelq import keyspace
+from labelq.agreement import QualityState
 from labelq.budget import BUDGET_STATE_FIELDS, budget_state_from, period_id
 from labelq.keyspace import BudgetField, Stat
 from labelq.ledger import budget_limit_usd, cost_summary, ledger_from_hash
@@ -63,7 +64,7 @@ def _read_task(pipe: Any, settings: Settings, task: str, pid: str) -> None:
     pipe.hmget(keyspace.budget_keys(settings, task, pid)[0], BUDGET_STATE_FIELDS)
     pipe.hget(keyspace.budget_legacy(settings, task), BudgetField.SPENT)
     pipe.mget(keyspace.teacher_paused(settings, task), keyspace.adapter_current(settings, task),
-              keyspace.adapter_pinned(settings, task))
+              keyspace.adapter_pinned(settings, task), keyspace.agreement_state(settings, task))
     pipe.hgetall(keyspace.routing(settings, task))
     for queue in PARKED_QUEUES:
         pipe.llen(keyspace.parked(settings, queue, task))
@@ -74,7 +75,7 @@ def _task_status(settings: Settings, task: str, pid: str, replies: Iterator[Any]
     stats, dlq = int_hash_from(next(replies)), int_hash_from(next(replies))
     ledger = ledger_from_hash(next(replies))
     budget = budget_state_from(settings, task, pid, next(replies), next(replies), store)
-    paused, adapter_current, adapter_pinned = next(replies)
+    paused, adapter_current, adapter_pinned, quality = next(replies)
     routing = routing_from_hash(settings, next(replies))
     parked = sum(int(next(replies)) for _ in PARKED_QUEUES)
     limit = _budget_limit(settings, task)
@@ -112,6 +113,7 @@ def _task_status(settings: Settings, task: str, pid: str, replies: Iterator[Any]
             paused=orjson.loads(paused)["reason"] if paused else None,
         ),
         parked_chunks=parked,
+        quality=None if (state := QualityState.from_json(quality)) is None else state.status(),
     )
 
 

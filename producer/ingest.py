@@ -30,7 +30,7 @@ from labelq.hashing import chunk_id
 from labelq.keyspace import payload as payload_key
 from labelq.payloads import check_in, claim_checked
 from labelq.queue.publish import OutgoingChunk, message_bytes
-from labelq.schemas import DeadLetter, PayloadRef, chunk_json
+from labelq.schemas import SHADOW_ROUTE, DeadLetter, PayloadRef, chunk_json
 from labelq.settings import Settings
 from labelq.stopping import StopFlag
 from labelq.store import ObjectStore
@@ -73,6 +73,7 @@ class IngestSummary:
     backpressure_paused_s: float = 0.0
     left: int = 0  # read, not enqueued: the run was asked to stop
     stopped: bool = False
+    shadowed: int = 0  # sample sessions also sent to students as shadow chunks (not in queues/chunks)
 
     def add(self, other: IngestSummary) -> None:
         """Fold another run's counts into this one (several sources, several processes)."""
@@ -85,6 +86,7 @@ class IngestSummary:
         self.chunks += other.chunks
         self.queues.update(other.queues)
         self.backpressure_paused_s += other.backpressure_paused_s
+        self.shadowed += other.shadowed
 
     @property
     def rejected_total(self) -> int:
@@ -108,6 +110,7 @@ class IngestSummary:
             "backpressure_paused_s": round(self.backpressure_paused_s, 3),
             "left": self.left,
             "stopped": self.stopped,
+            "shadowed": self.shadowed,
         }
 
 
@@ -218,7 +221,8 @@ class Ingestor:
         if not hashes:
             return
         known = {h for h, new in zip(hashes, self._publisher.unseen(self._task, hashes), strict=True) if not new}
-        outgoing, fresh = self._chunks(ready, known)
+        shadow = any(route == "sample" for _, route, _ in ready) and self._router.shadows(self._task)
+        outgoing, fresh = self._chunks(ready, known, shadow)
         self._publisher.wait_for_chunks(outgoing, self._task)
         if self._payloads is not None:  # before the transaction: no reference is ever queued before its object
             fresh_set = set(fresh)
@@ -227,17 +231,22 @@ class Ingestor:
             check_in(self._payloads, self._task, list(large.items()))
         while taken := self._publisher.enqueue(self._task, outgoing, fresh, duplicates=len(hashes) - len(fresh)):
             known |= taken
-            outgoing, fresh = self._chunks(ready, known)
+            outgoing, fresh = self._chunks(ready, known, shadow)
         self._ready = []
-        self.summary.chunks += len(outgoing)
         for queue, chunk in outgoing:
+            if chunk.shadow:
+                self.summary.shadowed += chunk.sessions
+                continue
+            self.summary.chunks += 1
             self.summary.queues[queue] += chunk.sessions
         self.summary.enqueued += len(fresh)
         self.summary.duplicates += len(hashes) - len(fresh)
 
-    def _chunks(self, ready: list[tuple[str, str, list[Accepted]]],
-                known: set[str]) -> tuple[list[tuple[str, OutgoingChunk]], list[str]]:
-        """The chunks of the sessions not in ``known`` (each hash once), and their hashes."""
+    def _chunks(self, ready: list[tuple[str, str, list[Accepted]]], known: set[str],
+                shadow: bool = False) -> tuple[list[tuple[str, OutgoingChunk]], list[str]]:
+        """The chunks of the sessions not in ``known`` (each hash once), and their hashes. With ``shadow``,
+        each teacher-sample chunk has a twin on the student queue (``route=shadow``, its own id), pushed and
+        claimed in the same step: the sessions are claimed once, by the teacher's chunk."""
         taken = set(known)
         outgoing: list[tuple[str, OutgoingChunk]] = []
         fresh: list[str] = []
@@ -258,4 +267,9 @@ class Ingestor:
                     chunk_id=cid, task=self._task, sessions=len(new),
                     body=chunk_json(self._task, route, triples, cid),
                 )))
+                if shadow and queue == "teacher" and route == "sample":
+                    twin = chunk_id(self._task, (s.content_hash for s in new), parent=f"{SHADOW_ROUTE}:{cid}")
+                    outgoing.append(("student", OutgoingChunk(
+                        chunk_id=twin, task=self._task, sessions=len(new),
+                        body=chunk_json(self._task, SHADOW_ROUTE, triples, twin), shadow=True)))
         return outgoing, fresh

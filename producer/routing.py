@@ -11,7 +11,11 @@
   keyed hash of the content hash (``labelq.sampling``: the same session always
   routes the same way, and a submitter cannot steer one into the sample); the
   rest go to students (``route=steady``). Students escalate what they doubt
-  (``route=escalation``, see workers/student/labeler.py).
+  (``route=escalation``, see workers/student/labeler.py). With
+  ``shadow_enabled`` and an adapter serving the task (:meth:`PolicyRouter.shadows`,
+  read at most every ``PAUSE_CHECK_S``), the ingestor also sends the sample to
+  the student queue as shadow chunks (``route=shadow``): labelled for
+  student-teacher agreement only (``labelq.agreement``), never as labels.
 * **teacher paused** (budget spent, key refused, provider out: the pause flag
   the teacher workers set): the sample goes to students instead
   (``route=sample_teacher_paused``, a flag on their label records), so a paused
@@ -45,6 +49,10 @@ class Router(Protocol):
         """Return ``(queue, route_name)`` for one session."""
         ...
 
+    def shadows(self, task: str) -> bool:
+        """Whether ``route=sample`` sessions of ``task`` also go to the student queue as shadow chunks."""
+        ...
+
 
 class FixedRouter:
     """Every session to one queue."""
@@ -57,6 +65,9 @@ class FixedRouter:
 
     def route(self, task: str, session: Accepted) -> tuple[str, str]:
         return self.queue, self.route_name
+
+    def shadows(self, task: str) -> bool:
+        return False
 
 
 def _field(raw: bytes, path: str) -> str:
@@ -77,10 +88,11 @@ class PolicyRouter:
         self._secret: bytes | None = None
         self._done: set[str] = set()
         self._paused: dict[str, tuple[float, bool]] = {}  # task -> (checked at, teacher paused)
+        self._served: dict[str, tuple[float, bool]] = {}  # task -> (checked at, an adapter serves it)
 
     def __getstate__(self) -> dict[str, Any]:  # sent to ingest subprocesses: they connect themselves
         return {"_settings": self._settings, "_client": None, "_store": None, "_secret": self._secret,
-                "_done": set(self._done), "_paused": {}}
+                "_done": set(self._done), "_paused": {}, "_served": {}}
 
     def _teacher_paused(self, task: str) -> bool:
         now = time.monotonic()
@@ -89,6 +101,18 @@ class PolicyRouter:
             paused = bool(self._redis().exists(keyspace.teacher_paused(self._settings, task)))
             self._paused[task] = (now, paused)
         return paused
+
+    def shadows(self, task: str) -> bool:
+        """Shadow labelling is on and an adapter serves ``task`` (without one there is nothing to compare)."""
+        if not self._settings.shadow_enabled:
+            return False
+        now = time.monotonic()
+        checked_at, served = self._served.get(task, (-PAUSE_CHECK_S, False))
+        if now - checked_at >= PAUSE_CHECK_S:
+            served = bool(self._redis().exists(keyspace.adapter_pinned(self._settings, task),
+                                               keyspace.adapter_current(self._settings, task)))
+            self._served[task] = (now, served)
+        return served
 
     def _redis(self) -> redis.Redis:
         if self._client is None:

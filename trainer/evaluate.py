@@ -7,20 +7,15 @@ offline), share within the output contract, mean words.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from functools import lru_cache
 from typing import Any
 
-from labelq.contract import check, normalise_text
+from labelq.contract import check, normalise_for_match
 from labelq.spec import Contract
 
 EMBEDDING_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
-
-
-def normalise_for_match(text: str) -> str:
-    return re.sub(r"[^a-z0-9 ]+", "", normalise_text(text).lower()).strip()
 
 
 @lru_cache(maxsize=2)

@@ -15,6 +15,7 @@ from labelq.registry import release_parked, restore_lost_registries, sweep_parke
 from labelq.settings import Settings
 from labelq.store import open_store
 from trainer.auto import curate_if_due, tasks_with_teacher_labels
+from trainer.monitor import monitor_quality
 from trainer.reports import TrainingReport
 from trainer.service import ready_buckets, train_bucket
 
@@ -24,9 +25,11 @@ log = get_logger(__name__)
 def run_once(settings: Settings) -> list[TrainingReport]:
     """Curate what is due, then train every ready bucket once; return their reports. First, the
     sweep of parked student chunks (``labelq.registry.release_parked``): nothing stays parked once
-    its task can be served, whatever crashed between a promotion and its unpark."""
+    its task can be served, whatever crashed between a promotion and its unpark; then the agreement
+    monitor (``trainer.monitor``: cosines, drift alarm, automatic rollback)."""
     store, client = open_store(settings), connect(settings)
     release_parked(settings, client, store)
+    monitor_quality(settings, store, client)  # before curation: a rollback makes the next bucket due now
     for task in tasks_with_teacher_labels(settings, client):
         curate_if_due(settings, store, client, task)
     done = []

@@ -44,6 +44,23 @@ class BudgetField(StrEnum):
     SEEDED = "seeded"  # when the period's totals were started from the durable record (ms); absent: not yet
 
 
+class AgreementField(StrEnum):
+    """Fields of an ``agreement:<task>:<version>:<window>`` hash (``labelq.agreement``)."""
+
+    N = "n"  # pairs scored (teacher label and shadow label of one session)
+    EXACT = "exact"  # pairs equal after normalisation
+    WITHIN = "within"  # pairs whose shadow answer is within the output contract
+    COSINE_SUM = "cosine_sum"  # sum of the cosines embedded so far (float)
+    COSINE_N = "cosine_n"  # pairs embedded so far (the trainer's monitor embeds them in batches)
+
+
+class PairField(StrEnum):
+    """Fields of an ``agreement:pair:<task>:<content hash>`` hash: one half each (JSON)."""
+
+    TEACHER = "teacher"
+    SHADOW = "shadow"
+
+
 class EscalationField(StrEnum):
     """Fields of the ``escalation:<task>`` hash (``escalation_grant.lua``)."""
 
@@ -55,6 +72,7 @@ class CurationField(StrEnum):
     """Fields of the ``curation:<task>`` hash."""
 
     LABELS_AT = "labels_at"  # teacher labels when the last automatic bucket was built
+    FORCED = "forced"  # present: the next bucket is due now, whatever the count (a rollback asked for it)
 
 
 class LedgerMetric(StrEnum):

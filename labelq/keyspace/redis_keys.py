@@ -264,3 +264,39 @@ def escalation(settings: Settings, task: str) -> str:
 def escalation_decision(settings: Settings, chunk_id: str) -> str:
     """How many sessions a chunk may escalate, fixed at its first delivery; ``ESCALATION_DECISION_TTL_S``."""
     return _redis(settings, "escalation", "chunk", chunk_id)
+
+
+def agreement_pair(settings: Settings, task: str, content_hash: str) -> str:
+    """Hash of one sampled session's two answers until both are in (fields: :class:`PairField`); the second
+    to arrive scores the pair and deletes it; ``agreement_pair_ttl_s`` (a half that never meets its other)."""
+    return _redis(settings, "agreement", "pair", task, content_hash)
+
+
+def agreement_window(settings: Settings, task: str, version: int, window_start: int) -> str:
+    """Hash of the agreement counts of one adapter version in one window (fields: :class:`AgreementField`);
+    expires ``agreement_keep_windows`` windows after the window starts."""
+    return _redis(settings, "agreement", task, f"v{version}", str(window_start))
+
+
+def agreement_index(settings: Settings, task: str) -> str:
+    """Sorted set of a task's agreement windows (member ``<version>:<window start>``, score the start),
+    trimmed to the kept windows at each write; expires with the newest window."""
+    return _redis(settings, "agreement", task, "windows")
+
+
+def agreement_cosine(settings: Settings, task: str) -> str:
+    """List of scored pairs waiting to be embedded by the trainer's monitor (JSON ``{v, w, t, s}``), newest
+    on the left, trimmed to ``agreement_cosine_backlog``; expires with the newest window."""
+    return _redis(settings, "agreement", task, "cosine")
+
+
+def agreement_state(settings: Settings, task: str) -> str:
+    """JSON of the task's live quality as the trainer's monitor last judged it (figures, degraded,
+    last rollback; ``labelq.agreement.QualityState``), read by status and metrics; two windows."""
+    return _redis(settings, "agreement", task, "state")
+
+
+def agreement_rollback(settings: Settings, task: str, version: int) -> str:
+    """Marker: the monitor rolled this version back (``SET NX``: once, whatever the number of trainers);
+    ``CHUNK_DONE_TTL_S``."""
+    return _redis(settings, "agreement", task, f"v{version}", "rolled_back")

@@ -177,6 +177,22 @@ def adapter_file(task: str, version: int, name: AdapterFile) -> str:
     return f"{adapter_prefix(task, version)}/{name}"
 
 
+def adapter_rolled_back(task: str, version: int) -> str:
+    """Why and when the agreement monitor rolled a version back (``trainer.monitor``); written once, beside
+    the version's files (not one of them: the manifest does not list it)."""
+    return f"{adapter_prefix(task, version)}/rolled_back.json"
+
+
+def shadow(task: str, name: str) -> str:
+    """Shadow records of one student chunk: the serving student's answers to sessions of the teacher sample,
+    kept for agreement only (not labels: export, audit and curation never read ``shadow/``)."""
+    return key("shadow", segment(task), f"{segment(name)}.jsonl")
+
+
+def shadow_prefix(task: str | None = None) -> str:
+    return key("shadow", *([segment(task)] if task is not None else [])) + "/"
+
+
 def adapter_version_of(path: str) -> int | None:
     """The version of an ``adapters/<task>/v<N>/...`` path, else None."""
     parts = path.split("/")

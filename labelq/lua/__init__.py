@@ -27,7 +27,7 @@ from redis.commands.core import AsyncScript, Script
 from redis.exceptions import NoScriptError
 
 Name = Literal[
-    "budget_extend", "budget_reserve", "budget_seed", "budget_settle", "commit_chunk", "enqueue",
+    "agreement_pair", "budget_extend", "budget_reserve", "budget_seed", "budget_settle", "commit_chunk", "enqueue",
     "escalation_grant", "lock_release", "lock_renew", "park", "rate_acquire", "rate_settle", "redrive",
     "seed_route", "seen_audit", "seen_lookup", "unpark", "version_claim",
 ]

@@ -36,11 +36,12 @@ import redis
 
 from labelq import keyspace
 from labelq.queue.parking import PARKED_QUEUES
+from labelq.schemas import SHADOW_ROUTE
 from labelq.settings import QUEUES, Settings
 
 CHUNK_QUEUES = ("teacher", "student")
 PAGE_MESSAGES = 200  # messages (or hash entries) read per command by the audit
-_ARGSREPR = re.compile(r"<chunk (\S+) task=(\S+) sessions=(\d+)>\Z")  # publish.envelope's header
+_ARGSREPR = re.compile(r"<chunk (\S+) task=(\S+) sessions=(\d+)( shadow)?>\Z")  # publish.envelope's header
 
 
 def queue_depth(settings: Settings, client: redis.Redis, queue: str) -> int:
@@ -105,7 +106,8 @@ class ChunkCount:
 
 def chunk_message_count(envelope: bytes | str) -> ChunkCount | None:
     """A chunk message's task and session count, from its ``argsrepr`` header (the body is decoded only
-    for a message without it); None for other messages."""
+    for a message without it); None for other messages, and for shadow chunks (``route=shadow``: copies
+    of sessions in flight to the teacher, labelled for agreement only, ``labelq.agreement``)."""
     try:
         message = _message(envelope)
         headers = message.get("headers") or {}
@@ -113,11 +115,11 @@ def chunk_message_count(envelope: bytes | str) -> ChunkCount | None:
         message_id = str(message_id) if message_id is not None else None
         said = _ARGSREPR.match(str(headers.get("argsrepr") or ""))
         if said is not None:
-            return ChunkCount(message_id, said[2], int(said[3]))
+            return None if said[4] else ChunkCount(message_id, said[2], int(said[3]))
         chunk = _body_chunk(message)
     except (orjson.JSONDecodeError, KeyError, IndexError, TypeError, ValueError):
         return None
-    return None if chunk is None else ChunkCount(message_id, str(chunk.get("task")), len(chunk["sessions"]))
+    return None if chunk is None or chunk.get("route") == SHADOW_ROUTE else ChunkCount(message_id, str(chunk.get("task")), len(chunk["sessions"]))
 
 
 def _chunks(raws: Any) -> list[dict[str, Any]]:

@@ -77,7 +77,7 @@ from labelq.redis_memory import (
     read_memory,
     refused_for_memory,
 )
-from labelq.schemas import ChunkMessage, SessionItem, chunk_json
+from labelq.schemas import SHADOW_ROUTE, ChunkMessage, SessionItem, chunk_json
 from labelq.settings import Settings
 from labelq.stopping import StopFlag
 
@@ -105,6 +105,9 @@ class OutgoingChunk:
     task: str
     sessions: int
     body: bytes  # the chunk message as JSON
+    # A shadow chunk (route=shadow: the teacher sample's sessions, labelled by the student for agreement
+    # only, labelq.agreement): its header says so, and the audit does not count it in flight.
+    shadow: bool = False
 
 
 def _redis_failure(action: str, exc: Exception) -> ServiceUnavailable:
@@ -124,7 +127,8 @@ def envelope(app: Celery, queue: str, chunk: OutgoingChunk, origin: str) -> byte
     message = app.amqp.as_task_v2(
         task_id, TASK_FOR_QUEUE[queue], args=(), kwargs={}, origin=origin,
         # The header repr carries ids only: no session content in Flower or logs.
-        argsrepr=f"<chunk {chunk.chunk_id} task={chunk.task} sessions={chunk.sessions}>",
+        argsrepr=f"<chunk {chunk.chunk_id} task={chunk.task} sessions={chunk.sessions}"
+                 + (" shadow>" if chunk.shadow else ">"),
         kwargsrepr="{}",
     )
     body = b"[[" + chunk.body + _BODY_TAIL
@@ -395,7 +399,8 @@ def republish(settings: Settings, app: Celery, client: redis.Redis, queue: str,
             triples = [(s.session_id, s.content_hash, s.wire_part()) for s in part]
             cid = chunk_id(source.task, (s.content_hash for s in part), parent=source.chunk_id)
             outgoing.append((queue, OutgoingChunk(cid, source.task, len(part),
-                                                  chunk_json(source.task, route, triples, cid))))
+                                                  chunk_json(source.task, route, triples, cid),
+                                                  shadow=route == SHADOW_ROUTE)))
         publisher.publish_many(outgoing, backpressure=False)
 
 

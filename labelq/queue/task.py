@@ -25,7 +25,11 @@ they never import Celery themselves. A chunk task (:class:`ChunkTask`) has:
   error waits and puts the message back, uncounted; anything else is a
   failed delivery, and the delivery counter turns a chunk that keeps
   failing into halves, then dead letters;
-* the message is acknowledged only after the chunk's outcome is written.
+* the message is acknowledged only after the chunk's outcome is written;
+* a shadow chunk (``route=shadow``: sessions of the teacher sample, labelled by
+  the student for agreement only, ``labelq.agreement``) never dead-letters: the
+  teacher's copy of each session answers for it, so a shadow chunk that keeps
+  failing, or whose payloads are gone, is dropped with a log line.
 """
 
 from __future__ import annotations
@@ -63,7 +67,7 @@ from labelq.queue.publish import republish, trigger_curation_if_due
 from labelq.records import commit_chunk
 from labelq.redis_memory import refused_for_memory, release_reserve
 from labelq.redis_server import connect
-from labelq.schemas import ChunkMessage, DeadLetter, SessionItem
+from labelq.schemas import SHADOW_ROUTE, ChunkMessage, DeadLetter, SessionItem
 from labelq.settings import Settings
 from labelq.store import ObjectStore, open_store
 
@@ -222,6 +226,9 @@ class ChunkTask(LabelqTask):
         if self.ready is not None:
             self.ready(self, chunk)
         resolved, letters = resolve_chunk(self.store, chunk, self.stage)
+        if letters and chunk.route == SHADOW_ROUTE:  # the teacher's copy dead-letters them, once
+            log.warning("shadow_payload_unresolved", sessions=len(letters))
+            letters = []
         if letters:
             commit_chunk(self.settings, self.store, self.redis, stage=self.stage, task=chunk.task,
                          chunk_id=letters_chunk_id(chunk, letters), records=[], dead_letters=letters)
@@ -265,6 +272,9 @@ class ChunkTask(LabelqTask):
         time.sleep(wait_s)
 
     def _poisoned(self, chunk: ChunkMessage, deliveries: int) -> ChunkOutcome:
+        if chunk.route == SHADOW_ROUTE:  # its sessions are the teacher's to label or dead-letter
+            log.error("shadow_chunk_dropped", deliveries=deliveries, sessions=len(chunk.sessions))
+            return ChunkOutcome(status="shadow_dropped")
         if len(chunk.sessions) > 1:
             # Bisect: each half is a new chunk (its own id and delivery counter). Redelivered
             # after a crash here, the same halves are published again: same ids, same output.

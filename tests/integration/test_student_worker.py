@@ -15,9 +15,10 @@ from labelq.hashing import chunk_id
 from labelq.keyspace import Stat
 from labelq.queue.app import create_app
 from labelq.queue.publish import republish
+from labelq.schemas import SHADOW_ROUTE, ShadowRecord
 from labelq.settings import Settings
 from labelq.synth import generate
-from tests.support.helpers import dead_letters, queued_chunks, wait_until
+from tests.support.helpers import dead_letters, jsonl_objects, queued_chunks, wait_until
 from tests.support.student import TASK, publish_adapter, student_records
 from tests.support.teacher import make_chunk
 from tests.support.worker_procs import celery_workers, worker_env
@@ -26,15 +27,20 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 pytest.importorskip("torch")
 
 
-def send(settings: Settings, client: redis.Redis, sessions: list[dict], size: int) -> list[str]:  # type: ignore[type-arg]
+def send(settings: Settings, client: redis.Redis, sessions: list[dict], size: int,  # type: ignore[type-arg]
+         route: str = "steady") -> list[str]:
     """Put chunks of ``sessions`` on the student queue; return their chunk ids."""
     app = create_app(settings)
     ids = []
     for start in range(0, len(sessions), size):
-        chunk = make_chunk(sessions[start:start + size], route="steady")
+        chunk = make_chunk(sessions[start:start + size], route=route)
         republish(settings, app, client, "student", chunk, chunk.sessions)
         ids.append(chunk_id(chunk.task, (s.content_hash for s in chunk.sessions), parent=chunk.chunk_id))
     return ids
+
+
+def shadows(settings: Settings) -> list[ShadowRecord]:
+    return [ShadowRecord.decode(row) for row in jsonl_objects(settings, keyspace.shadow_prefix(TASK))]
 
 
 def labelled(settings: Settings, client: redis.Redis) -> int:
@@ -56,19 +62,28 @@ def student_env(settings: Settings, tiny_model: Path, **extra: str) -> dict[str,
 def test_running_worker_waits_for_an_adapter_then_follows_promotions(
         settings: Settings, redis_client: redis.Redis, tiny_model: Path, tiny_adapters: dict[str, Path],
         tmp_path: Path) -> None:
-    sessions = list(generate(96, seed=501))
+    sessions = list(generate(104, seed=501))
     with celery_workers(student_env(settings, tiny_model), "student", 1, tmp_path):
+        # A shadow chunk (teacher-sample sessions, labelled for agreement only) with no adapter to compare
+        # is dropped, never parked; taken first, so it is gone when the three below are parked.
+        send(settings, redis_client, sessions[96:100], 16, route=SHADOW_ROUTE)
         early = send(settings, redis_client, sessions[:48], 16)
         # No adapter yet: the worker parks every chunk off the queue (KEDA sees no work) and labels nothing.
         wait_until(lambda: redis_client.llen(keyspace.parked(settings, "student", TASK)) == 3, 120,
                    "the worker to park the chunks for want of an adapter")
-        assert labelled(settings, redis_client) == 0
+        assert labelled(settings, redis_client) == 0 and shadows(settings) == []
         assert redis_client.llen(keyspace.queue(settings, "student")) == 0
         publish_adapter(settings, redis_client, tiny_adapters["style"], 1)
         wait_until(lambda: labelled(settings, redis_client) + dead(settings, redis_client) == 48, 120, "v1 labels")
         publish_adapter(settings, redis_client, tiny_adapters["constant"], 2)  # same worker, no restart
         late = send(settings, redis_client, sessions[48:], 16)
         wait_until(lambda: labelled(settings, redis_client) + dead(settings, redis_client) == 96, 120, "v2 labels")
+        send(settings, redis_client, sessions[100:104], 16, route=SHADOW_ROUTE)
+        wait_until(lambda: len(shadows(settings)) == 4, 120, "the shadow records of v2")
+    # Shadow records carry the serving version and are not labels: no counter moved, nothing escalated.
+    assert {(r.adapter_version, r.session_id) for r in shadows(settings)} == {
+        (2, str(s["session_id"])) for s in sessions[100:104]}
+    assert labelled(settings, redis_client) + dead(settings, redis_client) == 96
     versions = {}
     for record in student_records(settings):
         versions.setdefault(record.chunk_id, set()).add(record.adapter_version)

@@ -14,6 +14,7 @@ from labelq.routing import RoutingState
 from labelq.snapshot import (
     AdapterStatus,
     AuditReport,
+    QualityStatus,
     RedisMemoryStatus,
     StatusSnapshot,
     StatusTotals,
@@ -60,6 +61,9 @@ def _snapshot() -> StatusSnapshot:
                               budget_usd=50.0, budget_spent_usd=1.0, budget_reserved_usd=0.0,
                               budget_remaining_usd=49.0, budget_period="day", budget_period_id="2026-11-21",
                               budget_resets_at="2026-11-22T00:00:00+00:00", paused=None),
+        quality=QualityStatus(version=2, window_start=1_700_000_000, n=120, exact=0.41, cosine=0.83, within=0.99,
+                              degraded=True, reasons=["cosine 0.583 < 0.6"], rolled_back=None,
+                              checked_at=1_700_000_100.0),
     )
     return StatusSnapshot(queues={"teacher": 0, "student": 1, "trainer": 0}, dead_letter={"invalid_json": 1},
                           tasks={"session-label": task},
@@ -80,12 +84,13 @@ def test_status_json_keeps_its_shape_and_round_trips() -> None:
     task = data["tasks"]["session-label"]
     assert list(task) == ["ingested", "duplicates", "labelled_teacher", "labelled_student", "escalated_student",
                           "student_engine_s", "dead_lettered", "routing", "cost", "dead_letter", "adapter", "teacher",
-                          "parked_chunks"]
+                          "parked_chunks", "quality"]
     assert task["routing"] == {"phase": "steady", "seeded": 50, "seed_size": 50, "sample_rate": 0.1,
                                "stratify_by": None}
     assert list(task["cost"]) == ["teacher_usd", "student_usd", "teacher_per_1k_usd", "student_per_1k_usd",
                                   "savings"]
     assert task["adapter"] == {"current": 2, "pinned": None}
+    assert task["quality"]["degraded"] and task["quality"]["n"] == 120 and task["quality"]["version"] == 2
     assert task["teacher"] == {"cost_usd": 1.0, "cache_hits": 7, "models": {"gpt-4o": {
         "calls": 50, "input_tokens": 9000, "output_tokens": 400, "usd": 1.0}}, "budget_usd": 50.0,
         "budget_spent_usd": 1.0, "budget_reserved_usd": 0.0, "budget_remaining_usd": 49.0,

@@ -8,8 +8,9 @@ from labelq.queue.app import STUDENT_TASK, QueueApp
 from labelq.queue.task import ChunkTask, register_chunk_task
 from labelq.queue.worker import check_at_worker_start
 from labelq.registry import restore_lost_registries, sweep_parked
-from labelq.schemas import ChunkMessage
+from labelq.schemas import SHADOW_ROUTE, ChunkMessage
 from workers.student.labeler import StudentRuntime, run_student_chunk
+from workers.student.shadow import run_shadow_chunk, shadow_adapter
 
 _RUNTIME: StudentRuntime | None = None
 
@@ -29,10 +30,17 @@ def _student_ready(job: ChunkTask, chunk: ChunkMessage) -> None:
     claim-checked payloads are read: nothing of it is written while it waits. The adapter found is the
     one the chunk runs with (one look-up per chunk)."""
     _READY.clear()
-    _READY[chunk.chunk_id] = _runtime(job).adapter_for(chunk.task)
+    runtime = _runtime(job)
+    # A shadow chunk never waits or parks: with no adapter to serve it is dropped (workers.student.shadow).
+    _READY[chunk.chunk_id] = (shadow_adapter(runtime, chunk.task) if chunk.route == SHADOW_ROUTE
+                              else runtime.adapter_for(chunk.task))
 
 
 def _label_student_chunk(job: ChunkTask, chunk: ChunkMessage) -> ChunkOutcome:
+    if chunk.route == SHADOW_ROUTE:
+        adapter = (_READY.pop(chunk.chunk_id) if chunk.chunk_id in _READY
+                   else shadow_adapter(_runtime(job), chunk.task))
+        return run_shadow_chunk(_runtime(job), chunk, adapter)
     escalate = lambda c, items: job.republish("teacher", c, items, route="escalation")  # noqa: E731
     if chunk.chunk_id in _READY:
         return run_student_chunk(_runtime(job), chunk, escalate, _READY.pop(chunk.chunk_id))

@@ -9,6 +9,7 @@ import orjson
 import redis
 
 from labelq import keyspace
+from labelq.agreement import offer_teacher
 from labelq.budget import period_id
 from labelq.ledger import budget_limit_usd
 from labelq.logging import get_logger
@@ -112,6 +113,8 @@ def run_teacher_chunk(settings: Settings, store: ObjectStore, client: redis.Redi
     first = commit_chunk(settings, store, client, stage="teacher", task=chunk.task, chunk_id=chunk.chunk_id,
                          records=records, dead_letters=letters,
                          inputs=[r.item for r in results if r.record is not None])
+    if first and chunk.route == "sample" and records:  # the pairs of the live agreement (labelq.agreement)
+        offer_teacher(settings, client, chunk.task, records)
     if not first:
         raw: bytes | None = client.get(handback_key)  # type: ignore[assignment]
         committed = set(orjson.loads(raw)) if raw else set()

@@ -34,7 +34,9 @@ def adapter_list(ctx: typer.Context, task: Annotated[str, typer.Argument(help="T
     or refused (every gate check; FAIL marks the ones that refused it)."""
     reg = _registry(ctx)
     state = reg.state(task)
-    rows: list[dict[str, Any]] = [{"version": v, "metrics": reg.metrics(task, v)} for v in reg.versions(task)]
+    rolled_back = reg.rolled_back(task)  # by the agreement monitor (adapters/<task>/v<N>/rolled_back.json)
+    rows: list[dict[str, Any]] = [{"version": v, "metrics": reg.metrics(task, v), "rolled_back": v in rolled_back}
+                                  for v in reg.versions(task)]
     if json_out:
         print_json_line({"task": task, **state, "serving": reg.serving(task), "versions": rows})
         return
@@ -44,7 +46,8 @@ def adapter_list(ctx: typer.Context, task: Annotated[str, typer.Argument(help="T
     for row in rows:
         m = row["metrics"].get("adapter", row["metrics"])
         flags = [f for f, on in (("current", row["version"] == state["current"]),
-                                 ("pinned", row["version"] == state["pinned"])) if on]
+                                 ("pinned", row["version"] == state["pinned"]),
+                                 ("rolled back", row["rolled_back"])) if on]
         table.add_row(f"v{row['version']}", str(m.get("exact_match", "-")), str(m.get("cosine", "-")),
                       str(m.get("within_contract", "-")), _threshold(row["metrics"]),
                       _verdict(row["metrics"]), ", ".join(flags))

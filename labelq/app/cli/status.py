@@ -16,7 +16,7 @@ from labelq.app.cli.common import friendly_errors, print_json_line, settings_of
 from labelq.redis_server import connect
 
 if TYPE_CHECKING:
-    from labelq.snapshot import RedisMemoryStatus, StatusSnapshot, TeacherStatus
+    from labelq.snapshot import QualityStatus, RedisMemoryStatus, StatusSnapshot, TeacherStatus
 
 
 @friendly_errors
@@ -87,6 +87,9 @@ def _render_status(snapshot: StatusSnapshot, console: Console) -> None:
         serving = t.adapter.serving
         console.print(f"{name}: adapter " + (f"v{serving}" + (" (pinned)" if t.adapter.pinned else "")
                                               if serving else "none yet (students wait)"), highlight=False)
+        if t.quality is not None:
+            for line in _quality_lines(t.quality):
+                console.print(line, highlight=False)
         if t.parked_chunks:
             console.print(f"  parked off the student queue until an adapter is promoted: {t.parked_chunks:,} chunks",
                           highlight=False)
@@ -115,6 +118,30 @@ def _render_status(snapshot: StatusSnapshot, console: Console) -> None:
     for reason, count in snapshot.dead_letter.items():
         dlq.add_row(reason, f"{count:,}")
     console.print(dlq)
+
+
+def _percent(share: float | None) -> str:
+    return "-" if share is None else f"{share:.0%}"
+
+
+def _quality_lines(q: QualityStatus) -> list[str]:
+    """``  agreement v3 (14:00 UTC): n=412 exact 41% cosine 0.83 within 99%``, the drift mark, the last
+    rollback; each under 80 columns."""
+    lines = []
+    if q.window_start is not None:
+        window = time.strftime("%H:%M UTC", time.gmtime(q.window_start))
+        cosine = "-" if q.cosine is None else f"{q.cosine:.2f}"
+        lines.append(f"  agreement v{q.version} ({window}): n={q.n:,} exact {_percent(q.exact)} "
+                     f"cosine {cosine} within {_percent(q.within)}")
+    else:
+        lines.append(f"  agreement v{q.version}: no shadow pairs yet")
+    if q.degraded:
+        lines.append("  [red]quality degraded:[/red] " + escape("; ".join(q.reasons)))
+    rb = q.rolled_back
+    if rb:
+        lines.append(f"  [yellow]rolled back[/yellow] v{rb.get('from')} -> v{rb.get('to')} at "
+                     f"{str(rb.get('at', ''))[:16].replace('T', ' ')} UTC (p={rb.get('p')})")
+    return lines
 
 
 def _budget_line(teacher: TeacherStatus) -> str:
