@@ -385,18 +385,20 @@ def _sections(s: Mapping[str, Any]) -> list[tuple[str, str]]:
         ("Agreement and throughput over time", _columns(
             page.rows_table(agreement_rows, ["version", "window_start_s", "n", "exact", "cosine"],
                             {"window_start_s": "window start (s)", "exact": "exact match"},
-                            caption=f"Agreement per adapter version ({agreement['window_s']} s windows)") +
-            f"<p class=note>Student labels compared with the {html.escape(agreement['compared_with'])}, by the "
-            f"time each label was written.</p>",
+                            caption=f"Agreement per adapter version ({agreement['window_s']} s windows)"),
             page.rows_table(by_window, ["window_start_s", *stages],
                             {"window_start_s": "window start (s)", **{st: f"{st} labels/s" for st in stages}},
                             caption=f"Labels per second per stage ({throughput['window_s']} s windows)"),
-            page.kv_table(s["throughput"], "Whole run"))),
+            page.kv_table(s["throughput"], "Whole run")) +
+         f"<p class=note>Agreement: student labels compared with the {html.escape(agreement['compared_with'])}, "
+         "in windows of the time each label was written; a dash in a stage's column: it wrote nothing then.</p>"),
         ("Cost, adapter and stages", _columns(
-            page.kv_table(cost, "Cost") + f"<p class=note>Assumption: {html.escape(s['cost']['assumption'])}.</p>",
+            page.kv_table(cost, "Cost"),
             page.kv_table({k: v for k, v in s["adapter"].items() if k != "val"}, "Serving adapter") +
             page.rows_table([{"stage": k, **v} for k, v in s["stages"].items()], ["stage", "start", "end"],
-                            caption="Stages (seconds from the start)"))),
+                            caption="Stages (seconds from the start)")) +
+         f"<p class=note>Assumption: {html.escape(s['cost']['assumption'])}. Teacher-only: every label at the "
+         "teacher's price per label in this run.</p>"),
     ]
 
 

@@ -183,9 +183,10 @@ def _quality(ax: Any, s: Mapping[str, Any]) -> None:
         ax.bar([x + (i - (len(series) - 1) / 2) * width for x in range(len(names))],
                [scores.get(n) or 0 for n in names], width=width, label=name, color=COLOURS[i])
     ax.set_xticks(range(len(names)), [n.replace("_", " ") for n in names])
-    ax.set_ylim(0, 1.05)
+    ax.set_ylim(0, 1.3)  # room for the legend above the bars
+    ax.set_yticks([0, 0.2, 0.4, 0.6, 0.8, 1.0])
     ax.set_title("quality against the reference labels")
-    ax.legend(fontsize=8, loc="lower right")
+    ax.legend(fontsize=7.5, loc="upper center", ncol=len(series), handlelength=1, columnspacing=0.8)
 
 
 def _cost(ax: Any, s: Mapping[str, Any]) -> None:
@@ -227,7 +228,7 @@ def _agreement(ax: Any, s: Mapping[str, Any]) -> None:
     ax.set_xlabel(f"seconds from the first label ({s['agreement']['window_s']} s windows)")
     ax.set_title("student agreement with reference, per adapter")
     if versions:
-        ax.legend(fontsize=8, loc="lower right")
+        ax.legend(fontsize=8, loc="best")
 
 
 def _throughput(ax: Any, s: Mapping[str, Any]) -> None:
