@@ -193,7 +193,7 @@ def label_sections(settings: Settings, store: ObjectStore, labels: list[LabelRec
         "quality": _quality(student, references),
         "quality_all_labels": _quality(labels, references),
         "samples": _samples(settings, labels, references, sessions_file),
-        "label_lengths": {"series": [s for s in _length_series(store, labels, references, replay)]},
+        "label_lengths": {"series": list(_length_series(store, labels, references, replay))},
         "agreement": {"compared_with": "reference labels" + (" (the replay teacher's answers)" if replay else ""),
                       "window_s": window_s, "rows": [r.to_dict(origin) for r in agreement_source()]},
         "throughput_over_time": {
