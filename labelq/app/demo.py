@@ -103,18 +103,24 @@ def run_settings(base: Settings, run: str) -> Settings:
 
     places = [base.state_dir] + ([MAKE_DEMO_DIR.resolve()] if "state_dir" not in base.model_fields_set else [])
     for state_dir in places:
-        runs = state_dir / "runs"
-        run_id = run
-        if run == "latest":
-            try:
-                run_id = str(orjson.loads((runs / LATEST).read_bytes())["run_id"])
-            except (OSError, ValueError, KeyError, TypeError):
-                continue
-        if run_id and Path(run_id).name == run_id and (runs / run_id).is_dir():
+        run_id = run_id_of(state_dir, run)
+        if run_id is not None:
             return demo_settings(base.model_copy(update={"state_dir": state_dir}), run_id)
     where = " or ".join(str(p / "runs") for p in places)
     raise ConfigError(f"no demo run {run!r} under {where}: run `make demo` (or `labelq demo`) first, or set "
                       "LABELQ_STATE_DIR to the state dir the demo ran in")
+
+
+def run_id_of(state_dir: Path, run: str) -> str | None:
+    """The id of demo run ``run`` (``latest`` or an id) under ``state_dir``; None when there is no such run."""
+    runs = state_dir / "runs"
+    run_id = run
+    if run == "latest":
+        try:
+            run_id = str(orjson.loads((runs / LATEST).read_bytes())["run_id"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+    return run_id if run_id and Path(run_id).name == run_id and (runs / run_id).is_dir() else None
 
 
 def export_run_env(settings: Settings) -> None:

