@@ -9,7 +9,7 @@ its own; the built-in ``session-label`` ships one). One JSON object a line (blan
 
 ``name`` (unique) and ``session`` are required, and at least one of ``label`` and ``rules``. A case passes
 when the answer is within the task's output contract, equals ``label`` after normalisation (lower case,
-punctuation dropped: ``trainer.evaluate.normalise_for_match``) when one is given, and keeps every rule:
+punctuation dropped: ``labelq.contract.normalise_for_match``) when one is given, and keeps every rule:
 ``mentions`` / ``not_mentions`` (the normalised answer contains / does not contain the normalised text),
 ``max_words`` (at most that many words). A missing file means no golden check; a malformed one is a
 ``ConfigError`` naming the file and line.
@@ -23,10 +23,9 @@ from typing import Any
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from labelq.contract import check
+from labelq.contract import check, normalise_for_match
 from labelq.errors import ConfigError
 from labelq.spec import Contract, spec_paths
-from trainer.evaluate import normalise_for_match
 from trainer.gate import GoldenOutcome
 
 GOLDEN_SUFFIX = ".golden.jsonl"

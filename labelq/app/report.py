@@ -215,9 +215,9 @@ def _cost(counts: Mapping[str, Any], teacher_labels: int, student_labels: int) -
 
 def _scored(records: list[LabelRecord], references: dict[str, str]) -> list[data.ScoredLabel]:
     """Each record's exact match and cosine against its reference label (the same measures as ``score``)."""
-    from labelq.contract import check
+    from labelq.contract import check, normalise_for_match
     from labelq.spec import load_spec
-    from trainer.evaluate import embedder, normalise_for_match
+    from trainer.evaluate import embedder
 
     pairs = [(r, references[r.session_id]) for r in records if r.session_id in references]
     if not pairs:
