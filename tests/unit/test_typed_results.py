@@ -141,7 +141,8 @@ def test_training_report_is_the_metrics_file() -> None:
         seconds=9.5)
     data = report.to_dict()
     assert list(data) == ["task", "version", "dataset_version", "prompt_version", "base_model", "base_hash", "train", "base",
-                          "adapter", "serving", "promoted", "gate", "created_at", "seconds", "content_hash"]
+                          "adapter", "serving", "promoted", "gate", "created_at", "seconds", "content_hash",
+                          "checks", "calibration"]
     assert data["serving"] == {"version": 1, "n": 20, "exact_match": 0.5, "cosine": 0.9, "within_contract": 1.0,
                                "mean_words": 5.5, "words_histogram": {"5": 10, "6": 10}}
     assert data["base"] == {"n": 0, "exact_match": 0.0, "cosine": 0.0, "within_contract": 0.0, "mean_words": 0.0,
