@@ -76,7 +76,7 @@ def test_running_worker_waits_for_an_adapter_then_follows_promotions(
         publish_adapter(settings, redis_client, tiny_adapters["style"], 1)
         wait_until(lambda: labelled(settings, redis_client) + dead(settings, redis_client) == 48, 120, "v1 labels")
         publish_adapter(settings, redis_client, tiny_adapters["constant"], 2)  # same worker, no restart
-        late = send(settings, redis_client, sessions[48:], 16)
+        late = send(settings, redis_client, sessions[48:96], 16)
         wait_until(lambda: labelled(settings, redis_client) + dead(settings, redis_client) == 96, 120, "v2 labels")
         send(settings, redis_client, sessions[100:104], 16, route=SHADOW_ROUTE)
         wait_until(lambda: len(shadows(settings)) == 4, 120, "the shadow records of v2")
