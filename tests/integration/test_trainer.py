@@ -28,6 +28,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 pytest.importorskip("torch")
 
 
+@pytest.mark.timeout(900)  # three trainings and six evaluations (golden cases and calibration included)
 def test_bucket_trains_promotes_and_gate_refuses_a_worse_adapter(
     settings: Settings, redis_client: redis.Redis, tiny_model: Path
 ) -> None:
