@@ -68,7 +68,7 @@ from labelq.records import commit_chunk
 from labelq.registry import Registry
 from labelq.schemas import ChunkMessage, DeadLetter, LabelRecord, SessionItem
 from labelq.settings import Settings
-from labelq.spec import load_spec
+from labelq.spec import TaskSpec, load_spec
 from labelq.store import ObjectStore
 from workers.student import escalation
 from workers.student.cache import AdapterCache
@@ -124,6 +124,21 @@ class StudentRuntime:
             root = self.settings.student_adapter_cache_dir or Path(self.settings.state_dir) / "adapter-cache"
             self._cache = AdapterCache(self.store, root, keep=self.settings.student_adapters_kept)
         return self._cache
+
+    def generate(self, spec: TaskSpec, chunk: ChunkMessage, adapter: Adapter | None) -> tuple[list[Generation], float]:
+        """One engine call for the chunk's prompts (under the spec's JSON schema, when it has one); the
+        generations and the engine's seconds. A dead engine is dropped (the next call starts a new one)
+        and EngineDead raised: the chunk goes back to the queue."""
+        prompts = [student_prompt(spec, self.settings, s.require_payload()) for s in chunk.sessions]
+        started = time.monotonic()
+        try:
+            schema = spec.contract.json_schema
+            gens = self.backend.generate(prompts, adapter, spec.student.max_new_tokens, None if schema is None
+                                         else decoding_schema(schema, spec.student.max_new_tokens))
+        except EngineDead:
+            self.drop_backend()
+            raise
+        return gens, time.monotonic() - started
 
     def drop_backend(self) -> None:
         backend, self._backend = self._backend, None
@@ -236,17 +251,7 @@ def run_student_chunk(runtime: StudentRuntime, chunk: ChunkMessage, escalate: Es
     if adapter is _LOOK_UP:
         adapter = runtime.adapter_for(chunk.task)
     threshold = runtime.confidence_threshold(adapter)  # read before the engine runs: a store outage costs nothing
-    backend = runtime.backend
-    prompts = [student_prompt(spec, settings, s.require_payload()) for s in chunk.sessions]
-    started = time.monotonic()
-    try:
-        schema = spec.contract.json_schema
-        gens = backend.generate(prompts, adapter, spec.student.max_new_tokens,
-                                None if schema is None else decoding_schema(schema, spec.student.max_new_tokens))
-    except EngineDead:
-        runtime.drop_backend()  # the next chunk starts a new engine; this one goes back to the queue
-        raise
-    engine_s = time.monotonic() - started
+    gens, engine_s = runtime.generate(spec, chunk, adapter)
 
     verdicts = [check(gen.text, spec.contract) for gen in gens]
     doubtful = _escalation_order(verdicts, gens, threshold, chunk.sessions)
@@ -278,7 +283,7 @@ def run_student_chunk(runtime: StudentRuntime, chunk: ChunkMessage, escalate: Es
         low = gen.confidence is not None and gen.confidence < threshold
         records.append(LabelRecord(
             session_id=item.session_id, content_hash=item.content_hash, task=chunk.task, label=verdict.label,
-            source="student", model=backend.model, adapter_version=adapter.version if adapter else None,
+            source="student", model=runtime.backend.model, adapter_version=adapter.version if adapter else None,
             prompt_version=spec.prompt_version,
             confidence=None if gen.confidence is None else round(gen.confidence, 4),
             words=verdict.words, output_tokens=gen.tokens, latency_ms=round(per_session_ms, 2),
@@ -290,6 +295,6 @@ def run_student_chunk(runtime: StudentRuntime, chunk: ChunkMessage, escalate: Es
                  extra_counts={Stat.ESCALATED_STUDENT: len(escalated), Stat.STUDENT_ENGINE_MS: int(engine_s * 1000)})
     return ChunkOutcome(labelled=len(records), escalated=len(escalated), dead_lettered=len(letters),
                         student=StudentEngine(adapter_version=adapter.version if adapter else None,
-                                              engine_s=round(engine_s, 3), backend=backend.name,
+                                              engine_s=round(engine_s, 3), backend=runtime.backend.name,
                                               student_usd=round(engine_s / 3600 * settings.student_gpu_usd_per_hour,
                                                                 8)))

@@ -21,16 +21,12 @@ which at worst leaves a half that expires (a pair is scored once).
 
 from __future__ import annotations
 
-import time
-
 from labelq import keyspace
 from labelq.agreement import offer_shadow
-from labelq.contract import check, decoding_schema
+from labelq.contract import check
 from labelq.engines import Adapter
-from labelq.errors import EngineDead
 from labelq.logging import get_logger
 from labelq.outcomes import ChunkOutcome, StudentEngine
-from labelq.prompts import student_prompt
 from labelq.queue.task import Paused
 from labelq.schemas import ChunkMessage, ShadowRecord, encode_jsonl
 from labelq.spec import load_spec
@@ -58,17 +54,7 @@ def run_shadow_chunk(runtime: StudentRuntime, chunk: ChunkMessage, adapter: Adap
     if client.exists(done):
         return ChunkOutcome(status="shadow")
     spec = load_spec(chunk.task, settings.specs_dir)
-    backend = runtime.backend
-    prompts = [student_prompt(spec, settings, s.require_payload()) for s in chunk.sessions]
-    started = time.monotonic()
-    try:
-        schema = spec.contract.json_schema
-        gens = backend.generate(prompts, adapter, spec.student.max_new_tokens,
-                                None if schema is None else decoding_schema(schema, spec.student.max_new_tokens))
-    except EngineDead:
-        runtime.drop_backend()
-        raise
-    engine_s = time.monotonic() - started
+    gens, engine_s = runtime.generate(spec, chunk, adapter)
     records = []
     for item, gen in zip(chunk.sessions, gens, strict=True):
         verdict = check(gen.text, spec.contract)
@@ -83,6 +69,6 @@ def run_shadow_chunk(runtime: StudentRuntime, chunk: ChunkMessage, adapter: Adap
     log.info("shadow_labelled", sessions=len(records), paired=len(paired), adapter_version=adapter.version)
     return ChunkOutcome(status="shadow", shadowed=len(records),
                         student=StudentEngine(adapter_version=adapter.version, engine_s=round(engine_s, 3),
-                                              backend=backend.name,
+                                              backend=runtime.backend.name,
                                               student_usd=round(engine_s / 3600 * settings.student_gpu_usd_per_hour,
                                                                 8)))
