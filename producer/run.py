@@ -37,7 +37,7 @@ from labelq.queue.publish import ChunkPublisher
 from labelq.redis_server import connect, resolve_redis_url
 from labelq.settings import Settings
 from labelq.spec import load_spec
-from labelq.stopping import SharedEvent, StopFlag, set_on_sigterm
+from labelq.stopping import SharedEvent, StopFlag
 from labelq.store import ObjectStore, open_store
 from producer.ingest import Ingestor, IngestSummary
 from producer.routing import FixedRouter, Router, default_router
@@ -158,11 +158,22 @@ def _init_worker(counter: Synchronized[int], parent_stop: SharedEvent, parent_pi
     global _progress, _stop, _parent_pid
     stop = StopFlag(parent_stop)
     _progress, _stop, _parent_pid = counter, stop, parent_pid
-    set_on_sigterm(stop)
+
+    def on_sigterm(signum: int, frame: object) -> None:
+        stop.set()
+        if os.getppid() != parent_pid:
+            # Orphaned: nobody takes a summary or sends another range, and this process holds
+            # its own end of the task pipe, so waiting for one would be for ever. Leaving here
+            # is safe: a chunk and its claims move in one Redis step.
+            os._exit(0)
+
+    signal.signal(signal.SIGTERM, on_sigterm)
     if sys.platform == "linux":
-        # SIGTERM this process when its parent dies. Linux sends it when the thread that
-        # started the process exits: the main thread (ProcessPoolExecutor starts its
-        # processes from the thread that submits).
+        # SIGTERM this process when its parent dies. Linux sends it each time a thread of
+        # the parent that holds this process exits: first the thread that started it (the
+        # main thread: ProcessPoolExecutor starts its processes from the thread that submits)
+        # while the others may still run (getppid unchanged: stop, keep what is in hand), and
+        # again when the last one goes (getppid changed: exit, see on_sigterm).
         import ctypes
 
         pr_set_pdeathsig = 1
@@ -202,10 +213,10 @@ def ingest_ranges(
             time.sleep(0.2)
             if stop is not None and stop.is_set():
                 shared_stop.set()
-            now = counter.value
+            now = counter.get_obj().value  # without its lock: killed holding it, the ranges would wait for ever
             on_bytes(now - reported)
             reported = now
-        on_bytes(counter.value - reported)
+        on_bytes(counter.get_obj().value - reported)
         for future in futures:
             total.add(future.result())  # re-raises a range's ServiceUnavailable here
     return total
