@@ -3,16 +3,24 @@
 1. the tiny base model is built (or found) under the state dir;
 2. synthetic sessions are generated (with reference labels, kept aside for scoring);
 3. real Celery workers start as child processes: teacher, trainer, student;
-4. the sessions are ingested through the routing policy: the seed set and a
-   sample to the teacher, the rest to students (who wait for an adapter);
+4. the sessions are ingested in waves through the routing policy (:func:`wave_bounds`):
+   the first wave holds the seed set, which goes to the teacher, and the start of
+   the rest, which goes to students (who wait for an adapter);
 5. the teacher labels the seed set: the replay teacher (the synthetic sessions'
    reference labels, offline), which the demo chooses for itself unless
    ``LABELQ_TEACHER_BACKEND=openai`` was set on purpose (then a key and a priced model);
    at ``seed_size`` labels it triggers the trainer, which curates a bucket,
-   trains a LoRA adapter, evaluates it and promotes it;
-6. students pick the adapter up and label the rest (vLLM, or transformers);
-7. when every session is labelled or dead-lettered (the audit balances), the
-   workers stop and the report is written.
+   trains a LoRA adapter, evaluates it and promotes it (v1);
+6. students pick v1 up and label (vLLM, or transformers), escalating doubtful
+   answers to the teacher; each later wave is ingested when the students have
+   drained the one before, so the teacher's sample of it is labelled while v1
+   serves and each sampled session also gets a shadow label (live agreement);
+7. sampled and escalated teacher labels make the second curated bucket
+   (``curation_retrain_every``, scaled to the run: :func:`loop_settings`); the
+   last wave waits (``DemoConfig.retrain_wait_s`` at most) until its adapter is
+   decided, so a promoted v2 is hot-swapped mid-run and labels the last wave;
+8. when every session is labelled or dead-lettered (the audit balances), the
+   live agreement is read, the workers stop and the report is written.
 
 Each run uses its own Redis key prefix and store folder under
 ``<state_dir>/runs/<id>/``, so runs never mix; the model is shared. The last
@@ -23,6 +31,7 @@ status`` (audit, export, flower, ...) then looks at it with no variables to set
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import time
@@ -35,6 +44,7 @@ from typing import Any
 import orjson
 
 from labelq import keyspace
+from labelq.agreement import read_agreement
 from labelq.app.processes import start_celery_worker, stop_process_groups
 from labelq.app.report import DemoRun
 from labelq.audit import audit
@@ -55,6 +65,8 @@ class DemoConfig:
     timeout_s: float = 900.0
     student_backend: str = "auto"
     out_dir: Path | None = None
+    waves: int = 4  # ingest waves (the first holds the seed set)
+    retrain_wait_s: float = 300.0  # the last wave waits at most this long for the second adapter's gate
 
 
 @dataclass
@@ -88,6 +100,32 @@ def demo_settings(base: Settings, run_id: str) -> Settings:
         "trainer_poll_s": 2.0,
         "student_wait_s": 2.0,
     })
+
+
+# What the demo changes so the loop turns within minutes (a setting set on purpose is kept): a larger teacher
+# sample (more shadow pairs), agreement in minute windows, and a retrain every 3% of the sessions after the
+# seed set (production: every 1,000 new teacher labels).
+DEMO_SAMPLE_RATE = 0.05
+DEMO_AGREEMENT_WINDOW_S = 60
+DEMO_RETRAIN_SHARE = 0.03
+
+
+def loop_settings(settings: Settings, sessions: int) -> Settings:
+    """The demo run's sample rate, agreement window and retrain trigger (see above), unless set already."""
+    after_seed = max(0, sessions - settings.curation_seed_size)
+    wanted = {"routing_sample_rate": DEMO_SAMPLE_RATE, "agreement_window_s": DEMO_AGREEMENT_WINDOW_S,
+              "curation_retrain_every": max(10, int(after_seed * DEMO_RETRAIN_SHARE))}
+    return settings.model_copy(update={k: v for k, v in wanted.items() if k not in settings.model_fields_set})
+
+
+def wave_bounds(sessions: int, seed_size: int, waves: int) -> list[tuple[int, int]]:
+    """``[start, end)`` of each ingest wave: the first is the seed set and an equal share of the rest."""
+    after_seed = max(0, sessions - seed_size)
+    waves = max(1, min(waves, after_seed or 1))
+    edges = [min(sessions, seed_size)] + [min(sessions, seed_size) + after_seed * (i + 1) // waves
+                                          for i in range(waves)]
+    edges[0] = 0
+    return [(edges[i], edges[i + 1]) for i in range(waves)]
 
 
 LATEST = "latest.json"
@@ -130,8 +168,18 @@ def export_run_env(settings: Settings) -> None:
                        "LABELQ_STORE_URL": settings.effective_store_url})
 
 
+# Settings the workers take from the demo's own (run_demo's, after demo_settings and loop_settings): the
+# workers see no other LABELQ_ variable of the calling environment, so runs never mix.
+WORKER_SETTINGS = (
+    "student_wait_s", "trainer_poll_s", "curation_seed_size", "curation_retrain_every", "routing_sample_rate",
+    "agreement_window_s", "teacher_backend", "teacher_rpm", "teacher_replay_latency_s", "promote_margin_exact",
+    "promote_margin_cosine", "promote_floor_exact", "promote_floor_cosine", "promote_floor_within_contract",
+)
+
+
 def worker_env(settings: Settings, model_path: str, student_backend: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("LABELQ_")}
+    env.update({f"LABELQ_{name.upper()}": str(getattr(settings, name)) for name in WORKER_SETTINGS})
     env.update({
         "LABELQ_STATE_DIR": str(settings.state_dir),
         "LABELQ_REDIS_URL": resolve_redis_url(settings),
@@ -139,12 +187,6 @@ def worker_env(settings: Settings, model_path: str, student_backend: str) -> dic
         "LABELQ_STORE_URL": settings.effective_store_url,
         "LABELQ_STUDENT_MODEL": model_path,
         "LABELQ_STUDENT_BACKEND": student_backend,
-        "LABELQ_STUDENT_WAIT_S": str(settings.student_wait_s),
-        "LABELQ_TRAINER_POLL_S": str(settings.trainer_poll_s),
-        "LABELQ_CURATION_SEED_SIZE": str(settings.curation_seed_size),
-        "LABELQ_TEACHER_BACKEND": settings.teacher_backend,
-        "LABELQ_TEACHER_RPM": str(settings.teacher_rpm),
-        "LABELQ_TEACHER_REPLAY_LATENCY_S": str(settings.teacher_replay_latency_s),
         "LABELQ_LOG_FORMAT": "json",
         "LABELQ_LOG_LEVEL": "INFO",
         "HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1"),
@@ -179,12 +221,11 @@ def workers(env: dict[str, str], log_dir: Path) -> Iterator[dict[str, subprocess
 def run_demo(base: Settings, config: DemoConfig, progress: Progress) -> DemoRun:
     """Run the loop; return what the report needs (see labelq/app/report.py)."""
     from labelq.synth import generate
-    from producer.run import run_ingest
     from trainer.tiny_model import build_tiny_model, tiny_model_dir
     from workers.teacher.preflight import check_teacher
 
     run_id = time.strftime("%Y%m%d-%H%M%S")
-    settings = demo_settings(base, run_id)
+    settings = loop_settings(demo_settings(base, run_id), config.sessions)
     check_teacher(settings)  # a real teacher chosen without a key or a price stops here, not in a worker
     run_dir = settings.state_dir / "runs" / run_id
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -211,33 +252,73 @@ def run_demo(base: Settings, config: DemoConfig, progress: Progress) -> DemoRun:
     clock.start("synth")
     sessions_file = run_dir / "sessions.jsonl"
     references: dict[str, str] = {}
-    with sessions_file.open("wb") as fh:
-        for s in generate(config.sessions, seed=config.seed):
+    bounds = wave_bounds(config.sessions, settings.curation_seed_size, config.waves)
+    wave_files = [run_dir / "waves" / f"wave-{i + 1}.jsonl" for i in range(len(bounds))]
+    wave_files[0].parent.mkdir(exist_ok=True)
+    with contextlib.ExitStack() as files:
+        everything = files.enter_context(sessions_file.open("wb"))
+        waves = [files.enter_context(path.open("wb")) for path in wave_files]
+        for i, s in enumerate(generate(config.sessions, seed=config.seed)):
             references[s["session_id"]] = s["_reference"]["label"]
-            fh.write(orjson.dumps(s) + b"\n")
-    progress("synthetic sessions", config.sessions, config.sessions, str(sessions_file))
+            line = orjson.dumps(s) + b"\n"
+            everything.write(line)
+            waves[next(w for w, (lo, hi) in enumerate(bounds) if lo <= i < hi)].write(line)
+    progress("synthetic sessions", config.sessions, config.sessions, f"{sessions_file}, {len(bounds)} waves")
     clock.end("synth")
 
     client = connect(settings)
     store = open_store(settings)
     env = worker_env(settings, model_path, config.student_backend)
+    waves_in = _Waves(settings, client, wave_files, bounds, progress, clock)
     with workers(env, run_dir / "logs") as procs:
-        clock.start("ingest")
-        summary = run_ingest(settings, [str(sessions_file)], task=TASK, client=client,
-                             on_record=lambda s: progress("ingest", s.read, config.sessions, "")
-                             if s.read % 500 == 0 else None)
-        progress("ingest", summary.read, config.sessions, f"{summary.enqueued:,} enqueued")
-        clock.end("ingest")
-        finished = _watch(settings, client, store, clock, procs, config, progress, summary.enqueued)
+        waves_in.ingest_next()
+        finished = _watch(settings, client, store, clock, procs, config, progress, waves_in)
+        live = [w.to_dict() for w in read_agreement(settings, client, TASK)]
+    (run_dir / "live-agreement.json").write_bytes(orjson.dumps(live))
     return DemoRun(run_id=run_id, run_dir=str(run_dir), settings=settings, model_path=model_path,
-                   references=references, ingest=summary, status=gather(settings, client),
+                   references=references, ingest=waves_in.total, status=gather(settings, client),
                    audit=audit(settings, client), stages=clock.marks, finished=finished,
-                   elapsed_s=round(time.monotonic() - clock.started, 1))
+                   elapsed_s=round(time.monotonic() - clock.started, 1), live_agreement=tuple(live))
+
+
+class _Waves:
+    """The run's ingest waves: which is next, and the summed ingest counts."""
+
+    def __init__(self, settings: Settings, client: Any, files: list[Path], bounds: list[tuple[int, int]],
+                 progress: Progress, clock: StageClock) -> None:
+        from producer.ingest import IngestSummary
+
+        self._settings, self._client, self._files, self._bounds = settings, client, files, bounds
+        self._progress, self._clock = progress, clock
+        self.total = IngestSummary()
+        self.done = 0  # waves ingested
+        self.last_at = 0.0  # when the last wave went in (monotonic)
+
+    @property
+    def sessions(self) -> int:
+        return self._bounds[-1][1]
+
+    @property
+    def left(self) -> int:
+        return len(self._files) - self.done
+
+    def ingest_next(self) -> None:
+        from producer.run import run_ingest
+
+        wave = self.done + 1
+        self._clock.start(f"wave {wave}")
+        lo, hi = self._bounds[self.done]
+        part = run_ingest(self._settings, [str(self._files[self.done])], task=TASK, client=self._client)
+        self.total.add(part)
+        self.done, self.last_at = wave, time.monotonic()
+        self._progress("ingest", self.total.read, self.sessions,
+                       f"wave {wave}/{len(self._files)}: sessions {lo:,}-{hi - 1:,}, {part.enqueued:,} enqueued")
 
 
 def _watch(settings: Settings, client: Any, store: Any, clock: StageClock, procs: dict[str, Any],
-           config: DemoConfig, progress: Progress, enqueued: int) -> bool:
-    """Follow the stages until the audit balances with nothing in flight; False on timeout."""
+           config: DemoConfig, progress: Progress, waves: _Waves) -> bool:
+    """Follow the stages, ingest each next wave when its time comes (:func:`_wave_due`), until every wave is
+    in and the audit balances with nothing in flight; False on timeout."""
     from labelq.registry import Registry
 
     deadline = clock.started + config.timeout_s
@@ -251,25 +332,55 @@ def _watch(settings: Settings, client: Any, store: Any, clock: StageClock, procs
         t = snapshot.tasks.get(TASK)
         teacher, student = (t.labelled_teacher, t.labelled_student) if t else (0, 0)
         seed = min(t.routing.seeded if t else 0, settings.curation_seed_size)
-        progress("teacher labels", teacher, None, f"seed {seed}, sampled and escalated sessions too")
+        escalated = t.escalated_student if t else 0
+        progress("teacher labels", teacher, None, f"seed {seed}, then sampled and {escalated:,} escalated")
         serving = registry.serving(TASK)
-        if serving is None:
-            buckets = sorted({parsed[1] for k in store.list(keyspace.curated_prefix(TASK))
-                              if (parsed := keyspace.parse_bucket_file(k)) is not None})
-            progress("curate + train", 0, 1, f"bucket {buckets[-1]} training" if buckets else
-                     f"waiting for {settings.curation_seed_size} teacher labels")
-        else:
-            if "train" not in clock.marks:
-                clock.marks["train"] = {"end": round(time.monotonic() - clock.started, 2)}
-                clock.start("student")
-            progress("curate + train", 1, 1, f"adapter v{serving} promoted")
+        decided = registry.versions(TASK)
+        progress("curate + train", len(decided), None, _training_line(settings, store, serving, decided))
+        if serving is not None and "train" not in clock.marks:
+            clock.marks["train"] = {"end": round(time.monotonic() - clock.started, 2)}
+            clock.start("student")
+        if len(decided) >= 2 and "retrain" not in clock.marks:
+            clock.marks["retrain"] = {"end": round(time.monotonic() - clock.started, 2)}
         progress("student labels", student, None, f"adapter v{serving}" if serving else "waiting for an adapter")
         queues_empty = snapshot.queues["teacher"] == snapshot.queues["student"] == 0
-        balance = audit(settings, client).tasks.get(TASK) if queues_empty else None
+        if waves.left and _wave_due(waves, serving, snapshot.queues["student"], len(decided), config, progress):
+            waves.ingest_next()
+            continue
+        balance = audit(settings, client).tasks.get(TASK) if queues_empty and not waves.left else None
         if balance and balance.in_flight == 0 and balance.gap == 0 and \
-                balance.labelled + balance.dead_lettered == enqueued:
+                balance.labelled + balance.dead_lettered == waves.total.enqueued:
             clock.end("student")
             clock.end("teacher")
             return True
         time.sleep(1.0)
     return False
+
+
+def _wave_due(waves: _Waves, serving: int | None, student_queue: int, decided: int, config: DemoConfig,
+              progress: Progress) -> bool:
+    """The next wave goes in once an adapter serves and the students have drained the last one; the final
+    wave also waits for a second adapter to be decided (promoted or refused), ``retrain_wait_s`` at most."""
+    if serving is None or student_queue:
+        return False
+    if waves.left > 1 or decided >= 2:
+        return True
+    waited = time.monotonic() - waves.last_at
+    if waited >= config.retrain_wait_s:
+        progress("ingest", waves.total.read, waves.sessions, f"no second adapter after {config.retrain_wait_s:.0f} s: "
+                 "last wave goes in with v1")
+        return True
+    progress("ingest", waves.total.read, waves.sessions, f"last wave waits for the retrained adapter ({waited:.0f} s)")
+    return False
+
+
+def _training_line(settings: Settings, store: Any, serving: int | None, decided: list[int]) -> str:
+    """What the trainer is at: the newest bucket and the adapters decided so far."""
+    buckets = sorted({parsed[1] for k in store.list(keyspace.curated_prefix(TASK))
+                      if (parsed := keyspace.parse_bucket_file(k)) is not None})
+    if not buckets:
+        return f"waiting for {settings.curation_seed_size} teacher labels"
+    if len(buckets) > len(decided):
+        return f"bucket {len(buckets)} ({buckets[-1]}) training" + (f", v{serving} serves" if serving else "")
+    return f"{len(decided)} adapter(s) decided, v{serving} serves" if serving else \
+        f"{len(decided)} adapter(s) decided, none promoted"

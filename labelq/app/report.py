@@ -62,6 +62,7 @@ class DemoRun:
     stages: dict[str, dict[str, float]]  # stage -> {"start", "end"}, seconds from the run's start
     finished: bool  # False: the run timed out
     elapsed_s: float
+    live_agreement: tuple[dict[str, Any], ...] = ()
 
 
 def _quality(records: list[LabelRecord], references: dict[str, str]) -> dict[str, Any]:
