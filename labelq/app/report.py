@@ -423,6 +423,8 @@ def _sections(s: Mapping[str, Any]) -> list[tuple[str, str]]:
             page.kv_table(s["throughput"], "Whole run")) +
          f"<p class=note>Agreement: student labels compared with the {html.escape(agreement['compared_with'])}, "
          "in windows of the time each label was written; a dash in a stage's column: it wrote nothing then.</p>"),
+        ("Adapter versions", page.adapters_table(s.get("adapters", []))),
+        ("Live agreement", page.live_agreement_table(s.get("live_agreement") or {"window_s": None, "rows": []})),
         ("Cost, adapter and stages", _columns(
             page.kv_table(cost, "Cost"),
             page.kv_table({k: v for k, v in s["adapter"].items() if k != "val"}, "Serving adapter") +

@@ -259,6 +259,68 @@ def test_rerender_reads_the_live_agreement_file_else_keeps_the_reports_rows(tmp_
     assert _live_windows(tmp_path, kept) == fresh
 
 
+def _cells(html: str) -> list[str]:
+    return re.findall(r"<td[^>]*>(.*?)</td>", html, flags=re.S)
+
+
+def _text(cell: str) -> str:
+    """A cell's text, without the markup of a tooltip."""
+    return re.sub(r"<[^>]+>", "", cell)
+
+
+def test_page_shows_adapter_versions_live_agreement_and_calibration(tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")
+    from labelq.app.report import write_report
+    from labelq.drift import WindowFigures
+
+    reports = [_training_report(1, True, _calibration(True, 0.6), "promoted: every floor reached"),
+               _training_report(2, False, _calibration(False, 0.7), REFUSED)]
+    start = int(T0.timestamp())
+    windows = [WindowFigures("session-label", 1, start, n=8, exact=6, within=8, cosine_sum=7.2, cosine_n=8),
+               WindowFigures("session-label", 1, start + 60, n=5, exact=4, within=5)]
+    summary = {**_summary(tmp_path), "adapters": data.adapter_rows(reports, {1: 288}),
+               "live_agreement": {"window_s": 60, "rows": data.live_agreement_rows(
+                   [w.to_dict() for w in windows], T0)}}
+    orjson.dumps(summary)  # stays JSON
+    paths = write_report(summary, tmp_path / "report")
+    html = paths["html"].read_text()
+    assert paths["png"].read_bytes().startswith(b"\x89PNG")
+    cells = _cells(html)
+    assert cells and not [c for c in cells if re.search(r"\{'|\['|': ", c)], "a dict or list repr in a cell"
+    adapters = html[html.index("<caption>Adapter versions</caption>"):]
+    adapters = adapters[:adapters.index("</table>")]
+    rows = [_cells(row) for row in re.findall(r"<tr>(.*?)</tr>", adapters, flags=re.S)[1:]]
+    assert [r[:3] for r in rows] == [["v1", "v0001", "yes"], ["v2", "v0002", "no"]]
+    assert [_text(c) for c in rows[0][4:]] == ["75.0%", "0.93", "97.5%", "yes", "0.6", "90.0%", "75.0%", "288",
+                                               "42.5"]
+    assert [_text(c) for c in rows[1][7:]] == ["no", "0.7", "95.0%", "50.0%", "0", "43.5"]
+    assert "title='no threshold reaches precision 0.990 (best 1.000 at 0.9500): the fixed threshold applies'" \
+        in rows[1][7]  # why not calibrated, on hover
+    # The long reason is cut in its cell, whole in the tooltip.
+    assert _text(rows[1][3]).endswith("\u2026") and len(_text(rows[1][3])) < 155
+    assert "serving_cosine 0.801 &lt; 0.910 (serving v1 0.930 - margin 0.020)'>" in rows[1][3]
+    live = html[html.index("<caption>Live agreement: student shadow labels against the teacher&#x27;s"):]
+    live = live[:live.index("</table>")]
+    assert "(60 s windows)" in live
+    assert [_cells(row) for row in re.findall(r"<tr>(.*?)</tr>", live, flags=re.S)[1:]] == [
+        ["v1", "0", "8", "75.0%", "100.0%", "0.9"], ["v1", "60", "5", "80.0%", "100.0%", "\u2013"]]
+    assert "never as labels" in html
+
+
+def test_page_without_training_reports_or_live_rows_says_why(tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")
+    from labelq.app.report import write_report
+
+    summary = {**_summary(tmp_path), "adapters": [], "live_agreement": {"window_s": 3600, "rows": []}}
+    html = write_report(summary, tmp_path / "empty")["html"].read_text()
+    assert "Adapter versions: none." in html and "No training report in the run's store" in html
+    assert "per adapter version (3,600 s windows): none." in html
+    assert "no sampled session was labelled while an adapter served" in html
+    # A report.json from before these sections renders too (the same notes).
+    older = write_report(_summary(tmp_path), tmp_path / "older")["html"].read_text()
+    assert "Adapter versions: none." in older
+
+
 def test_adapter_rows_from_the_stores_training_reports(tmp_path: Path) -> None:
     """The metrics files as the trainer writes them, read back in version order (calibration curve included);
     a file that is not a training report is left out."""
