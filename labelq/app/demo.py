@@ -46,7 +46,7 @@ import orjson
 from labelq import keyspace
 from labelq.agreement import read_agreement
 from labelq.app.processes import start_celery_worker, stop_process_groups
-from labelq.app.report import DemoRun
+from labelq.app.report import LIVE_AGREEMENT_FILE, DemoRun
 from labelq.audit import audit
 from labelq.logging import get_logger
 from labelq.redis_server import connect, resolve_redis_url
@@ -274,7 +274,7 @@ def run_demo(base: Settings, config: DemoConfig, progress: Progress) -> DemoRun:
         waves_in.ingest_next()
         finished = _watch(settings, client, store, clock, procs, config, progress, waves_in)
         live = [w.to_dict() for w in read_agreement(settings, client, TASK)]
-    (run_dir / "live-agreement.json").write_bytes(orjson.dumps(live))
+    (run_dir / LIVE_AGREEMENT_FILE).write_bytes(orjson.dumps(live))
     return DemoRun(run_id=run_id, run_dir=str(run_dir), settings=settings, model_path=model_path,
                    references=references, ingest=waves_in.total, status=gather(settings, client),
                    audit=audit(settings, client), stages=clock.marks, finished=finished,

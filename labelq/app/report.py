@@ -1,21 +1,25 @@
 """The demo's report: counts, quality against reference labels, examples, label lengths, agreement and
-throughput over time, cost; PNG, HTML and JSON.
+throughput over time, adapter versions (gate, calibration), live student-teacher agreement, cost; PNG, HTML
+and JSON.
 
 ``summarise`` turns a finished run into plain data (the ``--json`` line):
 the counts the run itself saw (ingest, status, audit, stage clock) and the
 sections derived from the run's store (:func:`label_sections`: label
-records, adapters' training reports, the sessions file). ``write_report``
-renders it as ``report.json``, ``report.png`` (six plots) and
-``report.html`` (self-contained: the PNG is embedded; tables from
+records, adapters' training reports, the sessions file) and from the live
+agreement windows the demo read at its end (``DemoRun.live_agreement``, also
+kept as ``<run_dir>/live-agreement.json``). ``write_report`` renders it as
+``report.json``, ``report.png`` (eight plots) and ``report.html``
+(self-contained: the PNG is embedded; tables from
 ``labelq.app.report_html``). ``rerender`` rebuilds the derived sections of
-a finished run's report from its store, keeping the counts of its
-``report.json`` (``labelq report``).
+a finished run's report from its store and its live-agreement file, keeping
+the counts of its ``report.json`` (``labelq report``).
 """
 
 from __future__ import annotations
 
 import html
-from collections.abc import Iterable, Mapping
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -41,6 +45,7 @@ if TYPE_CHECKING:
 
 TASK = "session-label"
 SAMPLE_SIZE = 10
+LIVE_AGREEMENT_FILE = "live-agreement.json"  # in the run's folder: DemoRun.live_agreement as a JSON list
 ESCALATION_FLAG = "route:escalation"  # the teacher's flag on a label it gave a session a student escalated
 STUDENT_COST_ASSUMPTION = ("student cost is an estimate: the students' engine seconds x "
                            "LABELQ_STUDENT_GPU_USD_PER_HOUR (${rate:.2f} per GPU-hour, a setting, not a bill); "
@@ -62,6 +67,8 @@ class DemoRun:
     stages: dict[str, dict[str, float]]  # stage -> {"start", "end"}, seconds from the run's start
     finished: bool  # False: the run timed out
     elapsed_s: float
+    # The live agreement windows at the end of the run (labelq.agreement.read_agreement, WindowFigures.to_dict()):
+    # Redis forgets them, so the demo also writes them to <run_dir>/live-agreement.json for rerender.
     live_agreement: tuple[dict[str, Any], ...] = ()
 
 
@@ -170,17 +177,21 @@ def summarise(run: DemoRun) -> dict[str, Any]:
         "elapsed_s": run.elapsed_s,
         "run_dir": run.run_dir,
     }
-    derived = label_sections(settings, store, labels, run.references, Path(run.run_dir) / "sessions.jsonl", counts)
+    derived = label_sections(settings, store, labels, run.references, Path(run.run_dir) / "sessions.jsonl", counts,
+                             live_windows=run.live_agreement)
     return {**counts, **derived}
 
 
 def label_sections(settings: Settings, store: ObjectStore, labels: list[LabelRecord], references: dict[str, str],
                    sessions_file: Path, counts: Mapping[str, Any],
-                   agreement_source: data.AgreementSource | None = None) -> dict[str, Any]:
+                   agreement_source: data.AgreementSource | None = None,
+                   live_windows: Sequence[Mapping[str, Any]] = ()) -> dict[str, Any]:
     """The report's sections that the run's store holds: quality, examples, label lengths, agreement and
-    throughput over time, cost against teacher-only. ``counts``: the rest of the summary (its cost figures
-    and GPU price). ``agreement_source``: rows of (version, window start, n, exact, cosine) from elsewhere
-    (live shadow agreement); default: student labels against the reference labels."""
+    throughput over time, adapter versions, cost against teacher-only; and the live agreement windows
+    (``live_windows``: ``WindowFigures.to_dict()`` rows), placed on the same clock as the rest (seconds from
+    the first label). ``counts``: the rest of the summary (its cost figures and GPU price).
+    ``agreement_source``: rows of (version, window start, n, exact, cosine) from elsewhere; default: student
+    labels against the reference labels."""
     student = [r for r in labels if r.source == "student"]
     teacher = [r for r in labels if r.source == "teacher"]
     created = {r.session_id: parse_utc(r.created_at) for r in labels}
@@ -190,11 +201,12 @@ def label_sections(settings: Settings, store: ObjectStore, labels: list[LabelRec
         def agreement_source() -> list[data.AgreementRow]:
             return [] if origin is None else data.reference_agreement(_scored(student, references), origin, window_s)
     replay = settings.teacher_backend == "replay"
+    reports = _training_reports(store)
     return {
         "quality": _quality(student, references),
         "quality_all_labels": _quality(labels, references),
         "samples": _samples(settings, labels, references, sessions_file),
-        "label_lengths": {"series": list(_length_series(store, labels, references, replay))},
+        "label_lengths": {"series": list(_length_series(reports, labels, references, replay))},
         "agreement": {"compared_with": "reference labels" + (" (the replay teacher's answers)" if replay else ""),
                       "window_s": window_s, "rows": [r.to_dict(origin) for r in agreement_source()]},
         "throughput_over_time": {
@@ -202,6 +214,10 @@ def label_sections(settings: Settings, store: ObjectStore, labels: list[LabelRec
             "rows": [r.to_dict() for r in data.throughput_rows(
                 {"teacher": [parse_utc(r.created_at) for r in teacher],
                  "student": [parse_utc(r.created_at) for r in student]}, window_s)]},
+        "adapters": data.adapter_rows(reports.values(),
+                                      Counter(r.adapter_version for r in student if r.adapter_version is not None)),
+        "live_agreement": {"window_s": settings.agreement_window_s,
+                           "rows": data.live_agreement_rows(live_windows, origin)},
         "cost": _cost(counts, len(teacher), len(student)),
     }
 
@@ -234,7 +250,7 @@ def _scored(records: list[LabelRecord], references: dict[str, str]) -> list[data
             for (r, ref), c in zip(pairs, cosines, strict=True)]
 
 
-def _length_series(store: ObjectStore, labels: list[LabelRecord], references: dict[str, str],
+def _length_series(reports: Mapping[int, TrainingReport], labels: list[LabelRecord], references: dict[str, str],
                    replay: bool) -> Iterable[dict[str, Any]]:
     """Words per label: the reference labels, the bare base model zero-shot (its val-split answers in the
     first adapter's training report), then each adapter version's labels in this run (its records)."""
@@ -242,7 +258,6 @@ def _length_series(store: ObjectStore, labels: list[LabelRecord], references: di
 
     yield data.LengthSeries("reference labels", words_histogram(len(r.split()) for r in references.values()),
                             "every session" + (" (the replay teacher's answers)" if replay else "")).to_dict()
-    reports = _training_reports(store)
     if reports:
         first = next(iter(reports.values()))
         base = data.LengthSeries("base model, zero-shot", first.base.words_histogram,
@@ -315,13 +330,28 @@ def references_of(sessions_file: Path) -> dict[str, str]:
 
 
 def rerender(settings: Settings, run_dir: Path, out_dir: Path) -> tuple[dict[str, Any], dict[str, Path]]:
-    """Rebuild a finished run's report: the counts from its ``report.json``, the rest from its store."""
+    """Rebuild a finished run's report: the counts from its ``report.json``, the rest from its store and its
+    live-agreement file."""
     counts = orjson.loads((out_dir / "report.json").read_bytes())
     store = open_store(settings)
     sessions_file = run_dir / "sessions.jsonl"
     summary = {**counts, **label_sections(settings, store, latest_labels(store, tasks=[TASK]),
-                                          references_of(sessions_file), sessions_file, counts)}
+                                          references_of(sessions_file), sessions_file, counts,
+                                          live_windows=_live_windows(run_dir, counts))}
     return summary, write_report(summary, out_dir)
+
+
+def _live_windows(run_dir: Path, counts: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The run's live agreement windows: its ``live-agreement.json`` when there is one (Redis, where they were
+    counted, has forgotten them by now), else the rows its report already had, else none."""
+    try:
+        windows = orjson.loads((run_dir / LIVE_AGREEMENT_FILE).read_bytes())
+    except (OSError, orjson.JSONDecodeError):
+        windows = None
+    if isinstance(windows, list) and all(isinstance(w, dict) and "window_start" in w for w in windows):
+        return windows
+    kept = counts.get("live_agreement")
+    return list(kept.get("rows", [])) if isinstance(kept, dict) else []
 
 
 def write_report(summary: dict[str, Any], out_dir: Path) -> dict[str, Path]:
@@ -393,6 +423,8 @@ def _sections(s: Mapping[str, Any]) -> list[tuple[str, str]]:
             page.kv_table(s["throughput"], "Whole run")) +
          f"<p class=note>Agreement: student labels compared with the {html.escape(agreement['compared_with'])}, "
          "in windows of the time each label was written; a dash in a stage's column: it wrote nothing then.</p>"),
+        ("Adapter versions", page.adapters_table(s.get("adapters", []))),
+        ("Live agreement", page.live_agreement_table(s.get("live_agreement") or {"window_s": None, "rows": []})),
         ("Cost, adapter and stages", _columns(
             page.kv_table(cost, "Cost"),
             page.kv_table({k: v for k, v in s["adapter"].items() if k != "val"}, "Serving adapter") +

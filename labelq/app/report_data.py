@@ -6,8 +6,14 @@
 * agreement per adapter version over time: :class:`AgreementRow` is the one
   shape any source gives (version, window start, n, exact, cosine).
   :func:`reference_agreement` is the demo's source today (student labels
-  against the reference labels); a live student-teacher shadow source can
-  replace it through :data:`AgreementSource`;
+  against the reference labels); another source can replace it through
+  :data:`AgreementSource`;
+* live agreement (the serving student's shadow labels against the teacher's,
+  ``labelq.agreement``): :func:`live_agreement_rows` places its windows on the
+  run's clock;
+* adapter versions: :func:`adapter_rows`, one row per training report (the
+  gate's verdict, val scores, the calibrated threshold with its precision and
+  coverage, :func:`point_at`);
 * label lengths (words) per series, as histograms with their summary;
 * a deterministic sample of sessions for the report's examples;
 * cost per 1,000 labels against teacher-only labelling.
@@ -18,10 +24,14 @@ from __future__ import annotations
 import hashlib
 import math
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from trainer.calibration import CurvePoint
+    from trainer.reports import TrainingReport
 
 # Window widths the report chooses from (seconds): round numbers a reader takes in at a glance.
 ROUND_WINDOWS_S = (1, 2, 5, 10, 15, 20, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 21600, 86400)
@@ -99,8 +109,8 @@ class AgreementRow:
                 "n": self.n, "exact": self.exact, "cosine": self.cosine}
 
 
-# A source of agreement rows, sorted by version then window: the demo's is reference_agreement; a reader of
-# live shadow-agreement windows (student against teacher on a sample) plugs in with the same shape.
+# A source of agreement rows, sorted by version then window: the demo's is reference_agreement; another
+# comparison plugs in with the same shape (live shadow agreement has its own section: live_agreement_rows).
 AgreementSource = Callable[[], list[AgreementRow]]
 
 
@@ -126,6 +136,55 @@ def reference_agreement(scored: Iterable[ScoredLabel], origin: datetime, window_
         rows.append(AgreementRow(None if version < 0 else version, origin + timedelta(seconds=start), n,
                                  round(sum(s.exact for s in labels) / n, 4),
                                  round(sum(s.cosine for s in labels) / n, 4)))
+    return rows
+
+
+def live_agreement_rows(windows: Iterable[Mapping[str, Any]], origin: datetime | None) -> list[dict[str, Any]]:
+    """Live agreement windows (``WindowFigures.to_dict()``: ``window_start`` in unix seconds) as the report
+    shows them, by version then window: ``window_start_s`` counts from ``origin`` (the run's first label; None
+    without one) and is negative for a window that opened before it (windows are aligned to
+    ``agreement_window_s``, not to the run). The report's own rows are accepted again (``rerender``)."""
+    rows = []
+    for w in windows:
+        start = int(w["window_start"])
+        rows.append({"version": w.get("version"), "window_start": start,
+                     "window_start_s": None if origin is None else round(start - origin.timestamp(), 1),
+                     "n": w.get("n", 0), "exact_rate": w.get("exact_rate"), "within_rate": w.get("within_rate"),
+                     "cosine": w.get("cosine")})
+    return sorted(rows, key=lambda r: (-1 if r["version"] is None else r["version"], r["window_start"]))
+
+
+def point_at(curve: Sequence[CurvePoint], threshold: float) -> CurvePoint | None:
+    """The curve point a threshold selects: the one at that threshold, else the nearest above it (a threshold
+    between two points admits the answers of the higher one). None when no point is at or above it."""
+    return min((p for p in curve if p.threshold >= threshold), key=lambda p: p.threshold, default=None)
+
+
+def adapter_rows(reports: Iterable[TrainingReport], student_labels: Mapping[int, int]) -> list[dict[str, Any]]:
+    """One row per adapter version, in the given order: what the gate decided and why, the val scores, the
+    students' confidence threshold (None in reports written before calibration was kept) with the precision
+    and coverage on the val split at it, and ``student_labels[version]``: the labels it wrote in this run.
+    ``curve`` is there for the plot (a list of threshold, precision, coverage)."""
+    rows = []
+    for report in reports:
+        calibration = report.calibration
+        point = None if calibration is None else point_at(calibration.curve, calibration.threshold)
+        rows.append({
+            "version": report.version, "dataset_version": report.dataset_version, "promoted": report.promoted,
+            "gate": report.gate, "val_n": report.adapter.n, "val_exact_match": report.adapter.exact_match,
+            "val_cosine": report.adapter.cosine, "val_within_contract": report.adapter.within_contract,
+            "calibrated": None if calibration is None else calibration.calibrated,
+            "threshold": None if calibration is None else calibration.threshold,
+            "target_precision": None if calibration is None else calibration.target_precision,
+            "precision": None if point is None else point.precision,
+            "coverage": None if point is None else point.coverage,
+            "calibration_why": None if calibration is None else calibration.why,
+            "curve": [] if calibration is None else [
+                {"threshold": p.threshold, "precision": p.precision, "coverage": p.coverage}
+                for p in calibration.curve],
+            "student_labels": student_labels.get(report.version, 0),
+            "seconds": report.seconds,
+        })
     return rows
 
 

@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 
 from labelq.app import report_data as data
@@ -162,3 +163,180 @@ def test_page_has_tables_and_the_sample_but_no_reprs(tmp_path: Path) -> None:
     assert "1. click &lt;button id=buy&gt;" in html  # the session rendering, escaped
     assert "Buys a lamp" in html and "84.7%" not in html and "80.0%" in html
     assert "Assumption: student cost: engine seconds x $2.00/GPU-hour" in html
+
+
+def _training_report(version: int, promoted: bool, calibration: Any, gate: str) -> Any:
+    from trainer.evaluate import EvalScores
+    from trainer.lora import TrainStats
+    from trainer.reports import TrainingReport
+
+    scores = EvalScores(n=40, exact_match=0.75, cosine=0.93, within_contract=0.975, mean_words=5.2)
+    return TrainingReport(
+        task="session-label", version=version, dataset_version=f"v000{version}", prompt_version="p1",
+        base_model="tiny", train=TrainStats(steps=12, final_loss=0.4, train_seconds=3.2, device="cpu",
+                                            dtype="float32", examples=180, qlora=False),
+        base=EvalScores.empty(), adapter=scores, serving=None, promoted=promoted, gate=gate,
+        created_at="2026-11-30T12:00:00.000+00:00", seconds=41.5 + version, calibration=calibration)
+
+
+CURVE_POINTS = ((0.95, 1.0, 0.25), (0.8, 0.95, 0.5), (0.6, 0.9, 0.75), (0.3, 0.8, 1.0))  # threshold, precision, coverage
+REFUSED = ("refused: floor_exact_match 0.412 < 0.500; floor_cosine 0.801 < 0.850; serving_exact_match 0.412 < "
+           "0.700 (serving v1 0.750 - margin 0.050); serving_cosine 0.801 < 0.910 (serving v1 0.930 - margin 0.020)")
+
+
+def _calibration(calibrated: bool, threshold: float) -> Any:
+    from trainer.calibration import Calibration, CurvePoint
+
+    why = "lowest threshold whose answers reach precision 0.900" if calibrated else \
+        "no threshold reaches precision 0.990 (best 1.000 at 0.9500): the fixed threshold applies"
+    return Calibration(calibrated, threshold, 0.9 if calibrated else 0.99, why, 40,
+                       tuple(CurvePoint(*p) for p in CURVE_POINTS))
+
+
+def test_point_at_the_chosen_threshold_or_the_nearest_above() -> None:
+    from trainer.calibration import CurvePoint
+
+    curve = [CurvePoint(*p) for p in CURVE_POINTS]
+    assert data.point_at(curve, 0.6) == CurvePoint(0.6, 0.9, 0.75)
+    assert data.point_at(curve, 0.7) == CurvePoint(0.8, 0.95, 0.5)  # between points: the answers of the higher
+    assert data.point_at(curve, 0.1) == CurvePoint(0.3, 0.8, 1.0)
+    assert data.point_at(curve, 0.99) is None and data.point_at([], 0.5) is None
+
+
+def test_adapter_rows_one_per_version_with_gate_calibration_and_labels() -> None:
+    reports = [_training_report(1, True, _calibration(True, 0.6), "promoted: every floor reached"),
+               _training_report(2, False, _calibration(False, 0.7), REFUSED),
+               _training_report(3, True, None, "promoted: an older report")]
+    rows = data.adapter_rows(reports, {1: 250, 2: 0})
+    first, refused, older = rows
+    assert {k: v for k, v in first.items() if k != "curve"} == {
+        "version": 1, "dataset_version": "v0001", "promoted": True, "gate": "promoted: every floor reached",
+        "val_n": 40, "val_exact_match": 0.75, "val_cosine": 0.93, "val_within_contract": 0.975, "calibrated": True,
+        "threshold": 0.6, "target_precision": 0.9, "precision": 0.9, "coverage": 0.75,
+        "calibration_why": "lowest threshold whose answers reach precision 0.900", "student_labels": 250,
+        "seconds": 42.5}
+    assert first["curve"][1] == {"threshold": 0.8, "precision": 0.95, "coverage": 0.5}
+    # Not calibrated: the fixed threshold, and what the val answers do at it (the nearest point above).
+    assert (refused["promoted"], refused["calibrated"], refused["threshold"], refused["precision"],
+            refused["coverage"], refused["gate"]) == (False, False, 0.7, 0.95, 0.5, REFUSED)
+    assert (older["calibrated"], older["threshold"], older["precision"], older["curve"],
+            older["student_labels"]) == (None, None, None, [], 0)
+    assert orjson.loads(orjson.dumps(rows)) == rows
+
+
+def test_live_agreement_rows_on_the_runs_clock() -> None:
+    from labelq.drift import WindowFigures
+
+    start = int(T0.timestamp())
+    windows = [WindowFigures("session-label", 2, start + 60, n=4, exact=3, within=4, cosine_sum=3.6,
+                             cosine_n=4).to_dict(),
+               WindowFigures("session-label", 1, start - 30, n=2, exact=1, within=2).to_dict(),
+               WindowFigures("session-label", 1, start + 60, n=0).to_dict()]
+    rows = data.live_agreement_rows(windows, at(10))
+    assert rows == [
+        {"version": 1, "window_start": start - 30, "window_start_s": -40.0, "n": 2, "exact_rate": 0.5,
+         "within_rate": 1.0, "cosine": None},
+        {"version": 1, "window_start": start + 60, "window_start_s": 50.0, "n": 0, "exact_rate": None,
+         "within_rate": None, "cosine": None},
+        {"version": 2, "window_start": start + 60, "window_start_s": 50.0, "n": 4, "exact_rate": 0.75,
+         "within_rate": 1.0, "cosine": 0.9}]
+    assert data.live_agreement_rows(rows, at(10)) == rows  # the report's own rows read again (rerender)
+    assert [r["window_start_s"] for r in data.live_agreement_rows(windows, None)] == [None, None, None]
+    assert data.live_agreement_rows([], at(0)) == []
+
+
+def test_rerender_reads_the_live_agreement_file_else_keeps_the_reports_rows(tmp_path: Path) -> None:
+    from labelq.app.report import LIVE_AGREEMENT_FILE, _live_windows
+
+    kept = {"live_agreement": {"window_s": 60, "rows": [{"version": 1, "window_start": 100, "n": 3}]}}
+    assert _live_windows(tmp_path, kept) == kept["live_agreement"]["rows"]
+    assert _live_windows(tmp_path, {}) == []
+    (tmp_path / LIVE_AGREEMENT_FILE).write_bytes(b"not json")
+    assert _live_windows(tmp_path, kept) == kept["live_agreement"]["rows"]
+    fresh = [{"task": "session-label", "version": 2, "window_start": 160, "n": 5, "exact": 5, "within": 5,
+              "cosine_n": 0, "exact_rate": 1.0, "within_rate": 1.0, "cosine": None}]
+    (tmp_path / LIVE_AGREEMENT_FILE).write_bytes(orjson.dumps(fresh))
+    assert _live_windows(tmp_path, kept) == fresh
+
+
+def _cells(html: str) -> list[str]:
+    return re.findall(r"<td[^>]*>(.*?)</td>", html, flags=re.S)
+
+
+def _text(cell: str) -> str:
+    """A cell's text, without the markup of a tooltip."""
+    return re.sub(r"<[^>]+>", "", cell)
+
+
+def test_page_shows_adapter_versions_live_agreement_and_calibration(tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")
+    from labelq.app.report import write_report
+    from labelq.drift import WindowFigures
+
+    reports = [_training_report(1, True, _calibration(True, 0.6), "promoted: every floor reached"),
+               _training_report(2, False, _calibration(False, 0.7), REFUSED)]
+    start = int(T0.timestamp())
+    windows = [WindowFigures("session-label", 1, start, n=8, exact=6, within=8, cosine_sum=7.2, cosine_n=8),
+               WindowFigures("session-label", 1, start + 60, n=5, exact=4, within=5)]
+    summary = {**_summary(tmp_path), "adapters": data.adapter_rows(reports, {1: 288}),
+               "live_agreement": {"window_s": 60, "rows": data.live_agreement_rows(
+                   [w.to_dict() for w in windows], T0)}}
+    orjson.dumps(summary)  # stays JSON
+    paths = write_report(summary, tmp_path / "report")
+    html = paths["html"].read_text()
+    assert paths["png"].read_bytes().startswith(b"\x89PNG")
+    cells = _cells(html)
+    assert cells and not [c for c in cells if re.search(r"\{'|\['|': ", c)], "a dict or list repr in a cell"
+    adapters = html[html.index("<caption>Adapter versions</caption>"):]
+    adapters = adapters[:adapters.index("</table>")]
+    rows = [_cells(row) for row in re.findall(r"<tr>(.*?)</tr>", adapters, flags=re.S)[1:]]
+    assert [r[:3] for r in rows] == [["v1", "v0001", "yes"], ["v2", "v0002", "no"]]
+    assert [_text(c) for c in rows[0][4:]] == ["75.0%", "0.93", "97.5%", "yes", "0.6", "90.0%", "75.0%", "288",
+                                               "42.5"]
+    assert [_text(c) for c in rows[1][7:]] == ["no", "0.7", "95.0%", "50.0%", "0", "43.5"]
+    assert "title='no threshold reaches precision 0.990 (best 1.000 at 0.9500): the fixed threshold applies'" \
+        in rows[1][7]  # why not calibrated, on hover
+    # The long reason is cut in its cell, whole in the tooltip.
+    assert _text(rows[1][3]).endswith("\u2026") and len(_text(rows[1][3])) < 155
+    assert "serving_cosine 0.801 &lt; 0.910 (serving v1 0.930 - margin 0.020)'>" in rows[1][3]
+    live = html[html.index("<caption>Live agreement: student shadow labels against the teacher&#x27;s"):]
+    live = live[:live.index("</table>")]
+    assert "(60 s windows)" in live
+    assert [_cells(row) for row in re.findall(r"<tr>(.*?)</tr>", live, flags=re.S)[1:]] == [
+        ["v1", "0", "8", "75.0%", "100.0%", "0.9"], ["v1", "60", "5", "80.0%", "100.0%", "\u2013"]]
+    assert "never as labels" in html
+
+
+def test_page_without_training_reports_or_live_rows_says_why(tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")
+    from labelq.app.report import write_report
+
+    summary = {**_summary(tmp_path), "adapters": [], "live_agreement": {"window_s": 3600, "rows": []}}
+    html = write_report(summary, tmp_path / "empty")["html"].read_text()
+    assert "Adapter versions: none." in html and "No training report in the run's store" in html
+    assert "per adapter version (3,600 s windows): none." in html
+    assert "no sampled session was labelled while an adapter served" in html
+    # A report.json from before these sections renders too (the same notes).
+    older = write_report(_summary(tmp_path), tmp_path / "older")["html"].read_text()
+    assert "Adapter versions: none." in older
+
+
+def test_adapter_rows_from_the_stores_training_reports(tmp_path: Path) -> None:
+    """The metrics files as the trainer writes them, read back in version order (calibration curve included);
+    a file that is not a training report is left out."""
+    from labelq import keyspace
+    from labelq.app.report import TASK, _training_reports
+    from labelq.keyspace import AdapterFile
+    from labelq.store import LocalStore
+
+    store = LocalStore(tmp_path / "store")
+    reports = {10: _training_report(10, False, _calibration(False, 0.7), REFUSED),
+               2: _training_report(2, True, _calibration(True, 0.6), "promoted: every floor reached")}
+    for version, report in reports.items():
+        store.put_bytes(keyspace.adapter_file(TASK, version, AdapterFile.METRICS), orjson.dumps(report.to_dict()))
+    store.put_bytes(keyspace.adapter_file(TASK, 3, AdapterFile.METRICS), b"[1, 2]")
+    found = _training_reports(store)
+    assert list(found) == [2, 10] and found[2] == reports[2]
+    rows = data.adapter_rows(found.values(), {2: 7})
+    assert [(r["version"], r["promoted"], r["precision"], r["student_labels"]) for r in rows] == [
+        (2, True, 0.9, 7), (10, False, 0.95, 0)]
