@@ -91,17 +91,6 @@ def demo_teacher_backend(base: Settings) -> str:
     return base.teacher_backend if "teacher_backend" in base.model_fields_set else "replay"
 
 
-def demo_settings(base: Settings, run_id: str) -> Settings:
-    run_dir = base.state_dir / "runs" / run_id
-    return base.model_copy(update={
-        "teacher_backend": demo_teacher_backend(base),
-        "redis_key_prefix": f"{base.redis_key_prefix}demo-{run_id}:",
-        "store_url": base.store_url or f"file://{run_dir / 'store'}",
-        "trainer_poll_s": 2.0,
-        "student_wait_s": 2.0,
-    })
-
-
 # What the demo changes so the loop turns within minutes (a setting set on purpose is kept): a larger teacher
 # sample (more shadow pairs), agreement in minute windows, and a retrain every 3% of the sessions after the
 # seed set (production: every 1,000 new teacher labels).
@@ -110,12 +99,26 @@ DEMO_AGREEMENT_WINDOW_S = 60
 DEMO_RETRAIN_SHARE = 0.03
 
 
+def demo_settings(base: Settings, run_id: str) -> Settings:
+    run_dir = base.state_dir / "runs" / run_id
+    return base.model_copy(update={
+        "teacher_backend": demo_teacher_backend(base),
+        "redis_key_prefix": f"{base.redis_key_prefix}demo-{run_id}:",
+        "store_url": base.store_url or f"file://{run_dir / 'store'}",
+        "trainer_poll_s": 2.0,
+        "student_wait_s": 2.0,
+        **{k: v for k, v in (("routing_sample_rate", DEMO_SAMPLE_RATE),
+                             ("agreement_window_s", DEMO_AGREEMENT_WINDOW_S)) if k not in base.model_fields_set},
+    })
+
+
 def loop_settings(settings: Settings, sessions: int) -> Settings:
-    """The demo run's sample rate, agreement window and retrain trigger (see above), unless set already."""
+    """The demo run's retrain trigger (see above; the sample rate and window are in :func:`demo_settings`),
+    unless set already."""
+    if "curation_retrain_every" in settings.model_fields_set:
+        return settings
     after_seed = max(0, sessions - settings.curation_seed_size)
-    wanted = {"routing_sample_rate": DEMO_SAMPLE_RATE, "agreement_window_s": DEMO_AGREEMENT_WINDOW_S,
-              "curation_retrain_every": max(10, int(after_seed * DEMO_RETRAIN_SHARE))}
-    return settings.model_copy(update={k: v for k, v in wanted.items() if k not in settings.model_fields_set})
+    return settings.model_copy(update={"curation_retrain_every": max(10, int(after_seed * DEMO_RETRAIN_SHARE))})
 
 
 def wave_bounds(sessions: int, seed_size: int, waves: int) -> list[tuple[int, int]]:
