@@ -248,4 +248,6 @@ def test_two_tasks_share_one_engine_and_each_label_carries_its_own_tasks_adapter
     assert {(r.task, r.adapter_version) for r in ours} == {(TASK, 1)}
     assert {(r.task, r.adapter_version) for r in theirs} == {("news-title", 3)}
     assert sum(r.label == CONSTANT_LABEL for r in ours) <= 2  # never the other task's weights
-    assert len(theirs) >= 8 and sum(r.label == CONSTANT_LABEL for r in theirs) >= len(theirs) - 2
+    # The constant adapter was taught on session-label prompts: on news-title's it answers its label most of
+    # the time (12 to 15 of 15 seen across machines), the style adapter next to it almost never.
+    assert len(theirs) >= 8 and sum(r.label == CONSTANT_LABEL for r in theirs) > len(theirs) * 2 // 3
