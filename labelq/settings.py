@@ -446,11 +446,16 @@ class Settings(BaseSettings):
         "tiny, 1024 real); longer prompts are cut from the front of the session.")
     trainer_batch_size: int | None = Field(
         default=None, gt=0, description="Sequences per optimizer step (default: 16 tiny, 8 real).")
+    # Margins against the serving adapter on the new bucket's val split (often ~60-100 rows, where one row is
+    # 1-2 points of exact match): a tie within noise promotes the adapter trained on more, newer labels. The
+    # floors bound quality absolutely and the live agreement rolls a worse version back.
     promote_margin_exact: float = Field(
-        default=0.0, ge=0, description="A new adapter may trail the serving one by this much exact match."
+        default=0.02, ge=0, description="A new adapter may trail the serving one by this much exact match (and "
+        "share within the contract) on the same val split."
     )
     promote_margin_cosine: float = Field(
-        default=0.0, ge=0, description="A new adapter may trail the serving one by this much cosine."
+        default=0.01, ge=0, description="A new adapter may trail the serving one by this much cosine on the "
+        "same val split."
     )
     # Floors every version must reach on its val split, the first one too. Set for short labels a teacher
     # phrases consistently (the synthetic world: adapters score 0.9+ exact); lower them for free-text tasks.

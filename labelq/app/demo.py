@@ -45,7 +45,7 @@ import orjson
 
 from labelq import keyspace
 from labelq.agreement import read_agreement
-from labelq.app.processes import start_celery_worker, stop_process_groups
+from labelq.app.processes import start_celery_worker, start_trainer_service, stop_process_groups
 from labelq.app.report import LIVE_AGREEMENT_FILE, DemoRun
 from labelq.audit import audit
 from labelq.logging import get_logger
@@ -203,9 +203,10 @@ def worker_env(settings: Settings, model_path: str, student_backend: str) -> dic
 
 @contextmanager
 def workers(env: dict[str, str], log_dir: Path) -> Iterator[dict[str, subprocess.Popen[bytes]]]:
-    """Teacher (2 processes), trainer and student workers; stopped (TERM, then KILL) on exit."""
+    """Teacher (2 processes) and student Celery workers and the trainer service (``labelq trainer run``, as
+    compose runs it: its polling loop also runs the live-quality monitor); stopped (TERM, then KILL) on exit."""
     log_dir.mkdir(parents=True, exist_ok=True)
-    plan = {"teacher": ("prefork", 2), "trainer": ("solo", 1), "student": ("solo", 1)}
+    plan = {"teacher": ("prefork", 2), "student": ("solo", 1)}
     procs: dict[str, subprocess.Popen[bytes]] = {}
     files = []
     try:
@@ -214,6 +215,8 @@ def workers(env: dict[str, str], log_dir: Path) -> Iterator[dict[str, subprocess
             files.append(out)
             procs[queue] = start_celery_worker(queue, pool=pool, concurrency=concurrency, name=f"{queue}-demo@%h",
                                                env=env, log=out)
+        files.append(out := (log_dir / "trainer.log").open("wb"))
+        procs["trainer"] = start_trainer_service(env=env, log=out)
         yield procs
     finally:
         stop_process_groups(procs.values(), timeout_s=30)
@@ -224,6 +227,7 @@ def workers(env: dict[str, str], log_dir: Path) -> Iterator[dict[str, subprocess
 def run_demo(base: Settings, config: DemoConfig, progress: Progress) -> DemoRun:
     """Run the loop; return what the report needs (see labelq/app/report.py)."""
     from labelq.synth import generate
+    from trainer.monitor import embed_pending
     from trainer.tiny_model import build_tiny_model, tiny_model_dir
     from workers.teacher.preflight import check_teacher
 
@@ -276,7 +280,9 @@ def run_demo(base: Settings, config: DemoConfig, progress: Progress) -> DemoRun:
     with workers(env, run_dir / "logs") as procs:
         waves_in.ingest_next()
         finished = _watch(settings, client, store, clock, procs, config, progress, waves_in)
-        live = [w.to_dict() for w in read_agreement(settings, client, TASK)]
+    # The pairs scored since the trainer's last look get their cosine here, as its monitor would.
+    embed_pending(settings, client, TASK)
+    live = [w.to_dict() for w in read_agreement(settings, client, TASK)]
     (run_dir / LIVE_AGREEMENT_FILE).write_bytes(orjson.dumps(live))
     return DemoRun(run_id=run_id, run_dir=str(run_dir), settings=settings, model_path=model_path,
                    references=references, ingest=waves_in.total, status=gather(settings, client),
@@ -373,7 +379,7 @@ def _wave_due(waves: _Waves, serving: int | None, student_queue: int, decided: i
         progress("ingest", waves.total.read, waves.sessions, f"no second adapter after {config.retrain_wait_s:.0f} s: "
                  "last wave goes in with v1")
         return True
-    progress("ingest", waves.total.read, waves.sessions, f"last wave waits for the retrained adapter ({waited:.0f} s)")
+    progress("ingest", waves.total.read, waves.sessions, "the last wave waits for the retrained adapter")
     return False
 
 

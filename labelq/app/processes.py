@@ -1,4 +1,5 @@
-"""Celery worker child processes, started and stopped one way (the demo and the tests)."""
+"""Worker child processes (Celery workers, the trainer service), started and stopped one way (the demo and
+the tests)."""
 
 from __future__ import annotations
 
@@ -19,6 +20,13 @@ def start_celery_worker(queue: str, *, pool: str, concurrency: int, name: str, e
         [sys.executable, "-m", "celery", "-A", app, "worker", "-Q", queue, "-P", pool,
          "-c", str(concurrency), "-n", name, "--without-mingle", "--without-gossip", "--loglevel=WARNING"],
         env=env, cwd=cwd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def start_trainer_service(*, env: dict[str, str], log: IO[bytes], cwd: Path | None = None) -> subprocess.Popen[bytes]:
+    """``labelq trainer run`` (what compose and Kubernetes run: curation when due, training, the promotion gate
+    and the live-quality monitor, every ``LABELQ_TRAINER_POLL_S``), in its own process group."""
+    return subprocess.Popen([sys.executable, "-m", "labelq.app.cli.main", "trainer", "run"], env=env, cwd=cwd,
+                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
 
 
 def stop_process_groups(procs: Iterable[subprocess.Popen[bytes]], timeout_s: float) -> None:

@@ -54,6 +54,7 @@ def test_demo_loop_labels_everything_and_reports(settings: Settings, redis_clien
         "wave 1", "wave 2", "wave 3", "wave 4"]
     live = orjson.loads((Path(run.run_dir) / "live-agreement.json").read_bytes())
     assert live == list(run.live_agreement) and sum(w["n"] for w in live) > 0
+    assert sum(w["cosine_n"] for w in live) == sum(w["n"] for w in live)  # every pair embedded by the end
     assert {w["version"] for w in live} <= {r["adapter_version"] for r in student_labels}
     assert summary["quality"]["within_contract"] == 1.0 and summary["quality"]["n"] == summary["labelled_student"]
     letters = jsonl_objects(run.settings, keyspace.dead_letters_prefix())
