@@ -97,6 +97,7 @@ def demo_teacher_backend(base: Settings) -> str:
 DEMO_SAMPLE_RATE = 0.05
 DEMO_AGREEMENT_WINDOW_S = 60
 DEMO_RETRAIN_SHARE = 0.03
+COSINE_WAIT_S = 60.0  # at the end, how long the trainer's monitor gets to embed the last shadow pairs
 
 
 def demo_settings(base: Settings, run_id: str) -> Settings:
@@ -280,7 +281,9 @@ def run_demo(base: Settings, config: DemoConfig, progress: Progress) -> DemoRun:
     with workers(env, run_dir / "logs") as procs:
         waves_in.ingest_next()
         finished = _watch(settings, client, store, clock, procs, config, progress, waves_in)
-    # The pairs scored since the trainer's last look get their cosine here, as its monitor would.
+        if finished:
+            _wait_for_cosines(settings, client, COSINE_WAIT_S)
+    # What the trainer's monitor did not embed in time (busy training) gets its cosine here, as it would.
     embed_pending(settings, client, TASK)
     live = [w.to_dict() for w in read_agreement(settings, client, TASK)]
     (run_dir / LIVE_AGREEMENT_FILE).write_bytes(orjson.dumps(live))
@@ -364,6 +367,17 @@ def _watch(settings: Settings, client: Any, store: Any, clock: StageClock, procs
             return True
         time.sleep(1.0)
     return False
+
+
+def _wait_for_cosines(settings: Settings, client: Any, timeout_s: float) -> None:
+    """Let the trainer's monitor embed the last shadow pairs before it is stopped: a batch it has taken off the
+    list when it is stopped would be lost (labelq.agreement: a sample statistic, so it does not wait for it)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        rows = read_agreement(settings, client, TASK)
+        if sum(r.cosine_n for r in rows) >= sum(r.n for r in rows):
+            return
+        time.sleep(1.0)
 
 
 def _wave_due(waves: _Waves, serving: int | None, student_queue: int, decided: int, config: DemoConfig,
