@@ -2,7 +2,8 @@
 
 1. the tiny base model is built (or found) under the state dir;
 2. synthetic sessions are generated (with reference labels, kept aside for scoring);
-3. real Celery workers start as child processes: teacher, trainer, student;
+3. real Celery workers (teacher, student) and the trainer service (``labelq trainer run``)
+   start as child processes;
 4. the sessions are ingested in waves through the routing policy (:func:`wave_bounds`):
    the first wave holds the seed set, which goes to the teacher, and the start of
    the rest, which goes to students (who wait for an adapter);
