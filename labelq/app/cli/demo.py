@@ -68,11 +68,13 @@ def demo(
     json_out: Annotated[bool, typer.Option("--json", help="Print the report as one JSON line (last line).")]
     = False,
 ) -> None:
-    """Run the whole loop on this machine: tiny base, synthetic sessions, teacher seed labels (the offline
-    replay teacher unless LABELQ_TEACHER_BACKEND=openai is set, with OPENAI_API_KEY), curated bucket, LoRA
-    training, promotion, students label the rest; then a report (PNG, HTML, JSON) with counts, quality,
-    sample sessions with their labels, label lengths, agreement and throughput over time, and cost per 1,000
-    labels."""
+    """Run the whole loop on this machine: tiny base, synthetic sessions ingested in four waves, teacher seed
+    labels (the offline replay teacher unless LABELQ_TEACHER_BACKEND=openai is set, with OPENAI_API_KEY),
+    curated bucket, LoRA training, promotion of v1; students label and escalate, the teacher's sample gets
+    shadow labels (live agreement), sampled and escalated labels make a second bucket, and v2 is gated,
+    promoted and hot-swapped before the last wave. Then a report (PNG, HTML, JSON) with counts, quality,
+    sample sessions with their labels, label lengths, adapter versions with their gate and calibration,
+    live agreement, agreement and throughput over time, and cost per 1,000 labels."""
     from labelq.app.demo import DemoConfig, demo_teacher_backend, run_demo
     from labelq.app.report import summarise, write_report
 
