@@ -1,0 +1,38 @@
+"""The demo's plan: its ingest waves and the settings that make its loop turn within minutes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from labelq.app.demo import (
+    DEMO_AGREEMENT_WINDOW_S,
+    DEMO_SAMPLE_RATE,
+    demo_settings,
+    loop_settings,
+    wave_bounds,
+)
+from labelq.settings import Settings
+
+
+def test_the_first_wave_holds_the_seed_set_and_the_waves_cover_every_session_once() -> None:
+    bounds = wave_bounds(5000, 300, 4)
+    assert bounds == [(0, 1475), (1475, 2650), (2650, 3825), (3825, 5000)]
+    assert wave_bounds(400, 120, 4) == [(0, 190), (190, 260), (260, 330), (330, 400)]
+    for sessions, seed, waves in ((50, 300, 4), (301, 300, 4), (7, 0, 3), (1000, 300, 1)):
+        got = wave_bounds(sessions, seed, waves)
+        covered = [i for lo, hi in got for i in range(lo, hi)]
+        assert covered == list(range(sessions)) and got[0][1] >= min(sessions, seed)
+        assert all(lo < hi for lo, hi in got)
+
+
+def test_the_demo_turns_the_loop_faster_but_keeps_what_was_set_on_purpose(tmp_path: Path) -> None:
+    base = Settings(state_dir=tmp_path)
+    run = loop_settings(demo_settings(base, "r1"), 5000)
+    assert run.routing_sample_rate == DEMO_SAMPLE_RATE and run.agreement_window_s == DEMO_AGREEMENT_WINDOW_S
+    assert run.curation_retrain_every == 141  # 3% of the 4,700 sessions after the seed set
+    assert run.redis_key_prefix.endswith("demo-r1:")
+    chosen = Settings(state_dir=tmp_path, routing_sample_rate=0.2, curation_retrain_every=50,
+                      agreement_window_s=120)
+    kept = loop_settings(demo_settings(chosen, "r2"), 5000)
+    assert (kept.routing_sample_rate, kept.curation_retrain_every, kept.agreement_window_s) == (0.2, 50, 120)
+    assert loop_settings(demo_settings(base, "r3"), 100).curation_retrain_every == 10  # never below 10
