@@ -11,6 +11,7 @@ itself for ever. Another process can stop it too, through a
 
 from __future__ import annotations
 
+import os
 import signal
 import time
 from collections.abc import Iterator
@@ -52,9 +53,19 @@ class StopFlag:
         return True
 
 
-def set_on_sigterm(flag: StopFlag) -> None:
-    """From now on SIGTERM sets ``flag`` instead of ending the process."""
-    signal.signal(signal.SIGTERM, lambda signum, frame: flag.set())
+def set_on_sigterm(flag: StopFlag, *, exit_if_orphaned_of: int | None = None) -> None:
+    """From now on SIGTERM sets ``flag`` instead of ending the process.
+
+    ``exit_if_orphaned_of``: a parent's pid; a SIGTERM that finds this process no longer its child exits
+    at once (``os._exit(0)``). For a worker process its parent would never take a result from, nor send
+    more work to: idle, it would wait on a pipe it holds both ends of, for ever. Only for processes whose
+    every write is one atomic step (nothing half-done to leave behind)."""
+    def on_sigterm(signum: int, frame: object) -> None:
+        flag.set()
+        if exit_if_orphaned_of is not None and os.getppid() != exit_if_orphaned_of:
+            os._exit(0)
+
+    signal.signal(signal.SIGTERM, on_sigterm)
 
 
 @contextmanager

@@ -37,7 +37,7 @@ from labelq.queue.publish import ChunkPublisher
 from labelq.redis_server import connect, resolve_redis_url
 from labelq.settings import Settings
 from labelq.spec import load_spec
-from labelq.stopping import SharedEvent, StopFlag
+from labelq.stopping import SharedEvent, StopFlag, set_on_sigterm
 from labelq.store import ObjectStore, open_store
 from producer.ingest import Ingestor, IngestSummary
 from producer.routing import FixedRouter, Router, default_router
@@ -158,22 +158,15 @@ def _init_worker(counter: Synchronized[int], parent_stop: SharedEvent, parent_pi
     global _progress, _stop, _parent_pid
     stop = StopFlag(parent_stop)
     _progress, _stop, _parent_pid = counter, stop, parent_pid
-
-    def on_sigterm(signum: int, frame: object) -> None:
-        stop.set()
-        if os.getppid() != parent_pid:
-            # Orphaned: nobody takes a summary or sends another range, and this process holds
-            # its own end of the task pipe, so waiting for one would be for ever. Leaving here
-            # is safe: a chunk and its claims move in one Redis step.
-            os._exit(0)
-
-    signal.signal(signal.SIGTERM, on_sigterm)
+    # Orphaned, a range process exits on SIGTERM: nobody takes its summary or sends another range. Safe: a
+    # chunk and its claims move in one Redis step.
+    set_on_sigterm(stop, exit_if_orphaned_of=parent_pid)
     if sys.platform == "linux":
         # SIGTERM this process when its parent dies. Linux sends it each time a thread of
         # the parent that holds this process exits: first the thread that started it (the
         # main thread: ProcessPoolExecutor starts its processes from the thread that submits)
         # while the others may still run (getppid unchanged: stop, keep what is in hand), and
-        # again when the last one goes (getppid changed: exit, see on_sigterm).
+        # again when the last one goes (getppid changed: exit, see set_on_sigterm).
         import ctypes
 
         pr_set_pdeathsig = 1

@@ -32,7 +32,9 @@ status`` (audit, export, flower, ...) then looks at it with no variables to set
 
 from __future__ import annotations
 
+import bisect
 import contextlib
+import itertools
 import os
 import subprocess
 import time
@@ -125,12 +127,10 @@ def loop_settings(settings: Settings, sessions: int) -> Settings:
 
 def wave_bounds(sessions: int, seed_size: int, waves: int) -> list[tuple[int, int]]:
     """``[start, end)`` of each ingest wave: the first is the seed set and an equal share of the rest."""
-    after_seed = max(0, sessions - seed_size)
+    seed_end, after_seed = min(sessions, seed_size), max(0, sessions - seed_size)
     waves = max(1, min(waves, after_seed or 1))
-    edges = [min(sessions, seed_size)] + [min(sessions, seed_size) + after_seed * (i + 1) // waves
-                                          for i in range(waves)]
-    edges[0] = 0
-    return [(edges[i], edges[i + 1]) for i in range(waves)]
+    edges = [0] + [seed_end + after_seed * (i + 1) // waves for i in range(waves)]
+    return list(itertools.pairwise(edges))
 
 
 LATEST = "latest.json"
@@ -271,7 +271,7 @@ def run_demo(base: Settings, config: DemoConfig, progress: Progress) -> DemoRun:
             references[s["session_id"]] = s["_reference"]["label"]
             line = orjson.dumps(s) + b"\n"
             everything.write(line)
-            waves[next(w for w, (lo, hi) in enumerate(bounds) if lo <= i < hi)].write(line)
+            waves[bisect.bisect_right(bounds, (i, config.sessions)) - 1].write(line)
     progress("synthetic sessions", config.sessions, config.sessions, f"{sessions_file}, {len(bounds)} waves")
     clock.end("synth")
 
