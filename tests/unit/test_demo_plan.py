@@ -6,6 +6,7 @@ from pathlib import Path
 
 from labelq.app.demo import (
     DEMO_AGREEMENT_WINDOW_S,
+    DEMO_REAL_BASE_SEED_SIZE,
     DEMO_SAMPLE_RATE,
     demo_settings,
     loop_settings,
@@ -36,3 +37,13 @@ def test_the_demo_turns_the_loop_faster_but_keeps_what_was_set_on_purpose(tmp_pa
     kept = loop_settings(demo_settings(chosen, "r2"), 5000)
     assert (kept.routing_sample_rate, kept.curation_retrain_every, kept.agreement_window_s) == (0.2, 50, 120)
     assert loop_settings(demo_settings(base, "r3"), 100).curation_retrain_every == 10  # never below 10
+
+
+def test_on_a_real_base_the_seed_set_is_smaller_unless_chosen(tmp_path: Path) -> None:
+    real = loop_settings(demo_settings(Settings(state_dir=tmp_path, student_model="smollm2"), "r1"), 400)
+    assert real.curation_seed_size == DEMO_REAL_BASE_SEED_SIZE < Settings().curation_seed_size
+    assert real.curation_retrain_every == 10  # 3% of the 336 sessions after the seed set, at least 10
+    chosen = Settings(state_dir=tmp_path, student_model="smollm2", curation_seed_size=120)
+    assert loop_settings(demo_settings(chosen, "r2"), 400).curation_seed_size == 120
+    tiny = loop_settings(demo_settings(Settings(state_dir=tmp_path), "r3"), 400)
+    assert tiny.curation_seed_size == Settings().curation_seed_size
