@@ -77,3 +77,18 @@ def stop_on_sigterm() -> Iterator[StopFlag]:
         yield flag
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+@contextmanager
+def exit_on_sigterm() -> Iterator[None]:
+    """While the block runs, SIGTERM raises ``SystemExit(143)`` where the main thread is, as Ctrl-C raises
+    KeyboardInterrupt: ``finally`` blocks and context managers run, so a foreground command stops what it
+    started (the demo's workers) instead of leaving it running. Main thread only."""
+    def on_sigterm(signum: int, frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, on_sigterm)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)

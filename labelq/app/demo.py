@@ -116,17 +116,19 @@ def demo_settings(base: Settings, run_id: str) -> Settings:
     })
 
 
-# On a real pretrained base (SmolLM2-135M on 2 CPU cores: ~16 s a LoRA step of 8 sequences) the demo's seed set
-# is this many teacher labels instead of the 300 production starts from, so each adapter trains in minutes.
-DEMO_REAL_BASE_SEED_SIZE = 64
+# On a real pretrained base (SmolLM2-135M on 2 CPU cores: ~6 s a LoRA step of 8 sequences, ~3 s a label) the
+# demo's seed set is 128 teacher labels instead of the 300 production starts from, trained for 6 epochs instead
+# of the real-base default 3 (88 steps, ~10 minutes): 64 labels for 3 epochs (21 steps) gave an adapter the gate
+# refused (exact 0.27, cosine 0.78).
+DEMO_REAL_BASE = {"curation_seed_size": 128, "trainer_epochs": 6}
 
 
 def loop_settings(settings: Settings, sessions: int) -> Settings:
-    """The demo run's seed set on a real base and its retrain trigger (see above; the sample rate and window
-    are in :func:`demo_settings`), each unless set already."""
+    """The demo run's seed set and epochs on a real base and its retrain trigger (see above; the sample rate
+    and window are in :func:`demo_settings`), each unless set already."""
     update: dict[str, int] = {}
-    if settings.student_model != "tiny" and "curation_seed_size" not in settings.model_fields_set:
-        update["curation_seed_size"] = DEMO_REAL_BASE_SEED_SIZE
+    if settings.student_model != "tiny":
+        update.update({k: v for k, v in DEMO_REAL_BASE.items() if k not in settings.model_fields_set})
     if "curation_retrain_every" not in settings.model_fields_set:
         after_seed = max(0, sessions - update.get("curation_seed_size", settings.curation_seed_size))
         update["curation_retrain_every"] = max(10, int(after_seed * DEMO_RETRAIN_SHARE))
@@ -187,12 +189,14 @@ WORKER_SETTINGS = (
     "student_wait_s", "trainer_poll_s", "curation_seed_size", "curation_retrain_every", "routing_sample_rate",
     "agreement_window_s", "teacher_backend", "teacher_rpm", "teacher_replay_latency_s", "promote_margin_exact",
     "promote_margin_cosine", "promote_floor_exact", "promote_floor_cosine", "promote_floor_within_contract",
+    "trainer_epochs",
 )
 
 
 def worker_env(settings: Settings, model_path: str, student_backend: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("LABELQ_")}
-    env.update({f"LABELQ_{name.upper()}": str(getattr(settings, name)) for name in WORKER_SETTINGS})
+    env.update({f"LABELQ_{name.upper()}": str(getattr(settings, name)) for name in WORKER_SETTINGS
+                if getattr(settings, name) is not None})  # unset (trainer_epochs): the worker's own default
     env.update({
         "LABELQ_STATE_DIR": str(settings.state_dir),
         "LABELQ_REDIS_URL": resolve_redis_url(settings),

@@ -6,11 +6,13 @@ from pathlib import Path
 
 from labelq.app.demo import (
     DEMO_AGREEMENT_WINDOW_S,
-    DEMO_REAL_BASE_SEED_SIZE,
+    DEMO_REAL_BASE,
     DEMO_SAMPLE_RATE,
+    WORKER_SETTINGS,
     demo_settings,
     loop_settings,
     wave_bounds,
+    worker_env,
 )
 from labelq.settings import Settings
 
@@ -39,11 +41,22 @@ def test_the_demo_turns_the_loop_faster_but_keeps_what_was_set_on_purpose(tmp_pa
     assert loop_settings(demo_settings(base, "r3"), 100).curation_retrain_every == 10  # never below 10
 
 
-def test_on_a_real_base_the_seed_set_is_smaller_unless_chosen(tmp_path: Path) -> None:
+def test_on_a_real_base_the_seed_set_is_smaller_and_trained_longer_unless_chosen(tmp_path: Path) -> None:
     real = loop_settings(demo_settings(Settings(state_dir=tmp_path, student_model="smollm2"), "r1"), 400)
-    assert real.curation_seed_size == DEMO_REAL_BASE_SEED_SIZE < Settings().curation_seed_size
-    assert real.curation_retrain_every == 10  # 3% of the 336 sessions after the seed set, at least 10
-    chosen = Settings(state_dir=tmp_path, student_model="smollm2", curation_seed_size=120)
-    assert loop_settings(demo_settings(chosen, "r2"), 400).curation_seed_size == 120
+    assert real.curation_seed_size == DEMO_REAL_BASE["curation_seed_size"] < Settings().curation_seed_size
+    assert real.trainer_epochs == DEMO_REAL_BASE["trainer_epochs"]
+    assert real.curation_retrain_every == 10  # 3% of the 272 sessions after the seed set, at least 10
+    chosen = Settings(state_dir=tmp_path, student_model="smollm2", curation_seed_size=120, trainer_epochs=2)
+    kept = loop_settings(demo_settings(chosen, "r2"), 400)
+    assert (kept.curation_seed_size, kept.trainer_epochs) == (120, 2)
     tiny = loop_settings(demo_settings(Settings(state_dir=tmp_path), "r3"), 400)
-    assert tiny.curation_seed_size == Settings().curation_seed_size
+    assert (tiny.curation_seed_size, tiny.trainer_epochs) == (Settings().curation_seed_size, None)
+
+
+def test_workers_get_the_demo_settings_by_name_and_their_own_default_where_unset(tmp_path: Path) -> None:
+    real = loop_settings(demo_settings(Settings(state_dir=tmp_path, student_model="smollm2"), "r1"), 400)
+    env = worker_env(real, "/models/x", "vllm")
+    assert env["LABELQ_TRAINER_EPOCHS"] == "6" and env["LABELQ_CURATION_SEED_SIZE"] == "128"
+    assert "LABELQ_TRAINER_EPOCHS" not in worker_env(loop_settings(demo_settings(
+        Settings(state_dir=tmp_path), "r2"), 400), "/models/x", "vllm")
+    assert all(f"LABELQ_{name.upper()}" in env for name in WORKER_SETTINGS)

