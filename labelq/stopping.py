@@ -7,6 +7,11 @@ the thread it interrupts, and one that took a lock that thread held (as
 ``threading.Event.set`` and ``multiprocessing.Event.set`` do) would wait on
 itself for ever. Another process can stop it too, through a
 ``multiprocessing`` event it shares (the producer's range processes).
+
+A foreground command that starts processes of its own (``labelq demo`` runs
+its workers in sessions of their own, which a ``kill`` of the demo never
+reaches) uses :func:`exit_on_sigterm` instead: SIGTERM raises ``SystemExit``
+once, so its cleanup stops them.
 """
 
 from __future__ import annotations
@@ -85,6 +90,7 @@ def exit_on_sigterm() -> Iterator[None]:
     KeyboardInterrupt: ``finally`` blocks and context managers run, so a foreground command stops what it
     started (the demo's workers) instead of leaving it running. Main thread only."""
     def on_sigterm(signum: int, frame: object) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # once: a second SIGTERM must not cut the cleanup short
         raise SystemExit(128 + signum)
 
     previous = signal.signal(signal.SIGTERM, on_sigterm)

@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
-from labelq.app.demo import (
+from labelq.app.demo import WORKER_SETTINGS, worker_env
+from labelq.app.demo_plan import (
     DEMO_AGREEMENT_WINDOW_S,
     DEMO_REAL_BASE,
     DEMO_SAMPLE_RATE,
-    WORKER_SETTINGS,
     demo_settings,
     loop_settings,
     wave_bounds,
-    worker_env,
 )
+from labelq.models import MANIFEST
 from labelq.settings import Settings
 
 
@@ -51,6 +52,11 @@ def test_on_a_real_base_the_seed_set_is_smaller_and_trained_longer_unless_chosen
     assert (kept.curation_seed_size, kept.trainer_epochs) == (120, 2)
     tiny = loop_settings(demo_settings(Settings(state_dir=tmp_path), "r3"), 400)
     assert (tiny.curation_seed_size, tiny.trainer_epochs) == (Settings().curation_seed_size, None)
+    built = tmp_path / "models" / "tiny-abc"  # a tiny base named by its path (as tests and `--base DIR` do)
+    built.mkdir(parents=True)
+    (built / MANIFEST).write_text(json.dumps({"kind": "tiny", "base_hash": "sha256:00"}))
+    by_path = loop_settings(demo_settings(Settings(state_dir=tmp_path, student_model=str(built)), "r4"), 400)
+    assert (by_path.curation_seed_size, by_path.trainer_epochs) == (Settings().curation_seed_size, None)
 
 
 def test_workers_get_the_demo_settings_by_name_and_their_own_default_where_unset(tmp_path: Path) -> None:

@@ -133,7 +133,8 @@ def test_which_teachers_may_start() -> None:
 
 
 def test_the_demo_chooses_replay_unless_told_otherwise(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    from labelq.app.demo import demo_settings, worker_env
+    from labelq.app.demo import worker_env
+    from labelq.app.demo_plan import demo_settings
 
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test-0123456789")  # a key lying around spends nothing by itself
     demo = demo_settings(Settings(state_dir=tmp_path), "run1")

@@ -75,7 +75,8 @@ def demo(
     promoted and hot-swapped before the last wave. Then a report (PNG, HTML, JSON) with counts, quality,
     sample sessions with their labels, label lengths, adapter versions with their gate and calibration,
     live agreement, agreement and throughput over time, and cost per 1,000 labels."""
-    from labelq.app.demo import DemoConfig, demo_teacher_backend, run_demo
+    from labelq.app.demo import DemoConfig, run_demo
+    from labelq.app.demo_plan import demo_teacher_backend
     from labelq.app.report import summarise, write_report
     from labelq.stopping import exit_on_sigterm
 
