@@ -98,8 +98,10 @@ def point_tiny_at(settings: Settings, model_dir: Path) -> None:
 
 
 def base_kind(model_path: str) -> str:
-    """``tiny`` for a tiny base built here, ``pretrained`` for anything else (a converted GGUF, a hub name,
-    a folder): which training defaults fit it (``trainer.lora.defaults_for``)."""
+    """``tiny`` for the tiny base (by its name or a folder built here), ``pretrained`` for anything else (a
+    converted GGUF, a hub name, a folder): which training defaults fit it (``trainer.lora.BASE_DEFAULTS``)."""
+    if model_path == TINY:
+        return TINY
     manifest = read_manifest(Path(model_path)) if is_local_path(model_path) else None
     return TINY if manifest is not None and manifest.get("kind") == TINY else "pretrained"
 

@@ -48,7 +48,7 @@ def loop_settings(settings: Settings, sessions: int) -> Settings:
     """The demo run's seed set and epochs on a real base and its retrain trigger (see above; the sample rate
     and window are in :func:`demo_settings`), each unless set already."""
     update: dict[str, int] = {}
-    if settings.student_model != TINY and base_kind(settings.student_model) != TINY:  # a tiny base by path too
+    if base_kind(settings.student_model) != TINY:  # the tiny base by name or by path keeps the tiny settings
         update.update({k: v for k, v in DEMO_REAL_BASE.items() if k not in settings.model_fields_set})
     if "curation_retrain_every" not in settings.model_fields_set:
         after_seed = max(0, sessions - update.get("curation_seed_size", settings.curation_seed_size))
